@@ -1,0 +1,30 @@
+// innerq/attn/decode_attention.h — attention of one query position against a
+// layer's cache, for all query heads of that layer.
+//
+// Query heads h share KV head h / (n_heads / n_kv_heads) (GQA; MHA when equal).
+// Scores are q·k / sqrt(head_dim) over every cached token (sink, quantized
+// middle, recent), one softmax, then p·V. The quantized middle is read by the
+// fused kernels (dequantize after the per-group dot). Work is split over KV
+// heads and token chunks (split softmax merged exactly) on `n_threads` threads.
+#pragma once
+
+#include "innerq/kv/kv_cache.h"
+
+namespace innerq::attn {
+
+struct DecodeOptions {
+  int n_threads = 1;
+};
+
+// q:   [n_heads, head_dim] post-RoPE query of the newest position
+// out: [n_heads, head_dim]
+// The cache must already hold the newest position's K/V.
+void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
+                      const DecodeOptions& options = {});
+
+// Scalar reference of the same computation for every cache kind: dequantizes
+// each region in double precision and runs a plain softmax. Slow; for tests.
+void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,
+                                float* out);
+
+}  // namespace innerq::attn

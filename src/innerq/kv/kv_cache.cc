@@ -1,0 +1,78 @@
+// KvCache: one LayerCache per layer, built from the layer's configuration.
+#include "innerq/kv/kv_cache.h"
+
+#include <fmt/core.h>
+
+#include "innerq/base/error.h"
+#include "innerq/kv/layer_caches.h"
+
+namespace innerq::kv {
+namespace {
+
+std::unique_ptr<LayerCache> make_layer_cache(const LayerConfig& c, int n_kv_heads, int head_dim) {
+  switch (c.kind) {
+    case CacheKind::kF32:
+      return std::make_unique<F32LayerCache>(c, n_kv_heads, head_dim);
+    case CacheKind::kF16:
+      return std::make_unique<F16LayerCache>(c, n_kv_heads, head_dim);
+    case CacheKind::kQ8_0:
+      return std::make_unique<Q8_0LayerCache>(c, n_kv_heads, head_dim);
+    case CacheKind::kQ4_0:
+      return std::make_unique<Q4_0LayerCache>(c, n_kv_heads, head_dim);
+    case CacheKind::kKivi:
+      return std::make_unique<KiviLayerCache>(c, n_kv_heads, head_dim);
+    case CacheKind::kInnerQ:
+      return std::make_unique<InnerQLayerCache>(c, n_kv_heads, head_dim);
+  }
+  throw Error("unknown cache kind");
+}
+
+}  // namespace
+
+KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers) : shape_(shape) {
+  if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
+      shape.max_tokens <= 0) {
+    throw Error(
+        fmt::format("cache shape: layers {}, kv heads {}, head_dim {}, max tokens {} must "
+                    "all be positive",
+                    shape.n_layers, shape.n_kv_heads, shape.head_dim, shape.max_tokens));
+  }
+  if (layers.size() != static_cast<size_t>(shape.n_layers)) {
+    throw Error(
+        fmt::format("cache: {} layer configs for {} layers", layers.size(), shape.n_layers));
+  }
+  for (const LayerConfig& c : layers) {
+    layers_.push_back(make_layer_cache(c, shape.n_kv_heads, shape.head_dim));
+  }
+}
+
+KvCache::KvCache(const CacheShape& shape, const LayerConfig& all_layers)
+    : KvCache(shape, std::vector<LayerConfig>(static_cast<size_t>(std::max(shape.n_layers, 0)),
+                                              all_layers)) {}
+
+void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
+  if (layer < 0 || layer >= shape_.n_layers) {
+    throw Error(fmt::format("cache: layer {} out of range (0..{})", layer, shape_.n_layers - 1));
+  }
+  LayerCache& lc = *layers_[static_cast<size_t>(layer)];
+  if (n_tokens < 0 || lc.n_tokens() + n_tokens > shape_.max_tokens) {
+    throw Error(fmt::format("cache: appending {} tokens to {} exceeds the context of {} tokens",
+                            n_tokens, lc.n_tokens(), shape_.max_tokens));
+  }
+  lc.append(k, v, n_tokens);
+}
+
+MemoryUsage KvCache::memory() const {
+  MemoryUsage m;
+  for (const auto& l : layers_) m += l->memory();
+  return m;
+}
+
+size_t KvCache::bytes_f16_equivalent() const {
+  size_t tokens = 0;
+  for (const auto& l : layers_) tokens += static_cast<size_t>(l->n_tokens());
+  return tokens * 2 /* K and V */ * static_cast<size_t>(shape_.n_kv_heads) * shape_.head_dim *
+         sizeof(f16_bits);
+}
+
+}  // namespace innerq::kv

@@ -1,0 +1,100 @@
+// innerq/kv/kv_cache.h — one sequence's key/value cache, all layers.
+//
+// Per layer and KV head the cache keeps, for K and for V, up to three regions
+// (DESIGN.md §1.3): a high-precision sink (first `sink` tokens), a quantized
+// middle, and a high-precision recent window. Which regions exist and how the
+// middle is stored depends on the layer's CacheKind:
+//
+//   f32, f16      one plain region (no quantization)
+//   q8_0, q4_0    llama.cpp blocks of 32 along head_dim, every token, no windows
+//   kivi          K: 32-token blocks grouped per channel; V: per-token groups
+//                 along head_dim; fp16 residual (K flushes `recent` tokens at
+//                 once, V slides by one)
+//   innerq        K: per-token groups along head_dim (16-token tiles), with
+//                 per-channel key normalization; V: G-token blocks grouped
+//                 along tokens (16-channel tiles); fp16 sink and recent windows
+//
+// Inputs to append() are post-RoPE keys and values in f32, laid out
+// [n_tokens, n_kv_heads, head_dim]. The attention layer reads the regions
+// through the typed layer caches below.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "innerq/kv/cache_spec.h"
+
+namespace innerq::kv {
+
+struct CacheShape {
+  int n_layers = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int max_tokens = 0;  // appending past this throws innerq::Error
+};
+
+// Bytes actually held for the current contents, by purpose.
+struct MemoryUsage {
+  size_t codes = 0;     // packed quantized codes
+  size_t metadata = 0;  // fp16 scales and zeros
+  size_t windows = 0;   // high-precision sink / recent / residual / plain storage
+  size_t norm = 0;      // key-normalization factors
+  size_t total() const { return codes + metadata + windows + norm; }
+  MemoryUsage& operator+=(const MemoryUsage& o) {
+    codes += o.codes;
+    metadata += o.metadata;
+    windows += o.windows;
+    norm += o.norm;
+    return *this;
+  }
+};
+
+// One layer's K/V for all its KV heads. Concrete types live in layer_caches.h.
+class LayerCache {
+ public:
+  LayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+      : config_(config), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {}
+  virtual ~LayerCache() = default;
+
+  // k, v: [n_tokens, n_kv_heads, head_dim]
+  virtual void append(const float* k, const float* v, int n_tokens) = 0;
+  virtual MemoryUsage memory() const = 0;
+
+  const LayerConfig& config() const { return config_; }
+  CacheKind kind() const { return config_.kind; }
+  int n_kv_heads() const { return n_kv_heads_; }
+  int head_dim() const { return head_dim_; }
+  int n_tokens() const { return n_tokens_; }
+
+ protected:
+  LayerConfig config_;
+  int n_kv_heads_;
+  int head_dim_;
+  int n_tokens_ = 0;
+};
+
+class KvCache {
+ public:
+  // One config per layer (size n_layers), or one config for all layers.
+  KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers);
+  KvCache(const CacheShape& shape, const LayerConfig& all_layers);
+
+  const CacheShape& shape() const { return shape_; }
+  int n_tokens() const { return layers_.empty() ? 0 : layers_[0]->n_tokens(); }
+
+  // k, v: [n_tokens, n_kv_heads, head_dim] of one layer. Layers advance
+  // independently; the model appends to every layer once per position.
+  void append(int layer, const float* k, const float* v, int n_tokens);
+
+  const LayerCache& layer(int l) const { return *layers_[static_cast<size_t>(l)]; }
+  MemoryUsage memory() const;
+  // What the same tokens would take in a plain f16 cache (K and V, all layers).
+  size_t bytes_f16_equivalent() const;
+
+ private:
+  CacheShape shape_;
+  std::vector<std::unique_ptr<LayerCache>> layers_;
+};
+
+}  // namespace innerq::kv

@@ -1,0 +1,419 @@
+// Storage and flush rules of the per-layer caches (layer_caches.h).
+#include "innerq/kv/layer_caches.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/core.h>
+
+#include "innerq/base/error.h"
+#include "innerq/kernels/quant_kernels.h"
+
+namespace innerq::kv {
+namespace {
+
+size_t at(int head, int head_dim, int n_kv_heads, int token) {
+  return (static_cast<size_t>(token) * n_kv_heads + head) * head_dim;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// F16Rows
+// ---------------------------------------------------------------------------
+void F16Rows::push(const float* row) {
+  for (int c = 0; c < head_dim_; ++c) data_.push_back(f32_to_f16(row[c]));
+}
+
+void F16Rows::pop_front(int n) {
+  front_ += n;
+  // Compact once the dead prefix outgrows the live rows: amortized O(1).
+  if (front_ > size() && front_ > 64) {
+    data_.erase(data_.begin(), data_.begin() + static_cast<ptrdiff_t>(front_) * head_dim_);
+    front_ = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// f32 / f16
+// ---------------------------------------------------------------------------
+template <typename T>
+static T to_storage(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return f32_to_f16(x);
+  }
+}
+
+template <typename T>
+PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+    : LayerCache(config, n_kv_heads, head_dim),
+      k_(static_cast<size_t>(n_kv_heads)),
+      v_(static_cast<size_t>(n_kv_heads)) {}
+
+template <typename T>
+void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
+  const int D = head_dim_;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    auto& kt = k_[static_cast<size_t>(h)];
+    auto& vr = v_[static_cast<size_t>(h)];
+    for (int i = 0; i < n_tokens; ++i) {
+      const int t = n_tokens_ + i;
+      if (t % kTileRows == 0) kt.resize(kt.size() + static_cast<size_t>(D) * kTileRows, T{});
+      T* tile = kt.data() + static_cast<size_t>(t / kTileRows) * D * kTileRows;
+      const float* krow = k + at(h, D, n_kv_heads_, i);
+      const float* vrow = v + at(h, D, n_kv_heads_, i);
+      for (int c = 0; c < D; ++c) tile[c * kTileRows + t % kTileRows] = to_storage<T>(krow[c]);
+      for (int c = 0; c < D; ++c) vr.push_back(to_storage<T>(vrow[c]));
+    }
+  }
+  n_tokens_ += n_tokens;
+}
+
+template <typename T>
+MemoryUsage PlainLayerCache<T>::memory() const {
+  MemoryUsage m;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    m.windows +=
+        (k_[static_cast<size_t>(h)].size() + v_[static_cast<size_t>(h)].size()) * sizeof(T);
+  }
+  return m;
+}
+
+template class PlainLayerCache<float>;
+template class PlainLayerCache<f16_bits>;
+
+// ---------------------------------------------------------------------------
+// q8_0 / q4_0
+// ---------------------------------------------------------------------------
+void quantize_block_q8_0(const float* x, BlockQ8_0* out) {
+  float amax = 0.0f;
+  for (int i = 0; i < kLlamaBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  out->d = f32_to_f16(d);
+  for (int i = 0; i < kLlamaBlock; ++i) {
+    out->qs[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
+  }
+}
+
+void quantize_block_q4_0(const float* x, BlockQ4_0* out) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < kLlamaBlock; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  }
+  const float d = max / -8.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  out->d = f32_to_f16(d);
+  for (int j = 0; j < kLlamaBlock / 2; ++j) {
+    const int lo = std::min(15, static_cast<int>(x[j] * id + 8.5f));
+    const int hi = std::min(15, static_cast<int>(x[j + 16] * id + 8.5f));
+    out->qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
+void dequantize_block(const BlockQ8_0& b, float* x) {
+  const float d = f16_to_f32(b.d);
+  for (int i = 0; i < kLlamaBlock; ++i) x[i] = d * static_cast<float>(b.qs[i]);
+}
+
+void dequantize_block(const BlockQ4_0& b, float* x) {
+  const float d = f16_to_f32(b.d);
+  for (int j = 0; j < kLlamaBlock / 2; ++j) {
+    x[j] = d * static_cast<float>((b.qs[j] & 0x0F) - 8);
+    x[j + 16] = d * static_cast<float>((b.qs[j] >> 4) - 8);
+  }
+}
+
+template <typename Block>
+LlamaBlockLayerCache<Block>::LlamaBlockLayerCache(const LayerConfig& config, int n_kv_heads,
+                                                  int head_dim)
+    : LayerCache(config, n_kv_heads, head_dim),
+      k_(static_cast<size_t>(n_kv_heads)),
+      v_(static_cast<size_t>(n_kv_heads)) {
+  if (head_dim % kLlamaBlock != 0) {
+    throw Error(fmt::format("{} cache: head_dim {} is not a multiple of {}",
+                            cache_kind_name(config.kind), head_dim, kLlamaBlock));
+  }
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::append(const float* k, const float* v, int n_tokens) {
+  const int nb = head_dim_ / kLlamaBlock;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    for (int i = 0; i < n_tokens; ++i) {
+      for (auto [src, dst] :
+           {std::pair{k, &k_[static_cast<size_t>(h)]}, std::pair{v, &v_[static_cast<size_t>(h)]}}) {
+        const float* row = src + at(h, head_dim_, n_kv_heads_, i);
+        for (int b = 0; b < nb; ++b) {
+          Block blk;
+          if constexpr (std::is_same_v<Block, BlockQ8_0>) {
+            quantize_block_q8_0(row + b * kLlamaBlock, &blk);
+          } else {
+            quantize_block_q4_0(row + b * kLlamaBlock, &blk);
+          }
+          dst->push_back(blk);
+        }
+      }
+    }
+  }
+  n_tokens_ += n_tokens;
+}
+
+template <typename Block>
+MemoryUsage LlamaBlockLayerCache<Block>::memory() const {
+  MemoryUsage m;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t blocks = k_[static_cast<size_t>(h)].size() + v_[static_cast<size_t>(h)].size();
+    m.codes += blocks * sizeof(Block::qs);
+    m.metadata += blocks * sizeof(f16_bits);
+  }
+  return m;
+}
+
+template class LlamaBlockLayerCache<BlockQ8_0>;
+template class LlamaBlockLayerCache<BlockQ4_0>;
+
+// ---------------------------------------------------------------------------
+// KIVI
+// ---------------------------------------------------------------------------
+static kernels::GroupSpec kivi_spec(const LayerConfig& c) {
+  return {c.k_bits, c.group, QuantMode::kAsymmetric};
+}
+
+KiviLayerCache::KiviLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+    : LayerCache(config, n_kv_heads, head_dim),
+      k_codes_(static_cast<size_t>(n_kv_heads)),
+      v_codes_(static_cast<size_t>(n_kv_heads)),
+      k_res_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
+      v_res_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)) {
+  if (head_dim % config.group != 0) {
+    throw Error(
+        fmt::format("kivi cache: head_dim {} is not a multiple of g={}", head_dim, config.group));
+  }
+}
+
+size_t KiviLayerCache::k_block_bytes() const {
+  return static_cast<size_t>(head_dim_) * kivi_spec(config_).record_bytes();
+}
+
+size_t KiviLayerCache::v_row_bytes() const {
+  return static_cast<size_t>(head_dim_ / config_.group) * kivi_spec(config_).record_bytes();
+}
+
+void KiviLayerCache::append(const float* k, const float* v, int n_tokens) {
+  const int R = config_.recent, G = config_.group;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    auto& kr = k_res_[static_cast<size_t>(h)];
+    auto& vr = v_res_[static_cast<size_t>(h)];
+    for (int i = 0; i < n_tokens; ++i) {
+      kr.push(k + at(h, head_dim_, n_kv_heads_, i));
+      vr.push(v + at(h, head_dim_, n_kv_heads_, i));
+      // K: the residual flushes whole once it holds R tokens (R = 0: every G).
+      if (kr.size() >= std::max(R, G)) flush_k(h, kr.size() / G * G);
+      if (vr.size() > R) flush_v(h, vr.size() - R);
+    }
+  }
+  n_tokens_ += n_tokens;
+  k_quant_tokens_ = n_tokens_ - k_res_[0].size();
+  v_quant_tokens_ = n_tokens_ - v_res_[0].size();
+}
+
+void KiviLayerCache::flush_k(int head, int n_tokens) {
+  const kernels::GroupSpec spec = kivi_spec(config_);
+  const int G = config_.group, D = head_dim_;
+  auto& res = k_res_[static_cast<size_t>(head)];
+  auto& codes = k_codes_[static_cast<size_t>(head)];
+  std::vector<float> block(static_cast<size_t>(G) * D);
+  for (int b = 0; b < n_tokens / G; ++b) {
+    for (int t = 0; t < G; ++t) {
+      for (int c = 0; c < D; ++c)
+        block[static_cast<size_t>(t) * D + c] = f16_to_f32(res.row(b * G + t)[c]);
+    }
+    const size_t off = codes.size();
+    codes.resize(off + k_block_bytes());
+    kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D),
+                                        codes.data() + off);
+  }
+  res.pop_front(n_tokens);
+}
+
+void KiviLayerCache::flush_v(int head, int n_tokens) {
+  const kernels::GroupSpec spec = kivi_spec(config_);
+  auto& res = v_res_[static_cast<size_t>(head)];
+  auto& codes = v_codes_[static_cast<size_t>(head)];
+  std::vector<float> row(static_cast<size_t>(head_dim_));
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int c = 0; c < head_dim_; ++c) row[static_cast<size_t>(c)] = f16_to_f32(res.row(t)[c]);
+    const size_t off = codes.size();
+    codes.resize(off + v_row_bytes());
+    kernels::simd::quantize_row(spec, row.data(), static_cast<size_t>(head_dim_ / config_.group),
+                                codes.data() + off);
+  }
+  res.pop_front(n_tokens);
+}
+
+MemoryUsage KiviLayerCache::memory() const {
+  MemoryUsage m;
+  const kernels::GroupSpec spec = kivi_spec(config_);
+  const double code_share = static_cast<double>(group_code_bytes(spec.bits, spec.group)) /
+                            static_cast<double>(spec.record_bytes());
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t q =
+        k_codes_[static_cast<size_t>(h)].size() + v_codes_[static_cast<size_t>(h)].size();
+    const size_t codes = static_cast<size_t>(static_cast<double>(q) * code_share + 0.5);
+    m.codes += codes;
+    m.metadata += q - codes;
+    m.windows += k_res_[static_cast<size_t>(h)].bytes() + v_res_[static_cast<size_t>(h)].bytes();
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// InnerQ
+// ---------------------------------------------------------------------------
+InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+    : LayerCache(config, n_kv_heads, head_dim),
+      k_fmt_{config.k_bits, config.group, head_dim / config.group, mode_has_zero(config.k_mode)},
+      v_fmt_{config.v_bits, config.group, 1, mode_has_zero(config.v_mode)},
+      k_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
+      v_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
+      k_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
+      v_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
+      k_mid_(static_cast<size_t>(n_kv_heads)),
+      v_mid_(static_cast<size_t>(n_kv_heads)),
+      ones_(static_cast<size_t>(head_dim), 1.0f) {
+  if (head_dim % config.group != 0) {
+    throw Error(
+        fmt::format("innerq cache: head_dim {} is not a multiple of g={}", head_dim, config.group));
+  }
+  if (head_dim % kTileRows != 0) {
+    throw Error(
+        fmt::format("innerq cache: head_dim {} is not a multiple of {}", head_dim, kTileRows));
+  }
+}
+
+const float* InnerQLayerCache::key_norm(int head) const {
+  return key_norm_.empty() ? ones_.data() : key_norm_[static_cast<size_t>(head)].data();
+}
+
+void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
+  const int S = config_.sink, R = config_.recent, G = config_.group;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    for (int i = 0; i < n_tokens; ++i) {
+      const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
+      const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
+      if (n_tokens_ + i < S) {
+        k_sink_[static_cast<size_t>(h)].push(krow);
+        v_sink_[static_cast<size_t>(h)].push(vrow);
+      } else {
+        k_recent_[static_cast<size_t>(h)].push(krow);
+        v_recent_[static_cast<size_t>(h)].push(vrow);
+      }
+    }
+    // Flush after the whole append so that a prefill computes the key
+    // normalization over every prompt key (DESIGN.md §1.4); token by token
+    // the result is the same as flushing after each token.
+    const int k_excess = k_recent_[static_cast<size_t>(h)].size() - R;
+    if (k_excess > 0) flush_k(h, k_excess);
+    while (v_recent_[static_cast<size_t>(h)].size() >= R + G) flush_v(h);
+  }
+  n_tokens_ += n_tokens;
+  k_mid_tokens_ = n_tokens_ - sink_tokens() - k_recent_[0].size();
+  v_mid_tokens_ = n_tokens_ - sink_tokens() - v_recent_[0].size();
+}
+
+void InnerQLayerCache::compute_key_norm(int head, const std::vector<const float*>& rows) {
+  std::vector<float>& f = key_norm_[static_cast<size_t>(head)];
+  f.assign(static_cast<size_t>(head_dim_), 0.0f);
+  for (const float* row : rows) {
+    for (int c = 0; c < head_dim_; ++c) {
+      f[static_cast<size_t>(c)] = config_.knorm == KeyNorm::kRms
+                                      ? f[static_cast<size_t>(c)] + row[c] * row[c]
+                                      : std::max(f[static_cast<size_t>(c)], std::fabs(row[c]));
+    }
+  }
+  for (float& x : f) {
+    if (config_.knorm == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(rows.size()));
+    x = x > 0.0f && std::isfinite(x) ? std::sqrt(x) : 1.0f;
+  }
+}
+
+void InnerQLayerCache::flush_k(int head, int n_tokens) {
+  auto& recent = k_recent_[static_cast<size_t>(head)];
+  const int D = head_dim_;
+  // Recent rows in f32, oldest first: the flushed tokens and the rest.
+  std::vector<float> rows(static_cast<size_t>(recent.size()) * D);
+  for (int t = 0; t < recent.size(); ++t) {
+    for (int c = 0; c < D; ++c) rows[static_cast<size_t>(t) * D + c] = f16_to_f32(recent.row(t)[c]);
+  }
+  if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
+    key_norm_.resize(static_cast<size_t>(n_kv_heads_));
+  }
+  if (config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty()) {
+    std::vector<const float*> all;
+    for (int t = 0; t < recent.size(); ++t) all.push_back(&rows[static_cast<size_t>(t) * D]);
+    compute_key_norm(head, all);
+  }
+  const float* f = key_norm(head);
+  const kernels::GroupSpec spec{config_.k_bits, config_.group, config_.k_mode};
+  std::vector<uint8_t> records(k_fmt_.n_groups * spec.record_bytes());
+  std::vector<float> scaled(static_cast<size_t>(D));
+  auto& tiles = k_mid_[static_cast<size_t>(head)];
+  // Every head flushes the same tokens, so the member is this head's count
+  // until append() updates it after all heads.
+  const int mid = k_mid_tokens_;
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int c = 0; c < D; ++c)
+      scaled[static_cast<size_t>(c)] = rows[static_cast<size_t>(t) * D + c] / f[c];
+    kernels::simd::quantize_row(spec, scaled.data(), static_cast<size_t>(k_fmt_.n_groups),
+                                records.data());
+    const int slot = mid + t;  // index of this token in the middle region
+    if (slot % kTileRows == 0) tiles.resize(tiles.size() + k_fmt_.bytes(), 0);
+    tile_store_row(k_fmt_, records.data(), tiles.data() + (slot / kTileRows) * k_fmt_.bytes(),
+                   slot % kTileRows);
+  }
+  recent.pop_front(n_tokens);
+}
+
+void InnerQLayerCache::flush_v(int head) {
+  auto& recent = v_recent_[static_cast<size_t>(head)];
+  const int D = head_dim_, G = config_.group;
+  std::vector<float> block(static_cast<size_t>(G) * D);
+  for (int t = 0; t < G; ++t) {
+    for (int c = 0; c < D; ++c)
+      block[static_cast<size_t>(t) * D + c] = f16_to_f32(recent.row(t)[c]);
+  }
+  const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
+  std::vector<uint8_t> records(static_cast<size_t>(D) * spec.record_bytes());
+  kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D), records.data());
+  auto& blocks = v_mid_[static_cast<size_t>(head)];
+  const size_t off = blocks.size();
+  blocks.resize(off + static_cast<size_t>(D / kTileRows) * v_fmt_.bytes(), 0);
+  for (int c = 0; c < D; ++c) {
+    tile_store_row(v_fmt_, records.data() + c * spec.record_bytes(),
+                   blocks.data() + off + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
+  }
+  recent.pop_front(G);
+}
+
+MemoryUsage InnerQLayerCache::memory() const {
+  MemoryUsage m;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    const size_t k_tiles = k_mid_[hs].size() / k_fmt_.bytes();
+    const size_t v_tiles = v_mid_[hs].size() / v_fmt_.bytes();
+    m.codes += k_tiles * k_fmt_.code_bytes() + v_tiles * v_fmt_.code_bytes();
+    m.metadata += k_tiles * k_fmt_.meta_bytes() + v_tiles * v_fmt_.meta_bytes();
+    m.windows +=
+        k_sink_[hs].bytes() + v_sink_[hs].bytes() + k_recent_[hs].bytes() + v_recent_[hs].bytes();
+  }
+  if (!key_norm_.empty()) m.norm = static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
+  return m;
+}
+
+}  // namespace innerq::kv

@@ -1,0 +1,49 @@
+// innerq — command-line entry point. Parses the subcommand, runs it, and maps
+// every error to one line on stderr with a non-zero exit code.
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "innerq/base/error.h"
+#include "innerq/tools/commands.h"
+
+namespace {
+
+// Exit codes: 0 success, 1 internal failure, 2 bad input (arguments, files,
+// specs). CLI11's own codes are folded into 2 so scripts see one convention.
+constexpr int kExitInternal = 1;
+constexpr int kExitBadInput = 2;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "innerq — 2-4 bit KV caches with inner-dimension group quantization (InnerQ),\n"
+      "fused decode attention, and side-by-side baselines (f16, KIVI, q8_0/q4_0)."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "innerq 0.1.0");
+
+  innerq::tools::add_quant_command(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "innerq: {}\n", e.what());
+    return kExitBadInput;
+  } catch (const innerq::Error& e) {
+    fmt::print(stderr, "innerq: error: {}\n", e.what());
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "innerq: internal error: {}\n", e.what());
+    return kExitInternal;
+  }
+  return 0;
+}
