@@ -33,7 +33,9 @@ void prefill_attention(const PrefillShape& shape, const float* q, const float* k
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * hd;    // between positions in k, v
   const int64_t n_rows = static_cast<int64_t>(n) * n_heads;
 
-#pragma omp parallel num_threads(std::max(1, n_threads))
+  // Small prompts stay on the calling thread (waking a team costs more).
+  const bool parallel = n_rows * n * hd >= (int64_t{1} << 16);
+#pragma omp parallel num_threads(std::max(1, n_threads)) if (parallel)
   {
     std::vector<float> scores(static_cast<size_t>(n));
     std::vector<float> acc(static_cast<size_t>(hd));

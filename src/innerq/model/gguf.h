@@ -1,0 +1,142 @@
+// innerq/model/gguf.h — a read-only GGUF v3 file over mmap: metadata, tensor
+// table and tensor data.
+//
+// Layout (all little-endian):
+//   "GGUF" u32 version u64 n_tensors u64 n_kv
+//   n_kv     × { string key, u32 type, value }
+//   n_tensors × { string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset }
+//   padding to `general.alignment` (default 32), then the tensor data; each
+//   tensor's offset is relative to the data start and aligned.
+// A string is u64 length + bytes; an array is u32 element type + u64 count +
+// elements. Every length, count, offset and size is checked against the file
+// before use; anything malformed throws innerq::Error naming the file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace innerq::model {
+
+enum class GgufType : uint32_t {
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
+};
+
+const char* gguf_type_name(GgufType type);
+
+// One metadata value. Scalars keep their value in the widest field of their
+// kind (u for unsigned and bool, i for signed, f for floats); strings point
+// into the mapped file; arrays hold their elements.
+struct GgufValue {
+  GgufType type = GgufType::kU8;
+  uint64_t u = 0;
+  int64_t i = 0;
+  double f = 0;
+  std::string_view s;
+  GgufType elem_type = GgufType::kU8;  // arrays only
+  std::vector<GgufValue> array;        // arrays only
+
+  bool is_integer() const;
+  bool is_float() const { return type == GgufType::kF32 || type == GgufType::kF64; }
+};
+
+// ggml tensor storage types (the ids are ggml's).
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kBF16 = 30,
+};
+
+const char* ggml_type_name(GgmlType type);
+
+struct GgufTensor {
+  std::string name;
+  GgmlType type = GgmlType::kF32;
+  std::vector<int64_t> ne;  // ggml order: ne[0] is the contiguous (row) dimension
+  int64_t n_elements = 0;
+  size_t offset = 0;  // from the start of the data section
+  size_t n_bytes = 0;
+  const uint8_t* data = nullptr;  // into the mapping
+
+  int64_t rows() const;  // product of ne[1..]
+};
+
+class GgufFile {
+ public:
+  explicit GgufFile(const std::string& path);
+  ~GgufFile();
+  GgufFile(const GgufFile&) = delete;
+  GgufFile& operator=(const GgufFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint32_t version() const { return version_; }
+  size_t alignment() const { return alignment_; }
+  size_t file_size() const { return size_; }
+
+  const std::map<std::string, GgufValue, std::less<>>& metadata() const { return metadata_; }
+  const std::vector<GgufTensor>& tensors() const { return tensors_; }
+
+  // nullptr when absent.
+  const GgufValue* find(std::string_view key) const;
+  const GgufTensor* find_tensor(std::string_view name) const;
+
+  // Typed accessors; they throw innerq::Error naming the file and the key when
+  // the key is missing (unless a default is given) or has the wrong type.
+  std::string_view get_string(std::string_view key) const;
+  std::string get_string(std::string_view key, std::string_view fallback) const;
+  uint64_t get_uint(std::string_view key) const;
+  uint64_t get_uint(std::string_view key, uint64_t fallback) const;
+  double get_float(std::string_view key, double fallback) const;
+  bool get_bool(std::string_view key, bool fallback) const;
+  const GgufValue& get_array(std::string_view key, GgufType elem_type) const;
+  const GgufTensor& get_tensor(std::string_view name) const;
+
+  // "<path>: <what>" — the prefix every error about this file carries.
+  std::string describe(std::string_view what) const;
+
+ private:
+  void parse();
+
+  std::string path_;
+  const uint8_t* base_ = nullptr;
+  size_t size_ = 0;
+  uint32_t version_ = 0;
+  size_t alignment_ = 32;
+  std::map<std::string, GgufValue, std::less<>> metadata_;
+  std::vector<GgufTensor> tensors_;
+  std::map<std::string, size_t, std::less<>> tensor_index_;
+};
+
+}  // namespace innerq::model

@@ -1,0 +1,51 @@
+// SmolLM2-135M-Instruct (Q4_1/Q8_0 weights, byte-level BPE): tokenizer and
+// logits against the independent reference. Label `slow`: needs
+// scripts/fetch-model.sh to have fetched the model.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "innerq/kv/cache_spec.h"
+#include "innerq/model/llama.h"
+#include "innerq/model/model_path.h"
+#include "innerq/model/sampler.h"
+#include "reference_fixture.h"
+
+namespace innerq::model {
+namespace {
+
+const LlamaModel& smollm2() {
+  static const LlamaModel model(resolve_model_path("smollm2"));
+  return model;
+}
+
+TEST(SmolLM2, Config) {
+  const LlamaConfig& c = smollm2().config();
+  EXPECT_EQ(c.n_layers, 30);
+  EXPECT_EQ(c.n_embd, 576);
+  EXPECT_EQ(c.n_heads, 9);
+  EXPECT_EQ(c.n_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.n_vocab, 49152);
+  EXPECT_TRUE(smollm2().tied_output());
+  EXPECT_EQ(smollm2().tokenizer().kind(), TokenizerKind::kBytePairGpt2);
+  EXPECT_EQ(smollm2().tokenizer().pre_tokenizer(), "smollm");
+}
+
+TEST(SmolLM2, TokenizerMatchesReference) {
+  testing::expect_tokenizer_matches(smollm2(), testing::load_fixture("smollm2"), true);
+}
+
+TEST(SmolLM2, DetokenizeRoundTrips) {
+  const Tokenizer& tok = smollm2().tokenizer();
+  for (const char* text : {"naïve café — 日本語 😀", "  a\n\n b\t1234 ", "it's 3.14"}) {
+    EXPECT_EQ(tok.decode(tok.tokenize(text, false, true)), text);
+  }
+}
+
+TEST(SmolLM2, LogitsMatchReference) {
+  testing::expect_logits_match(smollm2(), testing::load_fixture("smollm2"), 2);
+}
+
+}  // namespace
+}  // namespace innerq::model
