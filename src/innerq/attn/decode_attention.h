@@ -8,12 +8,17 @@
 // heads and token chunks (split softmax merged exactly) on `n_threads` threads.
 #pragma once
 
+#include <vector>
+
 #include "innerq/kv/kv_cache.h"
 
 namespace innerq::attn {
 
 struct DecodeOptions {
   int n_threads = 1;
+  // Run the same chunked algorithm with the scalar reference kernels (tests
+  // compare it with the SIMD kernels, kernel by kernel).
+  bool scalar_kernels = false;
 };
 
 // q:   [n_heads, head_dim] post-RoPE query of the newest position
@@ -26,5 +31,11 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
 // each region in double precision and runs a plain softmax. Slow; for tests.
 void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,
                                 float* out);
+
+// The cache's contents as the reference sees them, [n_tokens][head_dim] in
+// double: every region decoded from its layout, InnerQ keys multiplied back by
+// their normalization factors.
+std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head);
+std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head);
 
 }  // namespace innerq::attn

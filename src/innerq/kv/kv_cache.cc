@@ -1,6 +1,9 @@
 // KvCache: one LayerCache per layer, built from the layer's configuration.
 #include "innerq/kv/kv_cache.h"
 
+#include <cmath>
+#include <limits>
+
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
@@ -58,6 +61,21 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
   if (n_tokens < 0 || lc.n_tokens() + n_tokens > shape_.max_tokens) {
     throw Error(fmt::format("cache: appending {} tokens to {} exceeds the context of {} tokens",
                             n_tokens, lc.n_tokens(), shape_.max_tokens));
+  }
+  // One behaviour for non-finite input, whatever the kind: reject it before
+  // anything is stored, so no NaN reaches attention and the cache is unchanged.
+  const float limit = lc.kind() == CacheKind::kF32 ? std::numeric_limits<float>::max() : kF16Max;
+  const size_t per_token = static_cast<size_t>(shape_.n_kv_heads) * shape_.head_dim;
+  for (const float* x : {k, v}) {
+    for (size_t i = 0; i < per_token * static_cast<size_t>(n_tokens); ++i) {
+      if (!(std::fabs(x[i]) <= limit)) {
+        throw Error(
+            fmt::format("cache: layer {} {} {} at token {}, element {} is not finite or "
+                        "exceeds ±{}",
+                        layer, x == k ? "key" : "value", x[i],
+                        static_cast<size_t>(lc.n_tokens()) + i / per_token, i % per_token, limit));
+      }
+    }
   }
   lc.append(k, v, n_tokens);
 }

@@ -85,6 +85,8 @@ class KvCache {
 
   // k, v: [n_tokens, n_kv_heads, head_dim] of one layer. Layers advance
   // independently; the model appends to every layer once per position.
+  // Throws innerq::Error, leaving the cache unchanged, past max_tokens or on
+  // a NaN, ±Inf or (for every kind but f32) a value beyond ±65504.
   void append(int layer, const float* k, const float* v, int n_tokens);
 
   const LayerCache& layer(int l) const { return *layers_[static_cast<size_t>(l)]; }

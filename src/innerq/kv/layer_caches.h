@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "innerq/base/fp16.h"
+#include "innerq/kernels/llama_blocks.h"
 #include "innerq/kernels/tile_format.h"
 #include "innerq/kv/kv_cache.h"
 
@@ -60,25 +61,9 @@ using F32LayerCache = PlainLayerCache<float>;
 using F16LayerCache = PlainLayerCache<f16_bits>;
 
 // ---------------------------------------------------------------------------
-// q8_0 / q4_0 (llama.cpp): blocks of 32 along head_dim for K and V, one f16
-// scale d per block, symmetric, every token quantized, no windows.
-//   q8_0: x = d·c, c ∈ [−127, 127] int8, d = absmax/127        (8.5 bits/value)
-//   q4_0: x = d·(c − 8), c ∈ [0, 15] nibbles, d = max/−8 where max is the
-//         value of largest magnitude (signed d)                  (4.5 bits/value)
-//   q4_0 nibbles: byte j holds element j (low) and j+16 (high), as ggml.
+// q8_0 / q4_0 (llama.cpp, kernels/llama_blocks.h): blocks of 32 along
+// head_dim for K and V, every token quantized, no windows.
 // ---------------------------------------------------------------------------
-inline constexpr int kLlamaBlock = 32;
-struct BlockQ8_0 {
-  f16_bits d;
-  int8_t qs[kLlamaBlock];
-};
-struct BlockQ4_0 {
-  f16_bits d;
-  uint8_t qs[kLlamaBlock / 2];
-};
-static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block: 2 + 32 bytes = 8.5 bits/value");
-static_assert(sizeof(BlockQ4_0) == 18, "q4_0 block: 2 + 16 bytes = 4.5 bits/value");
-
 template <typename Block>
 class LlamaBlockLayerCache final : public LayerCache {
  public:
@@ -96,11 +81,6 @@ class LlamaBlockLayerCache final : public LayerCache {
 
 using Q8_0LayerCache = LlamaBlockLayerCache<BlockQ8_0>;
 using Q4_0LayerCache = LlamaBlockLayerCache<BlockQ4_0>;
-
-void quantize_block_q8_0(const float* x, BlockQ8_0* out);  // x: [32]
-void quantize_block_q4_0(const float* x, BlockQ4_0* out);  // x: [32]
-void dequantize_block(const BlockQ8_0& b, float* x);
-void dequantize_block(const BlockQ4_0& b, float* x);
 
 // ---------------------------------------------------------------------------
 // KIVI (outer grouping), asymmetric, G = `group` (32), b = k_bits = v_bits.

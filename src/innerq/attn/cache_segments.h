@@ -1,0 +1,54 @@
+// innerq/attn/cache_segments.h — a layer cache seen as runs of tokens
+// ("segments") in one storage form each, in token order, for K and for V.
+//
+// Decode attention splits the token axis into chunks and runs, for each chunk,
+// the region kernel of every segment it overlaps; the reference dequantizes
+// the same segments token by token. Segments of quantized storage can only be
+// cut at multiples of their `unit` (16-token tiles, G-token blocks) counted
+// from the segment start.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "innerq/kernels/tile_format.h"
+#include "innerq/kv/kv_cache.h"
+
+namespace innerq::attn {
+
+enum class SegmentForm {
+  kTilesF32,  // plain K, [tile][D][16] f32
+  kTilesF16,  // plain K, [tile][D][16] f16
+  kRowsF32,   // [n][D] f32
+  kRowsF16,   // [n][D] f16 (plain V, sinks, recent windows, residuals)
+  kQ8_0,      // [n][D/32] llama.cpp blocks
+  kQ4_0,
+  kInnerQK,  // 16-token tiles of per-token groups, keys divided by f
+  kInnerQV,  // G-token blocks of D/16 channel tiles
+  kKiviK,    // G-token blocks of D channel records
+  kKiviV,    // per-token rows of D/G records
+};
+
+struct Segment {
+  SegmentForm form;
+  int start;   // first token (sequence position)
+  int length;  // tokens
+  int unit;    // cut granularity in tokens, from `start`
+  const void* data;
+  TileFormat tile;  // kInnerQK / kInnerQV
+  int bits = 0;     // kKiviK / kKiviV
+  int group = 0;
+
+  // The same segment without its first `offset` tokens (offset % unit == 0).
+  Segment tail(int offset, int head_dim) const;
+};
+
+struct HeadSegments {
+  std::vector<Segment> k, v;
+  const float* key_norm = nullptr;  // [D] factors of kInnerQK segments
+  int origin = 0;                   // quantized segments start here: chunk cuts align to it
+};
+
+HeadSegments segments_of(const kv::LayerCache& cache, int head);
+
+}  // namespace innerq::attn

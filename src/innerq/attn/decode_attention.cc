@@ -1,0 +1,366 @@
+// Decode attention over a layer cache: chunks of the token axis per KV head,
+// a partial softmax per chunk, and an exact merge (flash-decoding on a CPU).
+#include "innerq/attn/decode_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "innerq/attn/cache_segments.h"
+#include "innerq/base/error.h"
+#include "innerq/kernels/attn_kernels.h"
+#include "innerq/kernels/group_format.h"
+#include "innerq/kernels/llama_blocks.h"
+
+namespace innerq::attn {
+namespace {
+
+// Chunk cuts are multiples of this many tokens from the segments' origin, so
+// they fall on 16-token tiles and on G-token blocks for every G ≤ 128.
+constexpr int kChunkAlign = 128;
+constexpr int kMinChunk = 512;
+
+// The region kernels, from kernels::simd or (for tests) kernels::scalar.
+#define INNERQ_KERNEL(name, ...) \
+  (options.scalar_kernels ? kernels::scalar::name(__VA_ARGS__) : kernels::simd::name(__VA_ARGS__))
+
+void check_shape(const kv::LayerCache& cache, int n_heads) {
+  if (n_heads <= 0 || n_heads % cache.n_kv_heads() != 0) {
+    throw Error(fmt::format("decode attention: {} query heads cannot share {} KV heads", n_heads,
+                            cache.n_kv_heads()));
+  }
+  if (cache.n_tokens() == 0) throw Error("decode attention: the cache is empty");
+}
+
+// Scores of tokens [a, b) from the segments that overlap them.
+void chunk_scores(const std::vector<Segment>& segments, int a, int b, const float* q,
+                  const float* q_norm, int nq, int D, float* scores, size_t stride,
+                  const DecodeOptions& options) {
+  for (const Segment& whole : segments) {
+    const int lo = std::max(a, whole.start), hi = std::min(b, whole.start + whole.length);
+    if (lo >= hi) continue;
+    const Segment s = whole.tail(lo - whole.start, D);
+    const int n = hi - lo;
+    const kernels::QueryHeads heads{s.form == SegmentForm::kInnerQK ? q_norm : q, nq, D};
+    const kernels::HeadRows out{scores + (lo - a), stride};
+    switch (s.form) {
+      case SegmentForm::kTilesF32:
+        INNERQ_KERNEL(k_scores_tiles, static_cast<const float*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kTilesF16:
+        INNERQ_KERNEL(k_scores_tiles, static_cast<const f16_bits*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kRowsF16:
+        INNERQ_KERNEL(k_scores_rows, static_cast<const f16_bits*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kQ8_0:
+        INNERQ_KERNEL(k_scores_blocks, static_cast<const BlockQ8_0*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kQ4_0:
+        INNERQ_KERNEL(k_scores_blocks, static_cast<const BlockQ4_0*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kInnerQK:
+        INNERQ_KERNEL(k_scores_innerq, s.tile, static_cast<const uint8_t*>(s.data), n, heads, out);
+        break;
+      case SegmentForm::kKiviK:
+        INNERQ_KERNEL(k_scores_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), n, heads,
+                      out);
+        break;
+      case SegmentForm::kRowsF32:
+      case SegmentForm::kInnerQV:
+      case SegmentForm::kKiviV:
+        throw Error("decode attention: a V segment among the keys");
+    }
+  }
+}
+
+// o [nq][D] += p·V over tokens [a, b).
+void chunk_values(const std::vector<Segment>& segments, int a, int b, const float* p, size_t stride,
+                  int nq, int D, float* o, const DecodeOptions& options) {
+  for (const Segment& whole : segments) {
+    const int lo = std::max(a, whole.start), hi = std::min(b, whole.start + whole.length);
+    if (lo >= hi) continue;
+    const Segment s = whole.tail(lo - whole.start, D);
+    const int n = hi - lo;
+    const kernels::ConstHeadRows w{p + (lo - a), stride};
+    switch (s.form) {
+      case SegmentForm::kRowsF32:
+        INNERQ_KERNEL(v_accumulate_rows, static_cast<const float*>(s.data), n, nq, D, w, o);
+        break;
+      case SegmentForm::kRowsF16:
+        INNERQ_KERNEL(v_accumulate_rows, static_cast<const f16_bits*>(s.data), n, nq, D, w, o);
+        break;
+      case SegmentForm::kQ8_0:
+        INNERQ_KERNEL(v_accumulate_blocks, static_cast<const BlockQ8_0*>(s.data), n, nq, D, w, o);
+        break;
+      case SegmentForm::kQ4_0:
+        INNERQ_KERNEL(v_accumulate_blocks, static_cast<const BlockQ4_0*>(s.data), n, nq, D, w, o);
+        break;
+      case SegmentForm::kInnerQV:
+        INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
+                      n / s.tile.group, nq, D, w, o);
+        break;
+      case SegmentForm::kKiviV:
+        INNERQ_KERNEL(v_accumulate_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), n,
+                      nq, D, w, o);
+        break;
+      case SegmentForm::kTilesF32:
+      case SegmentForm::kTilesF16:
+      case SegmentForm::kInnerQK:
+      case SegmentForm::kKiviK:
+        throw Error("decode attention: a K segment among the values");
+    }
+  }
+}
+
+#undef INNERQ_KERNEL
+
+// Cuts [0, n) into chunks whose inner cuts sit at origin + k·size, size a
+// multiple of kChunkAlign, with enough chunks to keep n_threads busy.
+std::vector<int> chunk_cuts(int n, int origin, int n_kv_heads, int n_threads) {
+  const int wanted_per_head = std::max(1, (4 * n_threads + n_kv_heads - 1) / n_kv_heads);
+  int size = std::max(kMinChunk, (n + wanted_per_head - 1) / wanted_per_head);
+  size = (size + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+  std::vector<int> cuts{0};
+  for (long cut = origin + size; cut < n; cut += size) cuts.push_back(static_cast<int>(cut));
+  cuts.push_back(n);
+  return cuts;
+}
+
+}  // namespace
+
+void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
+                      const DecodeOptions& options) {
+  check_shape(cache, n_heads);
+  const int n = cache.n_tokens(), D = cache.head_dim(), n_kv = cache.n_kv_heads();
+  const int nq = n_heads / n_kv;
+  const int n_threads = std::max(1, options.n_threads);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+
+  std::vector<HeadSegments> heads;
+  for (int h = 0; h < n_kv; ++h) heads.push_back(segments_of(cache, h));
+  const std::vector<int> cuts = chunk_cuts(n, heads[0].origin, n_kv, n_threads);
+  const int n_chunks = static_cast<int>(cuts.size()) - 1;
+
+  // Queries per KV head, scaled by 1/sqrt(D); q_norm also by the key factors.
+  std::vector<float> q_scaled(static_cast<size_t>(n_heads) * D), q_norm(q_scaled.size());
+  for (int h = 0; h < n_heads; ++h) {
+    const float* f = heads[static_cast<size_t>(h / nq)].key_norm;
+    for (int c = 0; c < D; ++c) {
+      const size_t i = static_cast<size_t>(h) * D + c;
+      q_scaled[i] = q[i] * scale;
+      q_norm[i] = f ? q_scaled[i] * f[c] : q_scaled[i];
+    }
+  }
+
+  // Partial results per (KV head, chunk): max and sum of exp per query head,
+  // unnormalized output [nq][D].
+  const size_t n_tasks = static_cast<size_t>(n_kv) * n_chunks;
+  std::vector<float> part_m(n_tasks * nq), part_l(n_tasks * nq), part_o(n_tasks * nq * D, 0.0f);
+
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t task = 0; task < n_tasks; ++task) {
+      const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
+      const int a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
+      const size_t stride = static_cast<size_t>(b - a);
+      scores.resize(stride * nq);
+      const size_t q_off = static_cast<size_t>(h) * nq * D;
+      const HeadSegments& seg = heads[static_cast<size_t>(h)];
+      chunk_scores(seg.k, a, b, q_scaled.data() + q_off, q_norm.data() + q_off, nq, D,
+                   scores.data(), stride, options);
+      kernels::simd::softmax_partial({scores.data(), stride}, b - a, nq, &part_m[task * nq],
+                                     &part_l[task * nq]);
+      chunk_values(seg.v, a, b, scores.data(), stride, nq, D, &part_o[task * nq * D], options);
+    }
+  }
+
+  // Merge: o = Σ_c e^{m_c − M}·o_c / Σ_c e^{m_c − M}·l_c.
+  for (int h = 0; h < n_heads; ++h) {
+    const int kv_head = h / nq, j = h % nq;
+    float M = -std::numeric_limits<float>::infinity();
+    for (int c = 0; c < n_chunks; ++c) {
+      M = std::max(M, part_m[(static_cast<size_t>(kv_head) * n_chunks + c) * nq + j]);
+    }
+    float* o = out + static_cast<size_t>(h) * D;
+    std::fill(o, o + D, 0.0f);
+    float L = 0.0f;
+    for (int c = 0; c < n_chunks; ++c) {
+      const size_t task = static_cast<size_t>(kv_head) * n_chunks + c;
+      const float w = std::exp(part_m[task * nq + j] - M);
+      L += w * part_l[task * nq + j];
+      const float* po = &part_o[(task * nq + j) * D];
+      for (int i = 0; i < D; ++i) o[i] += w * po[i];
+    }
+    for (int i = 0; i < D; ++i) o[i] /= L;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reference: every cached row decoded in double from the layout definitions,
+// then a plain two-pass softmax.
+// ---------------------------------------------------------------------------
+namespace {
+
+void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x) {
+  const size_t code_bytes = group_code_bytes(bits, group);
+  f16_bits scale = 0, zero = 0;
+  __builtin_memcpy(&scale, record + code_bytes, 2);
+  if (has_zero) __builtin_memcpy(&zero, record + code_bytes + 2, 2);
+  const GroupMeta m = decode_meta(scale, zero, bits);
+  for (int i = 0; i < group; ++i) {
+    x[i] = static_cast<double>(m.scale) * read_code(record, bits, i) + m.zero;
+  }
+}
+
+// Row `t` (0-based within the segment) of a segment, in double.
+void segment_row(const Segment& s, int t, int D, const float* key_norm, double* x) {
+  const size_t Dz = static_cast<size_t>(D);
+  switch (s.form) {
+    case SegmentForm::kTilesF32:
+    case SegmentForm::kTilesF16: {
+      const size_t tile = static_cast<size_t>(t / kTileRows) * Dz * kTileRows;
+      for (int c = 0; c < D; ++c) {
+        const size_t i = tile + static_cast<size_t>(c) * kTileRows + t % kTileRows;
+        x[c] = s.form == SegmentForm::kTilesF32
+                   ? static_cast<const float*>(s.data)[i]
+                   : f16_to_f32(static_cast<const f16_bits*>(s.data)[i]);
+      }
+      return;
+    }
+    case SegmentForm::kRowsF32:
+      for (int c = 0; c < D; ++c) x[c] = static_cast<const float*>(s.data)[t * Dz + c];
+      return;
+    case SegmentForm::kRowsF16:
+      for (int c = 0; c < D; ++c)
+        x[c] = f16_to_f32(static_cast<const f16_bits*>(s.data)[t * Dz + c]);
+      return;
+    case SegmentForm::kQ8_0:
+    case SegmentForm::kQ4_0: {
+      float block[kLlamaBlock];
+      for (int b = 0; b < D / kLlamaBlock; ++b) {
+        const size_t i = static_cast<size_t>(t) * (Dz / kLlamaBlock) + b;
+        if (s.form == SegmentForm::kQ8_0) {
+          dequantize_block(static_cast<const BlockQ8_0*>(s.data)[i], block);
+        } else {
+          dequantize_block(static_cast<const BlockQ4_0*>(s.data)[i], block);
+        }
+        for (int e = 0; e < kLlamaBlock; ++e) x[b * kLlamaBlock + e] = block[e];
+      }
+      return;
+    }
+    case SegmentForm::kInnerQK: {
+      const TileFormat& f = s.tile;
+      const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
+      std::vector<uint8_t> records(f.n_groups * record_bytes);
+      tile_load_row(f, static_cast<const uint8_t*>(s.data) + (t / kTileRows) * f.bytes(),
+                    t % kTileRows, records.data());
+      for (int g = 0; g < f.n_groups; ++g) {
+        decode_group_double(f.bits, f.group, f.has_zero, records.data() + g * record_bytes,
+                            x + g * f.group);
+      }
+      for (int c = 0; c < D; ++c) x[c] *= key_norm[c];  // stored keys are K / f
+      return;
+    }
+    case SegmentForm::kInnerQV: {
+      const TileFormat& f = s.tile;
+      const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
+      const auto* block = static_cast<const uint8_t*>(s.data) +
+                          static_cast<size_t>(t / f.group) * (Dz / kTileRows) * f.bytes();
+      std::vector<uint8_t> record(record_bytes);
+      std::vector<double> channel(static_cast<size_t>(f.group));
+      for (int c = 0; c < D; ++c) {
+        tile_load_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, record.data());
+        decode_group_double(f.bits, f.group, f.has_zero, record.data(), channel.data());
+        x[c] = channel[static_cast<size_t>(t % f.group)];
+      }
+      return;
+    }
+    case SegmentForm::kKiviK: {
+      const size_t record_bytes = group_record_bytes(s.bits, s.group, QuantMode::kAsymmetric);
+      const auto* block = static_cast<const uint8_t*>(s.data) +
+                          static_cast<size_t>(t / s.group) * Dz * record_bytes;
+      std::vector<double> channel(static_cast<size_t>(s.group));
+      for (int c = 0; c < D; ++c) {
+        decode_group_double(s.bits, s.group, true, block + c * record_bytes, channel.data());
+        x[c] = channel[static_cast<size_t>(t % s.group)];
+      }
+      return;
+    }
+    case SegmentForm::kKiviV: {
+      const size_t record_bytes = group_record_bytes(s.bits, s.group, QuantMode::kAsymmetric);
+      const int ng = D / s.group;
+      for (int g = 0; g < ng; ++g) {
+        decode_group_double(
+            s.bits, s.group, true,
+            static_cast<const uint8_t*>(s.data) + (static_cast<size_t>(t) * ng + g) * record_bytes,
+            x + g * s.group);
+      }
+      return;
+    }
+  }
+}
+
+// All rows of a segment list in token order: [n][D].
+std::vector<double> dequantize_all(const std::vector<Segment>& segments, int n, int D,
+                                   const float* key_norm) {
+  std::vector<double> rows(static_cast<size_t>(n) * D);
+  for (const Segment& s : segments) {
+    for (int t = 0; t < s.length; ++t) {
+      segment_row(s, t, D, key_norm, &rows[static_cast<size_t>(s.start + t) * D]);
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
+std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
+  const HeadSegments seg = segments_of(cache, kv_head);
+  return dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+}
+
+std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head) {
+  const HeadSegments seg = segments_of(cache, kv_head);
+  return dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+}
+
+void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,
+                                float* out) {
+  check_shape(cache, n_heads);
+  const int n = cache.n_tokens(), D = cache.head_dim();
+  const int nq = n_heads / cache.n_kv_heads();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (int kv_head = 0; kv_head < cache.n_kv_heads(); ++kv_head) {
+    const std::vector<double> k = dequantized_keys(cache, kv_head);
+    const std::vector<double> v = dequantized_values(cache, kv_head);
+    for (int h = kv_head * nq; h < (kv_head + 1) * nq; ++h) {
+      std::vector<double> p(static_cast<size_t>(n));
+      double max = -std::numeric_limits<double>::infinity();
+      for (int t = 0; t < n; ++t) {
+        double s = 0.0;
+        for (int c = 0; c < D; ++c)
+          s += static_cast<double>(q[h * D + c]) * k[static_cast<size_t>(t) * D + c];
+        p[static_cast<size_t>(t)] = s * scale;
+        max = std::max(max, p[static_cast<size_t>(t)]);
+      }
+      double sum = 0.0;
+      for (double& x : p) sum += (x = std::exp(x - max));
+      for (int c = 0; c < D; ++c) {
+        double acc = 0.0;
+        for (int t = 0; t < n; ++t)
+          acc += p[static_cast<size_t>(t)] * v[static_cast<size_t>(t) * D + c];
+        out[h * D + c] = static_cast<float>(acc / sum);
+      }
+    }
+  }
+}
+
+}  // namespace innerq::attn

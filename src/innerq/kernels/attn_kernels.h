@@ -1,0 +1,95 @@
+// innerq/kernels/attn_kernels.h — the per-region kernels of decode attention.
+//
+// Every kernel serves the nq query heads that share one KV head (GQA), so each
+// cached byte is loaded once per KV head. K kernels write raw scores
+// s[h·stride + t] = q_h · k_t for the region's tokens t = 0..n−1 (the caller
+// folds 1/sqrt(D) and, for InnerQ's middle, the key-normalization factors into
+// q). V kernels accumulate o[h·D + c] += Σ_t p[h·stride + t] · v_t[c].
+//
+// Layouts are those of the cache (kv/layer_caches.h): plain K in 16-token
+// tiles transposed [tile][D][16], rows [n][D], InnerQ tiles (tile_format.h),
+// KIVI blocks and rows of group records (group_format.h), llama.cpp blocks.
+//
+// The scalar:: functions are the references, written from the layout
+// definitions; simd:: are the Highway versions (one dispatch per call). The
+// InnerQ simd kernels quantize each group of the query (and each G-token
+// group of p) to int8 with one f32 scale and use integer dot products on the
+// raw codes (AVX-512 VNNI, AVX2/AVX-512BW maddubs, portable widening
+// elsewhere), then dequantize once per group:
+//   Σ_i q_i·x̂_i ≈ s·σ_q·Σ_i q8_i·u_i + z·Σ_i σ_q·q8_i.
+// The query rounding adds at most (σ_q/2)·Σ_i |x̂_i| per group; tests bound
+// the difference to the scalar reference by exactly that.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "innerq/base/fp16.h"
+#include "innerq/kernels/group_format.h"
+#include "innerq/kernels/llama_blocks.h"
+#include "innerq/kernels/tile_format.h"
+
+namespace innerq::kernels {
+
+// nq query heads of one KV head: q [nq][head_dim].
+struct QueryHeads {
+  const float* q;
+  int nq;
+  int head_dim;
+};
+
+// Scores or softmax weights of nq heads over a region: x[h·stride + t].
+struct HeadRows {
+  float* x;
+  size_t stride;
+};
+struct ConstHeadRows {
+  const float* x;
+  size_t stride;
+};
+
+#define INNERQ_ATTN_KERNELS                                                                       \
+  /* tiles: [ceil(n/16)][D][16] */                                                                \
+  void k_scores_tiles(const float* tiles, int n, const QueryHeads& q, HeadRows s);                \
+  void k_scores_tiles(const f16_bits* tiles, int n, const QueryHeads& q, HeadRows s);             \
+  /* rows: [n][D] */                                                                              \
+  void k_scores_rows(const f16_bits* rows, int n, const QueryHeads& q, HeadRows s);               \
+  /* blocks: [n][D/32] */                                                                         \
+  void k_scores_blocks(const BlockQ8_0* blocks, int n, const QueryHeads& q, HeadRows s);          \
+  void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRows s);          \
+  /* InnerQ K tiles: [ceil(n/16)] tiles of f.bytes(), rows = tokens */                            \
+  void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,     \
+                       HeadRows s);                                                               \
+  /* KIVI K: n/G blocks, each D records of G tokens (record c = channel c) */                     \
+  void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const QueryHeads& q,      \
+                     HeadRows s);                                                                 \
+  /* rows: [n][D] */                                                                              \
+  void v_accumulate_rows(const float* rows, int n, int nq, int head_dim, ConstHeadRows p,         \
+                         float* o);                                                               \
+  void v_accumulate_rows(const f16_bits* rows, int n, int nq, int head_dim, ConstHeadRows p,      \
+                         float* o);                                                               \
+  void v_accumulate_blocks(const BlockQ8_0* blocks, int n, int nq, int head_dim, ConstHeadRows p, \
+                           float* o);                                                             \
+  void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, ConstHeadRows p, \
+                           float* o);                                                             \
+  /* InnerQ V: n_blocks G-token blocks, each D/16 tiles of f.bytes(), rows = channels */          \
+  void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,      \
+                           int head_dim, ConstHeadRows p, float* o);                              \
+  /* KIVI V: n rows of D/G records along channels */                                              \
+  void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, int head_dim,   \
+                         ConstHeadRows p, float* o);
+
+namespace scalar {
+INNERQ_ATTN_KERNELS
+}  // namespace scalar
+
+namespace simd {
+INNERQ_ATTN_KERNELS
+// In place over each head's n scores: m_h = max_t s, s ← exp(s − m_h),
+// l_h = Σ_t exp(s − m_h). m, l: [nq].
+void softmax_partial(HeadRows s, int n, int nq, float* m, float* l);
+}  // namespace simd
+
+#undef INNERQ_ATTN_KERNELS
+
+}  // namespace innerq::kernels

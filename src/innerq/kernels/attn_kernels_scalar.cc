@@ -1,0 +1,201 @@
+// Scalar references of the decode-attention region kernels (attn_kernels.h),
+// written straight from the layout definitions: every element is decoded with
+// read_code / decode_meta and multiplied in f32, one token at a time.
+#include <vector>
+
+#include "innerq/kernels/attn_kernels.h"
+
+namespace innerq::kernels::scalar {
+namespace {
+
+float element(const float* p) {
+  return *p;
+}
+float element(const f16_bits* p) {
+  return f16_to_f32(*p);
+}
+
+// Decodes group g of a record sequence into x [G].
+void decode_group(int bits, int group, bool has_zero, const uint8_t* record, float* x) {
+  const size_t code_bytes = group_code_bytes(bits, group);
+  f16_bits scale = 0, zero = 0;
+  __builtin_memcpy(&scale, record + code_bytes, 2);
+  if (has_zero) __builtin_memcpy(&zero, record + code_bytes + 2, 2);
+  const GroupMeta m = decode_meta(scale, zero, bits);
+  for (int i = 0; i < group; ++i) {
+    x[i] = m.scale * static_cast<float>(read_code(record, bits, i)) + m.zero;
+  }
+}
+
+// Decodes row `row` of a tile into x [n_groups·G].
+void decode_tile_row(const TileFormat& f, const uint8_t* tile, int row, float* x) {
+  const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
+  std::vector<uint8_t> records(static_cast<size_t>(f.n_groups) * record_bytes);
+  tile_load_row(f, tile, row, records.data());
+  for (int g = 0; g < f.n_groups; ++g) {
+    decode_group(f.bits, f.group, f.has_zero, records.data() + g * record_bytes, x + g * f.group);
+  }
+}
+
+float dot(const float* a, const float* b, int n) {
+  float acc = 0.0f;
+  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+void score_row(const float* k, const QueryHeads& q, HeadRows s, int t) {
+  for (int h = 0; h < q.nq; ++h) s.x[h * s.stride + t] = dot(q.q + h * q.head_dim, k, q.head_dim);
+}
+
+void accumulate_row(const float* v, int t, int nq, int head_dim, ConstHeadRows p, float* o) {
+  for (int h = 0; h < nq; ++h) {
+    const float w = p.x[h * p.stride + t];
+    for (int c = 0; c < head_dim; ++c) o[h * head_dim + c] += w * v[c];
+  }
+}
+
+template <typename T>
+void k_scores_tiles_impl(const T* tiles, int n, const QueryHeads& q, HeadRows s) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  for (int t = 0; t < n; ++t) {
+    const T* tile = tiles + static_cast<size_t>(t / kTileRows) * q.head_dim * kTileRows;
+    for (int c = 0; c < q.head_dim; ++c) k[c] = element(tile + c * kTileRows + t % kTileRows);
+    score_row(k.data(), q, s, t);
+  }
+}
+
+template <typename T>
+void v_accumulate_rows_impl(const T* rows, int n, int nq, int head_dim, ConstHeadRows p, float* o) {
+  std::vector<float> v(static_cast<size_t>(head_dim));
+  for (int t = 0; t < n; ++t) {
+    for (int c = 0; c < head_dim; ++c) v[c] = element(rows + static_cast<size_t>(t) * head_dim + c);
+    accumulate_row(v.data(), t, nq, head_dim, p, o);
+  }
+}
+
+template <typename Block>
+void dequantize_blocks(const Block* blocks, int head_dim, int t, float* x) {
+  const int nb = head_dim / kLlamaBlock;
+  for (int b = 0; b < nb; ++b)
+    dequantize_block(blocks[static_cast<size_t>(t) * nb + b], x + b * kLlamaBlock);
+}
+
+}  // namespace
+
+void k_scores_tiles(const float* tiles, int n, const QueryHeads& q, HeadRows s) {
+  k_scores_tiles_impl(tiles, n, q, s);
+}
+void k_scores_tiles(const f16_bits* tiles, int n, const QueryHeads& q, HeadRows s) {
+  k_scores_tiles_impl(tiles, n, q, s);
+}
+
+void k_scores_rows(const f16_bits* rows, int n, const QueryHeads& q, HeadRows s) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  for (int t = 0; t < n; ++t) {
+    for (int c = 0; c < q.head_dim; ++c)
+      k[c] = f16_to_f32(rows[static_cast<size_t>(t) * q.head_dim + c]);
+    score_row(k.data(), q, s, t);
+  }
+}
+
+void k_scores_blocks(const BlockQ8_0* blocks, int n, const QueryHeads& q, HeadRows s) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  for (int t = 0; t < n; ++t) {
+    dequantize_blocks(blocks, q.head_dim, t, k.data());
+    score_row(k.data(), q, s, t);
+  }
+}
+
+void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRows s) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  for (int t = 0; t < n; ++t) {
+    dequantize_blocks(blocks, q.head_dim, t, k.data());
+    score_row(k.data(), q, s, t);
+  }
+}
+
+void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
+                     HeadRows s) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  for (int t = 0; t < n; ++t) {
+    decode_tile_row(f, tiles + static_cast<size_t>(t / kTileRows) * f.bytes(), t % kTileRows,
+                    k.data());
+    score_row(k.data(), q, s, t);
+  }
+}
+
+void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const QueryHeads& q,
+                   HeadRows s) {
+  const int D = q.head_dim;
+  const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
+  std::vector<float> block(static_cast<size_t>(group) * D), channel(static_cast<size_t>(group));
+  std::vector<float> k(static_cast<size_t>(D));
+  for (int b = 0; b < n / group; ++b) {
+    const uint8_t* records = blocks + static_cast<size_t>(b) * D * record_bytes;
+    for (int c = 0; c < D; ++c) {
+      decode_group(bits, group, true, records + c * record_bytes, channel.data());
+      for (int t = 0; t < group; ++t) block[static_cast<size_t>(t) * D + c] = channel[t];
+    }
+    for (int t = 0; t < group; ++t)
+      score_row(&block[static_cast<size_t>(t) * D], q, s, b * group + t);
+  }
+}
+
+void v_accumulate_rows(const float* rows, int n, int nq, int head_dim, ConstHeadRows p, float* o) {
+  v_accumulate_rows_impl(rows, n, nq, head_dim, p, o);
+}
+void v_accumulate_rows(const f16_bits* rows, int n, int nq, int head_dim, ConstHeadRows p,
+                       float* o) {
+  v_accumulate_rows_impl(rows, n, nq, head_dim, p, o);
+}
+
+void v_accumulate_blocks(const BlockQ8_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
+                         float* o) {
+  std::vector<float> v(static_cast<size_t>(head_dim));
+  for (int t = 0; t < n; ++t) {
+    dequantize_blocks(blocks, head_dim, t, v.data());
+    accumulate_row(v.data(), t, nq, head_dim, p, o);
+  }
+}
+
+void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
+                         float* o) {
+  std::vector<float> v(static_cast<size_t>(head_dim));
+  for (int t = 0; t < n; ++t) {
+    dequantize_blocks(blocks, head_dim, t, v.data());
+    accumulate_row(v.data(), t, nq, head_dim, p, o);
+  }
+}
+
+void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
+                         int head_dim, ConstHeadRows p, float* o) {
+  const int G = f.group;
+  const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
+  std::vector<float> channel(static_cast<size_t>(G)), v(static_cast<size_t>(G) * head_dim);
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = blocks + b * block_bytes;
+    for (int c = 0; c < head_dim; ++c) {
+      decode_tile_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, channel.data());
+      for (int t = 0; t < G; ++t) v[static_cast<size_t>(t) * head_dim + c] = channel[t];
+    }
+    for (int t = 0; t < G; ++t) {
+      accumulate_row(&v[static_cast<size_t>(t) * head_dim], b * G + t, nq, head_dim, p, o);
+    }
+  }
+}
+
+void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, int head_dim,
+                       ConstHeadRows p, float* o) {
+  const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
+  const int ng = head_dim / group;
+  std::vector<float> v(static_cast<size_t>(head_dim));
+  for (int t = 0; t < n; ++t) {
+    for (int g = 0; g < ng; ++g) {
+      decode_group(bits, group, true, rows + (static_cast<size_t>(t) * ng + g) * record_bytes,
+                   v.data() + g * group);
+    }
+    accumulate_row(v.data(), t, nq, head_dim, p, o);
+  }
+}
+
+}  // namespace innerq::kernels::scalar

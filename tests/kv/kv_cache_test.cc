@@ -1,0 +1,264 @@
+// Window and flush invariants of the caches over many random appends, token
+// order, key normalization computed once, and exact memory accounting.
+#include "innerq/kv/kv_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "innerq/base/error.h"
+#include "innerq/kernels/quant_kernels.h"
+#include "innerq/kv/layer_caches.h"
+
+namespace innerq::kv {
+namespace {
+
+constexpr int kHeads = 2;
+constexpr int kDim = 64;
+
+// A distinctive value for (token, head, channel), with an outlier channel.
+float key_value(int t, int h, int c) {
+  const float x = std::sin(0.37f * static_cast<float>(t) + 1.3f * static_cast<float>(c) + h);
+  return c == 5 ? 20.0f * x : x;
+}
+float value_value(int t, int h, int c) {
+  return std::cos(0.11f * static_cast<float>(t) * (1 + c % 3) + 0.7f * static_cast<float>(h + c));
+}
+
+void make_rows(int first, int n, std::vector<float>& k, std::vector<float>& v) {
+  k.resize(static_cast<size_t>(n) * kHeads * kDim);
+  v.resize(k.size());
+  for (int i = 0; i < n; ++i) {
+    for (int h = 0; h < kHeads; ++h) {
+      for (int c = 0; c < kDim; ++c) {
+        const size_t at = (static_cast<size_t>(i) * kHeads + h) * kDim + c;
+        k[at] = key_value(first + i, h, c);
+        v[at] = value_value(first + i, h, c);
+      }
+    }
+  }
+}
+
+float f16_round(float x) {
+  return f16_to_f32(f32_to_f16(x));
+}
+
+// Rows of an F16Rows window equal the f16-rounded appended tokens.
+void expect_window(const F16Rows& rows, int first_token, int head, bool keys) {
+  for (int i = 0; i < rows.size(); ++i) {
+    for (int c = 0; c < kDim; c += 7) {
+      const float want =
+          keys ? key_value(first_token + i, head, c) : value_value(first_token + i, head, c);
+      ASSERT_EQ(f16_to_f32(rows.row(i)[c]), f16_round(want))
+          << "token " << first_token + i << " channel " << c;
+    }
+  }
+}
+
+// Row `row` of a tile decoded by the scalar quant reference.
+std::vector<float> decode_tile_row(const TileFormat& f, QuantMode mode, const uint8_t* tile,
+                                   int row, std::vector<float>* scales) {
+  const kernels::GroupSpec spec{f.bits, f.group, mode};
+  std::vector<uint8_t> records(f.n_groups * spec.record_bytes());
+  tile_load_row(f, tile, row, records.data());
+  std::vector<float> x(static_cast<size_t>(f.n_groups) * f.group);
+  kernels::scalar::dequantize_row(spec, records.data(), f.n_groups, x.data());
+  scales->clear();
+  for (int g = 0; g < f.n_groups; ++g) {
+    scales->push_back(kernels::record_meta(spec, records.data() + g * spec.record_bytes()).scale);
+  }
+  return x;
+}
+
+TEST(InnerQCache, WindowsFlushAndOrderOverRandomAppends) {
+  LayerConfig config;  // the reference configuration
+  config.sink = 32;
+  config.recent = 96;
+  const int S = config.sink, R = config.recent, G = config.group;
+  InnerQLayerCache cache(config, kHeads, kDim);
+  std::mt19937 rng(7);
+  std::vector<float> k, v, first_norm;
+  int n = 0;
+  for (int append = 0; append < 10000; ++append) {
+    // Mostly decode steps, sometimes a prefill-sized burst.
+    const int count =
+        rng() % 50 == 0 ? 1 + static_cast<int>(rng() % 300) : 1 + static_cast<int>(rng() % 3);
+    make_rows(n, count, k, v);
+    cache.append(k.data(), v.data(), count);
+    n += count;
+    SCOPED_TRACE(::testing::Message() << "after append " << append << ", " << n << " tokens");
+
+    ASSERT_EQ(cache.n_tokens(), n);
+    ASSERT_EQ(cache.sink_tokens(), std::min(n, S));
+    const int after_sink = n - cache.sink_tokens();
+    ASSERT_EQ(cache.k_recent_tokens(), std::min(after_sink, R));  // K window exactly R
+    ASSERT_EQ(cache.v_middle_tokens() % G, 0);
+    if (after_sink >= R) {  // V window slides between R and R+G−1, never below R
+      ASSERT_GE(cache.v_recent_tokens(), R);
+      ASSERT_LE(cache.v_recent_tokens(), R + G - 1);
+    } else {
+      ASSERT_EQ(cache.v_recent_tokens(), after_sink);
+    }
+    for (int h = 0; h < kHeads; ++h) {
+      ASSERT_EQ(cache.k_recent(h).size(), cache.k_recent_tokens());
+      ASSERT_EQ(cache.v_recent(h).size(), cache.v_recent_tokens());
+    }
+    // Normalization: computed at the first flush, never again.
+    if (cache.k_middle_tokens() > 0) {
+      ASSERT_TRUE(cache.has_key_norm());
+      const float* f = cache.key_norm(0);
+      if (first_norm.empty()) first_norm.assign(f, f + kDim);
+      for (int c = 0; c < kDim; ++c) ASSERT_EQ(f[c], first_norm[static_cast<size_t>(c)]);
+    } else {
+      ASSERT_FALSE(cache.has_key_norm());
+    }
+  }
+  // Token order in every region of both heads.
+  for (int h = 0; h < kHeads; ++h) {
+    expect_window(cache.k_sink(h), 0, h, true);
+    expect_window(cache.v_sink(h), 0, h, false);
+    expect_window(cache.k_recent(h), S + cache.k_middle_tokens(), h, true);
+    expect_window(cache.v_recent(h), S + cache.v_middle_tokens(), h, false);
+    // K middle: decoded · f within a scale of the f16-rounded key, token by token.
+    const float* f = cache.key_norm(h);
+    std::vector<float> scales;
+    for (int i = 0; i < cache.k_middle_tokens(); i += 97) {
+      const std::vector<float> x = decode_tile_row(
+          cache.k_format(), config.k_mode,
+          cache.k_tiles(h) + (i / kTileRows) * cache.k_format().bytes(), i % kTileRows, &scales);
+      for (int c = 0; c < kDim; ++c) {
+        // Within s/2, or s for a clipped positive extreme (sym rule), plus rounding.
+        const float bound = scales[static_cast<size_t>(c / G)] * f[c] * 1.01f;
+        ASSERT_NEAR(x[static_cast<size_t>(c)] * f[c], f16_round(key_value(S + i, h, c)), bound)
+            << "middle token " << S + i << " channel " << c;
+      }
+    }
+  }
+}
+
+TEST(InnerQCache, PrefillNormalizesOverEveryPromptKey) {
+  LayerConfig config;
+  InnerQLayerCache cache(config, kHeads, kDim);
+  std::vector<float> k, v;
+  const int n = 500;
+  make_rows(0, n, k, v);
+  cache.append(k.data(), v.data(), n);
+  for (int h = 0; h < kHeads; ++h) {
+    for (int c = 0; c < kDim; ++c) {
+      float max = 0.0f;
+      for (int t = config.sink; t < n; ++t)
+        max = std::max(max, std::fabs(f16_round(key_value(t, h, c))));
+      EXPECT_FLOAT_EQ(cache.key_norm(h)[c], std::sqrt(max)) << "head " << h << " channel " << c;
+    }
+  }
+}
+
+TEST(KiviCache, ResidualRulesOverRandomAppends) {
+  const LayerConfig config = parse_cache_spec("kivi").layer;
+  KiviLayerCache cache(config, kHeads, kDim);
+  std::mt19937 rng(11);
+  std::vector<float> k, v;
+  int n = 0;
+  for (int append = 0; append < 2000; ++append) {
+    const int count = 1 + static_cast<int>(rng() % (append % 40 == 0 ? 400 : 3));
+    make_rows(n, count, k, v);
+    cache.append(k.data(), v.data(), count);
+    n += count;
+    SCOPED_TRACE(::testing::Message() << n << " tokens");
+    ASSERT_EQ(cache.k_quant_tokens() % config.group, 0);
+    ASSERT_LT(n - cache.k_quant_tokens(), config.recent);  // K residual flushes whole at R
+    ASSERT_EQ(n - cache.v_quant_tokens(), std::min(n, config.recent));  // V slides by one
+    ASSERT_EQ(cache.k_residual(0).size(), n - cache.k_quant_tokens());
+  }
+  expect_window(cache.k_residual(1), cache.k_quant_tokens(), 1, true);
+  expect_window(cache.v_residual(1), cache.v_quant_tokens(), 1, false);
+}
+
+// Memory accounting equals the sum of the parts, computed here from the
+// region sizes and the formats.
+TEST(KvCache, MemoryIsTheSumOfTheParts) {
+  const CacheShape shape{3, kHeads, kDim, 100000};
+  for (const char* text : {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq",
+                           "innerq:k=4,v=4,kmode=hybrid,vmode=asym", "innerq:sink=0,recent=0"}) {
+    SCOPED_TRACE(text);
+    const CacheSpec spec = parse_cache_spec(text);
+    KvCache cache(shape, spec.layer);
+    std::vector<float> k, v;
+    for (int n : {1, 31, 300, 1000}) {
+      make_rows(0, n, k, v);
+      for (int l = 0; l < shape.n_layers; ++l) cache.append(l, k.data(), v.data(), n);
+    }
+    const int n = cache.n_tokens();
+    ASSERT_EQ(n, 1332);
+    const size_t heads = static_cast<size_t>(shape.n_layers) * kHeads;
+    const size_t f16_row = kDim * 2;
+    MemoryUsage want;
+    const LayerConfig& c = spec.layer;
+    switch (c.kind) {
+      case CacheKind::kF32:
+        want.windows = heads * ((n + 15) / 16 * 16 + n) * kDim * 4;
+        break;
+      case CacheKind::kF16:
+        want.windows = heads * ((n + 15) / 16 * 16 + n) * f16_row;
+        break;
+      case CacheKind::kQ8_0:
+        want.codes = heads * 2 * n * kDim;
+        want.metadata = heads * 2 * n * (kDim / 32) * 2;
+        break;
+      case CacheKind::kQ4_0:
+        want.codes = heads * 2 * n * kDim / 2;
+        want.metadata = heads * 2 * n * (kDim / 32) * 2;
+        break;
+      case CacheKind::kKivi: {
+        const int kq = n / c.recent * c.recent, vq = n - c.recent;
+        want.codes = heads * static_cast<size_t>(kq + vq) * kDim * c.k_bits / 8;
+        want.metadata = heads * static_cast<size_t>(kq + vq) * (kDim / c.group) * 4;
+        want.windows = heads * static_cast<size_t>(n - kq + n - vq) * f16_row;
+        break;
+      }
+      case CacheKind::kInnerQ: {
+        const int S = std::min(n, c.sink), after = n - S;
+        const int k_recent = std::min(after, c.recent), k_mid = after - k_recent;
+        const int v_mid = std::max(0, (after - c.recent) / c.group) * c.group;
+        const TileFormat kf{c.k_bits, c.group, kDim / c.group, mode_has_zero(c.k_mode)};
+        const TileFormat vf{c.v_bits, c.group, 1, mode_has_zero(c.v_mode)};
+        const size_t k_tiles = (k_mid + 15) / 16, v_tiles = v_mid / c.group * (kDim / 16);
+        want.codes = heads * (k_tiles * kf.code_bytes() + v_tiles * vf.code_bytes());
+        want.metadata = heads * (k_tiles * kf.meta_bytes() + v_tiles * vf.meta_bytes());
+        want.windows = heads * static_cast<size_t>(2 * S + k_recent + (after - v_mid)) * f16_row;
+        want.norm = k_mid > 0 && c.knorm != KeyNorm::kOff ? heads * kDim * 4 : 0;
+        break;
+      }
+    }
+    const MemoryUsage got = cache.memory();
+    EXPECT_EQ(got.codes, want.codes);
+    EXPECT_EQ(got.metadata, want.metadata);
+    EXPECT_EQ(got.windows, want.windows);
+    EXPECT_EQ(got.norm, want.norm);
+    EXPECT_EQ(cache.bytes_f16_equivalent(), heads * 2 * n * f16_row);
+  }
+}
+
+TEST(KvCache, RejectsBadShapesAndOverflow) {
+  const LayerConfig innerq;
+  EXPECT_THROW(KvCache(CacheShape{0, 2, 64, 10}, innerq), Error);
+  EXPECT_THROW(KvCache(CacheShape{1, 2, 48, 10}, innerq), Error);  // 48 % 32
+  EXPECT_THROW(KvCache(CacheShape{1, 2, 8, 10}, parse_cache_spec("q8_0").layer), Error);
+  KvCache cache(CacheShape{1, 1, 64, 4}, parse_cache_spec("f16").layer);
+  std::vector<float> row(64 * 5, 1.0f);
+  cache.append(0, row.data(), row.data(), 4);
+  EXPECT_THROW(cache.append(0, row.data(), row.data(), 1), Error);
+  EXPECT_THROW(cache.append(1, row.data(), row.data(), 1), Error);
+}
+
+TEST(KvCache, NonFiniteKeysAreRejectedWhenQuantized) {
+  KvCache cache(CacheShape{1, 1, 64, 1000}, parse_cache_spec("innerq:sink=0,recent=0").layer);
+  std::vector<float> k(64, 1.0f), v(64, 1.0f);
+  k[3] = NAN;
+  EXPECT_THROW(cache.append(0, k.data(), v.data(), 1), Error);
+}
+
+}  // namespace
+}  // namespace innerq::kv
