@@ -1,0 +1,54 @@
+// innerq/kernels/cuda/decode_common.cu — the merge of split partials and the
+// host-side checks and choices shared by every decode launcher.
+#include <string>
+
+#include "innerq/kernels/cuda/decode_split.cuh"
+
+namespace innerq::cuda {
+
+__global__ void merge_splits_kernel(DecodeWork work, int n_heads, int head_dim) {
+  const int head = blockIdx.x, seq = blockIdx.y, c = threadIdx.x;
+  const size_t row = static_cast<size_t>(seq) * n_heads + head;
+  const float* ml = work.partial_ml + row * work.max_splits * 2;
+  const float* o = work.partial_o + row * work.max_splits * head_dim;
+  float m = -INFINITY;
+  for (int s = 0; s < work.max_splits; ++s) m = fmaxf(m, ml[2 * s]);
+  float l = 0.0f, acc = 0.0f;
+  for (int s = 0; s < work.max_splits; ++s) {
+    const float w = exp2f(ml[2 * s] - m);  // 0 for an unused split (m_s = −inf)
+    l += w * ml[2 * s + 1];
+    acc += w * o[static_cast<size_t>(s) * head_dim + c];
+  }
+  work.out[row * head_dim + c] = acc / l;
+}
+
+int padded_query_heads(const DecodeShape& shape) {
+  const int nq = shape.n_heads / shape.n_kv_heads;
+  return nq == 1 ? 1 : nq <= 4 ? 4 : 8;
+}
+
+void check_decode_shape(const DecodeShape& shape, const DecodeWork& work) {
+  if (shape.n_seqs < 1 || shape.n_kv_heads < 1 || shape.n_heads < 1) {
+    throw Error("cuda decode: n_seqs, n_kv_heads and n_heads must be positive");
+  }
+  if (shape.n_heads % shape.n_kv_heads != 0 ||
+      shape.n_heads / shape.n_kv_heads > kMaxQueryHeadsPerKv) {
+    throw Error("cuda decode: n_heads " + std::to_string(shape.n_heads) +
+                " must be 1 to 8 times n_kv_heads " + std::to_string(shape.n_kv_heads));
+  }
+  if (work.chunk_tokens != 128 && work.chunk_tokens != 256 && work.chunk_tokens != 512) {
+    throw Error("cuda decode: chunk_tokens " + std::to_string(work.chunk_tokens) +
+                " is not one of 128, 256, 512");
+  }
+  if (work.max_splits < 1) throw Error("cuda decode: max_splits must be positive");
+}
+
+int choose_chunk_tokens(int max_tokens, int n_kv_heads, int n_seqs, int sm_count) {
+  const long long heads = static_cast<long long>(n_kv_heads) * n_seqs;
+  for (const int chunk : {512, 256}) {
+    if (heads * (max_tokens / chunk) >= 4LL * sm_count) return chunk;
+  }
+  return 128;
+}
+
+}  // namespace innerq::cuda
