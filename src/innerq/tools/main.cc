@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "innerq 0.1.0");
 
   innerq::tools::add_quant_command(app);
+  innerq::tools::add_generate_command(app);
+  innerq::tools::add_perplexity_command(app);
+  innerq::tools::add_info_command(app);
+  innerq::tools::add_bench_command(app);
 
   try {
     app.parse(argc, argv);
@@ -35,6 +39,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {  // a subcommand that printed its own reason
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
     fmt::print(stderr, "innerq: {}\n", e.what());
     return kExitBadInput;

@@ -1,0 +1,157 @@
+// innerq/tools/cmd_generate.cc — `innerq generate`: text generation from a GGUF
+// model on any KV-cache configuration, with prefill / decode speed and the
+// cache's size against an f16 cache of the same tokens.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "innerq/base/error.h"
+#include "innerq/kv/cache_spec.h"
+#include "innerq/kv/kv_cache.h"
+#include "innerq/model/llama.h"
+#include "innerq/model/model_path.h"
+#include "innerq/model/sampler.h"
+#include "innerq/tools/commands.h"
+
+namespace innerq::tools {
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  int n_predict = 128;
+  model::SamplerOptions sampling;
+  std::string kv = "innerq";
+  int ctx = 0;  // 0: prompt + n_predict
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  bool chat = false;
+  bool json = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void run_generate(const GenerateOptions& o) {
+  if (o.n_predict < 0) throw Error(fmt::format("-n {} must be >= 0", o.n_predict));
+  if (o.threads < 1) throw Error(fmt::format("-t {} must be >= 1", o.threads));
+  const kv::CacheSpec spec = kv::parse_cache_spec(o.kv);
+  model::Sampler sampler(o.sampling);
+  const model::LlamaModel m(model::resolve_model_path(o.model));
+  const model::Tokenizer& tok = m.tokenizer();
+
+  const std::string text = o.chat ? tok.chat_prompt(o.prompt) : o.prompt;
+  const std::vector<int> prompt = tok.tokenize(text, tok.adds_bos(), /*parse_special=*/true);
+  if (prompt.empty()) throw Error("the prompt is empty");
+  const int n_prompt = static_cast<int>(prompt.size());
+  const int ctx = o.ctx > 0 ? o.ctx : n_prompt + std::max(1, o.n_predict);
+  if (n_prompt >= ctx) {
+    throw Error(fmt::format("the prompt has {} tokens, which does not fit the context of {} (-c)",
+                            n_prompt, ctx));
+  }
+
+  kv::KvCache cache(m.cache_shape(ctx), spec.layer);
+  kv::KvCache* caches[] = {&cache};
+  if (!o.json && !o.chat) {
+    fmt::print("{}", tok.decode(prompt));
+    std::fflush(stdout);
+  }
+
+  std::vector<float> logits;
+  const auto t_prefill = std::chrono::steady_clock::now();
+  m.prefill(prompt, caches, /*all_logits=*/false, logits, o.threads);
+  const double prefill_s = seconds_since(t_prefill);
+
+  std::vector<int> generated;
+  std::string out_text;
+  std::string stop = "length";
+  int n_decoded = 0;
+  double decode_s = 0.0;
+  while (static_cast<int>(generated.size()) < o.n_predict) {
+    const int id = sampler.sample(logits);
+    if (tok.ends_generation(id)) {
+      stop = "eos";
+      break;
+    }
+    generated.push_back(id);
+    const std::string piece = tok.token_to_piece(id);
+    out_text += piece;
+    if (!o.json) {
+      fmt::print("{}", piece);
+      std::fflush(stdout);
+    }
+    if (static_cast<int>(generated.size()) == o.n_predict) break;
+    if (cache.n_tokens() >= ctx) {
+      stop = "context";
+      break;
+    }
+    const auto t_decode = std::chrono::steady_clock::now();
+    m.decode(std::vector<int>{id}, caches, logits, o.threads);
+    decode_s += seconds_since(t_decode);
+    ++n_decoded;
+  }
+
+  const double prefill_tps = n_prompt / prefill_s;
+  const double decode_tps = n_decoded > 0 ? n_decoded / decode_s : 0.0;
+  const size_t kv_bytes = cache.memory().total();
+  const size_t kv_f16 = cache.bytes_f16_equivalent();
+  if (o.json) {
+    nlohmann::json j = {{"model", o.model},
+                        {"kv", spec.text},
+                        {"prompt", o.prompt},
+                        {"text", out_text},
+                        {"n_prompt", n_prompt},
+                        {"n_generated", generated.size()},
+                        {"stop", stop},
+                        {"prefill_tps", prefill_tps},
+                        {"decode_tps", decode_tps},
+                        {"kv_tokens", cache.n_tokens()},
+                        {"kv_bytes", kv_bytes},
+                        {"kv_bytes_f16", kv_f16},
+                        {"threads", o.threads}};
+    fmt::print("{}\n", j.dump());
+    return;
+  }
+  fmt::print("\n");
+  fmt::print(stderr,
+             "\nprefill: {} tokens in {:.3f} s ({:.1f} tok/s) | decode: {} tokens in {:.3f} s "
+             "({:.1f} tok/s) | stop: {}\n",
+             n_prompt, prefill_s, prefill_tps, n_decoded, decode_s, decode_tps, stop);
+  fmt::print(stderr, "kv cache {}: {} tokens, {} bytes vs {} bytes as f16 (f16/kv = {:.2f}x)\n",
+             spec.text, cache.n_tokens(), kv_bytes, kv_f16,
+             kv_bytes > 0 ? static_cast<double>(kv_f16) / kv_bytes : 0.0);
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate text from a GGUF model on a KV-cache config");
+  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+      ->required();
+  cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
+  cmd->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->capture_default_str();
+  cmd->add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy")
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.top_k, "top-k cut (0 = off)")->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.top_p, "nucleus cut (1 = off)")->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--kv", o->kv, "KV cache spec, e.g. f16, q4_0, kivi, innerq, innerq:k=4,v=4")
+      ->capture_default_str();
+  cmd->add_option("-c,--ctx", o->ctx, "context length (cache capacity); 0 = prompt + n")
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", o->threads, "threads")->capture_default_str();
+  cmd->add_flag("--chat", o->chat, "wrap the prompt in the model's chat template");
+  cmd->add_flag("--json", o->json, "print one JSON object instead of streaming text");
+  cmd->callback([o] { run_generate(*o); });
+}
+
+}  // namespace innerq::tools
