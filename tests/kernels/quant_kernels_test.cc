@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "innerq/base/error.h"
 #include "innerq/kernels/quantize_rules.h"
 #include "test_groups.h"
@@ -62,54 +63,71 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// Runs `check` once per Highway target compiled into the kernels and
+// supported by this CPU (e.g. SSE4, AVX2, AVX-512), so every vector width is
+// compared with the reference, not only the one dispatch would pick.
+template <class Check>
+void for_each_simd_target(Check&& check) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    SCOPED_TRACE(std::string("target=") + hwy::TargetName(target));
+    hwy::SetSupportedTargetsForTest(target);
+    check();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 // ---------------------------------------------------------------------------
 // SIMD vs scalar: identical bytes.
 // ---------------------------------------------------------------------------
 TEST(QuantKernels, SimdRowQuantizeMatchesScalarBitForBit) {
-  for (const GroupSpec& spec : all_specs()) {
-    for (Content content : kContents) {
-      for (size_t n_groups : kRunLengths) {
-        const uint32_t seed = static_cast<uint32_t>(n_groups * 7919 + spec.bits);
-        SCOPED_TRACE(describe(spec) + " content=" + testing::content_name(content) +
-                     " n_groups=" + std::to_string(n_groups) + " seed=" + std::to_string(seed));
-        const std::vector<float> x = make_groups(content, spec.group, n_groups, seed);
-        const std::vector<uint8_t> reference = quantize_scalar(spec, x);
-        const std::vector<uint8_t> fast = quantize_simd(spec, x);
-        ASSERT_EQ(first_differing_record(spec, reference, fast), -1);
+  for_each_simd_target([&] {
+    for (const GroupSpec& spec : all_specs()) {
+      for (Content content : kContents) {
+        for (size_t n_groups : kRunLengths) {
+          const uint32_t seed = static_cast<uint32_t>(n_groups * 7919 + spec.bits);
+          SCOPED_TRACE(describe(spec) + " content=" + testing::content_name(content) +
+                       " n_groups=" + std::to_string(n_groups) + " seed=" + std::to_string(seed));
+          const std::vector<float> x = make_groups(content, spec.group, n_groups, seed);
+          const std::vector<uint8_t> reference = quantize_scalar(spec, x);
+          const std::vector<uint8_t> fast = quantize_simd(spec, x);
+          ASSERT_EQ(first_differing_record(spec, reference, fast), -1);
 
-        std::vector<float> fast_x(x.size());
-        simd::dequantize_row(spec, fast.data(), n_groups, fast_x.data());
-        ASSERT_TRUE(bitwise_equal(dequantize_scalar(spec, reference), fast_x));
+          std::vector<float> fast_x(x.size());
+          simd::dequantize_row(spec, fast.data(), n_groups, fast_x.data());
+          ASSERT_TRUE(bitwise_equal(dequantize_scalar(spec, reference), fast_x));
+        }
       }
     }
-  }
+  });
 }
 
 TEST(QuantKernels, TokenBlockMatchesScalarAndTransposedRow) {
-  for (const GroupSpec& spec : all_specs()) {
-    for (Content content : kContents) {
-      for (size_t dim : {size_t{1}, size_t{3}, size_t{8}, size_t{17}}) {
-        SCOPED_TRACE(describe(spec) + " content=" + testing::content_name(content) +
-                     " dim=" + std::to_string(dim));
-        // channels: [dim][G] groups; block: [G tokens][dim] = its transpose.
-        const std::vector<float> channels = make_groups(content, spec.group, dim, 11);
-        std::vector<float> block(channels.size());
-        for (size_t c = 0; c < dim; ++c) {
-          for (int t = 0; t < spec.group; ++t) block[t * dim + c] = channels[c * spec.group + t];
-        }
-        std::vector<uint8_t> reference(dim * spec.record_bytes()), fast(reference.size());
-        scalar::quantize_token_block(spec, block.data(), dim, reference.data());
-        simd::quantize_token_block(spec, block.data(), dim, fast.data());
-        ASSERT_EQ(first_differing_record(spec, reference, fast), -1);
-        ASSERT_EQ(first_differing_record(spec, reference, quantize_scalar(spec, channels)), -1);
+  for_each_simd_target([&] {
+    for (const GroupSpec& spec : all_specs()) {
+      for (Content content : kContents) {
+        for (size_t dim : {size_t{1}, size_t{3}, size_t{8}, size_t{17}}) {
+          SCOPED_TRACE(describe(spec) + " content=" + testing::content_name(content) +
+                       " dim=" + std::to_string(dim));
+          // channels: [dim][G] groups; block: [G tokens][dim] = its transpose.
+          const std::vector<float> channels = make_groups(content, spec.group, dim, 11);
+          std::vector<float> block(channels.size());
+          for (size_t c = 0; c < dim; ++c) {
+            for (int t = 0; t < spec.group; ++t) block[t * dim + c] = channels[c * spec.group + t];
+          }
+          std::vector<uint8_t> reference(dim * spec.record_bytes()), fast(reference.size());
+          scalar::quantize_token_block(spec, block.data(), dim, reference.data());
+          simd::quantize_token_block(spec, block.data(), dim, fast.data());
+          ASSERT_EQ(first_differing_record(spec, reference, fast), -1);
+          ASSERT_EQ(first_differing_record(spec, reference, quantize_scalar(spec, channels)), -1);
 
-        std::vector<float> reference_block(block.size()), fast_block(block.size());
-        scalar::dequantize_token_block(spec, reference.data(), dim, reference_block.data());
-        simd::dequantize_token_block(spec, fast.data(), dim, fast_block.data());
-        ASSERT_TRUE(bitwise_equal(reference_block, fast_block));
+          std::vector<float> reference_block(block.size()), fast_block(block.size());
+          scalar::dequantize_token_block(spec, reference.data(), dim, reference_block.data());
+          simd::dequantize_token_block(spec, fast.data(), dim, fast_block.data());
+          ASSERT_TRUE(bitwise_equal(reference_block, fast_block));
+        }
       }
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -311,48 +329,51 @@ std::vector<uint8_t> exact_records(const GroupSpec& spec, size_t n, std::mt19937
 }
 
 TEST(QuantKernels, FusedProductsExactOnIntegerInputs) {
-  std::mt19937 rng(29);
-  std::uniform_int_distribution<int> small_int(-4, 4), weight(0, 4);
-  for (const GroupSpec& spec : all_specs()) {
-    SCOPED_TRACE(describe(spec));
-    const size_t n_groups = 4, n_rows = 3, dim = 9, n_blocks = 2;
-    std::vector<float> q(n_groups * spec.group);
-    for (float& v : q) v = static_cast<float>(small_int(rng));
-    const std::vector<uint8_t> rows = exact_records(spec, n_rows * n_groups, rng);
-    std::vector<float> sums(n_groups), scores_scalar(n_rows), scores_simd(n_rows);
-    simd::group_sums(spec.group, q.data(), n_groups, sums.data());
-    scalar::dot_rows(spec, q.data(), sums.data(), rows.data(), n_groups, n_rows,
-                     scores_scalar.data());
-    simd::dot_rows(spec, q.data(), sums.data(), rows.data(), n_groups, n_rows, scores_simd.data());
-    for (size_t r = 0; r < n_rows; ++r) {
-      double reference = 0.0;
-      for (size_t g = 0; g < n_groups; ++g) {
-        reference +=
-            double_dot(spec, &q[g * spec.group], &rows[(r * n_groups + g) * spec.record_bytes()])
-                .value;
+  for_each_simd_target([&] {
+    std::mt19937 rng(29);
+    std::uniform_int_distribution<int> small_int(-4, 4), weight(0, 4);
+    for (const GroupSpec& spec : all_specs()) {
+      SCOPED_TRACE(describe(spec));
+      const size_t n_groups = 4, n_rows = 3, dim = 9, n_blocks = 2;
+      std::vector<float> q(n_groups * spec.group);
+      for (float& v : q) v = static_cast<float>(small_int(rng));
+      const std::vector<uint8_t> rows = exact_records(spec, n_rows * n_groups, rng);
+      std::vector<float> sums(n_groups), scores_scalar(n_rows), scores_simd(n_rows);
+      simd::group_sums(spec.group, q.data(), n_groups, sums.data());
+      scalar::dot_rows(spec, q.data(), sums.data(), rows.data(), n_groups, n_rows,
+                       scores_scalar.data());
+      simd::dot_rows(spec, q.data(), sums.data(), rows.data(), n_groups, n_rows,
+                     scores_simd.data());
+      for (size_t r = 0; r < n_rows; ++r) {
+        double reference = 0.0;
+        for (size_t g = 0; g < n_groups; ++g) {
+          reference +=
+              double_dot(spec, &q[g * spec.group], &rows[(r * n_groups + g) * spec.record_bytes()])
+                  .value;
+        }
+        EXPECT_EQ(scores_scalar[r], reference) << "row " << r;
+        EXPECT_EQ(scores_simd[r], reference) << "row " << r;
       }
-      EXPECT_EQ(scores_scalar[r], reference) << "row " << r;
-      EXPECT_EQ(scores_simd[r], reference) << "row " << r;
-    }
 
-    std::vector<float> p(n_blocks * spec.group);
-    for (float& v : p) v = static_cast<float>(weight(rng));
-    const std::vector<uint8_t> blocks = exact_records(spec, n_blocks * dim, rng);
-    std::vector<float> out_scalar(dim, 3.0f), out_simd(dim, 3.0f);
-    scalar::accumulate_token_blocks(spec, p.data(), blocks.data(), dim, n_blocks,
-                                    out_scalar.data());
-    simd::accumulate_token_blocks(spec, p.data(), blocks.data(), dim, n_blocks, out_simd.data());
-    for (size_t c = 0; c < dim; ++c) {
-      double reference = 3.0;
-      for (size_t b = 0; b < n_blocks; ++b) {
-        reference +=
-            double_dot(spec, &p[b * spec.group], &blocks[(b * dim + c) * spec.record_bytes()])
-                .value;
+      std::vector<float> p(n_blocks * spec.group);
+      for (float& v : p) v = static_cast<float>(weight(rng));
+      const std::vector<uint8_t> blocks = exact_records(spec, n_blocks * dim, rng);
+      std::vector<float> out_scalar(dim, 3.0f), out_simd(dim, 3.0f);
+      scalar::accumulate_token_blocks(spec, p.data(), blocks.data(), dim, n_blocks,
+                                      out_scalar.data());
+      simd::accumulate_token_blocks(spec, p.data(), blocks.data(), dim, n_blocks, out_simd.data());
+      for (size_t c = 0; c < dim; ++c) {
+        double reference = 3.0;
+        for (size_t b = 0; b < n_blocks; ++b) {
+          reference +=
+              double_dot(spec, &p[b * spec.group], &blocks[(b * dim + c) * spec.record_bytes()])
+                  .value;
+        }
+        EXPECT_EQ(out_scalar[c], reference) << "channel " << c;
+        EXPECT_EQ(out_simd[c], reference) << "channel " << c;
       }
-      EXPECT_EQ(out_scalar[c], reference) << "channel " << c;
-      EXPECT_EQ(out_simd[c], reference) << "channel " << c;
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------
