@@ -107,7 +107,6 @@ void run_quant(const QuantOptions& options) {
   const quant::GroupFormat format =
       quant::GroupFormat::make(options.bits, options.group, quant::parse_quant_mode(options.mode));
   const std::vector<float> x = draw_values(options.dist, options.n, options.seed);
-  format.groups_in(x.size());  // rejects a length that is not a multiple of G
 
   std::vector<uint8_t> records = quant::quantize(format, x);
   std::vector<float> x_hat(x.size());
