@@ -1,7 +1,8 @@
 // bench/bench_quant.cc — throughput of the quantization kernels per format,
 // scalar reference and Highway SIMD. Bytes processed are the f32 values on
-// the float side (input of quantize, output of dequantize, the q·x̂ keys of the
-// fused dot), so the reported rate is GB/s of f32 values.
+// the float side (input of quantize, output of dequantize, the keys of the
+// fused dot, the V values of the fused accumulate, all counted as 4 bytes per
+// value), so the reported rate is GB/s of f32 values.
 //
 //   build/release/bench/bench_quant [--benchmark_filter=simd]
 #include <benchmark/benchmark.h>
@@ -16,7 +17,7 @@
 namespace innerq::kernels {
 namespace {
 
-constexpr size_t kValues = size_t{1} << 18;  // 1 MiB of f32: stays in L2
+constexpr size_t kValues = size_t{1} << 18;  // 1 MiB of f32 per operation
 
 std::vector<float> gaussian(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -79,6 +80,27 @@ void BM_FusedDot(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValues * sizeof(float)));
 }
 
+// o += p·V over kValues/(G·128) token blocks of head_dim 128.
+template <bool kSimd>
+void BM_FusedAccumulate(benchmark::State& state) {
+  const GroupSpec spec = spec_of(state);
+  constexpr size_t kHeadDim = 128;
+  const size_t n_blocks = kValues / (kHeadDim * spec.group);
+  const std::vector<float> values = gaussian(kValues, 1), p = gaussian(kValues / kHeadDim, 2);
+  std::vector<uint8_t> blocks(n_blocks * kHeadDim * spec.record_bytes());
+  for (size_t b = 0; b < n_blocks; ++b) {
+    simd::quantize_token_block(spec, &values[b * kHeadDim * spec.group], kHeadDim,
+                               &blocks[b * kHeadDim * spec.record_bytes()]);
+  }
+  std::vector<float> out(kHeadDim);
+  for (auto _ : state) {
+    (kSimd ? simd::accumulate_token_blocks : scalar::accumulate_token_blocks)(
+        spec, p.data(), blocks.data(), kHeadDim, n_blocks, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kValues * sizeof(float)));
+}
+
 void Formats(benchmark::internal::Benchmark* b) {
   b->ArgNames({"bits", "G", "mode"});
   for (int bits : {2, 3, 4, 8}) {
@@ -95,6 +117,8 @@ BENCHMARK(BM_Dequantize<true>)->Name("dequantize/simd")->Apply(Formats);
 BENCHMARK(BM_Dequantize<false>)->Name("dequantize/scalar")->Apply(Formats);
 BENCHMARK(BM_FusedDot<true>)->Name("fused_dot/simd")->Apply(Formats);
 BENCHMARK(BM_FusedDot<false>)->Name("fused_dot/scalar")->Apply(Formats);
+BENCHMARK(BM_FusedAccumulate<true>)->Name("fused_accumulate/simd")->Apply(Formats);
+BENCHMARK(BM_FusedAccumulate<false>)->Name("fused_accumulate/scalar")->Apply(Formats);
 
 }  // namespace
 }  // namespace innerq::kernels
