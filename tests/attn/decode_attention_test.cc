@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "hwy/targets.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/layer_caches.h"
 
@@ -208,6 +209,28 @@ std::vector<Case> reference_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, AgainstReference, ::testing::ValuesIn(reference_cases()));
+
+// Every SIMD target this CPU runs (AVX-512 VNNI, AVX-512, AVX2 maddubs, SSE4,
+// the portable fallback), not only the one dispatch would pick.
+TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
+  const Shape s{8, 2, 128};
+  const int n = 700;
+  const Inputs in = make_inputs(s, n, 77);
+  for (const char* spec : {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq:k=4,v=4",
+                           "innerq:k=8,v=8,kmode=hybrid,vmode=asym", "innerq:k=3,v=3,g=64"}) {
+    const kv::KvCache cache = make_cache(spec, s, in, n);
+    std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
+    decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, want.data());
+    const std::vector<double> tol = tolerance(cache.layer(0), in.q.data(), s.n_heads, true);
+    for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      SCOPED_TRACE(::testing::Message() << spec << " on " << hwy::TargetName(target));
+      hwy::SetSupportedTargetsForTest(target);
+      decode_attention(cache.layer(0), in.q.data(), s.n_heads, got.data(), {2, false});
+      expect_within(got, want, tol, "simd");
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
 
 double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
   double diff = 0.0, norm = 0.0;

@@ -213,7 +213,9 @@ TEST(KvCache, MemoryIsTheSumOfTheParts) {
         break;
       case CacheKind::kKivi: {
         const int kq = n / c.recent * c.recent, vq = n - c.recent;
-        want.codes = heads * static_cast<size_t>(kq + vq) * kDim * c.k_bits / 8;
+        // Code buffers carry a 16-byte tail pad once they hold a record.
+        want.codes = heads * (static_cast<size_t>(kq + vq) * kDim * c.k_bits / 8 +
+                              (kq > 0 ? 16 : 0) + (vq > 0 ? 16 : 0));
         want.metadata = heads * static_cast<size_t>(kq + vq) * (kDim / c.group) * 4;
         want.windows = heads * static_cast<size_t>(n - kq + n - vq) * f16_row;
         break;

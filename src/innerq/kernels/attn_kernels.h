@@ -31,6 +31,10 @@
 
 namespace innerq::kernels {
 
+// Bytes a buffer of KIVI records must hold after its last record: the SIMD
+// unpack reads 16 bytes from the start of each 32-code chunk.
+inline constexpr size_t kRecordTailPad = 16;
+
 // nq query heads of one KV head: q [nq][head_dim].
 struct QueryHeads {
   const float* q;

@@ -202,24 +202,27 @@ HWY_INLINE void dot_group_rows(const uint32_t* words, int group, const int32_t* 
   }
 }
 
-// Quantizes x [n] (n a multiple of 4) to int8 with one scale: x ≈ scale·x8.
-// Returns the scale; `sum` gets Σ scale·x8 (the rounded values' sum).
+// Quantizes x [n] (n a multiple of Lanes, here a group: 32, 64 or 128) to
+// int8 with one scale, x ≈ scale·x8, written as bytes into `quads` (four per
+// int32). Returns the scale; `sum` gets Σ scale·x8 (the rounded values' sum).
 HWY_INLINE float quantize_int8(const float* x, int n, int32_t* quads, float* sum) {
-  float amax = 0.0f;
-  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const DF df;
+  const DI di;
+  const hn::Rebind<int8_t, DI> d8;
+  const int N = static_cast<int>(hn::Lanes(df));
+  VF vmax = hn::Zero(df);
+  for (int i = 0; i < n; i += N) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, x + i)));
+  const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
   const float scale = amax / 127.0f;
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  int total = 0;
-  for (int i = 0; i < n; i += 4) {
-    uint32_t quad = 0;
-    for (int j = 0; j < 4; ++j) {
-      const int v = static_cast<int>(std::nearbyint(x[i + j] * inv));
-      total += v;
-      quad |= static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(v))) << (8 * j);
-    }
-    quads[i / 4] = static_cast<int32_t>(quad);
+  const VF inv = hn::Set(df, amax > 0.0f ? 127.0f / amax : 0.0f);
+  VI total = hn::Zero(di);
+  auto* bytes = reinterpret_cast<int8_t*>(quads);
+  for (int i = 0; i < n; i += N) {
+    const VI v = hn::NearestInt(hn::Mul(hn::LoadU(df, x + i), inv));
+    total = hn::Add(total, v);
+    hn::StoreU(hn::DemoteTo(d8, v), d8, bytes + i);
   }
-  *sum = scale * static_cast<float>(total);
+  *sum = scale * static_cast<float>(hn::GetLane(hn::SumOfLanes(di, total)));
   return scale;
 }
 
@@ -561,45 +564,94 @@ void VAccumulateBlocksQ4_0(const BlockQ4_0* blocks, int n, int nq, int head_dim,
 
 // ---------------------------------------------------------------------------
 // KIVI (outer grouping): every element of a dot product has its own scale, so
-// dequantization stays inside the loop. Codes of one 32-code chunk are
-// unpacked to bytes with whole-word shifts (unpack_chunk), widened to f32 and
-// multiplied by a coefficient that folds the group's scale.
+// dequantization stays inside the loop. Lanes take consecutive codes of one
+// 32-code chunk, unpacked in registers: a byte shuffle brings each code's
+// plane byte into its lane, a per-lane shift and a mask isolate it. The
+// record's scale folds into the coefficient the codes are multiplied by.
+// Reads 16 bytes from each chunk start: the KIVI buffers carry kRecordTailPad
+// bytes after their last record.
 // ---------------------------------------------------------------------------
-HWY_INLINE VF codes_to_f32(const uint8_t* codes) {
-  const hn::Rebind<uint8_t, DU> d8;
-  return hn::ConvertTo(DF(), hn::BitCast(DI(), hn::PromoteTo(DU(), hn::LoadU(d8, codes))));
+struct ChunkLanes {
+  uint32_t index[kChunk];  // shuffle index of the low-plane byte, other bytes → 0
+  uint32_t shift[kChunk];
+  uint32_t high_index[kChunk];  // b = 3: byte of the high bit plane
+  uint32_t high_shift[kChunk];
+};
+
+constexpr ChunkLanes make_chunk_lanes(int bits) {
+  ChunkLanes l{};
+  const int w = bits == 3 ? 2 : bits;
+  for (int c = 0; c < kChunk; ++c) {
+    l.index[c] = static_cast<uint32_t>(c % (4 * w)) | 0x80808000u;
+    l.shift[c] = static_cast<uint32_t>(w * (c / (4 * w)));
+    l.high_index[c] = static_cast<uint32_t>(8 + c % 4) | 0x80808000u;
+    l.high_shift[c] = static_cast<uint32_t>(c / 4);
+  }
+  return l;
+}
+
+template <int kBits>
+HWY_INLINE VF unpack_lanes(const uint8_t* chunk, int first) {
+  const DF df;
+  const DU du;
+  const DI di;
+#if HWY_TARGET == HWY_SCALAR
+  (void)du;
+  return hn::Set(df, static_cast<float>(read_code(chunk, kBits, first)));
+#else
+  if constexpr (kBits == 8) {
+    const hn::Rebind<uint8_t, DU> d8;
+    return hn::ConvertTo(df, hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, chunk + first))));
+  } else {
+    alignas(64) static constexpr ChunkLanes kLanes = make_chunk_lanes(kBits);
+    const hn::Repartition<uint8_t, DU> d8;
+    const auto table = hn::LoadDup128(d8, chunk);
+    constexpr int w = kBits == 3 ? 2 : kBits;
+    const VU low = hn::BitCast(
+        du, hn::TableLookupBytesOr0(table, hn::BitCast(d8, hn::LoadU(du, kLanes.index + first))));
+    VU codes = hn::And(hn::operator>>(low, hn::LoadU(du, kLanes.shift + first)),
+                       hn::Set(du, (1u << w) - 1));
+    if constexpr (kBits == 3) {
+      const VU high =
+          hn::BitCast(du, hn::TableLookupBytesOr0(
+                              table, hn::BitCast(d8, hn::LoadU(du, kLanes.high_index + first))));
+      codes = hn::Or(codes, hn::ShiftLeft<2>(hn::And(
+                                hn::operator>>(high, hn::LoadU(du, kLanes.high_shift + first)),
+                                hn::Set(du, 1u))));
+    }
+    return hn::ConvertTo(df, hn::BitCast(di, codes));
+  }
+#endif
 }
 
 // K: per G-token block, record c holds channel c over the block's tokens.
 // score_t = Σ_c (q_c·s_c)·u_{c,t} + Σ_c q_c·z_c, lanes over tokens.
-template <int NH>
-void k_scores_kivi_heads(int bits, int group, const uint8_t* blocks, int n, const float* q,
-                         int head_dim, float* const* scores) {
+template <int kBits, int NH>
+void k_scores_kivi_heads(int group, const uint8_t* blocks, int n, const float* q, int head_dim,
+                         float* const* scores) {
   const DF df;
   const int N = static_cast<int>(hn::Lanes(df));
-  const size_t code_bytes = group_code_bytes(bits, group);
+  const size_t code_bytes = group_code_bytes(kBits, group);
   const size_t record_bytes = code_bytes + 4;
-  const size_t chunk_bytes = static_cast<size_t>(bits) * kChunk / 8;
-  HWY_ALIGN uint8_t codes[kChunk];
+  const size_t chunk_bytes = static_cast<size_t>(kBits) * kChunk / 8;
   for (int b = 0; b < n / group; ++b) {
     const uint8_t* records = blocks + static_cast<size_t>(b) * head_dim * record_bytes;
     for (int chunk = 0; chunk < group / kChunk; ++chunk) {
-      VF acc[NH][kChunk / 4];  // kChunk/N ≤ 8 vectors per head
+      VF acc[NH][kChunk / HWY_LANES(float)];
       for (int j = 0; j < NH; ++j) {
         for (int v = 0; v < kChunk / N; ++v) acc[j][v] = hn::Zero(df);
       }
       float bias[NH] = {};
       for (int c = 0; c < head_dim; ++c) {
         const uint8_t* record = records + c * record_bytes;
-        const GroupMeta m = read_meta_finite(record, code_bytes, true, bits);
-        unpack_chunk(record + chunk * chunk_bytes, bits, codes);
+        const GroupMeta m = read_meta_finite(record, code_bytes, true, kBits);
         VF coeff[NH];
         for (int j = 0; j < NH; ++j) {
           coeff[j] = hn::Set(df, q[j * head_dim + c] * m.scale);
           bias[j] += q[j * head_dim + c] * m.zero;
         }
         for (int v = 0; v < kChunk / N; ++v) {
-          const VF x = codes_to_f32(codes + v * N);
+          const VF x = unpack_lanes<kBits>(record + chunk * chunk_bytes, v * N);
           for (int j = 0; j < NH; ++j) acc[j][v] = hn::MulAdd(coeff[j], x, acc[j][v]);
         }
       }
@@ -621,42 +673,43 @@ void KScoresKivi(int bits, int group, const uint8_t* blocks, int n, const QueryH
       constexpr int NH = decltype(nh)::value;
       float* out[NH];
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
-      k_scores_kivi_heads<NH>(bits, group, blocks, n, q.q + h0 * q.head_dim, q.head_dim, out);
+      with_bits(bits, [&](auto b) {
+        k_scores_kivi_heads<decltype(b)::value, NH>(group, blocks, n, q.q + h0 * q.head_dim,
+                                                    q.head_dim, out);
+      });
     });
   }
 }
 
 // V: per token D/G records along channels. o_c += (p_t·s_{t,g})·u_{t,c}, and
 // Σ_t p_t·z_{t,g} is added once per group at the end.
-template <int NH>
-void v_accumulate_kivi_heads(int bits, int group, const uint8_t* rows, int n, int head_dim,
+template <int kBits, int NH>
+void v_accumulate_kivi_heads(int group, const uint8_t* rows, int n, int head_dim,
                              const float* const* p, float* const* o) {
   const DF df;
   const int N = static_cast<int>(hn::Lanes(df));
-  const size_t code_bytes = group_code_bytes(bits, group);
+  const size_t code_bytes = group_code_bytes(kBits, group);
   const size_t record_bytes = code_bytes + 4;
-  const size_t chunk_bytes = static_cast<size_t>(bits) * kChunk / 8;
+  const size_t chunk_bytes = static_cast<size_t>(kBits) * kChunk / 8;
   const int ng = head_dim / group;
-  HWY_ALIGN uint8_t codes[kChunk];
   for (int g = 0; g < ng; ++g) {
     float bias[NH] = {};
     for (int chunk = 0; chunk < group / kChunk; ++chunk) {
       const int c0 = g * group + chunk * kChunk;
-      VF acc[NH][kChunk / 4];
+      VF acc[NH][kChunk / HWY_LANES(float)];
       for (int j = 0; j < NH; ++j) {
         for (int v = 0; v < kChunk / N; ++v) acc[j][v] = hn::LoadU(df, o[j] + c0 + v * N);
       }
       for (int t = 0; t < n; ++t) {
         const uint8_t* record = rows + (static_cast<size_t>(t) * ng + g) * record_bytes;
-        const GroupMeta m = read_meta_finite(record, code_bytes, true, bits);
-        unpack_chunk(record + chunk * chunk_bytes, bits, codes);
+        const GroupMeta m = read_meta_finite(record, code_bytes, true, kBits);
         VF coeff[NH];
         for (int j = 0; j < NH; ++j) {
           coeff[j] = hn::Set(df, p[j][t] * m.scale);
           if (chunk == 0) bias[j] += p[j][t] * m.zero;
         }
         for (int v = 0; v < kChunk / N; ++v) {
-          const VF x = codes_to_f32(codes + v * N);
+          const VF x = unpack_lanes<kBits>(record + chunk * chunk_bytes, v * N);
           for (int j = 0; j < NH; ++j) acc[j][v] = hn::MulAdd(coeff[j], x, acc[j][v]);
         }
       }
@@ -684,7 +737,9 @@ void VAccumulateKivi(int bits, int group, const uint8_t* rows, int n, int nq, in
         w[j] = p.x + (h0 + j) * p.stride;
         out[j] = o + (h0 + j) * head_dim;
       }
-      v_accumulate_kivi_heads<NH>(bits, group, rows, n, head_dim, w, out);
+      with_bits(bits, [&](auto b) {
+        v_accumulate_kivi_heads<decltype(b)::value, NH>(group, rows, n, head_dim, w, out);
+      });
     });
   }
 }

@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/quant_kernels.h"
 
 namespace innerq::kv {
@@ -135,6 +136,14 @@ template class LlamaBlockLayerCache<BlockQ4_0>;
 // ---------------------------------------------------------------------------
 // KIVI
 // ---------------------------------------------------------------------------
+// Grows a record buffer by `bytes`, keeping kRecordTailPad zero bytes after
+// the last record; returns where the new records go.
+static uint8_t* grow_records(std::vector<uint8_t>& buffer, size_t bytes) {
+  const size_t used = buffer.empty() ? 0 : buffer.size() - kernels::kRecordTailPad;
+  buffer.resize(used + bytes + kernels::kRecordTailPad, 0);
+  return buffer.data() + used;
+}
+
 static kernels::GroupSpec kivi_spec(const LayerConfig& c) {
   return {c.k_bits, c.group, QuantMode::kAsymmetric};
 }
@@ -188,10 +197,8 @@ void KiviLayerCache::flush_k(int head, int n_tokens) {
       for (int c = 0; c < D; ++c)
         block[static_cast<size_t>(t) * D + c] = f16_to_f32(res.row(b * G + t)[c]);
     }
-    const size_t off = codes.size();
-    codes.resize(off + k_block_bytes());
     kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D),
-                                        codes.data() + off);
+                                        grow_records(codes, k_block_bytes()));
   }
   res.pop_front(n_tokens);
 }
@@ -203,10 +210,8 @@ void KiviLayerCache::flush_v(int head, int n_tokens) {
   std::vector<float> row(static_cast<size_t>(head_dim_));
   for (int t = 0; t < n_tokens; ++t) {
     for (int c = 0; c < head_dim_; ++c) row[static_cast<size_t>(c)] = f16_to_f32(res.row(t)[c]);
-    const size_t off = codes.size();
-    codes.resize(off + v_row_bytes());
     kernels::simd::quantize_row(spec, row.data(), static_cast<size_t>(head_dim_ / config_.group),
-                                codes.data() + off);
+                                grow_records(codes, v_row_bytes()));
   }
   res.pop_front(n_tokens);
 }
@@ -214,15 +219,14 @@ void KiviLayerCache::flush_v(int head, int n_tokens) {
 MemoryUsage KiviLayerCache::memory() const {
   MemoryUsage m;
   const kernels::GroupSpec spec = kivi_spec(config_);
-  const double code_share = static_cast<double>(group_code_bytes(spec.bits, spec.group)) /
-                            static_cast<double>(spec.record_bytes());
+  const size_t records = static_cast<size_t>(k_quant_tokens_ / config_.group) * head_dim_ +
+                         static_cast<size_t>(v_quant_tokens_) * (head_dim_ / config_.group);
   for (int h = 0; h < n_kv_heads_; ++h) {
-    const size_t q =
-        k_codes_[static_cast<size_t>(h)].size() + v_codes_[static_cast<size_t>(h)].size();
-    const size_t codes = static_cast<size_t>(static_cast<double>(q) * code_share + 0.5);
-    m.codes += codes;
-    m.metadata += q - codes;
-    m.windows += k_res_[static_cast<size_t>(h)].bytes() + v_res_[static_cast<size_t>(h)].bytes();
+    const size_t hs = static_cast<size_t>(h);
+    const size_t held = k_codes_[hs].size() + v_codes_[hs].size();  // records + tail pads
+    m.metadata += records * group_meta_bytes(spec.mode);
+    m.codes += held - records * group_meta_bytes(spec.mode);
+    m.windows += k_res_[hs].bytes() + v_res_[hs].bytes();
   }
   return m;
 }
