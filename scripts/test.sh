@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh checkout: installs missing Debian
+# packages, fetches the default model, builds with warnings as errors (and
+# the CUDA backend when nvcc is present, whose tests skip without a GPU), and
+# runs every test but the `slow` label.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh
+bash scripts/fetch-model.sh
+
+cuda=OFF
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  cuda=ON
+  export PATH="$PATH:/usr/local/cuda/bin"
+fi
+echo "test: configuring (CUDA backend: $cuda)" >&2
+cmake --preset ci -DINNERQ_CUDA="$cuda" >/dev/null
+cmake --build --preset ci -j "$(nproc)"
+ctest --preset ci -j "$(nproc)"
