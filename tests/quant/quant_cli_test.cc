@@ -29,8 +29,8 @@ CliRun run_innerq(const std::string& args) {
 
 TEST(QuantCli, BadArgumentsExitWithCode2AndOneLine) {
   for (const char* args : {"quant --bits 5", "quant --group 48", "quant --mode both",
-                           "quant --dist file:/nonexistent/values.f32", "quant --dist cauchy",
-                           "quant --n 1000", "quant --bits"}) {
+                           "quant --dist file:/nonexistent/values.f32", "quant --dist file:/tmp",
+                           "quant --dist cauchy", "quant --n 1000", "quant --bits"}) {
     SCOPED_TRACE(args);
     const CliRun run = run_innerq(args);
     EXPECT_EQ(run.exit_code, 2) << run.output;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -42,9 +43,13 @@ constexpr size_t kOutlierChannels[] = {5, 37, 70, 101};
 constexpr float kOutlierScale = 20.0f;
 
 std::vector<float> read_f32_file(const std::string& path, size_t n) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) throw Error("cannot open '" + path + "' for reading");
-  const auto size = static_cast<size_t>(file.tellg());
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw Error("cannot read '" + path + "': no such regular file");
+  }
+  const auto size = static_cast<size_t>(std::filesystem::file_size(path, error));
+  std::ifstream file(path, std::ios::binary);
+  if (error || !file) throw Error("cannot read '" + path + "'");
   if (size % sizeof(float) != 0) {
     throw Error("'" + path + "' holds " + std::to_string(size) +
                 " bytes, not a whole number of little-endian f32 values");
@@ -56,7 +61,6 @@ std::vector<float> read_f32_file(const std::string& path, size_t n) {
                 std::to_string(count) + " requested");
   }
   std::vector<float> values(count);
-  file.seekg(0);
   if (!file.read(reinterpret_cast<char*>(values.data()),
                  static_cast<std::streamsize>(count * sizeof(float)))) {
     throw Error("cannot read '" + path + "'");
