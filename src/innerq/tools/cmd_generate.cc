@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +28,7 @@ namespace {
 struct GenerateOptions {
   std::string model;
   std::string prompt;
+  std::string prompt_file;
   int n_predict = 128;
   model::SamplerOptions sampling;
   std::string kv = "innerq";
@@ -47,9 +50,17 @@ void run_generate(const GenerateOptions& o) {
   const model::LlamaModel m(model::resolve_model_path(o.model));
   const model::Tokenizer& tok = m.tokenizer();
 
-  const std::string text = o.chat ? tok.chat_prompt(o.prompt) : o.prompt;
+  std::string user_text = o.prompt;
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) throw Error(fmt::format("cannot read prompt file '{}'", o.prompt_file));
+    std::ostringstream s;
+    s << in.rdbuf();
+    user_text = s.str();
+  }
+  const std::string text = o.chat ? tok.chat_prompt(user_text) : user_text;
   const std::vector<int> prompt = tok.tokenize(text, tok.adds_bos(), /*parse_special=*/true);
-  if (prompt.empty()) throw Error("the prompt is empty");
+  if (prompt.empty()) throw Error("the prompt is empty (give one with -p or -f)");
   const int n_prompt = static_cast<int>(prompt.size());
   const int ctx = o.ctx > 0 ? o.ctx : n_prompt + std::max(1, o.n_predict);
   if (n_prompt >= ctx) {
@@ -137,7 +148,9 @@ void add_generate_command(CLI::App& app) {
       app.add_subcommand("generate", "Generate text from a GGUF model on a KV-cache config");
   cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
       ->required();
-  cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
+  CLI::Option* prompt = cmd->add_option("-p,--prompt", o->prompt, "prompt text");
+  CLI::Option* file = cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
+  prompt->excludes(file);
   cmd->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->capture_default_str();
   cmd->add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy")
       ->capture_default_str();

@@ -1,0 +1,114 @@
+// tests/tools/model_cli_test.cc — `innerq generate | perplexity | info` as
+// users run them: bad input gives exit code 2 and one line on stderr; --json
+// gives the documented keys; greedy generation is the golden text.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct CliRun {
+  int exit_code;
+  std::string output;
+};
+
+// stderr is folded into the output unless `stdout_only`.
+CliRun run_innerq(const std::string& args, bool stdout_only = false) {
+  const std::string command =
+      std::string(INNERQ_BINARY) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string write_text(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
+  const std::string not_gguf = write_text("innerq_not_a_model.gguf", "just text, not GGUF\n");
+  for (const std::string args : {
+           std::string("generate -m /nonexistent/model.gguf -p hi"),
+           "generate -m " + not_gguf + " -p hi",
+           std::string("generate -m stories260K -p hi --kv innerq:k=7"),
+           std::string("generate -m stories260K -p hi --kv nonsense"),
+           std::string("generate -m stories260K -p 'Once upon a time there was a girl' -c 4"),
+           std::string("generate -m stories260K -p hi --top-p 2"),
+           std::string("perplexity -m stories260K -f /nonexistent/text.txt --kv f32"),
+           std::string("perplexity -m stories260K -f /nonexistent/text.txt --kv q9_9"),
+           std::string("perplexity -m stories260K -f tests/model/fixtures/stories260K.json "
+                       "--ctx 64 --prefix 64"),
+           std::string("info -m /nonexistent/model.gguf"),
+           std::string("info -m stories260K --kv bogus"),
+       }) {
+    SCOPED_TRACE(args);
+    const CliRun run = run_innerq(args);
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    EXPECT_EQ(run.output.find('\n'), run.output.size() - 1) << run.output;
+  }
+  EXPECT_NE(run_innerq("generate -m stories260K -p 'Once upon a time there was a girl' -c 4")
+                .output.find("does not fit the context of 4"),
+            std::string::npos);
+}
+
+TEST(ModelCli, GenerateJsonIsTheGoldenGreedyText) {
+  const CliRun run =
+      run_innerq("generate -m stories260K -p 'Once upon a time' -n 24 --kv f16 --json", true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);
+  for (const char* key : {"text", "prefill_tps", "decode_tps", "kv_bytes", "kv_bytes_f16",
+                          "n_prompt", "n_generated"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["text"].get<std::string>().rfind(", there was a little girl named Lily.", 0), 0u)
+      << j["text"];
+  EXPECT_EQ(j["n_generated"].get<int>(), 24);
+  EXPECT_GT(j["kv_bytes"].get<long>(), 0);
+}
+
+TEST(ModelCli, PerplexityJsonHasTheBaseAndEachSpec) {
+  std::string story;
+  for (int i = 0; i < 8; ++i) {
+    story += "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
+  }
+  const std::string path = write_text("innerq_story.txt", story);
+  const CliRun run = run_innerq(
+      "perplexity -m stories260K -f " + path + " --ctx 96 --prefix 48 --chunks 1 --kv f32 --json",
+      true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["kv"], "f16");
+  EXPECT_EQ(j[1]["kv"], "f32");
+  for (const auto& row : j) {
+    for (const char* key : {"kv", "ppl", "kld", "top1", "kv_bytes", "tokens"}) {
+      EXPECT_TRUE(row.contains(key)) << key;
+    }
+    EXPECT_EQ(row["tokens"].get<int>(), 48);  // ctx − prefix
+    EXPECT_GT(row["ppl"].get<double>(), 1.0);
+    EXPECT_LT(row["ppl"].get<double>(), 10.0);  // a story the model knows well
+  }
+  EXPECT_EQ(j[0]["kld"].get<double>(), 0.0);
+  EXPECT_LT(j[1]["kld"].get<double>(), 1e-4);  // f32 vs f16 cache: rounding only
+  EXPECT_GE(j[1]["top1"].get<double>(), 0.95);
+}
+
+TEST(ModelCli, InfoDescribesTheModelAndCache) {
+  const CliRun run = run_innerq("info -m stories260K -c 256 --kv f16,f32");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("parameters    292800"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("KV cache for 256 tokens"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("F32"), std::string::npos) << run.output;
+}
+
+}  // namespace
