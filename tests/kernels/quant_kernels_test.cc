@@ -293,7 +293,7 @@ TEST(QuantKernels, FusedAccumulateEqualsDequantizedDoubleSum) {
                                       out_scalar.data());
       simd::accumulate_token_blocks(spec, p.data(), blocks.data(), dim, n_blocks, out_simd.data());
       for (size_t c = 0; c < dim; ++c) {
-        DoubleDot reference{1.0, 1.0};
+        DoubleDot reference{1.0, 1.0};  // out starts at 1.0
         for (size_t b = 0; b < n_blocks; ++b) {
           const DoubleDot part =
               double_dot(spec, &p[b * spec.group], &blocks[(b * dim + c) * spec.record_bytes()]);
