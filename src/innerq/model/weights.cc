@@ -26,7 +26,7 @@ using DF = hn::CappedTag<float, 16>;
 
 // Below this many multiply-adds a matmul runs on the calling thread: waking a
 // thread team costs more than the work (and far more on a busy machine).
-constexpr int64_t kMinParallelWork = 1 << 16;
+constexpr int64_t kMinParallelWork = 1 << 18;
 
 // ---------------------------------------------------------------------------
 // Decode: one token, fused dequantize-and-dot per block.
