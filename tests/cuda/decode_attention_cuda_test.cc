@@ -35,7 +35,8 @@ struct ErrorModel {
 // Worst-case |o_gpu − o_reference| per output element of one sequence:
 //  - a score error Δ_t ≤ Δ moves each softmax weight by at most a factor
 //    e^{±2Δ}, so o moves by at most expm1(2Δ)·max_t|v_t|;
-//  - f32 accumulation: Δ gets 2·D·ε·Σ_c|q_c·k_c|/sqrt(D);
+//  - f32 accumulation: Δ gets 2·D·ε·Σ_c|q_c·k_c|/sqrt(D), the output
+//    1024·ε·max_t|v_t| (a split sums up to 512 weighted values in order);
 //  - int8 query: Δ gets Σ_chunks (a/2)·Σ_{i∈chunk}|k_i/f_i|, a = max|q_i·f_i|/(127·sqrt(D));
 //  - u8 weights: per 32 tokens (aligned at the middle's start) an error of at
 //    most max p/510 per weight, times e^{2Δ} for the perturbed p;
@@ -110,7 +111,9 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
           }
           quant *= std::exp(2.0 * delta);
         }
-        double bound = (std::expm1(2.0 * delta) + 64.0 * eps) * vmax + quant;
+        // 1024·ε: sequential f32 sums of up to 512 weighted values per split,
+        // then the merge.
+        double bound = (std::expm1(2.0 * delta) + 1024.0 * eps) * vmax + quant;
         if (model.f16_io) bound += f16 + half_eps * std::fabs(o);
         tol[static_cast<size_t>(h) * D + c] = bound * 1.01 + 1e-30;
       }

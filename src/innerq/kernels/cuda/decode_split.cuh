@@ -280,9 +280,20 @@ cudaError_t launch_split_and_merge(const typename Layout::Params& params, cudaSt
   const DecodeShape& s = params.shape;
   const SplitSmem sm{NQ, D, params.work.chunk_tokens, Layout::scratch_bytes(params, NQ)};
   const auto kernel = decode_split_kernel<Layout, D, NQ>;
-  const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(sm.bytes()));
-  if (attr != cudaSuccess) return attr;
+  // Opt in to the device's largest dynamic shared memory once per kernel, so
+  // that a launch does not pay for the attribute call.
+  static const cudaError_t opt_in = [kernel] {
+    int device = 0, max_bytes = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess) {
+      e = cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    }
+    if (e == cudaSuccess) {
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes);
+    }
+    return e;
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
   const dim3 grid(static_cast<unsigned>(params.work.max_splits),
                   static_cast<unsigned>(s.n_kv_heads), static_cast<unsigned>(s.n_seqs));
   kernel<<<grid, kDecodeThreads, sm.bytes(), stream>>>(params);

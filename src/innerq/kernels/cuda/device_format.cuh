@@ -1,7 +1,9 @@
 // innerq/kernels/cuda/device_format.cuh — device-side readers of the canonical
 // group layout (group_format.h): whole-word unpacking of a 32-code chunk,
 // scalar code access, metadata decoding, and the integer dot products the
-// fused kernels run on raw codes.
+// fused kernels run on raw codes. The readers are also host functions, so
+// tests/cuda/device_format_test checks them against the CPU definitions
+// (read_code, pack_chunk, tile_store_row, decode_meta) without a GPU.
 #pragma once
 
 #include <cstdint>
@@ -14,31 +16,32 @@
 namespace innerq::cuda {
 
 // Four bytes of a 32-bit word, each masked to the low `width` bits.
-__device__ __forceinline__ constexpr uint32_t byte_mask(int width) {
+__host__ __device__ __forceinline__ constexpr uint32_t byte_mask(int width) {
   return 0x01010101u * ((1u << width) - 1u);
 }
 
 // One 32-code chunk of a b-bit group, as its b 32-bit words (group_format.h:
 // bit planes, low bits first) → quads[m] = codes 4m..4m+3, one per byte.
 // Quad m of a w-bit plane is word (m mod w) shifted right by w·⌊m / w⌋.
+// (The loops have constant trip counts and are fully unrolled by nvcc; no
+// pragma, since the host compiler sees this function too.)
 template <int B>
-__device__ __forceinline__ void unpack_chunk(const uint32_t (&words)[B], uint32_t (&quads)[8]) {
+__host__ __device__ __forceinline__ void unpack_chunk(const uint32_t (&words)[B],
+                                                      uint32_t (&quads)[8]) {
   if constexpr (B == 3) {
-#pragma unroll
     for (int m = 0; m < 8; ++m) {
       const uint32_t low = (words[m % 2] >> (2 * (m / 2))) & byte_mask(2);
       const uint32_t high = (words[2] >> m) & byte_mask(1);
       quads[m] = low | (high << 2);
     }
   } else {
-#pragma unroll
     for (int m = 0; m < 8; ++m) quads[m] = (words[m % B] >> (B * (m / B))) & byte_mask(B);
   }
 }
 
 // Quad m (codes 4m..4m+3) of a chunk whose b words start at `words`.
 template <int B>
-__device__ __forceinline__ uint32_t chunk_quad(const uint32_t* words, int m) {
+__host__ __device__ __forceinline__ uint32_t chunk_quad(const uint32_t* words, int m) {
   if constexpr (B == 3) {
     const uint32_t low = (words[m % 2] >> (2 * (m / 2))) & byte_mask(2);
     return low | (((words[2] >> m) & byte_mask(1)) << 2);
@@ -48,7 +51,7 @@ __device__ __forceinline__ uint32_t chunk_quad(const uint32_t* words, int m) {
 }
 
 // Code i of a group whose code bytes start at `codes` (read_code on device).
-__device__ __forceinline__ int device_read_code(const uint8_t* codes, int bits, int i) {
+__host__ __device__ __forceinline__ int device_read_code(const uint8_t* codes, int bits, int i) {
   const PlaneSplit p = planes_of(bits);
   const uint8_t* chunk = codes + (i / kChunk) * (bits * kChunk / 8);
   const int j = i % kChunk;
@@ -66,7 +69,8 @@ __device__ __forceinline__ int device_read_code(const uint8_t* codes, int bits, 
 // Code i (0..G−1) of row `row` of a tile with one group per row (n_groups = 1
 // or the group index already folded into `words`): the row's chunk j lives in
 // words [(j·b + w)·16 + row], w < b (tile_format.h).
-__device__ __forceinline__ int tile_read_code(const uint32_t* words, int bits, int row, int i) {
+__host__ __device__ __forceinline__ int tile_read_code(const uint32_t* words, int bits, int row,
+                                                       int i) {
   const PlaneSplit p = planes_of(bits);
   const int j = i / kChunk, pos = i % kChunk;
   int code = 0, shift = 0, plane_word = j * bits;
@@ -81,7 +85,7 @@ __device__ __forceinline__ int tile_read_code(const uint32_t* words, int bits, i
   return code;
 }
 
-__device__ __forceinline__ float half_bits_to_float(uint16_t h) {
+__host__ __device__ __forceinline__ float half_bits_to_float(uint16_t h) {
   return __half2float(__ushort_as_half(h));
 }
 
@@ -92,8 +96,9 @@ struct DeviceMeta {
   float zero;
 };
 
-__device__ __forceinline__ DeviceMeta decode_meta_device(uint16_t scale_bits, uint16_t zero_bits,
-                                                         bool has_zero, int bits) {
+__host__ __device__ __forceinline__ DeviceMeta decode_meta_device(uint16_t scale_bits,
+                                                                  uint16_t zero_bits, bool has_zero,
+                                                                  int bits) {
   const bool sym = (scale_bits & kSymFlag) != 0;
   const float s = half_bits_to_float(static_cast<uint16_t>(scale_bits & ~kSymFlag));
   const float z =
@@ -102,8 +107,8 @@ __device__ __forceinline__ DeviceMeta decode_meta_device(uint16_t scale_bits, ui
 }
 
 // Metadata of one group record (codes, then scale, then zero).
-__device__ __forceinline__ DeviceMeta record_meta_device(const uint8_t* record, int bits, int group,
-                                                         bool has_zero) {
+__host__ __device__ __forceinline__ DeviceMeta record_meta_device(const uint8_t* record, int bits,
+                                                                  int group, bool has_zero) {
   const uint8_t* meta = record + group * bits / 8;
   const uint16_t scale = static_cast<uint16_t>(meta[0] | (meta[1] << 8));
   const uint16_t zero = has_zero ? static_cast<uint16_t>(meta[2] | (meta[3] << 8)) : 0;
