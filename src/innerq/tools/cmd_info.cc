@@ -82,7 +82,13 @@ void run_info(const InfoOptions& o) {
              "windows", "vs f16");
   for (const kv::CacheSpec& spec : specs) {
     size_t f16_bytes = 0;
-    const kv::MemoryUsage mem = cache_memory(m, spec, ctx, &f16_bytes);
+    kv::MemoryUsage mem;
+    try {
+      mem = cache_memory(m, spec, ctx, &f16_bytes);
+    } catch (const Error& e) {  // e.g. head_dim smaller than the spec's group
+      fmt::print("{:<24} not available: {}\n", spec.text, e.what());
+      continue;
+    }
     fmt::print("{:<24} {:>14} {:>12} {:>10} {:>8.1f}% {:>7.2f}x\n", spec.text, mem.total(),
                mem.codes, mem.metadata,
                100.0 * static_cast<double>(mem.windows) / std::max<size_t>(1, mem.total()),
