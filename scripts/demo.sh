@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: installs what is missing, fetches
+# SmolLM2-135M-Instruct, builds innerq (release), then runs
+#   1. `generate` with an f16 cache and with the InnerQ cache on one prompt,
+#   2. `perplexity` on a slice of WikiText-2 (raw test split) for f16, kivi,
+#      q4_0 and innerq, every scored token attending to the quantized cache,
+#   3. `bench attention` for the Llama-3-8B head shape at 16k tokens.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh
+bash scripts/fetch-model.sh
+bash scripts/fetch-data.sh
+echo "demo: building (release)..." >&2
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$(nproc)" --target innerq >/dev/null
+
+innerq=build/release/innerq
+threads="${THREADS:-$(nproc)}"
+prompt="Explain in two sentences why the sky is blue."
+
+for kv in f16 innerq; do
+  echo
+  echo "== innerq generate -m smollm2 --chat --kv $kv -n 64 -t $threads"
+  "$innerq" generate -m smollm2 --chat -p "$prompt" -n 64 --kv "$kv" -t "$threads"
+done
+
+echo
+echo "== innerq perplexity -m smollm2 (WikiText-2 raw test, 2 chunks of 1024 tokens, prefix 512)"
+"$innerq" perplexity -m smollm2 -f data/wikitext2/test.raw.txt --ctx 1024 --prefix 512 --chunks 2 \
+  --kv f16,kivi,q4_0,innerq -t "$threads"
+
+echo
+echo "== innerq bench attention --shape llama3-8b --ctx 16384"
+"$innerq" bench attention --shape llama3-8b --ctx 16384 --kv f16,kivi,q4_0,innerq -t "$threads"
