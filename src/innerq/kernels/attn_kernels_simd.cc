@@ -23,9 +23,9 @@
 HWY_BEFORE_NAMESPACE();
 #if HWY_TARGET == HWY_AVX3_DL
 // Highway 1.0.3's AVX3_DL target string lacks avx512vnni (it names only the
-// VEX avxvnni), which vpdpbusd on zmm registers needs; every CPU of that
-// target has it.
-#pragma GCC target("avx512vnni")
+// VEX avxvnni) and gfni, which vpdpbusd on zmm registers and gf2p8affineqb
+// need; the CPUs of that target (Ice Lake and later, Zen 4) have both.
+#pragma GCC target("avx512vnni,gfni")
 #endif
 namespace innerq::kernels {
 namespace HWY_NAMESPACE {
@@ -168,6 +168,25 @@ HWY_INLINE VI dot_quad(VU codes, VI q4, VI acc) {
   return hn::Add(acc, hn::Mul(hn::BitCast(di, hn::ShiftRight<24>(codes)), hn::ShiftRight<24>(q4)));
 }
 
+// 3-bit codes of quad m: (shifted_low & 0x03 per byte) | (bit m of each high
+// plane byte, moved to bit 2). AVX-512 (GFNI) moves the bit with one affine
+// byte transform and merges with one ternary-logic op; elsewhere shifts/masks.
+HWY_INLINE VU merge_high_bit(VU shifted_low, VU high, int m) {
+  const DU du;
+#if HWY_TARGET == HWY_AVX3_DL
+  // Affine matrix row for output bit 2 (byte 7 − 2) selects input bit m.
+  const __m512i select = _mm512_set1_epi64(static_cast<long long>((1ull << m) << 40));
+  const __m512i bit2 = _mm512_gf2p8affine_epi64_epi8(high.raw, select, 0);
+  // 0xEA: (a & b) | c with a = shifted low, b = 0x03 mask, c = the moved bit.
+  return VU{_mm512_ternarylogic_epi32(shifted_low.raw, hn::Set(du, low_bits_per_byte(2)).raw, bit2,
+                                      0xEA)};
+#else
+  return hn::Or(
+      hn::And(shifted_low, hn::Set(du, low_bits_per_byte(2))),
+      hn::ShiftLeft<2>(hn::And(hn::ShiftRightSame(high, m), hn::Set(du, low_bits_per_byte(1)))));
+#endif
+}
+
 // Integer dot of one group of Lanes tile rows against NH int8 vectors.
 // words: the tile's word (g, 0, row) — consecutive words of the group are
 // kTileRows apart. q4[j]: [G/4] int32, four int8 of head j per entry.
@@ -190,11 +209,11 @@ HWY_INLINE void dot_group_rows(const uint32_t* words, int group, const int32_t* 
       } else {
         constexpr int w = kBits == 3 ? 2 : kBits;
         const VU low = hn::LoadU(du, w0 + (m % w) * kTileRows);
-        codes = hn::And(hn::ShiftRightSame(low, w * (m / w)), hn::Set(du, low_bits_per_byte(w)));
         if constexpr (kBits == 3) {
           const VU high = hn::LoadU(du, w0 + 2 * kTileRows);
-          codes = hn::Or(codes, hn::ShiftLeft<2>(hn::And(hn::ShiftRightSame(high, m),
-                                                         hn::Set(du, low_bits_per_byte(1)))));
+          codes = merge_high_bit(hn::ShiftRightSame(low, w * (m / w)), high, m);
+        } else {
+          codes = hn::And(hn::ShiftRightSame(low, w * (m / w)), hn::Set(du, low_bits_per_byte(w)));
         }
       }
       for (int j = 0; j < NH; ++j) acc[j] = dot_quad<kBits>(codes, hn::Set(di, qc[j][m]), acc[j]);
