@@ -262,22 +262,24 @@ DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seq
     }
   }
   s.chunk = kc::choose_chunk_tokens(s.max_tokens, s.n_kv_heads, s.n_seqs, current_sm_count());
-  auto max_splits = [&](const auto& views) {
+  auto max_splits = [&](const auto& views, auto plan) {
     int m = 1;
-    for (const auto& v : views) m = std::max(m, kc::plan_of(v, s.chunk).splits(s.chunk));
+    for (const auto& v : views) m = std::max(m, plan(v).splits());
     return m;
   };
   switch (s.kind) {
     case kv::CacheKind::kF16:
-      s.max_splits = max_splits(s.f16);
+      s.max_splits = max_splits(s.f16, [&](const auto& v) { return kc::plan_of(v, s.chunk); });
       s.views = DeviceBuffer(s.f16.data(), s.f16.size() * sizeof(kc::F16SeqView));
       break;
     case kv::CacheKind::kKivi:
-      s.max_splits = max_splits(s.kivi);
+      s.max_splits = max_splits(
+          s.kivi, [&](const auto& v) { return kc::plan_of(v, s.chunk, s.config.group); });
       s.views = DeviceBuffer(s.kivi.data(), s.kivi.size() * sizeof(kc::KiviSeqView));
       break;
     default:
-      s.max_splits = max_splits(s.innerq);
+      s.max_splits = max_splits(
+          s.innerq, [&](const auto& v) { return kc::plan_of(v, s.chunk, s.config.group); });
       s.views = DeviceBuffer(s.innerq.data(), s.innerq.size() * sizeof(kc::InnerQSeqView));
       break;
   }

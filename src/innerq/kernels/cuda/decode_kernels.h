@@ -4,11 +4,11 @@
 // splits, one thread block per split computes a partial softmax and p·V for
 // all query heads of the KV group, and a merge kernel combines the splits.
 //
-// A split is either a *middle chunk* — `chunk_tokens` consecutive tokens whose
-// K and V are both in the layout's bulk form (quantized middle, or the plain
-// f16 cache) — or an *edge chunk* — up to `chunk_tokens` of the remaining
-// tokens (sink, the tail where K or V is still in a high-precision window, and
-// the last partial chunk), read token by token.
+// A split is either a *middle chunk* — up to `chunk_tokens` consecutive tokens
+// whose K and V are both in the layout's bulk form (quantized middle, or the
+// plain f16 cache) — or an *edge chunk* — up to `chunk_tokens` of the
+// remaining tokens (sink, and the tail where K or V is still in a
+// high-precision window), read token by token.
 //
 // Plain C++ may include this header: it needs only the CUDA runtime API types.
 // Launchers throw innerq::Error for unsupported shapes or bit widths (naming
@@ -34,23 +34,33 @@ inline constexpr int kDecodeThreads = 128;  // threads per split block
 inline constexpr int kMaxQueryHeadsPerKv = 8;
 
 // Token ranges of one (sequence, KV head), the same for every KV head.
-//   edge tokens: [0, n_sink) then [tail_begin, n_tokens)
-//   middle chunk i: [n_sink + i·chunk, n_sink + (i+1)·chunk)
+//   middle: [n_sink, n_sink + n_bulk), where K and V are both in bulk form;
+//           chunk i holds tokens [n_sink + i·chunk, +mid_length(i)), the last
+//           chunk possibly shorter (n_bulk is a multiple of the layout's
+//           granule: G for quantized layouts, 32 for f16)
+//   edge:   [0, n_sink) then [n_sink + n_bulk, n_tokens), in chunks of `chunk`
 struct ChunkPlan {
   int n_sink;
-  int mid_chunks;
-  int tail_begin;
+  int n_bulk;
   int n_tokens;
+  int chunk;
 
-  INNERQ_HD int edge_tokens() const { return n_sink + n_tokens - tail_begin; }
-  INNERQ_HD int edge_chunks(int chunk) const { return (edge_tokens() + chunk - 1) / chunk; }
-  INNERQ_HD int splits(int chunk) const { return mid_chunks + edge_chunks(chunk); }
-  INNERQ_HD int edge_token(int e) const { return e < n_sink ? e : tail_begin + (e - n_sink); }
+  INNERQ_HD int mid_chunks() const { return (n_bulk + chunk - 1) / chunk; }
+  INNERQ_HD int mid_length(int i) const {
+    return n_bulk - i * chunk < chunk ? n_bulk - i * chunk : chunk;
+  }
+  INNERQ_HD int tail_begin() const { return n_sink + n_bulk; }
+  INNERQ_HD int edge_tokens() const { return n_tokens - n_bulk; }
+  INNERQ_HD int edge_chunks() const { return (edge_tokens() + chunk - 1) / chunk; }
+  INNERQ_HD int splits() const { return mid_chunks() + edge_chunks(); }
+  INNERQ_HD int edge_token(int e) const { return e < n_sink ? e : tail_begin() + (e - n_sink); }
 };
 
-INNERQ_HD inline ChunkPlan make_chunk_plan(int n_sink, int n_bulk, int n_tokens, int chunk) {
-  const int mid_chunks = n_bulk / chunk;
-  return {n_sink, mid_chunks, n_sink + mid_chunks * chunk, n_tokens};
+// n_bulk_max: how far from n_sink both K and V are in bulk form; rounded
+// down to `granule`.
+INNERQ_HD inline ChunkPlan make_chunk_plan(int n_sink, int n_bulk_max, int n_tokens, int chunk,
+                                           int granule) {
+  return {n_sink, n_bulk_max / granule * granule, n_tokens, chunk};
 }
 
 // ---------------------------------------------------------------------------
@@ -66,8 +76,10 @@ struct F16SeqView {
   int n_tokens;
 };
 
+inline constexpr int kF16Granule = 32;
+
 INNERQ_HD inline ChunkPlan plan_of(const F16SeqView& s, int chunk) {
-  return make_chunk_plan(0, s.n_tokens, s.n_tokens, chunk);
+  return make_chunk_plan(0, s.n_tokens, s.n_tokens, chunk, kF16Granule);
 }
 
 // KIVI cache (asymmetric, b = bits for K and V, groups of G):
@@ -83,8 +95,9 @@ struct KiviSeqView {
   int n_tokens, k_quant, v_quant;
 };
 
-INNERQ_HD inline ChunkPlan plan_of(const KiviSeqView& s, int chunk) {
-  return make_chunk_plan(0, s.k_quant < s.v_quant ? s.k_quant : s.v_quant, s.n_tokens, chunk);
+INNERQ_HD inline ChunkPlan plan_of(const KiviSeqView& s, int chunk, int group) {
+  return make_chunk_plan(0, s.k_quant < s.v_quant ? s.k_quant : s.v_quant, s.n_tokens, chunk,
+                         group);
 }
 
 // InnerQ cache. Token t < n_sink: sinks. K: [n_sink, n_sink + k_mid) in
@@ -102,8 +115,8 @@ struct InnerQSeqView {
   int n_tokens, n_sink, k_mid, v_mid;
 };
 
-INNERQ_HD inline ChunkPlan plan_of(const InnerQSeqView& s, int chunk) {
-  return make_chunk_plan(s.n_sink, s.k_mid < s.v_mid ? s.k_mid : s.v_mid, s.n_tokens, chunk);
+INNERQ_HD inline ChunkPlan plan_of(const InnerQSeqView& s, int chunk, int group) {
+  return make_chunk_plan(s.n_sink, s.k_mid < s.v_mid ? s.k_mid : s.v_mid, s.n_tokens, chunk, group);
 }
 
 // ---------------------------------------------------------------------------
@@ -122,7 +135,7 @@ struct DecodeWork {
   float* partial_o;   // [n_seqs][n_heads][max_splits][D] workspace
   float* partial_ml;  // [n_seqs][n_heads][max_splits][2] workspace: max (log2), sum
   int chunk_tokens;   // 128, 256 or 512
-  int max_splits;     // ≥ plan_of(seq, chunk_tokens).splits(chunk_tokens) of every seq
+  int max_splits;     // ≥ plan_of(seq, chunk_tokens, ...).splits() of every seq
 };
 
 struct F16DecodeParams {

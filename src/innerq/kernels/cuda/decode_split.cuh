@@ -6,10 +6,10 @@
 //   m_j = max_t s, p[j][t] = 2^(s − m_j), l_j = Σ_t p, o_j = Σ_t p[j][t]·v_t
 //
 // and writes (o_j, m_j, l_j) to the workspace; merge_splits_kernel combines
-// the splits exactly. A Layout supplies the bulk path of a middle chunk
-// (mid_scores / mid_pv) and scalar readers for edge tokens (edge_k /
-// edge_v); everything else — query load, softmax, edge loops, the
-// deterministic reduction of per-thread partial outputs — lives here.
+// the splits exactly. A Layout supplies its token plan (plan), the bulk path
+// of a middle chunk (mid_scores / mid_pv over its n tokens, a multiple of 32)
+// and scalar readers for edge tokens (edge_k / edge_v); everything else — query load, softmax, edge
+// loops, the deterministic reduction of per-thread partial outputs — lives here.
 #pragma once
 
 #include <cmath>
@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const int nq = shape.n_heads / shape.n_kv_heads;
   const int chunk = work.chunk_tokens;
   const Layout layout(params, params.seqs[seq]);
-  const ChunkPlan plan = plan_of(layout.view, chunk);
+  const ChunkPlan plan = layout.plan(chunk);
 
   const SplitSmem sm{NQ, D, chunk, Layout::scratch_bytes(params, NQ)};
   const SplitBlock<D, NQ> blk{reinterpret_cast<float*>(smem + sm.qf_offset()),
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const size_t head0 = static_cast<size_t>(seq) * shape.n_heads + kv_head * nq;
   float* part_o = work.partial_o + (head0 * work.max_splits + split) * D;
   float* part_ml = work.partial_ml + (head0 * work.max_splits + split) * 2;
-  if (split >= plan.splits(chunk)) {
+  if (split >= plan.splits()) {
     // An unused split contributes nothing: m = −inf, l = 0, o = 0.
     for (int i = threadIdx.x; i < nq * D; i += kDecodeThreads) {
       part_o[static_cast<size_t>(i / D) * work.max_splits * D + i % D] = 0.0f;
@@ -195,12 +195,12 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   __syncthreads();
 
-  const bool middle = split < plan.mid_chunks;
-  const int e0 = (split - plan.mid_chunks) * chunk;
-  const int n = middle ? chunk : min(chunk, plan.edge_tokens() - e0);
-  const int t0 = plan.n_sink + split * chunk;  // first token of a middle chunk
+  const bool middle = split < plan.mid_chunks();
+  const int e0 = (split - plan.mid_chunks()) * chunk;
+  const int n = middle ? plan.mid_length(split) : min(chunk, plan.edge_tokens() - e0);
+  const int m0 = split * chunk;  // middle index of a middle chunk's first token
   if (middle) {
-    layout.template mid_scores<D, NQ>(blk, t0 - plan.n_sink);
+    layout.template mid_scores<D, NQ>(blk, m0, n);
   } else {
     edge_scores<D, NQ>(layout, blk, plan, e0, n);
   }
@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
   split_softmax<D, NQ>(blk, ml, n);
   __syncthreads();
   if (middle) {
-    layout.template mid_pv<D, NQ>(blk, t0 - plan.n_sink);
+    layout.template mid_pv<D, NQ>(blk, m0, n);
   } else {
     edge_pv<D, NQ>(layout, blk, plan, e0, n);
   }

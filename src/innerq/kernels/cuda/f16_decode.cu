@@ -27,6 +27,8 @@ struct F16Layout {
   __device__ F16Layout(const Params& p, const F16SeqView& v)
       : view(v), head_dim(p.shape.head_dim) {}
 
+  __device__ ChunkPlan plan(int chunk) const { return plan_of(view, chunk); }
+
   __device__ float edge_k(int h, int t, int c) const {
     const size_t i =
         (static_cast<size_t>(t / kTileRows) * head_dim + c) * kTileRows + t % kTileRows;
@@ -38,9 +40,9 @@ struct F16Layout {
   }
 
   // Thread item (token pair, channel part): chunk/2·P items, P = max(1, 256/chunk)
-  // adjacent lanes per pair, reduced with shuffles.
+  // adjacent lanes per pair, reduced with shuffles; pairs past n stay idle.
   template <int D, int NQ>
-  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     const int n_parts = blk.chunk >= 256 ? 1 : 256 / blk.chunk;
     const int items = blk.chunk / 2 * n_parts;
     const auto* tiles = reinterpret_cast<const __half2*>(
@@ -49,9 +51,10 @@ struct F16Layout {
       const int pair = item / n_parts, part = item % n_parts;
       // Tile pair/8, tokens 2·(pair mod 8) and +1: half2 index (tile·D + c)·8 + pair mod 8.
       const __half2* tile = tiles + static_cast<size_t>(pair / 8) * D * 8 + pair % 8;
+      const bool active = 2 * pair < n;
       float acc[NQ][2] = {};
 #pragma unroll 8
-      for (int c = part; c < D; c += n_parts) {
+      for (int c = part; active && c < D; c += n_parts) {
         const float2 k = __half22float2(__ldg(tile + c * 8));
 #pragma unroll
         for (int j = 0; j < NQ; ++j) {
@@ -66,7 +69,7 @@ struct F16Layout {
           acc[j][1] += __shfl_xor_sync(0xffffffffu, acc[j][1], o);
         }
       }
-      if (part == 0) {
+      if (active && part == 0) {
 #pragma unroll
         for (int j = 0; j < NQ; ++j) {
           blk.p[j * blk.chunk + 2 * pair] = acc[j][0];
@@ -78,14 +81,14 @@ struct F16Layout {
 
   // Thread (channel pair cp, part): channels 2·cp, 2·cp+1, tokens part, part + kParts, ...
   template <int D, int NQ>
-  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     constexpr int kParts = kDecodeThreads / (D / 2);
     const int cp = threadIdx.x % (D / 2), part = threadIdx.x / (D / 2);
     const auto* rows = reinterpret_cast<const __half2*>(view.v_rows + blk.kv_head * view.v_stride +
                                                         static_cast<size_t>(t0) * D);
     float acc[NQ][2] = {};
 #pragma unroll 4
-    for (int t = part; t < blk.chunk; t += kParts) {
+    for (int t = part; t < n; t += kParts) {
       const float2 v = __half22float2(__ldg(rows + static_cast<size_t>(t) * (D / 2) + cp));
 #pragma unroll
       for (int j = 0; j < NQ; ++j) {

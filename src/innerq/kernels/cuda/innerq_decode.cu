@@ -68,6 +68,8 @@ struct InnerQLayout {
         k_fmt{p.k_bits, p.group, p.shape.head_dim / p.group, p.k_has_zero},
         v_fmt{p.v_bits, p.group, 1, p.v_has_zero} {}
 
+  __device__ ChunkPlan plan(int chunk) const { return plan_of(view, chunk, v_fmt.group); }
+
   // ---- edge readers: one value of token t, channel c, KV head h ----------
   __device__ float edge_k(int h, int t, int c) const {
     const int D = head_dim;
@@ -113,22 +115,23 @@ struct InnerQLayout {
 
   // ---- middle chunk: scores ------------------------------------------------
   template <int D, int NQ>
-  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int m0) const {
+  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int m0, int n) const {
     switch (k_fmt.bits) {
       case 2:
-        return mid_scores_bits<D, NQ, 2>(blk, m0);
+        return mid_scores_bits<D, NQ, 2>(blk, m0, n);
       case 3:
-        return mid_scores_bits<D, NQ, 3>(blk, m0);
+        return mid_scores_bits<D, NQ, 3>(blk, m0, n);
       case 4:
-        return mid_scores_bits<D, NQ, 4>(blk, m0);
+        return mid_scores_bits<D, NQ, 4>(blk, m0, n);
       default:
-        return mid_scores_bits<D, NQ, 8>(blk, m0);
+        return mid_scores_bits<D, NQ, 8>(blk, m0, n);
     }
   }
 
-  // m0: middle index of the chunk's first token (a multiple of the chunk).
+  // m0: middle index of the chunk's first token (a multiple of the chunk);
+  // n: its tokens (a multiple of G).
   template <int D, int NQ, int KB>
-  __device__ void mid_scores_bits(const SplitBlock<D, NQ>& blk, int m0) const {
+  __device__ void mid_scores_bits(const SplitBlock<D, NQ>& blk, int m0, int n) const {
     constexpr int kChunks = D / kChunk;
     const Scratch sc{NQ, D, blk.chunk};
     auto* qi = reinterpret_cast<int8_t*>(blk.scratch + sc.qi_offset());
@@ -158,8 +161,7 @@ struct InnerQLayout {
     const uint8_t* tiles =
         view.k_tiles + blk.kv_head * view.k_tiles_stride + (m0 / kTileRows) * tile_bytes;
     const int row = threadIdx.x % kTileRows;
-    for (int lt = threadIdx.x / kTileRows; lt < blk.chunk / kTileRows;
-         lt += kDecodeThreads / kTileRows) {
+    for (int lt = threadIdx.x / kTileRows; lt < n / kTileRows; lt += kDecodeThreads / kTileRows) {
       const uint8_t* tile = tiles + lt * tile_bytes;
       const auto* tile_words = reinterpret_cast<const uint32_t*>(tile);
       uint32_t words[kChunks][KB];
@@ -198,31 +200,31 @@ struct InnerQLayout {
 
   // ---- middle chunk: p·V ---------------------------------------------------
   template <int D, int NQ>
-  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int m0) const {
+  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int m0, int n) const {
     switch (v_fmt.bits) {
       case 2:
-        return mid_pv_bits<D, NQ, 2>(blk, m0);
+        return mid_pv_bits<D, NQ, 2>(blk, m0, n);
       case 3:
-        return mid_pv_bits<D, NQ, 3>(blk, m0);
+        return mid_pv_bits<D, NQ, 3>(blk, m0, n);
       case 4:
-        return mid_pv_bits<D, NQ, 4>(blk, m0);
+        return mid_pv_bits<D, NQ, 4>(blk, m0, n);
       default:
-        return mid_pv_bits<D, NQ, 8>(blk, m0);
+        return mid_pv_bits<D, NQ, 8>(blk, m0, n);
     }
   }
 
   template <int D, int NQ, int VB>
-  __device__ void mid_pv_bits(const SplitBlock<D, NQ>& blk, int m0) const {
+  __device__ void mid_pv_bits(const SplitBlock<D, NQ>& blk, int m0, int n) const {
     const Scratch sc{NQ, D, blk.chunk};
     auto* pu = blk.scratch + sc.pu_offset();
     auto* pscale = reinterpret_cast<float*>(blk.scratch + sc.pscale_offset());
     auto* psum = reinterpret_cast<float*>(blk.scratch + sc.psum_offset());
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int chunks = blk.chunk / kChunk;
+    const int chunks = blk.chunk / kChunk, used = n / kChunk;
 
     // p → u8 per (head j, 32 tokens): one warp per pair, lane = token.
-    for (int pair = warp; pair < NQ * chunks; pair += kWarps) {
-      const int j = pair / chunks, t = (pair % chunks) * kChunk + lane;
+    for (int pair = warp; pair < NQ * used; pair += kWarps) {
+      const int j = pair / used, ch = pair % used, t = ch * kChunk + lane;
       const float x = blk.p[j * blk.chunk + t];
       const float pmax = warp_max(x);
       const float inv = pmax > 0.0f ? 255.0f / pmax : 0.0f;
@@ -230,8 +232,8 @@ struct InnerQLayout {
       pu[j * blk.chunk + t] = static_cast<unsigned char>(v);
       const int sum = warp_sum(static_cast<int>(v));
       if (lane == 0) {
-        pscale[pair] = pmax / 255.0f;
-        psum[pair] = static_cast<float>(sum);
+        pscale[j * chunks + ch] = pmax / 255.0f;
+        psum[j * chunks + ch] = static_cast<float>(sum);
       }
     }
     __syncthreads();
@@ -244,7 +246,7 @@ struct InnerQLayout {
     const uint8_t* blocks = view.v_blocks + blk.kv_head * view.v_blocks_stride +
                             static_cast<size_t>(m0 / G) * (D / kTileRows) * tile_bytes;
     float acc[NQ] = {};
-    for (int b = part; b < blk.chunk / G; b += kParts) {
+    for (int b = part; b < n / G; b += kParts) {
       const uint8_t* tile =
           blocks + (static_cast<size_t>(b) * (D / kTileRows) + c / kTileRows) * tile_bytes;
       const auto* tile_words = reinterpret_cast<const uint32_t*>(tile);

@@ -51,6 +51,8 @@ struct KiviLayout {
     return record_meta_device(record, bits, group, true);
   }
 
+  __device__ ChunkPlan plan(int chunk) const { return plan_of(view, chunk, group); }
+
   // ---- edge readers --------------------------------------------------------
   __device__ float edge_k(int h, int t, int c) const {
     if (t >= view.k_quant) {
@@ -77,27 +79,27 @@ struct KiviLayout {
 
   // ---- middle chunk: scores ------------------------------------------------
   template <int D, int NQ>
-  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_scores(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     switch (bits) {
       case 2:
-        return mid_scores_bits<D, NQ, 2>(blk, t0);
+        return mid_scores_bits<D, NQ, 2>(blk, t0, n);
       case 3:
-        return mid_scores_bits<D, NQ, 3>(blk, t0);
+        return mid_scores_bits<D, NQ, 3>(blk, t0, n);
       case 4:
-        return mid_scores_bits<D, NQ, 4>(blk, t0);
+        return mid_scores_bits<D, NQ, 4>(blk, t0, n);
       default:
-        return mid_scores_bits<D, NQ, 8>(blk, t0);
+        return mid_scores_bits<D, NQ, 8>(blk, t0, n);
     }
   }
 
   // Thread (token quad, channel part): 4 consecutive tokens of one block,
   // channels part, part + P, ...; P adjacent lanes share a quad and reduce
-  // with shuffles. chunk/4·P = kDecodeThreads.
+  // with shuffles. chunk/4·P = kDecodeThreads; quads past n stay idle.
   template <int D, int NQ, int B>
-  __device__ void mid_scores_bits(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_scores_bits(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     const size_t block_bytes = static_cast<size_t>(D) * record_bytes;
     stage_to_shared(view.k_blocks + blk.kv_head * view.k_stride + (t0 / group) * block_bytes,
-                    blk.scratch, blk.chunk / group * block_bytes);
+                    blk.scratch, n / group * block_bytes);
     __syncthreads();
 
     const int n_parts = 4 * kDecodeThreads / blk.chunk;
@@ -105,8 +107,9 @@ struct KiviLayout {
     const int quads_per_block = group / 4;
     const int b = tq / quads_per_block, gc = tq % quads_per_block / 8, m = tq % 8;
     const unsigned char* block = blk.scratch + b * block_bytes;
+    const bool active = 4 * tq < n;
     float acc[NQ][4] = {};
-    for (int c = part; c < D; c += n_parts) {
+    for (int c = part; active && c < D; c += n_parts) {
       const uint8_t* record = block + c * record_bytes;
       const uint32_t quad = chunk_quad<B>(reinterpret_cast<const uint32_t*>(record) + gc * B, m);
       const DeviceMeta meta = meta_of(record);
@@ -124,7 +127,7 @@ struct KiviLayout {
         for (int e = 0; e < 4; ++e) acc[j][e] += __shfl_xor_sync(0xffffffffu, acc[j][e], o);
       }
     }
-    if (part == 0) {
+    if (active && part == 0) {
 #pragma unroll
       for (int j = 0; j < NQ; ++j) {
 #pragma unroll
@@ -135,26 +138,26 @@ struct KiviLayout {
 
   // ---- middle chunk: p·V ---------------------------------------------------
   template <int D, int NQ>
-  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_pv(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     switch (bits) {
       case 2:
-        return mid_pv_bits<D, NQ, 2>(blk, t0);
+        return mid_pv_bits<D, NQ, 2>(blk, t0, n);
       case 3:
-        return mid_pv_bits<D, NQ, 3>(blk, t0);
+        return mid_pv_bits<D, NQ, 3>(blk, t0, n);
       case 4:
-        return mid_pv_bits<D, NQ, 4>(blk, t0);
+        return mid_pv_bits<D, NQ, 4>(blk, t0, n);
       default:
-        return mid_pv_bits<D, NQ, 8>(blk, t0);
+        return mid_pv_bits<D, NQ, 8>(blk, t0, n);
     }
   }
 
   // Thread (channel quad, part): channels 4·cq..4·cq+3, tokens part, part +
   // kParts, ...
   template <int D, int NQ, int B>
-  __device__ void mid_pv_bits(const SplitBlock<D, NQ>& blk, int t0) const {
+  __device__ void mid_pv_bits(const SplitBlock<D, NQ>& blk, int t0, int n) const {
     const size_t row_bytes = static_cast<size_t>(D / group) * record_bytes;
     stage_to_shared(view.v_rows + blk.kv_head * view.v_stride + t0 * row_bytes, blk.scratch,
-                    blk.chunk * row_bytes);
+                    n * row_bytes);
     __syncthreads();
 
     constexpr int kParts = kDecodeThreads / (D / 4);
@@ -162,7 +165,7 @@ struct KiviLayout {
     const int quads_per_group = group / 4;
     const int g = cq / quads_per_group, gc = cq % quads_per_group / 8, m = cq % 8;
     float acc[NQ][4] = {};
-    for (int t = part; t < blk.chunk; t += kParts) {
+    for (int t = part; t < n; t += kParts) {
       const unsigned char* record = blk.scratch + t * row_bytes + g * record_bytes;
       const uint32_t quad = chunk_quad<B>(reinterpret_cast<const uint32_t*>(record) + gc * B, m);
       const DeviceMeta meta = meta_of(record);
