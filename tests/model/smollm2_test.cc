@@ -1,10 +1,11 @@
 // SmolLM2-135M-Instruct (Q4_1/Q8_0 weights, byte-level BPE): tokenizer and
-// logits against the independent reference. Label `slow`: needs
-// scripts/fetch-model.sh to have fetched the model.
+// logits against the independent reference. Needs scripts/fetch-model.sh
+// (CI runs it before the tests); without the model the tests skip and say so.
 #include <gtest/gtest.h>
 
 #include <vector>
 
+#include "innerq/base/error.h"
 #include "innerq/kv/cache_spec.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
@@ -19,7 +20,18 @@ const LlamaModel& smollm2() {
   return model;
 }
 
-TEST(SmolLM2, Config) {
+class SmolLM2 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    try {
+      resolve_model_path("smollm2");
+    } catch (const Error& e) {
+      GTEST_SKIP() << e.what();
+    }
+  }
+};
+
+TEST_F(SmolLM2, Config) {
   const LlamaConfig& c = smollm2().config();
   EXPECT_EQ(c.n_layers, 30);
   EXPECT_EQ(c.n_embd, 576);
@@ -32,18 +44,18 @@ TEST(SmolLM2, Config) {
   EXPECT_EQ(smollm2().tokenizer().pre_tokenizer(), "smollm");
 }
 
-TEST(SmolLM2, TokenizerMatchesReference) {
+TEST_F(SmolLM2, TokenizerMatchesReference) {
   testing::expect_tokenizer_matches(smollm2(), testing::load_fixture("smollm2"), true);
 }
 
-TEST(SmolLM2, DetokenizeRoundTrips) {
+TEST_F(SmolLM2, DetokenizeRoundTrips) {
   const Tokenizer& tok = smollm2().tokenizer();
   for (const char* text : {"naïve café — 日本語 😀", "  a\n\n b\t1234 ", "it's 3.14"}) {
     EXPECT_EQ(tok.decode(tok.tokenize(text, false, true)), text);
   }
 }
 
-TEST(SmolLM2, LogitsMatchReference) {
+TEST_F(SmolLM2, LogitsMatchReference) {
   testing::expect_logits_match(smollm2(), testing::load_fixture("smollm2"), 2);
 }
 

@@ -37,7 +37,7 @@ std::string write_text(const std::string& name, const std::string& text) {
 
 TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
   const std::string not_gguf = write_text("innerq_not_a_model.gguf", "just text, not GGUF\n");
-  for (const std::string args : {
+  for (const std::string& args : {
            std::string("generate -m /nonexistent/model.gguf -p hi"),
            "generate -m " + not_gguf + " -p hi",
            std::string("generate -m stories260K -p hi --kv innerq:k=7"),
