@@ -119,7 +119,12 @@ std::vector<uint8_t> append_values_on_device(const std::vector<f16_bits>& rows, 
                                              const kv::LayerConfig& config);
 
 // Median time in milliseconds of `reps` runs of enqueue() (after one warm-up),
-// each bracketed by CUDA events on the default stream.
+// each bracketed by CUDA events on the default stream. Before each run the L2
+// cache is evicted by writing a buffer twice its size, so that every run
+// reads its inputs from device memory (a quantized cache of a few MiB would
+// otherwise be served by the 50 MB L2 of an H100 while f16 is not); the flush
+// also keeps the GPU busy while the host enqueues, so launch latency on the
+// host is not timed.
 double median_time_ms(const std::function<void()>& enqueue, int reps);
 
 // Device-to-device cudaMemcpy bandwidth over a `bytes` buffer, counting bytes
