@@ -616,6 +616,7 @@ HWY_INLINE VF unpack_lanes(const uint8_t* chunk, int first) {
   const DI di;
 #if HWY_TARGET == HWY_SCALAR
   (void)du;
+  (void)di;
   return hn::Set(df, static_cast<float>(read_code(chunk, kBits, first)));
 #else
   if constexpr (kBits == 8) {
