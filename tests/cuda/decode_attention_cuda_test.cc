@@ -16,6 +16,7 @@
 #include "innerq/base/error.h"
 #include "innerq/kernels/cuda/decode_kernels.h"
 #include "innerq/kv/layer_caches.h"
+#include "attention_tolerance.h"
 #include "cuda_test_util.h"
 
 namespace innerq::attn::cuda {
@@ -24,103 +25,6 @@ namespace {
 struct Shape {
   int n_heads, n_kv_heads, head_dim;
 };
-
-// How the GPU path deviates from exact arithmetic on the dequantized cache.
-struct ErrorModel {
-  bool int8_query = false;  // InnerQ K middle: q·f to int8 per 32 channels
-  bool u8_weights = false;  // InnerQ V middle: p to u8 per 32 tokens
-  bool f16_io = false;      // cuBLAS: f16 query, scores, weights and output
-};
-
-// Worst-case |o_gpu − o_reference| per output element of one sequence:
-//  - a score error Δ_t ≤ Δ moves each softmax weight by at most a factor
-//    e^{±2Δ}, so o moves by at most expm1(2Δ)·max_t|v_t|;
-//  - f32 accumulation: Δ gets 2·D·ε·Σ_c|q_c·k_c|/sqrt(D), the output
-//    1024·ε·max_t|v_t| (a split sums up to 512 weighted values in order);
-//  - int8 query: Δ gets Σ_chunks (a/2)·Σ_{i∈chunk}|k_i/f_i|, a = max|q_i·f_i|/(127·sqrt(D));
-//  - u8 weights: per 32 tokens (aligned at the middle's start) an error of at
-//    most max p/510 per weight, times e^{2Δ} for the perturbed p;
-//  - f16 storage: Δ gets 2^-11·(Σ|q_c k_c|/sqrt(D) + |s_t|), each weight
-//    2^-11·p + 2^-25, the output 2^-11·|o|.
-std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n_heads,
-                              const ErrorModel& model) {
-  const int n = cache.n_tokens(), D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
-  const double eps = std::numeric_limits<float>::epsilon(), half_eps = std::ldexp(1.0, -11);
-  const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
-  int k_begin = 0, k_end = 0, v_begin = 0, v_end = 0;
-  if (cache.kind() == kv::CacheKind::kInnerQ) {
-    const auto& c = static_cast<const kv::InnerQLayerCache&>(cache);
-    k_begin = v_begin = c.sink_tokens();
-    k_end = k_begin + c.k_middle_tokens();
-    v_end = v_begin + c.v_middle_tokens();
-  }
-  std::vector<double> tol(static_cast<size_t>(n_heads) * D);
-  for (int kv_head = 0; kv_head < cache.n_kv_heads(); ++kv_head) {
-    const std::vector<double> k = dequantized_keys(cache, kv_head);
-    const std::vector<double> v = dequantized_values(cache, kv_head);
-    const float* f = cache.kind() == kv::CacheKind::kInnerQ
-                         ? static_cast<const kv::InnerQLayerCache&>(cache).key_norm(kv_head)
-                         : nullptr;
-    for (int h = kv_head * nq; h < (kv_head + 1) * nq; ++h) {
-      const float* qh = q + static_cast<size_t>(h) * D;
-      std::vector<double> p(static_cast<size_t>(n));
-      double delta = 0.0, max_s = -1e300;
-      for (int t = 0; t < n; ++t) {
-        double s = 0.0, mag = 0.0;
-        for (int c = 0; c < D; ++c) {
-          const double term = qh[c] * k[static_cast<size_t>(t) * D + c];
-          s += term;
-          mag += std::fabs(term);
-        }
-        s *= inv_sqrt_d;
-        double d = 2.0 * D * eps * mag * inv_sqrt_d;
-        if (model.int8_query && t >= k_begin && t < k_end) {
-          for (int c0 = 0; c0 < D; c0 += kChunk) {
-            double qmax = 0.0, kabs = 0.0;
-            for (int c = c0; c < c0 + kChunk; ++c) {
-              qmax = std::max(qmax, std::fabs(qh[c] * f[c] * inv_sqrt_d));
-              kabs += std::fabs(k[static_cast<size_t>(t) * D + c] / f[c]);
-            }
-            d += qmax / 127.0 / 2.0 * kabs;
-          }
-        }
-        if (model.f16_io) d += half_eps * (mag * inv_sqrt_d + std::fabs(s));
-        delta = std::max(delta, d);
-        p[static_cast<size_t>(t)] = s;
-        max_s = std::max(max_s, s);
-      }
-      double sum = 0.0;
-      for (double& x : p) sum += (x = std::exp(x - max_s));
-      for (double& x : p) x /= sum;
-      for (int c = 0; c < D; ++c) {
-        double vmax = 0.0, o = 0.0, quant = 0.0, f16 = 0.0;
-        for (int t = 0; t < n; ++t) {
-          const double vt = v[static_cast<size_t>(t) * D + c];
-          vmax = std::max(vmax, std::fabs(vt));
-          o += p[static_cast<size_t>(t)] * vt;
-          f16 += (half_eps * p[static_cast<size_t>(t)] + std::ldexp(1.0, -25)) * std::fabs(vt);
-        }
-        if (model.u8_weights) {
-          for (int b = v_begin; b < v_end; b += kChunk) {
-            double pmax = 0.0, vabs = 0.0;
-            for (int t = b; t < std::min(b + kChunk, v_end); ++t) {
-              pmax = std::max(pmax, p[static_cast<size_t>(t)]);
-              vabs += std::fabs(v[static_cast<size_t>(t) * D + c]);
-            }
-            quant += pmax / 510.0 * vabs;
-          }
-          quant *= std::exp(2.0 * delta);
-        }
-        // 1024·ε: sequential f32 sums of up to 512 weighted values per split,
-        // then the merge.
-        double bound = (std::expm1(2.0 * delta) + 1024.0 * eps) * vmax + quant;
-        if (model.f16_io) bound += f16 + half_eps * std::fabs(o);
-        tol[static_cast<size_t>(h) * D + c] = bound * 1.01 + 1e-30;
-      }
-    }
-  }
-  return tol;
-}
 
 struct Case {
   const char* spec;

@@ -2,24 +2,14 @@
 // host-side checks and choices shared by every decode launcher.
 #include <string>
 
-#include "innerq/kernels/cuda/decode_split.cuh"
+#include "innerq/kernels/cuda/decode_launch.cuh"
 
 namespace innerq::cuda {
 
 __global__ void merge_splits_kernel(DecodeWork work, int n_heads, int head_dim) {
   const int head = blockIdx.x, seq = blockIdx.y, c = threadIdx.x;
-  const size_t row = static_cast<size_t>(seq) * n_heads + head;
-  const float* ml = work.partial_ml + row * work.max_splits * 2;
-  const float* o = work.partial_o + row * work.max_splits * head_dim;
-  float m = -INFINITY;
-  for (int s = 0; s < work.max_splits; ++s) m = fmaxf(m, ml[2 * s]);
-  float l = 0.0f, acc = 0.0f;
-  for (int s = 0; s < work.max_splits; ++s) {
-    const float w = exp2f(ml[2 * s] - m);  // 0 for an unused split (m_s = −inf)
-    l += w * ml[2 * s + 1];
-    acc += w * o[static_cast<size_t>(s) * head_dim + c];
-  }
-  work.out[row * head_dim + c] = acc / l;
+  work.out[(static_cast<size_t>(seq) * n_heads + head) * head_dim + c] =
+      merge_splits(work, n_heads, head_dim, seq, head, c);
 }
 
 int padded_query_heads(const DecodeShape& shape) {

@@ -14,11 +14,9 @@
 
 #include <cmath>
 #include <cstdint>
-#include <string>
 
 #include <cuda_runtime.h>
 
-#include "innerq/base/error.h"
 #include "innerq/kernels/cuda/decode_kernels.h"
 
 namespace innerq::cuda {
@@ -223,85 +221,22 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
-// out[seq][h][:] = Σ_s 2^(m_s − M)·o_s / Σ_s 2^(m_s − M)·l_s, M = max_s m_s.
-// grid (n_heads, n_seqs), D threads.
-__global__ void merge_splits_kernel(DecodeWork work, int n_heads, int head_dim);
-
-// Query heads per KV head, padded to the compiled variants {1, 4, 8}.
-int padded_query_heads(const DecodeShape& shape);
-
-// Validation shared by the launchers; throws innerq::Error naming the field.
-void check_decode_shape(const DecodeShape& shape, const DecodeWork& work);
-
-#define INNERQ_CHECK_CUDA_LAUNCH()                          \
-  do {                                                      \
-    const cudaError_t launch_status = cudaGetLastError();   \
-    if (launch_status != cudaSuccess) return launch_status; \
-  } while (0)
-
-// Turns the runtime head_dim and padded query-head count into the template
-// arguments D and NQ of `body`; anything else throws innerq::Error.
-#define INNERQ_DISPATCH_DECODE(head_dim, nq, body)                                  \
-  [&] {                                                                             \
-    auto with_nq = [&](auto d_tag) {                                                \
-      constexpr int D = decltype(d_tag)::value;                                     \
-      switch (nq) {                                                                 \
-        case 1: {                                                                   \
-          constexpr int NQ = 1;                                                     \
-          return body;                                                              \
-        }                                                                           \
-        case 4: {                                                                   \
-          constexpr int NQ = 4;                                                     \
-          return body;                                                              \
-        }                                                                           \
-        case 8: {                                                                   \
-          constexpr int NQ = 8;                                                     \
-          return body;                                                              \
-        }                                                                           \
-        default:                                                                    \
-          throw ::innerq::Error("cuda decode: padded query heads per KV head " +    \
-                                std::to_string(nq) + " is not one of 1, 4, 8");     \
-      }                                                                             \
-    };                                                                              \
-    switch (head_dim) {                                                             \
-      case 64:                                                                      \
-        return with_nq(std::integral_constant<int, 64>{});                          \
-      case 128:                                                                     \
-        return with_nq(std::integral_constant<int, 128>{});                         \
-      default:                                                                      \
-        throw ::innerq::Error("cuda decode: head_dim " + std::to_string(head_dim) + \
-                              " is not supported (64, 128)");                       \
-    }                                                                               \
-  }()
-
-// Launches the split kernel of Layout and the merge.
-template <class Layout, int D, int NQ>
-cudaError_t launch_split_and_merge(const typename Layout::Params& params, cudaStream_t stream) {
-  const DecodeShape& s = params.shape;
-  const SplitSmem sm{NQ, D, params.work.chunk_tokens, Layout::scratch_bytes(params, NQ)};
-  const auto kernel = decode_split_kernel<Layout, D, NQ>;
-  // Opt in to the device's largest dynamic shared memory once per kernel, so
-  // that a launch does not pay for the attribute call.
-  static const cudaError_t opt_in = [kernel] {
-    int device = 0, max_bytes = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e == cudaSuccess) {
-      e = cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    }
-    if (e == cudaSuccess) {
-      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes);
-    }
-    return e;
-  }();
-  if (opt_in != cudaSuccess) return opt_in;
-  const dim3 grid(static_cast<unsigned>(params.work.max_splits),
-                  static_cast<unsigned>(s.n_kv_heads), static_cast<unsigned>(s.n_seqs));
-  kernel<<<grid, kDecodeThreads, sm.bytes(), stream>>>(params);
-  INNERQ_CHECK_CUDA_LAUNCH();
-  merge_splits_kernel<<<dim3(static_cast<unsigned>(s.n_heads), static_cast<unsigned>(s.n_seqs)),
-                        static_cast<unsigned>(s.head_dim), 0, stream>>>(params.work, s.n_heads,
-                                                                        s.head_dim);
-  return cudaGetLastError();
+// Channel c of query head `head` of sequence `seq`, merged over the splits:
+// Σ_s 2^(m_s − M)·o_s[c] / Σ_s 2^(m_s − M)·l_s, M = max_s m_s.
+__host__ __device__ inline float merge_splits(const DecodeWork& work, int n_heads, int head_dim,
+                                              int seq, int head, int c) {
+  const size_t row = static_cast<size_t>(seq) * n_heads + head;
+  const float* ml = work.partial_ml + row * work.max_splits * 2;
+  const float* o = work.partial_o + row * work.max_splits * head_dim;
+  float m = -INFINITY;
+  for (int s = 0; s < work.max_splits; ++s) m = fmaxf(m, ml[2 * s]);
+  float l = 0.0f, acc = 0.0f;
+  for (int s = 0; s < work.max_splits; ++s) {
+    const float w = exp2f(ml[2 * s] - m);  // 0 for an unused split (m_s = −inf)
+    l += w * ml[2 * s + 1];
+    acc += w * o[static_cast<size_t>(s) * head_dim + c];
+  }
+  return acc / l;
 }
 
 }  // namespace innerq::cuda

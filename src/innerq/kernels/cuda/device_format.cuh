@@ -1,9 +1,11 @@
 // innerq/kernels/cuda/device_format.cuh — device-side readers of the canonical
 // group layout (group_format.h): whole-word unpacking of a 32-code chunk,
 // scalar code access, metadata decoding, and the integer dot products the
-// fused kernels run on raw codes. The readers are also host functions, so
-// tests/cuda/device_format_test checks them against the CPU definitions
-// (read_code, pack_chunk, tile_store_row, decode_meta) without a GPU.
+// fused kernels run on raw codes. Everything is also a host function (the
+// intrinsics with plain fallbacks), so tests/cuda/device_format_test checks
+// the readers against the CPU definitions (read_code, pack_chunk,
+// tile_store_row, decode_meta) and tests/cuda/emulated_decode_test runs the
+// decode kernels on the CPU, without a GPU.
 #pragma once
 
 #include <cstdint>
@@ -116,17 +118,38 @@ __host__ __device__ __forceinline__ DeviceMeta record_meta_device(const uint8_t*
 }
 
 // Σ_e a_e·b_e over the four bytes: a signed (int8 query), b unsigned (codes).
-__device__ __forceinline__ int dot4_s8u8(uint32_t a, uint32_t b, int acc) {
+__host__ __device__ __forceinline__ int dot4_s8u8(uint32_t a, uint32_t b, int acc) {
+#if defined(__CUDA_ARCH__)
   int d;
   asm("dp4a.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(acc));
   return d;
+#else
+  for (int e = 0; e < 4; ++e) {
+    acc += static_cast<int8_t>((a >> (8 * e)) & 0xffu) * static_cast<int>((b >> (8 * e)) & 0xffu);
+  }
+  return acc;
+#endif
+}
+
+// Σ_e a_e·b_e over the four bytes, both unsigned (codes, u8 weights).
+__host__ __device__ __forceinline__ unsigned dot4_u8u8(uint32_t a, uint32_t b, unsigned acc) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(a, b, acc);
+#else
+  for (int e = 0; e < 4; ++e) acc += ((a >> (8 * e)) & 0xffu) * ((b >> (8 * e)) & 0xffu);
+  return acc;
+#endif
 }
 
 // Byte e of `quad` as a float (exact), without an integer conversion: the
 // byte is placed in the mantissa of 2^23 and 2^23 is subtracted.
-__device__ __forceinline__ float quad_byte_to_float(uint32_t quad, int e) {
+__host__ __device__ __forceinline__ float quad_byte_to_float(uint32_t quad, int e) {
+#if defined(__CUDA_ARCH__)
   return __uint_as_float(__byte_perm(quad, 0x4B000000u, 0x7440u | static_cast<uint32_t>(e))) -
          8388608.0f;
+#else
+  return static_cast<float>((quad >> (8 * e)) & 0xffu);
+#endif
 }
 
 }  // namespace innerq::cuda
