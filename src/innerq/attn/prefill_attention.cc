@@ -5,7 +5,8 @@
 // Keys are first transposed per KV head to [head_dim][n] so that the scores of
 // one query put SIMD lanes across keys (DESIGN.md §7): 4 vectors of keys are
 // accumulated over head_dim with broadcast query values, no horizontal sums.
-// Then one softmax and the weighted sum of values (lanes across head_dim).
+// Then one softmax (vector exp) and the weighted sum of values (lanes across
+// head_dim, accumulators in registers).
 // Rows (query head, position) are spread over OpenMP threads, longest first.
 #include "innerq/attn/prefill_attention.h"
 
@@ -21,6 +22,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/attn/prefill_attention.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -59,6 +61,65 @@ void Scores(const float* q, const float* kt, size_t stride, int hd, int n_keys, 
   }
 }
 
+// p[0..n) = softmax(p[0..n)), with a vector exp.
+void SoftmaxInPlace(float* p, int n) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const size_t nn = static_cast<size_t>(n);
+  size_t j = 0;
+  auto vmax = hn::Set(df, -INFINITY);
+  for (; j + N <= nn; j += N) vmax = hn::Max(vmax, hn::LoadU(df, p + j));
+  float mx = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  for (; j < nn; ++j) mx = std::max(mx, p[j]);
+
+  const auto vm = hn::Set(df, mx);
+  auto vsum = hn::Zero(df);
+  j = 0;
+  for (; j + N <= nn; j += N) {
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, p + j), vm));
+    hn::StoreU(e, df, p + j);
+    vsum = hn::Add(vsum, e);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+  for (; j < nn; ++j) sum += (p[j] = std::exp(p[j] - mx));
+  const float inv = 1.0f / sum;
+  for (j = 0; j < nn; ++j) p[j] *= inv;
+}
+
+// out[d] = Σ_j p[j]·v[j·stride + d] for d < hd: lanes across head_dim, four
+// vectors of accumulators in registers per pass over the keys.
+void WeightedValues(const float* p, const float* v, int64_t stride, int n, int hd, float* out) {
+  const DF df;
+  const int N = static_cast<int>(hn::Lanes(df));
+  int d0 = 0;
+  for (; d0 + 4 * N <= hd; d0 += 4 * N) {
+    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    for (int j = 0; j < n; ++j) {
+      const float* vj = v + j * stride + d0;
+      const auto pj = hn::Set(df, p[j]);
+      a0 = hn::MulAdd(pj, hn::LoadU(df, vj), a0);
+      a1 = hn::MulAdd(pj, hn::LoadU(df, vj + N), a1);
+      a2 = hn::MulAdd(pj, hn::LoadU(df, vj + 2 * N), a2);
+      a3 = hn::MulAdd(pj, hn::LoadU(df, vj + 3 * N), a3);
+    }
+    hn::StoreU(a0, df, out + d0);
+    hn::StoreU(a1, df, out + d0 + N);
+    hn::StoreU(a2, df, out + d0 + 2 * N);
+    hn::StoreU(a3, df, out + d0 + 3 * N);
+  }
+  for (; d0 + N <= hd; d0 += N) {
+    auto a = hn::Zero(df);
+    for (int j = 0; j < n; ++j)
+      a = hn::MulAdd(hn::Set(df, p[j]), hn::LoadU(df, v + j * stride + d0), a);
+    hn::StoreU(a, df, out + d0);
+  }
+  for (; d0 < hd; ++d0) {  // head_dim below one vector (e.g. 8 on AVX-512)
+    float a = 0.0f;
+    for (int j = 0; j < n; ++j) a += p[j] * v[j * stride + d0];
+    out[d0] = a;
+  }
+}
+
 void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float* k, const float* v,
                           float* out, int n_threads) {
   const int n = shape.n_tokens;
@@ -89,7 +150,6 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
     std::vector<float> scores(stride);
-    std::vector<float> acc(static_cast<size_t>(hd));
 #pragma omp for schedule(dynamic, 8)
     for (int64_t row = n_rows - 1; row >= 0; --row) {  // longest rows first
       const int i = static_cast<int>(row / n_heads);
@@ -99,25 +159,9 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
       Scores(qi, kt.data() + static_cast<size_t>(g) * hd * stride, stride, hd, i + 1, scale,
              scores.data());
 
-      float max_score = -INFINITY;
-      for (int j = 0; j <= i; ++j) max_score = std::max(max_score, scores[static_cast<size_t>(j)]);
-      float sum = 0.0f;
-      for (int j = 0; j <= i; ++j) {
-        const float p = std::exp(scores[static_cast<size_t>(j)] - max_score);
-        scores[static_cast<size_t>(j)] = p;
-        sum += p;
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float* a = acc.data();
-      for (int j = 0; j <= i; ++j) {
-        const float* vj = v + j * kv_stride + g * hd;
-        const float p = scores[static_cast<size_t>(j)];
-#pragma omp simd
-        for (int d = 0; d < hd; ++d) a[d] += p * vj[d];
-      }
       float* oi = out + i * q_stride + h * hd;
-      const float inv = 1.0f / sum;
-      for (int d = 0; d < hd; ++d) oi[d] = a[d] * inv;
+      SoftmaxInPlace(scores.data(), i + 1);
+      WeightedValues(scores.data(), v + g * hd, kv_stride, i + 1, hd, oi);
     }
   }
 }
