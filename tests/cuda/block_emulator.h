@@ -1,4 +1,4 @@
-// tests/cuda/block_emulator.h — runs the decode kernels' device code on the
+// tests/cuda/block_emulator.h — runs the CUDA kernels' device code on the
 // CPU, one thread block at a time, so that their indexing, shared-memory use,
 // barriers and shuffles are checked on machines without a GPU.
 //
@@ -187,6 +187,11 @@ inline unsigned __float2uint_rn(float x) {
 }
 inline float rsqrtf(float x) {
   return 1.0f / std::sqrt(x);
+}
+inline int atomicMin(int* address, int value) {
+  const int old = *address;
+  if (value < old) *address = value;
+  return old;
 }
 inline int min(int a, int b) {
   return a < b ? a : b;

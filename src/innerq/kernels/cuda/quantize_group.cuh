@@ -54,26 +54,26 @@ inline float div_rn(float a, float b) {
 #endif
 
 // ---- fp16 rounding helpers (quantize_rules.h) -------------------------------
-__host__ __device__ uint16_t f16_rn(float x) {
+__host__ __device__ inline uint16_t f16_rn(float x) {
   return __half_as_ushort(__float2half_rn(x));
 }
-__host__ __device__ uint16_t f16_next_down(uint16_t h) {
+__host__ __device__ inline uint16_t f16_next_down(uint16_t h) {
   if (h == 0x0000) return 0x8001;
   return (h & 0x8000) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h - 1);
 }
-__host__ __device__ uint16_t f16_next_up(uint16_t h) {
+__host__ __device__ inline uint16_t f16_next_up(uint16_t h) {
   if (h == 0x8000) return 0x0001;
   return (h & 0x8000) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
 }
-__host__ __device__ uint16_t f16_round_down(float x) {
+__host__ __device__ inline uint16_t f16_round_down(float x) {
   const uint16_t h = f16_rn(x);
   return half_bits_to_float(h) > x ? f16_next_down(h) : h;
 }
-__host__ __device__ uint16_t f16_round_up(float x) {
+__host__ __device__ inline uint16_t f16_round_up(float x) {
   const uint16_t h = f16_rn(x);
   return half_bits_to_float(h) < x ? f16_next_up(h) : h;
 }
-__host__ __device__ float inverse_or_zero(float s) {
+__host__ __device__ inline float inverse_or_zero(float s) {
   return s > 0.0f ? div_rn(1.0f, s) : 0.0f;
 }
 
@@ -83,7 +83,7 @@ struct Mode {
   float scale, zero, shift, inv_scale, min_level, max_level, offset;
 };
 
-__host__ __device__ Mode asymmetric_mode(float lo, float hi, int bits) {
+__host__ __device__ inline Mode asymmetric_mode(float lo, float hi, int bits) {
   const uint16_t zero_bits = f16_round_down(lo);
   const float zero = half_bits_to_float(zero_bits);
   const uint16_t scale_bits =
@@ -97,7 +97,7 @@ __host__ __device__ Mode asymmetric_mode(float lo, float hi, int bits) {
 }
 
 // divisor: 2^(b−1) (full levels) or 2^(b−1) − 1 (narrow), quantize_rules.h.
-__host__ __device__ Mode symmetric_mode(float absmax, int bits, float divisor) {
+__host__ __device__ inline Mode symmetric_mode(float absmax, int bits, float divisor) {
   const float offset = static_cast<float>(sym_offset(bits));
   const uint16_t magnitude_bits = f16_rn(div_rn(absmax, divisor));
   const float scale = half_bits_to_float(magnitude_bits);
@@ -113,7 +113,8 @@ __host__ __device__ Mode symmetric_mode(float absmax, int bits, float divisor) {
 }
 
 // Codes of one group under one mode; returns the canonical L2 error.
-__host__ __device__ float encode_group(const Mode& m, const float* x, int n, uint8_t* codes) {
+__host__ __device__ inline float encode_group(const Mode& m, const float* x, int n,
+                                              uint8_t* codes) {
   float partial[kErrorPartials] = {};
   for (int i = 0; i < n; ++i) {
     const float level = rintf(mul_rn(sub_rn(x[i], m.shift), m.inv_scale));
@@ -136,11 +137,11 @@ struct QuantizedGroup {
 // quantize_group of the scalar reference; false if the group is invalid.
 // Candidates in order of preference on a tie of the error (candidates_for):
 // symmetric full, symmetric narrow (unless asym), asymmetric (unless sym).
-__host__ __device__ bool quantize_group(const float* x, int n, int bits, QuantMode mode,
-                                        QuantizedGroup& out) {
+__host__ __device__ inline bool quantize_group(const float* x, int n, int bits, QuantMode mode,
+                                               QuantizedGroup& out) {
   float lo = x[0], hi = x[0];
   for (int i = 0; i < n; ++i) {
-    if (!isfinite(x[i]) || fabsf(x[i]) > kF16Max) return false;
+    if (!(fabsf(x[i]) <= kF16Max)) return false;  // also NaN and ±inf
     lo = fminf(lo, x[i]);
     hi = fmaxf(hi, x[i]);
   }
@@ -176,8 +177,8 @@ __host__ __device__ bool quantize_group(const float* x, int n, int bits, QuantMo
 // Writes a group into row `row`, group g of a tile (tile_format.h): the
 // record's words (pack_chunk of quantize_rules.h, chunk by chunk) go to
 // [g][w][16], the metadata to the SoA arrays.
-__host__ __device__ void store_group_in_tile(const QuantizedGroup& q, const TileFormat& f,
-                                             uint8_t* tile, int g, int row) {
+__host__ __device__ inline void store_group_in_tile(const QuantizedGroup& q, const TileFormat& f,
+                                                    uint8_t* tile, int g, int row) {
   auto* words = reinterpret_cast<uint32_t*>(tile);
   const PlaneSplit planes = planes_of(f.bits);
   int w_index = 0;
