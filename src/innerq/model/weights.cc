@@ -142,7 +142,7 @@ void MatvecImpl(const WeightMatrix& w, const float* x, float* y, int n_threads) 
 
 // ---------------------------------------------------------------------------
 // Prefill: many tokens. kTileRows rows are expanded to f32 once per block of
-// kTokenBlock tokens and reused by all of them (4 rows × 2 tokens of
+// kTokenBlock tokens and reused by all of them (4 rows × 2 or 4 tokens of
 // accumulators in registers).
 // ---------------------------------------------------------------------------
 
@@ -191,53 +191,37 @@ void DequantizeRowInto(const WeightMatrix& w, int64_t r, float* out) {
   }
 }
 
-// y_t[r] for rows w[0..3] and tokens xa, xb (xb may be null: one token).
-void Tile4x2(DF df, const float* const w[kTileRows], const float* xa, const float* xb, int64_t n,
-             float ya[kTileRows], float yb[kTileRows]) {
+// Tokens per register tile: 4 where there are 32 vector registers (AVX-512:
+// 16 accumulators + loads), else 2.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kTileTokens = 4;
+#else
+constexpr int kTileTokens = 2;
+#endif
+
+// y[t][r] = w[r]·x[t] for kTileRows rows and kTileTokens tokens of length n.
+void Tile(DF df, const float* const w[kTileRows], const float* const x[kTileTokens], int64_t n,
+          float y[kTileTokens][kTileRows]) {
+  using V = decltype(hn::Zero(df));
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
-  auto b0 = hn::Zero(df), b1 = hn::Zero(df), b2 = hn::Zero(df), b3 = hn::Zero(df);
+  V acc[kTileRows][kTileTokens];
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int t = 0; t < kTileTokens; ++t) acc[r][t] = hn::Zero(df);
+  }
   int64_t i = 0;
-  if (xb != nullptr) {
-    for (; i + N <= n; i += N) {
-      const auto va = hn::LoadU(df, xa + i);
-      const auto vb = hn::LoadU(df, xb + i);
-      const auto w0 = hn::LoadU(df, w[0] + i);
-      const auto w1 = hn::LoadU(df, w[1] + i);
-      const auto w2 = hn::LoadU(df, w[2] + i);
-      const auto w3 = hn::LoadU(df, w[3] + i);
-      a0 = hn::MulAdd(w0, va, a0);
-      a1 = hn::MulAdd(w1, va, a1);
-      a2 = hn::MulAdd(w2, va, a2);
-      a3 = hn::MulAdd(w3, va, a3);
-      b0 = hn::MulAdd(w0, vb, b0);
-      b1 = hn::MulAdd(w1, vb, b1);
-      b2 = hn::MulAdd(w2, vb, b2);
-      b3 = hn::MulAdd(w3, vb, b3);
-    }
-  } else {
-    for (; i + N <= n; i += N) {
-      const auto va = hn::LoadU(df, xa + i);
-      a0 = hn::MulAdd(hn::LoadU(df, w[0] + i), va, a0);
-      a1 = hn::MulAdd(hn::LoadU(df, w[1] + i), va, a1);
-      a2 = hn::MulAdd(hn::LoadU(df, w[2] + i), va, a2);
-      a3 = hn::MulAdd(hn::LoadU(df, w[3] + i), va, a3);
-    }
-  }
-  ya[0] = hn::GetLane(hn::SumOfLanes(df, a0));
-  ya[1] = hn::GetLane(hn::SumOfLanes(df, a1));
-  ya[2] = hn::GetLane(hn::SumOfLanes(df, a2));
-  ya[3] = hn::GetLane(hn::SumOfLanes(df, a3));
-  if (xb != nullptr) {
-    yb[0] = hn::GetLane(hn::SumOfLanes(df, b0));
-    yb[1] = hn::GetLane(hn::SumOfLanes(df, b1));
-    yb[2] = hn::GetLane(hn::SumOfLanes(df, b2));
-    yb[3] = hn::GetLane(hn::SumOfLanes(df, b3));
-  }
-  for (; i < n; ++i) {
+  for (; i + N <= n; i += N) {
+    V xv[kTileTokens];
+    for (int t = 0; t < kTileTokens; ++t) xv[t] = hn::LoadU(df, x[t] + i);
     for (int r = 0; r < kTileRows; ++r) {
-      ya[r] += w[r][i] * xa[i];
-      if (xb != nullptr) yb[r] += w[r][i] * xb[i];
+      const V wv = hn::LoadU(df, w[r] + i);
+      for (int t = 0; t < kTileTokens; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < kTileRows; ++r) {
+    for (int t = 0; t < kTileTokens; ++t) {
+      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      for (int64_t k = i; k < n; ++k) sum += w[r][k] * x[t][k];
+      y[t][r] = sum;
     }
   }
 }
@@ -269,13 +253,15 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
             rows[r] = dst;
           }
         }
-        for (int t = t0; t < t1; t += 2) {
-          const bool pair = t + 1 < t1;
-          float ya[kTileRows], yb[kTileRows];
-          Tile4x2(df, rows, x + t * cols, pair ? x + (t + 1) * cols : nullptr, cols, ya, yb);
-          for (int r = 0; r < n_rows; ++r) {
-            y[static_cast<int64_t>(t) * w.rows + r0 + r] = ya[r];
-            if (pair) y[static_cast<int64_t>(t + 1) * w.rows + r0 + r] = yb[r];
+        for (int t = t0; t < t1; t += kTileTokens) {
+          // Past the last token, repeat it (results dropped) to keep the tile full.
+          const float* xs[kTileTokens];
+          for (int k = 0; k < kTileTokens; ++k) xs[k] = x + std::min(t + k, t1 - 1) * cols;
+          float ys[kTileTokens][kTileRows];
+          Tile(df, rows, xs, cols, ys);
+          for (int k = 0; k < kTileTokens && t + k < t1; ++k) {
+            for (int r = 0; r < n_rows; ++r)
+              y[static_cast<int64_t>(t + k) * w.rows + r0 + r] = ys[k][r];
           }
         }
       }
