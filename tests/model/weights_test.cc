@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include <hwy/targets.h>
+
 #include "innerq/base/fp16.h"
 
 namespace innerq::model {
@@ -88,13 +90,12 @@ TEST_P(MatmulVsReference, MatchesWithinRoundingBound) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(c.n_tokens * c.cols));
   for (float& v : x) v = normal(rng);
-  std::vector<float> y(static_cast<size_t>(c.n_tokens * c.rows));
-  std::vector<float> ref(y.size());
-  matmul(w, x.data(), c.n_tokens, y.data(), 2);
+  std::vector<float> ref(static_cast<size_t>(c.n_tokens * c.rows));
   matmul_reference(w, x.data(), c.n_tokens, ref.data());
 
   // f32 accumulation in any order: |error| ≤ cols·ε·Σ|w·x| (γ_n bound; the
   // block-wise scale and offset add two more roundings per block).
+  std::vector<double> tol(ref.size());
   std::vector<float> row(static_cast<size_t>(c.cols));
   const double eps = std::ldexp(1.0, -24);
   for (int64_t r = 0; r < c.rows; ++r) {
@@ -102,13 +103,24 @@ TEST_P(MatmulVsReference, MatchesWithinRoundingBound) {
     for (int t = 0; t < c.n_tokens; ++t) {
       double abs_sum = 0.0;
       for (int64_t i = 0; i < c.cols; ++i) abs_sum += std::fabs(row[i] * x[t * c.cols + i]);
-      const double tol = static_cast<double>(c.cols + 2) * eps * abs_sum;
-      const size_t at = static_cast<size_t>(t * c.rows + r);
-      ASSERT_NEAR(y[at], ref[at], tol)
-          << ggml_type_name(c.type) << " rows=" << c.rows << " cols=" << c.cols
-          << " tokens=" << c.n_tokens << " at row " << r << " token " << t;
+      tol[static_cast<size_t>(t * c.rows + r)] = static_cast<double>(c.cols + 2) * eps * abs_sum;
     }
   }
+
+  // Every SIMD target compiled in and supported here (AVX-512, AVX2, SSE4,
+  // emulated 128-bit, ...), not only the one dispatch would pick.
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    std::vector<float> y(ref.size());
+    matmul(w, x.data(), c.n_tokens, y.data(), 2);
+    for (size_t at = 0; at < y.size(); ++at) {
+      ASSERT_NEAR(y[at], ref[at], tol[at])
+          << hwy::TargetName(target) << " " << ggml_type_name(c.type) << " rows=" << c.rows
+          << " cols=" << c.cols << " tokens=" << c.n_tokens << " at row "
+          << static_cast<int64_t>(at) % c.rows << " token " << static_cast<int64_t>(at) / c.rows;
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
