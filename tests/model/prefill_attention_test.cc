@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include <hwy/targets.h>
+
 namespace innerq::attn {
 namespace {
 
@@ -16,20 +18,12 @@ struct Shape {
   int n, heads, kv_heads, head_dim;
 };
 
-class PrefillVsReference : public ::testing::TestWithParam<Shape> {};
-
-TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
-  const Shape s = GetParam();
-  std::mt19937_64 rng(static_cast<uint64_t>(s.n * 1000 + s.head_dim));
-  std::normal_distribution<float> normal(0.0f, 1.0f);
+// out against a double-precision causal softmax over the same q, k, v.
+void expect_matches_reference(const Shape& s, const std::vector<float>& q,
+                              const std::vector<float>& k, const std::vector<float>& v,
+                              const std::vector<float>& out) {
   const size_t q_dim = static_cast<size_t>(s.heads) * s.head_dim;
   const size_t kv_dim = static_cast<size_t>(s.kv_heads) * s.head_dim;
-  std::vector<float> q(s.n * q_dim), k(s.n * kv_dim), v(s.n * kv_dim), out(s.n * q_dim);
-  for (float& x : q) x = 2.0f * normal(rng);
-  for (float& x : k) x = normal(rng);
-  for (float& x : v) x = normal(rng);
-  prefill_attention({s.n, s.heads, s.kv_heads, s.head_dim}, q.data(), k.data(), v.data(),
-                    out.data(), 2);
 
   const int group = s.heads / s.kv_heads;
   const double eps = std::ldexp(1.0, -24);
@@ -66,6 +60,29 @@ TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
       }
     }
   }
+}
+
+class PrefillVsReference : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
+  const Shape s = GetParam();
+  std::mt19937_64 rng(static_cast<uint64_t>(s.n * 1000 + s.head_dim));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t q_dim = static_cast<size_t>(s.heads) * s.head_dim;
+  const size_t kv_dim = static_cast<size_t>(s.kv_heads) * s.head_dim;
+  std::vector<float> q(s.n * q_dim), k(s.n * kv_dim), v(s.n * kv_dim), out(s.n * q_dim);
+  for (float& x : q) x = 2.0f * normal(rng);
+  for (float& x : k) x = normal(rng);
+  for (float& x : v) x = normal(rng);
+  // Every SIMD target compiled in and supported here.
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    prefill_attention({s.n, s.heads, s.kv_heads, s.head_dim}, q.data(), k.data(), v.data(),
+                      out.data(), 2);
+    expect_matches_reference(s, q, k, v, out);
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, PrefillVsReference,
