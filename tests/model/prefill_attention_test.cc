@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <hwy/targets.h>
@@ -88,7 +90,14 @@ TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
 INSTANTIATE_TEST_SUITE_P(Shapes, PrefillVsReference,
                          ::testing::Values(Shape{1, 2, 1, 8}, Shape{17, 8, 4, 8},
                                            Shape{64, 4, 4, 16}, Shape{130, 9, 3, 64},
-                                           Shape{257, 6, 2, 32}));
+                                           Shape{257, 6, 2, 32}),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           const Shape& s = info.param;
+                           std::ostringstream name;
+                           name << "n" << s.n << "_h" << s.heads << "_kv" << s.kv_heads << "_d"
+                                << s.head_dim;
+                           return name.str();
+                         });
 
 }  // namespace
 }  // namespace innerq::attn

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <hwy/targets.h>
@@ -130,7 +132,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{GgmlType::kF16, 37, 100, 70}, Case{GgmlType::kQ8_0, 50, 576, 1},
                       Case{GgmlType::kQ8_0, 50, 576, 9}, Case{GgmlType::kQ8_0, 7, 64, 131},
                       Case{GgmlType::kQ4_1, 45, 576, 1}, Case{GgmlType::kQ4_1, 45, 1536, 2},
-                      Case{GgmlType::kQ4_1, 6, 64, 67}));
+                      Case{GgmlType::kQ4_1, 6, 64, 67}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      const Case& c = info.param;
+      std::ostringstream name;
+      name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t" << c.n_tokens;
+      return name.str();
+    });
 
 TEST(DequantizeRow, Q4_1NibbleOrder) {
   BlockQ4_1 b{};
