@@ -20,8 +20,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include "innerq/kernels/group_format.h"
-
 #if defined(__CUDACC__)
 #define INNERQ_HD __host__ __device__
 #else
