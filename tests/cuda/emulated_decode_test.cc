@@ -227,21 +227,21 @@ TEST_P(EmulatedDecode, MatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, EmulatedDecode,
-    ::testing::Values(Case{"f16", 32, 8, 128, {600, 333}, 128}, Case{"f16", 8, 8, 64, {517}, 256},
-                      Case{"kivi", 16, 2, 128, {700, 200}, 128},
-                      Case{"kivi4", 8, 8, 64, {450}, 256},
-                      Case{"kivi:g=64,recent=64", 16, 2, 128, {600}, 128},
-                      Case{"innerq", 32, 8, 128, {900, 100}, 128},
-                      Case{"innerq:k=2,v=2", 8, 8, 128, {700}, 256},
-                      Case{"innerq:k=4,v=4,g=128", 16, 4, 128, {800}, 128},
-                      Case{"innerq:k=3,v=2,g=64,sink=0,recent=0", 9, 3, 64, {600, 250}, 128},
-                      Case{"innerq:k=8,v=8,sink=0,recent=0,knorm=off", 8, 8, 64, {500}, 512},
-                      Case{"innerq:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
-                           16,
-                           2,
-                           128,
-                           {700},
-                           128}));
+    ::testing::Values(
+        Case{"f16", 32, 8, 128, {600, 333}, 128}, Case{"f16", 8, 8, 64, {517}, 256},
+        Case{"kivi", 16, 2, 128, {700, 200}, 128}, Case{"kivi4", 8, 8, 64, {450}, 256},
+        Case{"kivi:g=64,recent=64", 16, 2, 128, {600}, 128},
+        Case{"kivi:g=128,recent=128", 8, 2, 128, {1300}, 512}, Case{"f16", 8, 2, 128, {1100}, 512},
+        Case{"innerq", 32, 8, 128, {900, 100}, 128}, Case{"innerq:k=2,v=2", 8, 8, 128, {700}, 256},
+        Case{"innerq:k=4,v=4,g=128", 16, 4, 128, {800}, 128},
+        Case{"innerq:k=3,v=2,g=64,sink=0,recent=0", 9, 3, 64, {600, 250}, 128},
+        Case{"innerq:k=8,v=8,sink=0,recent=0,knorm=off", 8, 8, 64, {500}, 512},
+        Case{"innerq:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
+             16,
+             2,
+             128,
+             {700},
+             128}));
 
 }  // namespace
 }  // namespace innerq::cuda
