@@ -165,7 +165,9 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
 
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<float> scores;
+    // Kept across calls: a fresh multi-megabyte buffer per call would be
+    // mapped and page-faulted anew every decode step.
+    thread_local std::vector<float> scores;
 #pragma omp for schedule(dynamic, 1)
     for (size_t task = 0; task < n_tasks; ++task) {
       const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
