@@ -243,6 +243,29 @@ TEST(KvCache, MemoryIsTheSumOfTheParts) {
   }
 }
 
+// Each layer may have its own kind, bits and modes; memory adds up per layer.
+TEST(KvCache, PerLayerConfigurations) {
+  const std::vector<LayerConfig> layers = {
+      parse_cache_spec("f16").layer, parse_cache_spec("innerq:k=4,v=4").layer,
+      parse_cache_spec("innerq:k=2,v=2,vmode=sym").layer, parse_cache_spec("kivi").layer};
+  const CacheShape shape{4, kHeads, kDim, 1000};
+  KvCache mixed(shape, layers);
+  std::vector<float> k, v;
+  make_rows(0, 700, k, v);
+  for (int l = 0; l < 4; ++l) mixed.append(l, k.data(), v.data(), 700);
+  MemoryUsage sum;
+  for (int l = 0; l < 4; ++l) {
+    EXPECT_EQ(mixed.layer(l).kind(), layers[static_cast<size_t>(l)].kind);
+    KvCache alone(CacheShape{1, kHeads, kDim, 1000}, layers[static_cast<size_t>(l)]);
+    alone.append(0, k.data(), v.data(), 700);
+    sum += alone.memory();
+  }
+  EXPECT_EQ(mixed.layer(1).config().k_bits, 4);
+  EXPECT_EQ(mixed.layer(2).config().v_mode, QuantMode::kSymmetric);
+  EXPECT_EQ(mixed.memory().total(), sum.total());
+  EXPECT_THROW(KvCache(shape, std::vector<LayerConfig>(3)), Error);  // one config per layer
+}
+
 TEST(KvCache, RejectsBadShapesAndOverflow) {
   const LayerConfig innerq;
   EXPECT_THROW(KvCache(CacheShape{0, 2, 64, 10}, innerq), Error);
