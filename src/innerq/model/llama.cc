@@ -302,15 +302,19 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     matmul(L.wq, xb.data(), batch, q.data(), n_threads);
     matmul(L.wk, xb.data(), batch, k.data(), n_threads);
     matmul(L.wv, xb.data(), batch, v.data(), n_threads);
-    for (size_t b = 0; b < nb; ++b) {
-      rope(&q[b * q_dim], c.n_heads, pos[b]);
-      rope(&k[b * kv_dim], c.n_kv_heads, pos[b]);
-      caches[b]->append(l, &k[b * kv_dim], &v[b * kv_dim], 1);
-      // Short caches are attended on the calling thread (a team wake-up costs more).
-      const bool parallel =
-          int64_t{pos[b] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
-      attn::decode_attention(caches[b]->layer(l), &q[b * q_dim], c.n_heads, &att[b * q_dim],
-                             attn::DecodeOptions{parallel ? n_threads : 1});
+    // Several sequences: one thread per sequence (each cache is its own
+    // object). One sequence: decode attention splits its cache over the
+    // threads, unless the cache is too short to be worth waking them.
+    const bool one_long =
+        batch == 1 && int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1) if (batch > 1)
+    for (int b = 0; b < batch; ++b) {
+      const size_t bb = static_cast<size_t>(b);
+      rope(&q[bb * q_dim], c.n_heads, pos[bb]);
+      rope(&k[bb * kv_dim], c.n_kv_heads, pos[bb]);
+      caches[bb]->append(l, &k[bb * kv_dim], &v[bb * kv_dim], 1);
+      attn::decode_attention(caches[bb]->layer(l), &q[bb * q_dim], c.n_heads, &att[bb * q_dim],
+                             attn::DecodeOptions{one_long ? n_threads : 1});
     }
     matmul(L.wo, att.data(), batch, xb.data(), n_threads);
     add_into(x.data(), xb.data(), x.size());

@@ -28,6 +28,15 @@ using DF = hn::CappedTag<float, 16>;
 // thread team costs more than the work (and far more on a busy machine).
 constexpr int64_t kMinParallelWork = 1 << 18;
 
+// One fp16 block scale in f32 with the target's conversion instruction (F16C
+// on x86), not the soft-float libgcc call that a scalar _Float16 cast becomes.
+HWY_INLINE float ScaleF32(const f16_bits& h) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh1;
+  return hn::GetLane(
+      hn::PromoteTo(d1, hn::LoadU(dh1, reinterpret_cast<const hwy::float16_t*>(&h))));
+}
+
 // ---------------------------------------------------------------------------
 // Decode: one token, fused dequantize-and-dot per block.
 // ---------------------------------------------------------------------------
@@ -74,7 +83,7 @@ float DotQ8_0(DF df, const BlockQ8_0* blocks, const float* x, int64_t n_blocks) 
       const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, blk.q + i)));
       acc = hn::MulAdd(q, hn::LoadU(df, xb + i), acc);
     }
-    total = hn::MulAdd(hn::Set(df, f16_to_f32(blk.d)), acc, total);
+    total = hn::MulAdd(hn::Set(df, ScaleF32(blk.d)), acc, total);
   }
   return hn::GetLane(hn::SumOfLanes(df, total));
 }
@@ -99,8 +108,8 @@ float DotQ4_1(DF df, const BlockQ4_1* blocks, const float* x, const float* x_sum
       acc = hn::MulAdd(lo, hn::LoadU(df, xb + i), acc);
       acc = hn::MulAdd(hi, hn::LoadU(df, xb + kQuantBlock / 2 + i), acc);
     }
-    total = hn::MulAdd(hn::Set(df, f16_to_f32(blk.d)), acc, total);
-    offset += f16_to_f32(blk.m) * x_sums[b];
+    total = hn::MulAdd(hn::Set(df, ScaleF32(blk.d)), acc, total);
+    offset += ScaleF32(blk.m) * x_sums[b];
   }
   return hn::GetLane(hn::SumOfLanes(df, total)) + offset;
 }
@@ -159,7 +168,7 @@ void DequantizeRowInto(const WeightMatrix& w, int64_t r, float* out) {
       const hn::Rebind<int32_t, DF> di;
       const auto* blocks = reinterpret_cast<const BlockQ8_0*>(row);
       for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const auto d = hn::Set(df, f16_to_f32(blocks[b].d));
+        const auto d = hn::Set(df, ScaleF32(blocks[b].d));
         for (size_t i = 0; i < kQuantBlock; i += N) {
           const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, blocks[b].q + i)));
           hn::StoreU(hn::Mul(q, d), df, out + b * kQuantBlock + static_cast<int64_t>(i));
@@ -173,8 +182,8 @@ void DequantizeRowInto(const WeightMatrix& w, int64_t r, float* out) {
       const auto low_mask = hn::Set(di, 15);
       const auto* blocks = reinterpret_cast<const BlockQ4_1*>(row);
       for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const auto d = hn::Set(df, f16_to_f32(blocks[b].d));
-        const auto m = hn::Set(df, f16_to_f32(blocks[b].m));
+        const auto d = hn::Set(df, ScaleF32(blocks[b].d));
+        const auto m = hn::Set(df, ScaleF32(blocks[b].m));
         float* ob = out + b * kQuantBlock;
         for (size_t i = 0; i < kQuantBlock / 2; i += N) {
           const auto q = hn::PromoteTo(di, hn::LoadU(d8, blocks[b].q + i));

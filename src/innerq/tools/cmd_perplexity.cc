@@ -79,17 +79,16 @@ void log_softmax(const float* x, int n, std::vector<double>& out) {
 
 // Scores `next` for every spec from logits [n_specs, V]; spec 0 is the base.
 void score(const std::vector<float>& logits, int V, int next, std::vector<SpecStats>& stats) {
-  std::vector<double> base, lp;
+  std::vector<double> base, base_p, lp;
   log_softmax(logits.data(), V, base);
+  base_p.resize(base.size());
+  for (size_t i = 0; i < base.size(); ++i) base_p[i] = std::exp(base[i]);
   const int base_top = model::argmax(std::span<const float>(logits.data(), static_cast<size_t>(V)));
   for (size_t s = 0; s < stats.size(); ++s) {
     const float* row = logits.data() + s * static_cast<size_t>(V);
     log_softmax(row, V, lp);
     double kl = 0.0;
-    for (int i = 0; i < V; ++i) {
-      const double p = std::exp(base[static_cast<size_t>(i)]);
-      kl += p * (base[static_cast<size_t>(i)] - lp[static_cast<size_t>(i)]);
-    }
+    for (size_t i = 0; i < base.size(); ++i) kl += base_p[i] * (base[i] - lp[i]);
     stats[s].nll -= lp[static_cast<size_t>(next)];
     stats[s].kld += std::max(0.0, kl);
     stats[s].top1 += model::argmax(std::span<const float>(row, static_cast<size_t>(V))) == base_top;
