@@ -98,17 +98,6 @@ HWY_INLINE VF load_f32(const f16_bits* p) {
   return hn::PromoteTo(DF(), hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
 }
 
-// fp16 patterns (u32 lanes, finite) → f32, exactly: f16_to_f32_finite per lane.
-HWY_INLINE VF f16_bits_to_f32(VU bits) {
-  const DF df;
-  const DU du;
-  const VU sign = hn::ShiftLeft<16>(hn::And(bits, hn::Set(du, 0x8000u)));
-  const VF magnitude =
-      hn::Mul(hn::BitCast(df, hn::ShiftLeft<13>(hn::And(bits, hn::Set(du, 0x7fffu)))),
-              hn::Set(df, 0x1p112f));
-  return hn::BitCast(df, hn::Or(hn::BitCast(du, magnitude), sign));
-}
-
 // Scale and zero of Lanes rows of a tile group (tile_format.h):
 // x̂ = s·u + z, z = −2^(b−1)·s for symmetric rows.
 struct TileMeta {
@@ -117,16 +106,17 @@ struct TileMeta {
 HWY_INLINE TileMeta load_tile_meta(const TileFormat& f, const uint8_t* tile, int g, int row) {
   const DF df;
   const DU du;
-  const hn::Rebind<uint16_t, DU> d16;
+  const hn::Rebind<hwy::float16_t, DF> dh;
   const size_t index = static_cast<size_t>(g) * kTileRows + row;
-  const auto* scales = reinterpret_cast<const uint16_t*>(tile + f.scales_offset()) + index;
-  const VU scale_bits = hn::PromoteTo(du, hn::LoadU(d16, scales));
-  const VF s = f16_bits_to_f32(hn::And(scale_bits, hn::Set(du, 0x7fffu)));
+  const auto* scales = reinterpret_cast<const hwy::float16_t*>(tile + f.scales_offset()) + index;
+  const VF signed_s = hn::PromoteTo(df, hn::LoadU(dh, scales));  // exact; sign = symmetric row
+  const VF s = hn::Abs(signed_s);
   const VF sym_zero = hn::Mul(s, hn::Set(df, -static_cast<float>(sym_offset(f.bits))));
   if (!f.has_zero) return {s, sym_zero};
-  const auto* zeros = reinterpret_cast<const uint16_t*>(tile + f.zeros_offset()) + index;
-  const VF zero = f16_bits_to_f32(hn::PromoteTo(du, hn::LoadU(d16, zeros)));
-  const auto sym = hn::RebindMask(df, hn::TestBit(scale_bits, hn::Set(du, 0x8000u)));
+  const auto* zeros = reinterpret_cast<const hwy::float16_t*>(tile + f.zeros_offset()) + index;
+  const VF zero = hn::PromoteTo(df, hn::LoadU(dh, zeros));
+  const auto sym =
+      hn::RebindMask(df, hn::TestBit(hn::BitCast(du, signed_s), hn::Set(du, 0x80000000u)));
   return {s, hn::IfThenElse(sym, sym_zero, zero)};
 }
 
@@ -317,31 +307,42 @@ void v_accumulate_innerq_heads(const TileFormat& f, const uint8_t* blocks, int n
   const size_t N = hn::Lanes(df);
   const int G = f.group;
   const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
-  std::vector<int32_t> p8(static_cast<size_t>(NH) * G / 4);
-  const int32_t* p4[NH];
-  float p_scale[NH], p_sum[NH];
-  for (int b = 0; b < n_blocks; ++b) {
-    for (int j = 0; j < NH; ++j) {
-      p4[j] = &p8[static_cast<size_t>(j) * G / 4];
-      p_scale[j] = quantize_int8(p[j] + b * G, G, &p8[static_cast<size_t>(j) * G / 4], &p_sum[j]);
-    }
-    const uint8_t* block = blocks + b * block_bytes;
-    for (int c0 = 0; c0 < head_dim; c0 += kTileRows) {
-      const uint8_t* tile = block + (c0 / kTileRows) * f.bytes();
-      const auto* words = reinterpret_cast<const uint32_t*>(tile);
-      for (int r = 0; r < kTileRows; r += static_cast<int>(N)) {
+  // p of every block rounded to int8 once: [NH][n_blocks][G] bytes, and per
+  // (head, block) the scale and the sum of the rounded weights.
+  thread_local std::vector<int32_t> p8;
+  thread_local std::vector<float> p_scale, p_sum;
+  const size_t n_scales = static_cast<size_t>(NH) * n_blocks;
+  p8.resize(n_scales * G / 4);
+  p_scale.resize(n_scales);
+  p_sum.resize(n_scales);
+  for (size_t i = 0; i < n_scales; ++i) {
+    const int j = static_cast<int>(i) / n_blocks, b = static_cast<int>(i) % n_blocks;
+    p_scale[i] = quantize_int8(p[j] + b * G, G, &p8[i * G / 4], &p_sum[i]);
+  }
+  // Channel tiles outer, blocks inner: the outputs of a tile stay in registers.
+  for (int c0 = 0; c0 < head_dim; c0 += kTileRows) {
+    for (int r = 0; r < kTileRows; r += static_cast<int>(N)) {
+      VF out[NH];
+      for (int j = 0; j < NH; ++j) out[j] = hn::LoadU(df, o[j] + c0 + r);
+      for (int b = 0; b < n_blocks; ++b) {
+        const uint8_t* tile = blocks + b * block_bytes + (c0 / kTileRows) * f.bytes();
         VI acc[NH];
-        for (int j = 0; j < NH; ++j) acc[j] = hn::Zero(di);
-        dot_group_rows<kBits, NH>(words + f.word_index(0, 0, r), G, p4, acc);
+        const int32_t* p4[NH];
+        for (int j = 0; j < NH; ++j) {
+          acc[j] = hn::Zero(di);
+          p4[j] = &p8[(static_cast<size_t>(j) * n_blocks + b) * G / 4];
+        }
+        dot_group_rows<kBits, NH>(reinterpret_cast<const uint32_t*>(tile) + f.word_index(0, 0, r),
+                                  G, p4, acc);
         const TileMeta meta = load_tile_meta(f, tile, 0, r);
         for (int j = 0; j < NH; ++j) {
-          float* out = o[j] + c0 + r;
-          VF acc_f = hn::LoadU(df, out);
-          acc_f = hn::MulAdd(hn::Mul(meta.s, hn::Set(df, p_scale[j])), hn::ConvertTo(df, acc[j]),
-                             acc_f);
-          hn::StoreU(hn::MulAdd(meta.z, hn::Set(df, p_sum[j]), acc_f), df, out);
+          const size_t i = static_cast<size_t>(j) * n_blocks + b;
+          out[j] = hn::MulAdd(hn::Mul(meta.s, hn::Set(df, p_scale[i])), hn::ConvertTo(df, acc[j]),
+                              out[j]);
+          out[j] = hn::MulAdd(meta.z, hn::Set(df, p_sum[i]), out[j]);
         }
       }
+      for (int j = 0; j < NH; ++j) hn::StoreU(out[j], df, o[j] + c0 + r);
     }
   }
 }
