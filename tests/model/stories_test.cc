@@ -50,6 +50,16 @@ TEST(Stories260K, TokenizerMatchesReference) {
   testing::expect_tokenizer_matches(stories(), testing::load_fixture("stories260K"), false);
 }
 
+// Special tokens in the text are whole tokens when parse_special is set, and
+// the text after one gets the "▁" prefix again (llama.cpp's SPM rule).
+TEST(Stories260K, SpecialTokensSplitTheText) {
+  const Tokenizer& tok = stories().tokenizer();
+  std::vector<int> want = {tok.bos(), tok.eos()};
+  for (int id : tok.tokenize("Once upon", false, false)) want.push_back(id);
+  EXPECT_EQ(tok.tokenize("</s>Once upon", true, true), want);
+  EXPECT_NE(tok.tokenize("</s>Once upon", true, false), want);  // literal text
+}
+
 TEST(Stories260K, LogitsMatchReference) {
   testing::expect_logits_match(stories(), testing::load_fixture("stories260K"), 2);
 }

@@ -193,17 +193,19 @@ std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
   std::vector<int> out;
   if (add_bos && bos_ >= 0) out.push_back(bos_);
   size_t start = 0;  // start of the pending plain-text fragment
-  bool first_fragment = true;
+  // SentencePiece prefixes "▁" to text at the start and after a special
+  // token (as llama.cpp does).
+  bool after_special = true;
   auto flush = [&](size_t end) {
     if (end > start) {
       const std::string_view frag = text.substr(start, end - start);
       if (kind_ == TokenizerKind::kSentencePiece) {
-        tokenize_spm(frag, first_fragment, out);
+        tokenize_spm(frag, after_special, out);
       } else {
         tokenize_bpe(frag, out);
       }
+      after_special = false;
     }
-    first_fragment = false;
   };
   if (parse_special && !specials_.empty()) {
     size_t i = 0;
@@ -222,6 +224,7 @@ std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
       }
       flush(i);
       out.push_back(match);
+      after_special = true;
       i += tokens_[static_cast<size_t>(match)].size();
       start = i;
     }
@@ -234,10 +237,10 @@ std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
 // SentencePiece: best-score bigram merges over a linked list of pieces.
 // ---------------------------------------------------------------------------
 
-void Tokenizer::tokenize_spm(std::string_view text, bool first_fragment,
+void Tokenizer::tokenize_spm(std::string_view text, bool space_prefix,
                              std::vector<int>& out) const {
   std::string s = replace_all(text, " ", kSpmSpace);
-  if (first_fragment && add_space_prefix_) s.insert(0, kSpmSpace);
+  if (space_prefix && add_space_prefix_) s.insert(0, kSpmSpace);
 
   struct Piece {
     int prev, next;

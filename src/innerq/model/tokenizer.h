@@ -63,7 +63,7 @@ class Tokenizer {
     kByte = 6
   };
 
-  void tokenize_spm(std::string_view text, bool first_fragment, std::vector<int>& out) const;
+  void tokenize_spm(std::string_view text, bool space_prefix, std::vector<int>& out) const;
   void tokenize_bpe(std::string_view text, std::vector<int>& out) const;
   void bpe_word(std::string_view word, std::vector<int>& out) const;
   int find_token(std::string_view text) const;
