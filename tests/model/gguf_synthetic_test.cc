@@ -1,8 +1,10 @@
 // GGUF reader on small synthetic files: every metadata value type (nested
 // arrays included), alignment, and each kind of malformed header.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -37,7 +39,9 @@ class GgufBytes {
     return *this;
   }
   std::string write(const std::string& tag) const {
-    const std::string path = ::testing::TempDir() + "innerq_synth_" + tag + ".gguf";
+    // The pid keeps concurrent test processes (ctest -j) apart.
+    const std::string path =
+        ::testing::TempDir() + "innerq_synth_" + std::to_string(getpid()) + "_" + tag + ".gguf";
     std::ofstream(path, std::ios::binary)
         .write(reinterpret_cast<const char*>(bytes_.data()),
                static_cast<std::streamsize>(bytes_.size()));
@@ -215,6 +219,7 @@ TEST(GgufSynthetic, MalformedHeadersThrow) {
       EXPECT_NE(what.find(c.message), std::string::npos) << c.tag << ": " << what;
       EXPECT_EQ(what.rfind(path, 0), 0u) << c.tag << ": " << what;
     }
+    std::remove(path.c_str());
   }
 }
 

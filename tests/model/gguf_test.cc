@@ -3,8 +3,10 @@
 #include "innerq/model/gguf.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -23,12 +25,20 @@ std::vector<char> read_all(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::string write_temp(const std::vector<char>& bytes, const std::string& tag) {
-  const std::string path = ::testing::TempDir() + "innerq_gguf_" + tag + ".gguf";
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return path;
-}
+// A file under the test temp dir, removed when it goes out of scope. The pid
+// keeps concurrent test processes (ctest -j) apart.
+struct TempFile {
+  std::string path;
+  TempFile(const std::vector<char>& bytes, const std::string& tag)
+      : path(::testing::TempDir() + "innerq_gguf_" + std::to_string(getpid()) + "_" + tag +
+             ".gguf") {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() { std::remove(path.c_str()); }
+};
 
 TEST(Gguf, ReadsStories260K) {
   const GgufFile f(resolve_model_path("stories260K"));
@@ -57,14 +67,15 @@ TEST(Gguf, ReadsStories260K) {
 
 TEST(Gguf, MissingAndEmptyFilesAreErrors) {
   EXPECT_THROW(GgufFile("/nonexistent/model.gguf"), Error);
-  EXPECT_THROW(GgufFile(write_temp({}, "empty")), Error);
-  EXPECT_THROW(GgufFile(write_temp({'G', 'G', 'U', 'F'}, "magic_only")), Error);
+  EXPECT_THROW(GgufFile(TempFile({}, "empty").path), Error);
+  EXPECT_THROW(GgufFile(TempFile({'G', 'G', 'U', 'F'}, "magic_only").path), Error);
   std::vector<char> not_gguf(64, 'x');
-  EXPECT_THROW(GgufFile(write_temp(not_gguf, "garbage")), Error);
+  EXPECT_THROW(GgufFile(TempFile(not_gguf, "garbage").path), Error);
 }
 
 TEST(Gguf, ErrorNamesTheFile) {
-  const std::string path = write_temp({'G', 'G', 'U', 'F', 2, 0, 0, 0}, "v2");
+  const TempFile file({'G', 'G', 'U', 'F', 2, 0, 0, 0}, "v2");
+  const std::string& path = file.path;
   try {
     GgufFile f(path);
     FAIL() << "version 2 accepted";
@@ -84,9 +95,9 @@ TEST(Gguf, TruncatedCopiesThrow) {
   for (size_t n = 14176; n < bytes.size(); n += 117203) cuts.push_back(n);
   cuts.push_back(bytes.size() - 1);
   for (size_t n : cuts) {
-    const std::string path =
-        write_temp(std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(n)), "trunc");
-    EXPECT_THROW(LlamaModel{path}, Error) << "truncated to " << n << " bytes";
+    const TempFile file(std::vector<char>(bytes.begin(), bytes.begin() + static_cast<long>(n)),
+                        "trunc");
+    EXPECT_THROW(LlamaModel{file.path}, Error) << "truncated to " << n << " bytes";
   }
 }
 
@@ -103,9 +114,9 @@ TEST(Gguf, CorruptedHeadersNeverCrash) {
     for (int k = 0; k < 1 + trial % 4; ++k) copy[where(rng)] = static_cast<char>(value(rng));
     // Also hit the fields that hold counts, lengths, dims, types and offsets.
     if (trial % 3 == 0) copy[8 + trial % 16] = static_cast<char>(0xFF);
-    const std::string path = write_temp(copy, "corrupt");
+    const TempFile file(copy, "corrupt");
     try {
-      LlamaModel model(path);
+      LlamaModel model(file.path);
     } catch (const Error&) {
       ++errors;
     }
@@ -122,7 +133,7 @@ TEST(Gguf, UnsupportedArchitectureAndTypes) {
   std::vector<char> arch = bytes;
   arch[static_cast<size_t>(it - bytes.begin()) + key.size() + 4 + 8 + 3] = '.';
   try {
-    LlamaModel m(write_temp(arch, "arch"));
+    LlamaModel m(TempFile(arch, "arch").path);
     FAIL() << "unknown architecture accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("architecture 'lla.a'"), std::string::npos) << e.what();

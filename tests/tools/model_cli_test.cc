@@ -2,6 +2,7 @@
 // users run them: bad input gives exit code 2 and one line on stderr; --json
 // gives the documented keys; greedy generation is the golden text.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -30,7 +31,8 @@ CliRun run_innerq(const std::string& args, bool stdout_only = false) {
 }
 
 std::string write_text(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + name;
+  // The pid keeps concurrent test processes (ctest -j) apart.
+  const std::string path = ::testing::TempDir() + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << text;
   return path;
 }
