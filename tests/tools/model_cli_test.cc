@@ -61,6 +61,7 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
   EXPECT_NE(run_innerq("generate -m stories260K -p 'Once upon a time there was a girl' -c 4")
                 .output.find("does not fit the context of 4"),
             std::string::npos);
+  std::remove(not_gguf.c_str());
 }
 
 TEST(ModelCli, GenerateJsonIsTheGoldenGreedyText) {
@@ -103,6 +104,7 @@ TEST(ModelCli, PerplexityJsonHasTheBaseAndEachSpec) {
   EXPECT_EQ(j[0]["kld"].get<double>(), 0.0);
   EXPECT_LT(j[1]["kld"].get<double>(), 1e-4);  // f32 vs f16 cache: rounding only
   EXPECT_GE(j[1]["top1"].get<double>(), 0.95);
+  std::remove(path.c_str());
 }
 
 TEST(ModelCli, InfoDescribesTheModelAndCache) {
