@@ -17,12 +17,12 @@ cmake --build --preset release -j "$(nproc)" --target innerq >/dev/null
 
 innerq=build/release/innerq
 threads="${THREADS:-$(nproc)}"
-prompt="Explain in two sentences why the sky is blue."
+prompt="Write a short story about a robot who learns to paint."
 
-for kv in f16 innerq; do
+for kv in f16 innerq; do  # 300 tokens: well past the 32 sink + 96 recent tokens InnerQ keeps in f16
   echo
-  echo "== innerq generate -m smollm2 --chat --kv $kv -n 64 -t $threads"
-  "$innerq" generate -m smollm2 --chat -p "$prompt" -n 64 --kv "$kv" -t "$threads"
+  echo "== innerq generate -m smollm2 --chat --kv $kv -n 300 -t $threads"
+  "$innerq" generate -m smollm2 --chat -p "$prompt" -n 300 --kv "$kv" -t "$threads"
 done
 
 echo
