@@ -304,17 +304,25 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     matmul(L.wv, xb.data(), batch, v.data(), n_threads);
     // Several sequences: one thread per sequence (each cache is its own
     // object). One sequence: decode attention splits its cache over the
-    // threads, unless the cache is too short to be worth waking them.
-    const bool one_long =
-        batch == 1 && int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1) if (batch > 1)
-    for (int b = 0; b < batch; ++b) {
+    // threads, unless the cache is too short to be worth waking them. The
+    // single-sequence call stays outside any OpenMP region: a parallel region
+    // nested in an inactive one gets a second thread team, which competes
+    // with the idle-spinning first one for the cores.
+    const auto attend = [&](int b, int attn_threads) {
       const size_t bb = static_cast<size_t>(b);
       rope(&q[bb * q_dim], c.n_heads, pos[bb]);
       rope(&k[bb * kv_dim], c.n_kv_heads, pos[bb]);
       caches[bb]->append(l, &k[bb * kv_dim], &v[bb * kv_dim], 1);
       attn::decode_attention(caches[bb]->layer(l), &q[bb * q_dim], c.n_heads, &att[bb * q_dim],
-                             attn::DecodeOptions{one_long ? n_threads : 1});
+                             attn::DecodeOptions{attn_threads});
+    };
+    if (batch == 1) {
+      const bool long_cache =
+          int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
+      attend(0, long_cache ? n_threads : 1);
+    } else {
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+      for (int b = 0; b < batch; ++b) attend(b, 1);
     }
     matmul(L.wo, att.data(), batch, xb.data(), n_threads);
     add_into(x.data(), xb.data(), x.size());
