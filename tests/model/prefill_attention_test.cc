@@ -90,7 +90,8 @@ TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
 INSTANTIATE_TEST_SUITE_P(Shapes, PrefillVsReference,
                          ::testing::Values(Shape{1, 2, 1, 8}, Shape{17, 8, 4, 8},
                                            Shape{64, 4, 4, 16}, Shape{130, 9, 3, 64},
-                                           Shape{257, 6, 2, 32}),
+                                           Shape{257, 6, 2, 32}, Shape{40, 8, 2, 16},
+                                           Shape{33, 10, 2, 8}),
                          [](const ::testing::TestParamInfo<Shape>& info) {
                            const Shape& s = info.param;
                            std::ostringstream name;

@@ -3,11 +3,12 @@
 // dispatch per call).
 //
 // Keys are first transposed per KV head to [head_dim][n] so that the scores of
-// one query put SIMD lanes across keys (DESIGN.md §7): 4 vectors of keys are
+// one query put SIMD lanes across keys (DESIGN.md §7): vectors of keys are
 // accumulated over head_dim with broadcast query values, no horizontal sums.
 // Then one softmax (vector exp) and the weighted sum of values (lanes across
-// head_dim, accumulators in registers).
-// Rows (query head, position) are spread over OpenMP threads, longest first.
+// head_dim, accumulators in registers). The query heads sharing a KV head are
+// done together so each key/value load serves all of them. Tasks (position,
+// KV head) are spread over OpenMP threads, longest first.
 #include "innerq/attn/prefill_attention.h"
 
 #include <algorithm>
@@ -32,32 +33,40 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::CappedTag<float, 16>;
 
-// Keys per score block: four vectors.
+// Keys per score block: two vectors (the key padding is a multiple of it).
 inline size_t KeyBlock() {
-  return 4 * hn::Lanes(DF());
+  return 2 * hn::Lanes(DF());
 }
 
-// scores[j] = scale · q·k_j for j < n_keys, rounded up to whole key blocks.
-// kt: [head_dim][stride], stride a multiple of KeyBlock().
-void Scores(const float* q, const float* kt, size_t stride, int hd, int n_keys, float scale,
-            float* scores) {
+// The G query heads that share one KV head are processed together, so every
+// key or value vector loaded serves all of them.
+//
+// scores[g][j] = scale · q_g·k_j for j < n_keys, rounded up to whole key
+// blocks. q: [G][head_dim]; kt: [head_dim][stride]; scores: [G][stride].
+template <int G>
+void ScoresGroup(const float* q, const float* kt, size_t stride, int hd, int n_keys, float scale,
+                 float* scores) {
+  using V = decltype(hn::Zero(DF()));
   const DF df;
   const size_t N = hn::Lanes(df);
-  for (size_t j0 = 0; j0 < static_cast<size_t>(n_keys); j0 += 4 * N) {
-    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  for (size_t j0 = 0; j0 < static_cast<size_t>(n_keys); j0 += 2 * N) {
+    V acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = hn::Zero(df);
     for (int d = 0; d < hd; ++d) {
-      const auto qd = hn::Set(df, q[d]);
       const float* row = kt + static_cast<size_t>(d) * stride + j0;
-      a0 = hn::MulAdd(qd, hn::LoadU(df, row), a0);
-      a1 = hn::MulAdd(qd, hn::LoadU(df, row + N), a1);
-      a2 = hn::MulAdd(qd, hn::LoadU(df, row + 2 * N), a2);
-      a3 = hn::MulAdd(qd, hn::LoadU(df, row + 3 * N), a3);
+      const V k0 = hn::LoadU(df, row);
+      const V k1 = hn::LoadU(df, row + N);
+      for (int g = 0; g < G; ++g) {
+        const V qd = hn::Set(df, q[g * hd + d]);
+        acc[g][0] = hn::MulAdd(qd, k0, acc[g][0]);
+        acc[g][1] = hn::MulAdd(qd, k1, acc[g][1]);
+      }
     }
-    const auto s = hn::Set(df, scale);
-    hn::StoreU(hn::Mul(a0, s), df, scores + j0);
-    hn::StoreU(hn::Mul(a1, s), df, scores + j0 + N);
-    hn::StoreU(hn::Mul(a2, s), df, scores + j0 + 2 * N);
-    hn::StoreU(hn::Mul(a3, s), df, scores + j0 + 3 * N);
+    const V s = hn::Set(df, scale);
+    for (int g = 0; g < G; ++g) {
+      hn::StoreU(hn::Mul(acc[g][0], s), df, scores + g * stride + j0);
+      hn::StoreU(hn::Mul(acc[g][1], s), df, scores + g * stride + j0 + N);
+    }
   }
 }
 
@@ -86,38 +95,52 @@ void SoftmaxInPlace(float* p, int n) {
   for (j = 0; j < nn; ++j) p[j] *= inv;
 }
 
-// out[d] = Σ_j p[j]·v[j·stride + d] for d < hd: lanes across head_dim, four
-// vectors of accumulators in registers per pass over the keys.
-void WeightedValues(const float* p, const float* v, int64_t stride, int n, int hd, float* out) {
+// out[g][d] = Σ_j p[g][j]·v[j·v_stride + d]: lanes across head_dim, two
+// vectors per head of accumulators in registers per pass over the keys.
+// p: [G][p_stride]; out: [G][head_dim].
+template <int G>
+void WeightedValuesGroup(const float* p, size_t p_stride, const float* v, int64_t v_stride, int n,
+                         int hd, float* out) {
+  using V = decltype(hn::Zero(DF()));
   const DF df;
   const int N = static_cast<int>(hn::Lanes(df));
   int d0 = 0;
-  for (; d0 + 4 * N <= hd; d0 += 4 * N) {
-    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  for (; d0 + 2 * N <= hd; d0 += 2 * N) {
+    V acc[G][2];
+    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = hn::Zero(df);
     for (int j = 0; j < n; ++j) {
-      const float* vj = v + j * stride + d0;
-      const auto pj = hn::Set(df, p[j]);
-      a0 = hn::MulAdd(pj, hn::LoadU(df, vj), a0);
-      a1 = hn::MulAdd(pj, hn::LoadU(df, vj + N), a1);
-      a2 = hn::MulAdd(pj, hn::LoadU(df, vj + 2 * N), a2);
-      a3 = hn::MulAdd(pj, hn::LoadU(df, vj + 3 * N), a3);
+      const float* vj = v + j * v_stride + d0;
+      const V v0 = hn::LoadU(df, vj);
+      const V v1 = hn::LoadU(df, vj + N);
+      for (int g = 0; g < G; ++g) {
+        const V pj = hn::Set(df, p[g * p_stride + static_cast<size_t>(j)]);
+        acc[g][0] = hn::MulAdd(pj, v0, acc[g][0]);
+        acc[g][1] = hn::MulAdd(pj, v1, acc[g][1]);
+      }
     }
-    hn::StoreU(a0, df, out + d0);
-    hn::StoreU(a1, df, out + d0 + N);
-    hn::StoreU(a2, df, out + d0 + 2 * N);
-    hn::StoreU(a3, df, out + d0 + 3 * N);
+    for (int g = 0; g < G; ++g) {
+      hn::StoreU(acc[g][0], df, out + g * hd + d0);
+      hn::StoreU(acc[g][1], df, out + g * hd + d0 + N);
+    }
   }
-  for (; d0 + N <= hd; d0 += N) {
-    auto a = hn::Zero(df);
-    for (int j = 0; j < n; ++j)
-      a = hn::MulAdd(hn::Set(df, p[j]), hn::LoadU(df, v + j * stride + d0), a);
-    hn::StoreU(a, df, out + d0);
+  for (; d0 < hd; ++d0) {  // head_dim not a multiple of two vectors (e.g. 8 on AVX-512)
+    for (int g = 0; g < G; ++g) {
+      float a = 0.0f;
+      for (int j = 0; j < n; ++j)
+        a += p[g * p_stride + static_cast<size_t>(j)] * v[j * v_stride + d0];
+      out[g * hd + d0] = a;
+    }
   }
-  for (; d0 < hd; ++d0) {  // head_dim below one vector (e.g. 8 on AVX-512)
-    float a = 0.0f;
-    for (int j = 0; j < n; ++j) a += p[j] * v[j * stride + d0];
-    out[d0] = a;
-  }
+}
+
+// One position's attention for G query heads of KV head g.
+// q, out: [G][head_dim]; scores: [G][stride] scratch.
+template <int G>
+void AttendGroup(const float* q, const float* kt, size_t stride, const float* v, int64_t v_stride,
+                 int n_keys, int hd, float scale, float* scores, float* out) {
+  ScoresGroup<G>(q, kt, stride, hd, n_keys, scale, scores);
+  for (int g = 0; g < G; ++g) SoftmaxInPlace(scores + g * stride, n_keys);
+  WeightedValuesGroup<G>(scores, stride, v, v_stride, n_keys, hd, out);
 }
 
 void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float* k, const float* v,
@@ -130,12 +153,11 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_stride = static_cast<int64_t>(n_heads) * hd;  // between positions in q, out
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * hd;    // between positions in k, v
-  const int64_t n_rows = static_cast<int64_t>(n) * n_heads;
   const size_t block = KeyBlock();
   const size_t stride = (static_cast<size_t>(n) + block - 1) / block * block;
 
   // Small prompts stay on the calling thread (waking a team costs more).
-  const bool parallel = n_rows * n * hd >= (int64_t{1} << 18);
+  const bool parallel = int64_t{n} * n * n_heads * hd >= (int64_t{1} << 18);
 
   // kt: [n_kv][head_dim][stride] keys transposed, zero-padded past n.
   std::vector<float> kt(static_cast<size_t>(n_kv) * hd * stride, 0.0f);
@@ -149,19 +171,35 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
 
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
-    std::vector<float> scores(stride);
-#pragma omp for schedule(dynamic, 8)
-    for (int64_t row = n_rows - 1; row >= 0; --row) {  // longest rows first
-      const int i = static_cast<int>(row / n_heads);
-      const int h = static_cast<int>(row % n_heads);
-      const int g = h / group;
-      const float* qi = q + i * q_stride + h * hd;  // [head_dim]
-      Scores(qi, kt.data() + static_cast<size_t>(g) * hd * stride, stride, hd, i + 1, scale,
-             scores.data());
-
-      float* oi = out + i * q_stride + h * hd;
-      SoftmaxInPlace(scores.data(), i + 1);
-      WeightedValues(scores.data(), v + g * hd, kv_stride, i + 1, hd, oi);
+    std::vector<float> scores(static_cast<size_t>(group) * stride);
+    const int64_t n_tasks = static_cast<int64_t>(n) * n_kv;  // (position, KV head)
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t task = n_tasks - 1; task >= 0; --task) {  // longest first
+      const int i = static_cast<int>(task / n_kv);
+      const int g = static_cast<int>(task % n_kv);
+      const float* qg = q + i * q_stride + static_cast<int64_t>(g) * group * hd;  // [group][hd]
+      const float* ktg = kt.data() + static_cast<size_t>(g) * hd * stride;
+      const float* vg = v + static_cast<int64_t>(g) * hd;
+      float* og = out + i * q_stride + static_cast<int64_t>(g) * group * hd;
+      switch (group) {
+        case 1:
+          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          break;
+        case 2:
+          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          break;
+        case 3:
+          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          break;
+        case 4:
+          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          break;
+        default:  // larger groups: one head at a time
+          for (int h = 0; h < group; ++h) {
+            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(),
+                           og + h * hd);
+          }
+      }
     }
   }
 }
