@@ -8,6 +8,7 @@
 
 #include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
+#include "innerq/kernels/f16_convert.h"
 #include "innerq/kernels/quant_kernels.h"
 
 namespace innerq::kv {
@@ -23,7 +24,13 @@ size_t at(int head, int head_dim, int n_kv_heads, int token) {
 // F16Rows
 // ---------------------------------------------------------------------------
 void F16Rows::push(const float* row) {
-  for (int c = 0; c < head_dim_; ++c) data_.push_back(f32_to_f16(row[c]));
+  const size_t end = data_.size();
+  data_.resize(end + static_cast<size_t>(head_dim_));
+  kernels::f32_to_f16(row, static_cast<size_t>(head_dim_), data_.data() + end);
+}
+
+void F16Rows::to_f32(int first, int n, float* out) const {
+  kernels::f16_to_f32(row(first), static_cast<size_t>(n) * head_dim_, out);
 }
 
 void F16Rows::pop_front(int n) {
@@ -39,15 +46,6 @@ void F16Rows::pop_front(int n) {
 // f32 / f16
 // ---------------------------------------------------------------------------
 template <typename T>
-static T to_storage(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return f32_to_f16(x);
-  }
-}
-
-template <typename T>
 PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
     : LayerCache(config, n_kv_heads, head_dim),
       k_(static_cast<size_t>(n_kv_heads)),
@@ -56,6 +54,7 @@ PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, i
 template <typename T>
 void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
   const int D = head_dim_;
+  std::vector<T> krow(static_cast<size_t>(D));
   for (int h = 0; h < n_kv_heads_; ++h) {
     auto& kt = k_[static_cast<size_t>(h)];
     auto& vr = v_[static_cast<size_t>(h)];
@@ -63,10 +62,19 @@ void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
       const int t = n_tokens_ + i;
       if (t % kTileRows == 0) kt.resize(kt.size() + static_cast<size_t>(D) * kTileRows, T{});
       T* tile = kt.data() + static_cast<size_t>(t / kTileRows) * D * kTileRows;
-      const float* krow = k + at(h, D, n_kv_heads_, i);
-      const float* vrow = v + at(h, D, n_kv_heads_, i);
-      for (int c = 0; c < D; ++c) tile[c * kTileRows + t % kTileRows] = to_storage<T>(krow[c]);
-      for (int c = 0; c < D; ++c) vr.push_back(to_storage<T>(vrow[c]));
+      const float* ksrc = k + at(h, D, n_kv_heads_, i);
+      const float* vsrc = v + at(h, D, n_kv_heads_, i);
+      const size_t end = vr.size();
+      vr.resize(end + static_cast<size_t>(D));
+      if constexpr (std::is_same_v<T, float>) {
+        std::copy(ksrc, ksrc + D, krow.begin());
+        std::copy(vsrc, vsrc + D, vr.begin() + static_cast<ptrdiff_t>(end));
+      } else {
+        kernels::f32_to_f16(ksrc, static_cast<size_t>(D), krow.data());
+        kernels::f32_to_f16(vsrc, static_cast<size_t>(D), vr.data() + end);
+      }
+      for (int c = 0; c < D; ++c)
+        tile[c * kTileRows + t % kTileRows] = krow[static_cast<size_t>(c)];
     }
   }
   n_tokens_ += n_tokens;
@@ -193,10 +201,7 @@ void KiviLayerCache::flush_k(int head, int n_tokens) {
   auto& codes = k_codes_[static_cast<size_t>(head)];
   std::vector<float> block(static_cast<size_t>(G) * D);
   for (int b = 0; b < n_tokens / G; ++b) {
-    for (int t = 0; t < G; ++t) {
-      for (int c = 0; c < D; ++c)
-        block[static_cast<size_t>(t) * D + c] = f16_to_f32(res.row(b * G + t)[c]);
-    }
+    res.to_f32(b * G, G, block.data());
     kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D),
                                         grow_records(codes, k_block_bytes()));
   }
@@ -209,7 +214,7 @@ void KiviLayerCache::flush_v(int head, int n_tokens) {
   auto& codes = v_codes_[static_cast<size_t>(head)];
   std::vector<float> row(static_cast<size_t>(head_dim_));
   for (int t = 0; t < n_tokens; ++t) {
-    for (int c = 0; c < head_dim_; ++c) row[static_cast<size_t>(c)] = f16_to_f32(res.row(t)[c]);
+    res.to_f32(t, 1, row.data());
     kernels::simd::quantize_row(spec, row.data(), static_cast<size_t>(head_dim_ / config_.group),
                                 grow_records(codes, v_row_bytes()));
   }
@@ -304,17 +309,18 @@ void InnerQLayerCache::compute_key_norm(int head, const std::vector<const float*
 void InnerQLayerCache::flush_k(int head, int n_tokens) {
   auto& recent = k_recent_[static_cast<size_t>(head)];
   const int D = head_dim_;
-  // Recent rows in f32, oldest first: the flushed tokens and the rest.
-  std::vector<float> rows(static_cast<size_t>(recent.size()) * D);
-  for (int t = 0; t < recent.size(); ++t) {
-    for (int c = 0; c < D; ++c) rows[static_cast<size_t>(t) * D + c] = f16_to_f32(recent.row(t)[c]);
-  }
   if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
     key_norm_.resize(static_cast<size_t>(n_kv_heads_));
   }
-  if (config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty()) {
+  // The first flush normalizes over the whole window, later ones read only
+  // the rows they quantize. rows: [n][D] f32, oldest first.
+  const bool first_norm =
+      config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
+  std::vector<float> rows(static_cast<size_t>(first_norm ? recent.size() : n_tokens) * D);
+  recent.to_f32(0, static_cast<int>(rows.size() / D), rows.data());
+  if (first_norm) {
     std::vector<const float*> all;
-    for (int t = 0; t < recent.size(); ++t) all.push_back(&rows[static_cast<size_t>(t) * D]);
+    for (size_t t = 0; t < rows.size() / D; ++t) all.push_back(&rows[t * D]);
     compute_key_norm(head, all);
   }
   const float* f = key_norm(head);
@@ -342,10 +348,7 @@ void InnerQLayerCache::flush_v(int head) {
   auto& recent = v_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, G = config_.group;
   std::vector<float> block(static_cast<size_t>(G) * D);
-  for (int t = 0; t < G; ++t) {
-    for (int c = 0; c < D; ++c)
-      block[static_cast<size_t>(t) * D + c] = f16_to_f32(recent.row(t)[c]);
-  }
+  recent.to_f32(0, G, block.data());
   const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
   std::vector<uint8_t> records(static_cast<size_t>(D) * spec.record_bytes());
   kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D), records.data());

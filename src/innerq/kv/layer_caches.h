@@ -22,7 +22,9 @@ class F16Rows {
  public:
   explicit F16Rows(int head_dim = 0) : head_dim_(head_dim) {}
   void push(const float* row);  // [head_dim]
-  void pop_front(int n);        // drops the oldest n rows
+  // Rows [first, first + n) in f32: out [n][head_dim].
+  void to_f32(int first, int n, float* out) const;
+  void pop_front(int n);  // drops the oldest n rows
   int size() const { return static_cast<int>(data_.size() / head_dim_) - front_; }
   const f16_bits* row(int i) const {
     return data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
