@@ -12,6 +12,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -65,7 +66,7 @@ struct BenchCliArgs {
   std::string contexts = "1024,4096,16384,32768";
   std::string specs = "f16,q8_0,q4_0,kivi,innerq";
   std::string device = "cpu";
-  int threads = 2;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int seqs = 1;
   int reps = 0;
   bool json = false;
