@@ -178,28 +178,4 @@ const char* cache_kind_name(CacheKind kind) {
   return "?";
 }
 
-const char* quant_mode_name(QuantMode mode) {
-  switch (mode) {
-    case QuantMode::kSymmetric:
-      return "sym";
-    case QuantMode::kAsymmetric:
-      return "asym";
-    case QuantMode::kHybrid:
-      return "hybrid";
-  }
-  return "?";
-}
-
-const char* key_norm_name(KeyNorm norm) {
-  switch (norm) {
-    case KeyNorm::kOff:
-      return "off";
-    case KeyNorm::kSqrtMax:
-      return "sqrtmax";
-    case KeyNorm::kRms:
-      return "rms";
-  }
-  return "?";
-}
-
 }  // namespace innerq::kv

@@ -48,7 +48,5 @@ CacheSpec parse_cache_spec(std::string_view spec);
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs);
 
 const char* cache_kind_name(CacheKind kind);
-const char* quant_mode_name(QuantMode mode);
-const char* key_norm_name(KeyNorm norm);
 
 }  // namespace innerq::kv
