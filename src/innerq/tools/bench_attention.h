@@ -36,6 +36,9 @@ struct BenchAttentionArgs {
 void fill_synthetic_kv(int n_tokens, int n_kv_heads, int head_dim, unsigned seed,
                        std::vector<float>& k, std::vector<float>& v);
 
+// ‖got − want‖ / ‖want‖ of two attention outputs.
+double relative_error(const std::vector<float>& got, const std::vector<float>& want);
+
 // CUDA runner; returns the process exit code. Without a CUDA build or
 // without a device it prints why and returns 2.
 int run_bench_attention_cuda(const BenchAttentionArgs& args);

@@ -59,6 +59,15 @@ void fill_synthetic_kv(int n_tokens, int n_kv_heads, int head_dim, unsigned seed
   }
 }
 
+double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
 namespace {
 
 struct BenchCliArgs {
@@ -115,15 +124,6 @@ double measure_read_bandwidth_gbps(int n_threads) {
     best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / s / 1e9);
   }
   return best;
-}
-
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    norm += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(diff / norm);
 }
 
 double median(std::vector<double> x) {

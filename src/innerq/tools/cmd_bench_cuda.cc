@@ -101,15 +101,6 @@ Caches build_caches(const AttentionShape& s, int ctx, const Workload& w,
   return c;
 }
 
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    norm += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(diff / norm);
-}
-
 // Median microseconds of enqueue(); reps = 0 picks enough repetitions for
 // ~0.3 s (10 to 1000).
 double time_us(const std::function<void()>& enqueue, int reps) {
