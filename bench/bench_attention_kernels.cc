@@ -56,7 +56,8 @@ size_t segment_bytes(const char* spec, bool keys) {
 
 void run_k(benchmark::State& state, const char* spec) {
   const attn::Segment s = bulk(spec, true);
-  std::vector<float> q(kQueryHeads * kHeadDim, 0.1f), scores(static_cast<size_t>(kQueryHeads) * s.length);
+  std::vector<float> q(kQueryHeads * kHeadDim, 0.1f),
+      scores(static_cast<size_t>(kQueryHeads) * s.length);
   const kernels::QueryHeads heads{q.data(), kQueryHeads, kHeadDim};
   const kernels::HeadRows out{scores.data(), static_cast<size_t>(s.length)};
   for (auto _ : state) {
@@ -71,13 +72,16 @@ void run_k(benchmark::State& state, const char* spec) {
         kernels::simd::k_scores_blocks(static_cast<const BlockQ4_0*>(s.data), s.length, heads, out);
         break;
       case attn::SegmentForm::kInnerQK:
-        kernels::simd::k_scores_innerq(s.tile, static_cast<const uint8_t*>(s.data), s.length, heads, out);
+        kernels::simd::k_scores_innerq(s.tile, static_cast<const uint8_t*>(s.data), s.length, heads,
+                                       out);
         break;
       case attn::SegmentForm::kKiviK:
         kernels::simd::k_scores_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data), s.length,
                                      heads, out);
         break;
-      default: state.SkipWithError("no K bulk segment"); return;
+      default:
+        state.SkipWithError("no K bulk segment");
+        return;
     }
     benchmark::DoNotOptimize(scores.data());
   }
@@ -92,8 +96,8 @@ void run_v(benchmark::State& state, const char* spec) {
   for (auto _ : state) {
     switch (s.form) {
       case attn::SegmentForm::kRowsF16:
-        kernels::simd::v_accumulate_rows(static_cast<const f16_bits*>(s.data), s.length, kQueryHeads,
-                                         kHeadDim, w, o.data());
+        kernels::simd::v_accumulate_rows(static_cast<const f16_bits*>(s.data), s.length,
+                                         kQueryHeads, kHeadDim, w, o.data());
         break;
       case attn::SegmentForm::kQ8_0:
         kernels::simd::v_accumulate_blocks(static_cast<const BlockQ8_0*>(s.data), s.length,
@@ -112,7 +116,9 @@ void run_v(benchmark::State& state, const char* spec) {
         kernels::simd::v_accumulate_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data),
                                          s.length, kQueryHeads, kHeadDim, w, o.data());
         break;
-      default: state.SkipWithError("no V bulk segment"); return;
+      default:
+        state.SkipWithError("no V bulk segment");
+        return;
     }
     benchmark::DoNotOptimize(o.data());
   }
