@@ -1,9 +1,10 @@
 // Scalar references of the decode-attention region kernels (attn_kernels.h),
-// written straight from the layout definitions: every element is decoded with
-// read_code / decode_meta and multiplied in f32, one token at a time.
+// written straight from the layout definitions: every group is decoded by the
+// quantizer's scalar reference and multiplied in f32, one token at a time.
 #include <vector>
 
 #include "innerq/kernels/attn_kernels.h"
+#include "innerq/kernels/quant_kernels.h"
 
 namespace innerq::kernels::scalar {
 namespace {
@@ -15,16 +16,12 @@ float element(const f16_bits* p) {
   return f16_to_f32(*p);
 }
 
-// Decodes group g of a record sequence into x [G].
+// Decodes one group record into x [G] with the quantizer's scalar reference.
+// Records with a zero slot decode alike for asym and hybrid (the scale's sign
+// bit marks symmetric groups), so has_zero alone picks the layout.
 void decode_group(int bits, int group, bool has_zero, const uint8_t* record, float* x) {
-  const size_t code_bytes = group_code_bytes(bits, group);
-  f16_bits scale = 0, zero = 0;
-  __builtin_memcpy(&scale, record + code_bytes, 2);
-  if (has_zero) __builtin_memcpy(&zero, record + code_bytes + 2, 2);
-  const GroupMeta m = decode_meta(scale, zero, bits);
-  for (int i = 0; i < group; ++i) {
-    x[i] = m.scale * static_cast<float>(read_code(record, bits, i)) + m.zero;
-  }
+  const GroupSpec spec{bits, group, has_zero ? QuantMode::kHybrid : QuantMode::kSymmetric};
+  dequantize_row(spec, record, 1, x);
 }
 
 // Decodes row `row` of a tile into x [n_groups·G].

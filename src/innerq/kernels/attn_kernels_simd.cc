@@ -42,40 +42,16 @@ using VU = hn::Vec<DU>;
 // accumulators held in registers.
 constexpr int kHeadsPerPass = 4;
 
-template <class F>
-HWY_INLINE void with_heads(int nh, F&& f) {
-  switch (nh) {
-    case 1:
-      f(std::integral_constant<int, 1>());
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>());
-      break;
-    case 3:
-      f(std::integral_constant<int, 3>());
-      break;
-    default:
-      f(std::integral_constant<int, 4>());
-      break;
-  }
-}
-
-template <class F>
-HWY_INLINE void with_bits(int bits, F&& f) {
-  switch (bits) {
-    case 2:
-      f(std::integral_constant<int, 2>());
-      break;
-    case 3:
-      f(std::integral_constant<int, 3>());
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>());
-      break;
-    default:
-      f(std::integral_constant<int, 8>());
-      break;
-  }
+// Calls f(std::integral_constant<int, V>()) for the V of kValues equal to
+// `value`, turning a runtime head count or bit width into a template
+// argument. Callers pass only listed values (heads ≤ kHeadsPerPass, bits
+// validated by the cache).
+template <int... kValues, class F>
+HWY_INLINE void with_constant(int value, F&& f) {
+  const bool matched =
+      ((value == kValues ? (f(std::integral_constant<int, kValues>()), true) : false) || ...);
+  HWY_DASSERT(matched);
+  (void)matched;
 }
 
 // Stores the first `count` lanes of v (count ≤ Lanes).
@@ -284,11 +260,11 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
 void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
                    HeadRows s) {
   for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       float* out[NH];
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
-      with_bits(f.bits, [&](auto bits) {
+      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
         k_scores_innerq_heads<decltype(bits)::value, NH>(f, tiles, n, q.q + h0 * q.head_dim,
                                                          q.head_dim, out);
       });
@@ -350,7 +326,7 @@ void v_accumulate_innerq_heads(const TileFormat& f, const uint8_t* blocks, int n
 void VAccumulateInnerQ(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
                        int head_dim, ConstHeadRows p, float* o) {
   for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       const float* w[NH];
       float* out[NH];
@@ -358,7 +334,7 @@ void VAccumulateInnerQ(const TileFormat& f, const uint8_t* blocks, int n_blocks,
         w[j] = p.x + (h0 + j) * p.stride;
         out[j] = o + (h0 + j) * head_dim;
       }
-      with_bits(f.bits, [&](auto bits) {
+      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
         v_accumulate_innerq_heads<decltype(bits)::value, NH>(f, blocks, n_blocks, head_dim, w, out);
       });
     });
@@ -392,7 +368,7 @@ void k_scores_tiles_heads(const T* tiles, int n, const float* q, int head_dim,
 template <typename T>
 void k_scores_tiles_impl(const T* tiles, int n, const QueryHeads& q, HeadRows s) {
   for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       float* out[NH];
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
@@ -435,7 +411,7 @@ void k_scores_rows_heads(int n, int head_dim, const float* q, float* const* scor
 template <class Decode>
 void k_scores_rows_impl(int n, const QueryHeads& q, HeadRows s, const Decode& decode) {
   for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       float* out[NH];
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
@@ -475,7 +451,7 @@ void v_accumulate_rows_impl(int n, int nq, int head_dim, ConstHeadRows p, float*
                             const Decode& decode) {
   const int N = static_cast<int>(hn::Lanes(DF()));
   for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       const float* w[NH];
       float* out[NH];
@@ -690,11 +666,11 @@ void KScoresKivi(int bits, int group, const uint8_t* blocks, int n, const QueryH
                  HeadRows s) {
   if (kChunk % hn::Lanes(DF()) != 0) return scalar::k_scores_kivi(bits, group, blocks, n, q, s);
   for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       float* out[NH];
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
-      with_bits(bits, [&](auto b) {
+      with_constant<2, 3, 4, 8>(bits, [&](auto b) {
         k_scores_kivi_heads<decltype(b)::value, NH>(group, blocks, n, q.q + h0 * q.head_dim,
                                                     q.head_dim, out);
       });
@@ -750,7 +726,7 @@ void VAccumulateKivi(int bits, int group, const uint8_t* rows, int n, int nq, in
     return scalar::v_accumulate_kivi(bits, group, rows, n, nq, head_dim, p, o);
   }
   for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
-    with_heads(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
       const float* w[NH];
       float* out[NH];
@@ -758,7 +734,7 @@ void VAccumulateKivi(int bits, int group, const uint8_t* rows, int n, int nq, in
         w[j] = p.x + (h0 + j) * p.stride;
         out[j] = o + (h0 + j) * head_dim;
       }
-      with_bits(bits, [&](auto b) {
+      with_constant<2, 3, 4, 8>(bits, [&](auto b) {
         v_accumulate_kivi_heads<decltype(b)::value, NH>(group, rows, n, head_dim, w, out);
       });
     });

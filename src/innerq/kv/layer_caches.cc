@@ -290,10 +290,11 @@ void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
   v_mid_tokens_ = n_tokens_ - sink_tokens() - v_recent_[0].size();
 }
 
-void InnerQLayerCache::compute_key_norm(int head, const std::vector<const float*>& rows) {
+void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows) {
   std::vector<float>& f = key_norm_[static_cast<size_t>(head)];
   f.assign(static_cast<size_t>(head_dim_), 0.0f);
-  for (const float* row : rows) {
+  for (int t = 0; t < n_rows; ++t) {
+    const float* row = rows + static_cast<size_t>(t) * head_dim_;
     for (int c = 0; c < head_dim_; ++c) {
       f[static_cast<size_t>(c)] = config_.knorm == KeyNorm::kRms
                                       ? f[static_cast<size_t>(c)] + row[c] * row[c]
@@ -301,7 +302,7 @@ void InnerQLayerCache::compute_key_norm(int head, const std::vector<const float*
     }
   }
   for (float& x : f) {
-    if (config_.knorm == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(rows.size()));
+    if (config_.knorm == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(n_rows));
     x = x > 0.0f && std::isfinite(x) ? std::sqrt(x) : 1.0f;
   }
 }
@@ -318,11 +319,7 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
       config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
   std::vector<float> rows(static_cast<size_t>(first_norm ? recent.size() : n_tokens) * D);
   recent.to_f32(0, static_cast<int>(rows.size() / D), rows.data());
-  if (first_norm) {
-    std::vector<const float*> all;
-    for (size_t t = 0; t < rows.size() / D; ++t) all.push_back(&rows[t * D]);
-    compute_key_norm(head, all);
-  }
+  if (first_norm) compute_key_norm(head, rows.data(), static_cast<int>(rows.size() / D));
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.group, config_.k_mode};
   std::vector<uint8_t> records(k_fmt_.n_groups * spec.record_bytes());

@@ -163,7 +163,7 @@ class InnerQLayerCache final : public LayerCache {
  private:
   void flush_k(int head, int n_tokens);
   void flush_v(int head);
-  void compute_key_norm(int head, const std::vector<const float*>& rows);
+  void compute_key_norm(int head, const float* rows, int n_rows);  // rows: [n_rows][D]
 
   TileFormat k_fmt_, v_fmt_;
   int k_mid_tokens_ = 0, v_mid_tokens_ = 0;
