@@ -4,6 +4,8 @@
 // the cuBLAS two-GEMM baseline against the same reference.
 #include <gtest/gtest.h>
 
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -15,6 +17,7 @@
 #include "innerq/attn/decode_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kernels/cuda/decode_kernels.h"
+#include "innerq/kernels/cuda/smem_opt_in.h"
 #include "innerq/kv/layer_caches.h"
 #include "attention_tolerance.h"
 #include "cuda_test_util.h"
@@ -30,12 +33,13 @@ struct Case {
   const char* spec;
   Shape shape;
   std::vector<int> tokens;  // one sequence per entry
+  int chunk = 0;            // tokens per split; 0 = the launcher's choice
 };
 
 // Shown by gtest in place of the raw bytes of a parameter.
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.spec << " " << c.shape.n_heads << "/" << c.shape.n_kv_heads << "/" << c.shape.head_dim
-      << " tokens";
+      << " chunk " << c.chunk << " tokens";
   for (const int n : c.tokens) *os << " " << n;
 }
 
@@ -46,7 +50,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   }
   return name + "_" + std::to_string(info.param.shape.n_heads) + "x" +
          std::to_string(info.param.shape.n_kv_heads) + "x" +
-         std::to_string(info.param.shape.head_dim) + "_" + std::to_string(info.index);
+         std::to_string(info.param.shape.head_dim) + "_chunk" + std::to_string(info.param.chunk) +
+         "_" + std::to_string(info.index);
 }
 
 // One single-layer cache per sequence, filled with synthetic K/V.
@@ -103,7 +108,10 @@ TEST_P(DecodeVsReference, FusedKernelMatchesCpuReference) {
   const std::vector<kv::KvCache> caches = build_caches(c);
   const std::vector<float> q = test::random_queries(
       caches.size() * static_cast<size_t>(c.shape.n_heads) * c.shape.head_dim, 99u);
-  DeviceLayerBatch batch(layers_of(caches));
+  DeviceLayerBatch batch(layers_of(caches), c.chunk);
+  if (c.chunk != 0) {
+    EXPECT_EQ(batch.chunk_tokens(), c.chunk);
+  }
   const std::vector<float> got = batch.decode_host(q, c.shape.n_heads);
   const bool innerq = batch.kind() == kv::CacheKind::kInnerQ;
   expect_matches_reference(c, caches, q, got, {innerq, innerq, false}, "fused");
@@ -128,6 +136,99 @@ INSTANTIATE_TEST_SUITE_P(
              {1100, 257}},
         Case{"innerq:k=2,v=4,kmode=asym,vmode=sym,g=128,knorm=rms", {16, 8, 128}, {2000}}),
     case_name);
+
+// Every layout at every split length (the launcher's choice reaches only
+// one for a given context), a ragged batch of one long sequence beside short
+// ones (splits the short ones leave unused), and one 64k-token sequence.
+// kivi4 at 8 query heads per KV head and chunk 512 needs 64 KB of shared
+// memory: the opt-in above 48 KB.
+INSTANTIATE_TEST_SUITE_P(Chunks, DecodeVsReference,
+                         ::testing::Values(Case{"innerq", {32, 8, 128}, {1500, 700}, 128},
+                                           Case{"innerq", {32, 8, 128}, {1500, 700}, 256},
+                                           Case{"innerq", {32, 8, 128}, {1500, 700}, 512},
+                                           Case{"kivi", {32, 8, 128}, {1500, 700}, 128},
+                                           Case{"kivi", {32, 8, 128}, {1500, 700}, 256},
+                                           Case{"kivi", {32, 8, 128}, {1500, 700}, 512},
+                                           Case{"f16", {32, 8, 128}, {1500, 700}, 128},
+                                           Case{"f16", {32, 8, 128}, {1500, 700}, 256},
+                                           Case{"f16", {32, 8, 128}, {1500, 700}, 512},
+                                           Case{"innerq:k=2,v=2", {32, 32, 128}, {1300}, 512},
+                                           Case{"kivi4", {64, 8, 128}, {1500}, 512},
+                                           Case{"kivi", {64, 8, 128}, {1500}, 512}),
+                         case_name);
+
+INSTANTIATE_TEST_SUITE_P(Ragged, DecodeVsReference,
+                         ::testing::Values(Case{"innerq", {32, 8, 128}, {9000, 100, 700, 33}},
+                                           Case{"kivi", {32, 8, 128}, {9000, 100, 700, 33}},
+                                           Case{"f16", {32, 8, 128}, {9000, 100, 700, 33}},
+                                           Case{"innerq", {32, 8, 128}, {9000, 129, 5}, 128}),
+                         case_name);
+
+INSTANTIATE_TEST_SUITE_P(Long, DecodeVsReference,
+                         ::testing::Values(Case{"innerq", {32, 8, 128}, {65536}}), case_name);
+
+// The same batch decoded on two streams at once, with different queries:
+// each stream has its own split workspace, so each result equals the
+// batch's synchronous decode of its query bit for bit.
+TEST(DecodeStreams, TwoStreamsShareOneBatch) {
+  INNERQ_REQUIRE_CUDA_DEVICE();
+  const Case c{"innerq", {32, 8, 128}, {3000, 2000}};
+  const std::vector<kv::KvCache> caches = build_caches(c);
+  DeviceLayerBatch batch(layers_of(caches));
+  const size_t n = caches.size() * static_cast<size_t>(c.shape.n_heads) * c.shape.head_dim;
+  const std::vector<float> q_a = test::random_queries(n, 1u), q_b = test::random_queries(n, 2u);
+  const std::vector<float> want_a = batch.decode_host(q_a, c.shape.n_heads);
+  const std::vector<float> want_b = batch.decode_host(q_b, c.shape.n_heads);
+
+  cudaStream_t a = nullptr, b = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  DeviceBuffer qa(q_a.data(), n * sizeof(float)), qb(q_b.data(), n * sizeof(float));
+  DeviceBuffer out_a(n * sizeof(float)), out_b(n * sizeof(float));
+  // The first decode on a stream allocates its workspace (cudaMalloc waits
+  // for nothing in flight); repeat so that later rounds overlap.
+  for (int round = 0; round < 20; ++round) {
+    batch.decode(qa.as<const float>(), c.shape.n_heads, out_a.as<float>(), a);
+    batch.decode(qb.as<const float>(), c.shape.n_heads, out_b.as<float>(), b);
+  }
+  ASSERT_EQ(cudaStreamSynchronize(a), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+  std::vector<float> got_a(n), got_b(n);
+  out_a.download(got_a.data(), n * sizeof(float));
+  out_b.download(got_b.data(), n * sizeof(float));
+  EXPECT_EQ(got_a, want_a);
+  EXPECT_EQ(got_b, want_b);
+  cudaStreamDestroy(a);
+  cudaStreamDestroy(b);
+}
+
+// Refused before anything touches the device: runs without a GPU.
+TEST(DecodeChunk, UnsupportedChunkIsRejected) {
+  const Case c{"f16", {8, 8, 64}, {100}};
+  const std::vector<kv::KvCache> caches = build_caches(c);
+  EXPECT_THROW(DeviceLayerBatch(layers_of(caches), 64), Error);
+}
+
+// A shared-memory request over the device's opt-in limit fails with a
+// message naming both sizes, and fails again on the next call (nothing is
+// remembered after a failure). ensure() checks the limit before it touches
+// the kernel, so any address stands in for one.
+TEST(SmemOptIn, OverTheDeviceLimitIsAReadableError) {
+  INNERQ_REQUIRE_CUDA_DEVICE();
+  innerq::cuda::SmemOptIn opt_in;
+  const void* kernel = &opt_in;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      opt_in.ensure(kernel, size_t{1} << 30, "test", 128, 8, 512);
+      ADD_FAILURE() << "1 GiB of shared memory was accepted";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("1073741824 bytes"), std::string::npos) << what;
+      EXPECT_NE(what.find("allows"), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(opt_in.ensure(kernel, 1024, "test", 128, 8, 512), cudaSuccess);
+}
 
 class CublasVsReference : public ::testing::TestWithParam<Case> {};
 

@@ -243,5 +243,25 @@ INSTANTIATE_TEST_SUITE_P(
              {700},
              128}));
 
+// As the GPU test: every layout at every split length, a ragged batch (one
+// long sequence beside short ones: splits the short ones leave unused), and
+// kivi4 at 8 query heads per KV head and chunk 512 (64 KB of shared memory).
+INSTANTIATE_TEST_SUITE_P(Chunks, EmulatedDecode,
+                         ::testing::Values(Case{"innerq", 16, 4, 128, {1500, 700}, 128},
+                                           Case{"innerq", 16, 4, 128, {1500, 700}, 256},
+                                           Case{"innerq", 16, 4, 128, {1500, 700}, 512},
+                                           Case{"kivi", 16, 4, 128, {1500, 700}, 128},
+                                           Case{"kivi", 16, 4, 128, {1500, 700}, 256},
+                                           Case{"kivi", 16, 4, 128, {1500, 700}, 512},
+                                           Case{"f16", 16, 4, 128, {1500, 700}, 128},
+                                           Case{"f16", 16, 4, 128, {1500, 700}, 256},
+                                           Case{"f16", 16, 4, 128, {1500, 700}, 512},
+                                           Case{"kivi4", 64, 8, 128, {1100}, 512}));
+
+INSTANTIATE_TEST_SUITE_P(Ragged, EmulatedDecode,
+                         ::testing::Values(Case{"innerq", 16, 4, 128, {3000, 100, 700, 33}, 256},
+                                           Case{"kivi", 16, 4, 128, {3000, 100, 700, 33}, 256},
+                                           Case{"f16", 16, 4, 128, {3000, 100, 700, 33}, 256}));
+
 }  // namespace
 }  // namespace innerq::cuda

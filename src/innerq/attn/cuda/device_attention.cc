@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <string>
 #include <utility>
 
 #include <cublas_v2.h>
@@ -42,7 +46,8 @@ int current_sm_count() {
 
 // All KV heads of one region in one allocation: head h at h·stride elements.
 // stride is the longest head rounded up to 16 bytes (at least 16 bytes, so
-// that an empty region still has a valid pointer).
+// that an empty region still has a valid pointer). Each head is copied
+// straight from the cache; the allocation is zeroed, so the padding is too.
 template <typename T>
 struct Region {
   const T* data;
@@ -55,13 +60,12 @@ Region<T> upload_region(std::vector<DeviceBuffer>& buffers, int n_heads, HeadSpa
   size_t stride = kAlign;
   for (int h = 0; h < n_heads; ++h) stride = std::max(stride, head_span(h).second);
   stride = (stride + kAlign - 1) / kAlign * kAlign;
-  std::vector<T> host(stride * static_cast<size_t>(n_heads), T{});
+  DeviceBuffer& buffer = buffers.emplace_back(stride * static_cast<size_t>(n_heads) * sizeof(T));
   for (int h = 0; h < n_heads; ++h) {
     const auto [ptr, count] = head_span(h);
-    if (count > 0) std::memcpy(host.data() + stride * h, ptr, count * sizeof(T));
+    if (count > 0) buffer.upload(ptr, count * sizeof(T), stride * h * sizeof(T));
   }
-  buffers.emplace_back(host.data(), host.size() * sizeof(T));
-  return {buffers.back().as<const T>(), stride};
+  return {buffer.as<const T>(), stride};
 }
 
 std::pair<const f16_bits*, size_t> rows_span(const kv::F16Rows& rows, int head_dim) {
@@ -98,8 +102,14 @@ DeviceInfo device_info() {
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
-  check(cudaMalloc(&ptr_, std::max<size_t>(bytes, 16)), "cudaMalloc");
-  check(cudaMemset(ptr_, 0, std::max<size_t>(bytes, 16)), "cudaMemset");
+  const size_t allocated = std::max<size_t>(bytes, 16);
+  check(cudaMalloc(&ptr_, allocated),
+        ("cudaMalloc of " + std::to_string(allocated) + " bytes").c_str());
+  // A constructor that throws runs no destructor: free here.
+  if (const cudaError_t status = cudaMemset(ptr_, 0, allocated); status != cudaSuccess) {
+    cudaFree(std::exchange(ptr_, nullptr));
+    check(status, "cudaMemset");
+  }
 }
 
 DeviceBuffer::DeviceBuffer(const void* host, size_t bytes) : DeviceBuffer(bytes) {
@@ -124,6 +134,10 @@ DeviceBuffer::~DeviceBuffer() {
 
 void DeviceBuffer::upload(const void* host, size_t bytes, size_t offset) {
   if (bytes == 0) return;
+  if (offset > bytes_ || bytes > bytes_ - offset) {
+    throw Error("cuda upload: " + std::to_string(bytes) + " bytes at offset " +
+                std::to_string(offset) + " overrun a buffer of " + std::to_string(bytes_));
+  }
   check(cudaMemcpy(static_cast<char*>(ptr_) + offset, host, bytes, cudaMemcpyHostToDevice),
         "upload");
 }
@@ -136,6 +150,12 @@ void DeviceBuffer::download(void* host, size_t bytes) const {
 // ---------------------------------------------------------------------------
 // DeviceLayerBatch
 // ---------------------------------------------------------------------------
+// One stream's split workspace, sized for `heads` query heads.
+struct SplitWorkspace {
+  DeviceBuffer partial_o, partial_ml;
+  int heads = 0;
+};
+
 struct DeviceLayerBatch::State {
   kv::CacheKind kind;
   kv::LayerConfig config;
@@ -147,8 +167,8 @@ struct DeviceLayerBatch::State {
   std::vector<kc::InnerQSeqView> innerq;
   DeviceBuffer views;  // device copy of the views above
   int chunk = 0, max_splits = 0;
-  DeviceBuffer partial_o, partial_ml;
-  int workspace_heads = 0;
+  std::mutex workspaces_mutex;
+  std::map<cudaStream_t, SplitWorkspace> workspaces;  // by stream
 };
 
 namespace {
@@ -229,9 +249,14 @@ kc::InnerQSeqView upload_innerq(std::vector<DeviceBuffer>& buffers, const kv::In
 
 }  // namespace
 
-DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seqs)
+DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seqs, int chunk_tokens)
     : state_(std::make_unique<State>()) {
   if (seqs.empty()) throw Error("cuda upload: no sequences");
+  if (chunk_tokens != 0 && std::find(std::begin(kChunkChoices), std::end(kChunkChoices),
+                                     chunk_tokens) == std::end(kChunkChoices)) {
+    throw Error("cuda decode: chunk_tokens " + std::to_string(chunk_tokens) +
+                " is not one of 0 (automatic), 128, 256, 512");
+  }
   State& s = *state_;
   const kv::LayerCache& first = *seqs[0];
   s.kind = first.kind();
@@ -261,7 +286,9 @@ DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seq
                     " has no CUDA kernel (f16, kivi, innerq)");
     }
   }
-  s.chunk = kc::choose_chunk_tokens(s.max_tokens, s.n_kv_heads, s.n_seqs, current_sm_count());
+  s.chunk = chunk_tokens != 0
+                ? chunk_tokens
+                : kc::choose_chunk_tokens(s.max_tokens, s.n_kv_heads, s.n_seqs, current_sm_count());
   auto max_splits = [&](const auto& views, auto plan) {
     int m = 1;
     for (const auto& v : views) m = std::max(m, plan(v).splits());
@@ -304,18 +331,26 @@ int DeviceLayerBatch::head_dim() const {
 size_t DeviceLayerBatch::kv_bytes() const {
   return state_->kv_bytes;
 }
+int DeviceLayerBatch::chunk_tokens() const {
+  return state_->chunk;
+}
 
 void DeviceLayerBatch::decode(const float* q, int n_heads, float* out, void* stream_ptr) {
   State& s = *state_;
   const kc::DecodeShape shape{s.n_seqs, s.n_kv_heads, n_heads, s.head_dim};
-  if (n_heads != s.workspace_heads) {
-    s.partial_o = DeviceBuffer(kc::partial_o_floats(shape, s.max_splits) * sizeof(float));
-    s.partial_ml = DeviceBuffer(kc::partial_ml_floats(shape, s.max_splits) * sizeof(float));
-    s.workspace_heads = n_heads;
-  }
-  const kc::DecodeWork work{q,       out,         s.partial_o.as<float>(), s.partial_ml.as<float>(),
-                            s.chunk, s.max_splits};
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  // Held until the launch is enqueued: another thread may not resize this
+  // stream's workspace in between. Resizing frees the old buffers, and
+  // cudaFree waits for the device, so no decode still reads them.
+  const std::lock_guard<std::mutex> lock(s.workspaces_mutex);
+  SplitWorkspace& ws = s.workspaces[stream];
+  if (n_heads != ws.heads) {
+    ws.partial_o = DeviceBuffer(kc::partial_o_floats(shape, s.max_splits) * sizeof(float));
+    ws.partial_ml = DeviceBuffer(kc::partial_ml_floats(shape, s.max_splits) * sizeof(float));
+    ws.heads = n_heads;
+  }
+  const kc::DecodeWork work{
+      q, out, ws.partial_o.as<float>(), ws.partial_ml.as<float>(), s.chunk, s.max_splits};
   const kv::LayerConfig& c = s.config;
   cudaError_t status = cudaSuccess;
   switch (s.kind) {
@@ -353,7 +388,7 @@ std::vector<float> DeviceLayerBatch::decode_host(const std::vector<float>& q, in
 // ---------------------------------------------------------------------------
 struct CublasF16Batch::State {
   int n_seqs = 0, n_kv_heads = 0, head_dim = 0, n_tokens = 0;
-  DeviceBuffer k, v, scores;
+  DeviceBuffer k, v, scores, weights, inv_sum;
   int scores_heads = 0;
   cublasHandle_t handle = nullptr;
   ~State() {
@@ -377,7 +412,13 @@ CublasF16Batch::CublasF16Batch(const std::vector<const kv::LayerCache*>& seqs)
     if (!c || c->n_tokens() != N || c->n_kv_heads() != s.n_kv_heads || c->head_dim() != D) {
       throw Error("cublas baseline: every sequence must be an f16 cache of the same shape");
     }
+  }
+  // [seq][KV head] pairs in parallel: at 128k tokens × 8 sequences this is
+  // gigabytes of transposition.
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+  for (int q = 0; q < s.n_seqs; ++q) {
     for (int h = 0; h < s.n_kv_heads; ++h) {
+      const auto* c = static_cast<const kv::F16LayerCache*>(seqs[static_cast<size_t>(q)]);
       const size_t base = (static_cast<size_t>(q) * s.n_kv_heads + h) * N * D;
       const f16_bits* tiles = c->k_tiles(h);  // [tile][D][16] → [N][D]
       for (int t = 0; t < N; ++t) {
@@ -398,18 +439,22 @@ CublasF16Batch::~CublasF16Batch() = default;
 CublasF16Batch::CublasF16Batch(CublasF16Batch&&) noexcept = default;
 CublasF16Batch& CublasF16Batch::operator=(CublasF16Batch&&) noexcept = default;
 
-void CublasF16Batch::decode(const uint16_t* q, int n_heads, uint16_t* out) {
+void CublasF16Batch::decode(const uint16_t* q, int n_heads, float* out) {
   State& s = *state_;
   if (n_heads % s.n_kv_heads != 0) {
     throw Error("cublas baseline: n_heads must be a multiple of n_kv_heads");
   }
   if (n_heads != s.scores_heads) {
-    s.scores = DeviceBuffer(static_cast<size_t>(s.n_seqs) * n_heads * s.n_tokens * 2);
+    const size_t rows = static_cast<size_t>(s.n_seqs) * n_heads;
+    s.scores = DeviceBuffer(rows * s.n_tokens * sizeof(float));
+    s.weights = DeviceBuffer(rows * s.n_tokens * sizeof(uint16_t));
+    s.inv_sum = DeviceBuffer(rows * sizeof(float));
     s.scores_heads = n_heads;
   }
   kc::cublas_decode_attention(
-      s.handle, {q, s.k.as<const uint16_t>(), s.v.as<const uint16_t>(), s.scores.as<uint16_t>(),
-                 out, s.n_seqs, s.n_kv_heads, n_heads, s.head_dim, s.n_tokens});
+      s.handle, {q, s.k.as<const uint16_t>(), s.v.as<const uint16_t>(), s.scores.as<float>(),
+                 s.weights.as<uint16_t>(), s.inv_sum.as<float>(), out, s.n_seqs, s.n_kv_heads,
+                 n_heads, s.head_dim, s.n_tokens});
 }
 
 std::vector<float> CublasF16Batch::decode_host(const std::vector<float>& q, int n_heads) {
@@ -418,13 +463,11 @@ std::vector<float> CublasF16Batch::decode_host(const std::vector<float>& q, int 
   std::vector<f16_bits> q16(n);
   for (size_t i = 0; i < n; ++i) q16[i] = f32_to_f16(q[i]);
   DeviceBuffer q_dev(q16.data(), n * sizeof(f16_bits));
-  DeviceBuffer out_dev(n * sizeof(f16_bits));
-  decode(q_dev.as<const uint16_t>(), n_heads, out_dev.as<uint16_t>());
+  DeviceBuffer out_dev(n * sizeof(float));
+  decode(q_dev.as<const uint16_t>(), n_heads, out_dev.as<float>());
   check(cudaDeviceSynchronize(), "cublas decode");
-  std::vector<f16_bits> out16(n);
-  out_dev.download(out16.data(), n * sizeof(f16_bits));
   std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(out16[i]);
+  out_dev.download(out.data(), n * sizeof(float));
   return out;
 }
 

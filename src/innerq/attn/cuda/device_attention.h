@@ -31,7 +31,7 @@ struct DeviceInfo {
 };
 DeviceInfo device_info();
 
-// One device allocation (cudaMalloc / cudaFree).
+// One device allocation (cudaMalloc / cudaFree), zeroed.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -57,11 +57,22 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// Decode on several streams: each stream gets its own split workspace
+// (partial outputs and softmax statistics), allocated on the stream's first
+// decode and kept until the batch is destroyed, so the same batch may be
+// decoded on two streams at once. A stream's workspace is found by its
+// handle: a stream destroyed while its decode still runs must not be
+// followed by a new stream that reuses the handle before that decode ends.
 class DeviceLayerBatch {
  public:
+  // The split lengths the decode kernels are compiled for.
+  static constexpr int kChunkChoices[] = {128, 256, 512};
+
   // seqs: one LayerCache per sequence, all f16, all kivi or all innerq with
   // the same config, n_kv_heads and head_dim, each holding ≥ 1 token.
-  explicit DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seqs);
+  // chunk_tokens: tokens per split, 128, 256 or 512; 0 picks it from the
+  // longest sequence and the device's SM count (choose_chunk_tokens).
+  explicit DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seqs, int chunk_tokens = 0);
   ~DeviceLayerBatch();
   DeviceLayerBatch(DeviceLayerBatch&&) noexcept;
   DeviceLayerBatch& operator=(DeviceLayerBatch&&) noexcept;
@@ -73,9 +84,10 @@ class DeviceLayerBatch {
   // Bytes of cache contents the decode reads (codes, metadata, windows, key
   // normalization factors) over all sequences.
   size_t kv_bytes() const;
+  int chunk_tokens() const;
 
   // Enqueues decode attention on `stream` (nullptr: the default stream).
-  // q, out: device [n_seqs][n_heads][head_dim] f32.
+  // q, out: device [n_seqs][n_heads][head_dim] f32. Thread-safe.
   void decode(const float* q, int n_heads, float* out, void* stream = nullptr);
 
   // Host in / host out, synchronous: q [n_seqs][n_heads][head_dim].
@@ -87,7 +99,8 @@ class DeviceLayerBatch {
 };
 
 // The cuBLAS baseline over f16 caches that all hold the same number of tokens:
-// K and V re-laid as plain row-major [N][D] per KV head.
+// K and V re-laid as plain row-major [N][D] per KV head; scores, softmax
+// statistics and the output in f32 (kernels/cuda/cublas_attention.h).
 class CublasF16Batch {
  public:
   explicit CublasF16Batch(const std::vector<const kv::LayerCache*>& seqs);
@@ -95,8 +108,9 @@ class CublasF16Batch {
   CublasF16Batch(CublasF16Batch&&) noexcept;
   CublasF16Batch& operator=(CublasF16Batch&&) noexcept;
 
-  // q, out: device f16 [n_seqs][n_heads][head_dim].
-  void decode(const uint16_t* q, int n_heads, uint16_t* out);
+  // q: device f16 [n_seqs][n_heads][head_dim]; out: device f32, same shape.
+  // One stream (the handle's); not thread-safe.
+  void decode(const uint16_t* q, int n_heads, float* out);
   std::vector<float> decode_host(const std::vector<float>& q, int n_heads);
 
  private:

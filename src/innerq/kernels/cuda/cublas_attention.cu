@@ -18,11 +18,13 @@ namespace {
 
 constexpr int kSoftmaxThreads = 256;
 
-// In place over one row of N f16 scores per block: p = softmax(s) (the
-// 1/sqrt(D) scale is applied by the first GEMM). f32 arithmetic.
-__global__ void __launch_bounds__(kSoftmaxThreads) softmax_rows_kernel(__half* scores, int n) {
+// One row of N f32 scores per block (the 1/sqrt(D) scale is applied by the
+// first GEMM): weights = f16(e^(s − max)), inv_sum = 1 / Σ e^(s − max).
+__global__ void __launch_bounds__(kSoftmaxThreads)
+    softmax_rows_kernel(const float* scores, __half* weights, float* inv_sum, int n) {
   __shared__ float red[kSoftmaxThreads / 32];
-  __half* row = scores + static_cast<size_t>(blockIdx.x) * n;
+  const float* row = scores + static_cast<size_t>(blockIdx.x) * n;
+  __half* w = weights + static_cast<size_t>(blockIdx.x) * n;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   auto block_reduce = [&](float x, bool is_max) {
@@ -33,20 +35,32 @@ __global__ void __launch_bounds__(kSoftmaxThreads) softmax_rows_kernel(__half* s
     if (lane == 0) red[warp] = x;
     __syncthreads();
     float r = red[0];
-    for (int w = 1; w < kSoftmaxThreads / 32; ++w) r = is_max ? fmaxf(r, red[w]) : r + red[w];
+    for (int i = 1; i < kSoftmaxThreads / 32; ++i) r = is_max ? fmaxf(r, red[i]) : r + red[i];
     __syncthreads();
     return r;
   };
 
   float m = -INFINITY;
-  for (int t = threadIdx.x; t < n; t += kSoftmaxThreads) m = fmaxf(m, __half2float(row[t]));
+  for (int t = threadIdx.x; t < n; t += kSoftmaxThreads) m = fmaxf(m, row[t]);
   m = block_reduce(m, true);
   float l = 0.0f;
-  for (int t = threadIdx.x; t < n; t += kSoftmaxThreads) l += expf(__half2float(row[t]) - m);
-  l = block_reduce(l, false);
-  const float inv = 1.0f / l;
   for (int t = threadIdx.x; t < n; t += kSoftmaxThreads) {
-    row[t] = __float2half_rn(expf(__half2float(row[t]) - m) * inv);
+    const float e = expf(row[t] - m);
+    w[t] = __float2half_rn(e);
+    l += e;
+  }
+  l = block_reduce(l, false);
+  if (threadIdx.x == 0) inv_sum[blockIdx.x] = 1.0f / l;
+}
+
+// out[row][c] *= inv_sum[row]: grid (rows), D threads.
+__global__ void normalize_rows_kernel(float* out, const float* inv_sum, int head_dim) {
+  out[static_cast<size_t>(blockIdx.x) * head_dim + threadIdx.x] *= inv_sum[blockIdx.x];
+}
+
+void check_launch(const char* what) {
+  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) {
+    throw Error(std::string("cublas attention: ") + what + " launch: " + cudaGetErrorString(e));
   }
 }
 
@@ -67,24 +81,26 @@ void cublas_decode_attention(cublasHandle_t handle, const CublasAttentionParams&
   check(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, p.n_tokens, nq, p.head_dim,
                                    &scale, p.k, CUDA_R_16F, p.head_dim, kv_stride, p.q, CUDA_R_16F,
                                    p.head_dim, static_cast<long long>(nq) * p.head_dim, &zero,
-                                   p.scores, CUDA_R_16F, p.n_tokens,
+                                   p.scores, CUDA_R_32F, p.n_tokens,
                                    static_cast<long long>(nq) * p.n_tokens, batch,
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "q·Kᵀ");
   cudaStream_t stream;
   check(cublasGetStream(handle, &stream), "stream");
-  softmax_rows_kernel<<<static_cast<unsigned>(p.n_seqs * p.n_heads), kSoftmaxThreads, 0, stream>>>(
-      reinterpret_cast<__half*>(p.scores), p.n_tokens);
-  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) {
-    throw Error(std::string("cublas attention: softmax launch: ") + cudaGetErrorString(e));
-  }
+  const auto rows = static_cast<unsigned>(p.n_seqs * p.n_heads);
+  softmax_rows_kernel<<<rows, kSoftmaxThreads, 0, stream>>>(
+      p.scores, reinterpret_cast<__half*>(p.weights), p.inv_sum, p.n_tokens);
+  check_launch("softmax");
   check(
       cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, p.head_dim, nq, p.n_tokens, &one,
-                                 p.v, CUDA_R_16F, p.head_dim, kv_stride, p.scores, CUDA_R_16F,
+                                 p.v, CUDA_R_16F, p.head_dim, kv_stride, p.weights, CUDA_R_16F,
                                  p.n_tokens, static_cast<long long>(nq) * p.n_tokens, &zero, p.out,
-                                 CUDA_R_16F, p.head_dim, static_cast<long long>(nq) * p.head_dim,
+                                 CUDA_R_32F, p.head_dim, static_cast<long long>(nq) * p.head_dim,
                                  batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
       "p·V");
+  normalize_rows_kernel<<<rows, static_cast<unsigned>(p.head_dim), 0, stream>>>(p.out, p.inv_sum,
+                                                                                p.head_dim);
+  check_launch("normalization");
 }
 
 }  // namespace innerq::cuda

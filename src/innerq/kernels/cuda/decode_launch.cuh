@@ -10,6 +10,7 @@
 
 #include "innerq/base/error.h"
 #include "innerq/kernels/cuda/decode_split.cuh"
+#include "innerq/kernels/cuda/smem_opt_in.h"
 
 namespace innerq::cuda {
 
@@ -69,20 +70,12 @@ cudaError_t launch_split_and_merge(const typename Layout::Params& params, cudaSt
   const DecodeShape& s = params.shape;
   const SplitSmem sm{NQ, D, params.work.chunk_tokens, Layout::scratch_bytes(params, NQ)};
   const auto kernel = decode_split_kernel<Layout, D, NQ>;
-  // Opt in to the device's largest dynamic shared memory once per kernel, so
-  // that a launch does not pay for the attribute call.
-  static const cudaError_t opt_in = [kernel] {
-    int device = 0, max_bytes = 0;
-    cudaError_t e = cudaGetDevice(&device);
-    if (e == cudaSuccess) {
-      e = cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    }
-    if (e == cudaSuccess) {
-      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes);
-    }
+  static SmemOptIn opt_in;  // one per kernel instantiation
+  if (const cudaError_t e = opt_in.ensure(reinterpret_cast<const void*>(kernel), sm.bytes(),
+                                          Layout::kName, D, NQ, params.work.chunk_tokens);
+      e != cudaSuccess) {
     return e;
-  }();
-  if (opt_in != cudaSuccess) return opt_in;
+  }
   const dim3 grid(static_cast<unsigned>(params.work.max_splits),
                   static_cast<unsigned>(s.n_kv_heads), static_cast<unsigned>(s.n_seqs));
   kernel<<<grid, kDecodeThreads, sm.bytes(), stream>>>(params);

@@ -19,6 +19,7 @@ namespace innerq::cuda {
 
 struct F16Layout {
   using Params = F16DecodeParams;
+  static constexpr const char* kName = "f16";
 
   INNERQ_HD static size_t scratch_bytes(const Params&, int) { return 0; }
 

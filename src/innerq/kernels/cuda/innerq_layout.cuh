@@ -27,6 +27,7 @@ namespace innerq::cuda {
 
 struct InnerQLayout {
   using Params = InnerQDecodeParams;
+  static constexpr const char* kName = "innerq";
 
   // Scratch: int8 query quads, per-chunk query scale and Σ qi; u8 p, per-chunk
   // p scale and Σ pu.

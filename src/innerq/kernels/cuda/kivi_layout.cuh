@@ -27,6 +27,7 @@ __device__ __forceinline__ void stage_to_shared(const uint8_t* src, unsigned cha
 
 struct KiviLayout {
   using Params = KiviDecodeParams;
+  static constexpr const char* kName = "kivi";
 
   // Scratch: the split's K blocks, then (reused) its V rows; both are
   // chunk·D·(b/8 + 4/G) bytes.
