@@ -1,46 +1,165 @@
 #!/usr/bin/env bash
-# Packs what a lent GPU machine needs to run the CUDA tests and the CUDA bench.
-# Its image has nvcc 13, the CUDA runtime and cuBLAS, but none of this
-# project's Debian build dependencies (Highway, fmt, GoogleTest, CLI11), so the
-# binaries are built here with the same nvcc and travel with the shared
-# libraries they load that are neither glibc's nor cuBLAS's (cuBLAS is taken
-# from the device: libcublasLt alone is over 500 MB).
+# Packs what a lent GPU machine needs to run the CUDA tests, the sanitizers
+# and the CUDA bench in one call. Its image has nvcc 13, the CUDA runtime,
+# cuBLAS, compute-sanitizer and ncu, but none of this project's Debian build
+# dependencies (Highway, fmt, GoogleTest, CLI11), so the binaries are built
+# here with the same nvcc and travel with the shared libraries they load that
+# are neither glibc's, the C++ runtime's (newer there: the sanitizer and ncu
+# must keep loading their own) nor cuBLAS's (taken from the device:
+# libcublasLt alone is over 500 MB). The C++ runtime travels too, in
+# lib-fallback/, used only if the device's is too old for the binaries.
 #
 # In the repository root, once:   mkdir -p .git/info && echo /.gpu/ >> .git/info/exclude
 # Here:    cmake --preset cuda && cmake --build build/cuda -j2 \
 #            --target innerq decode_attention_cuda_test append_cuda_test
 #          tests/cuda/bundle_for_device.sh build/cuda
-# Device:  run(command=".gpu/run.sh", carry=[".gpu"])   (tests, then a short bench)
+# Device:  run(command=".gpu/run.sh", carry=[".gpu"], timeout_s=420)
+#
+# run.sh writes at most 8 files to $OUT (the device tool's limit): run.log
+# (everything, in order), sanitizer.log, ncu.log and bench-SHAPE-SEQS.json
+# for each bench run; it prints a short summary last. Each step has its own
+# timeout so that one slow step cannot take the others' time; the order puts
+# the results that matter most first: tests, the llama3-8b bench, the
+# sanitizers, the mha bench, then a single-kernel ncu profile.
 set -euo pipefail
 
 build=${1:-build/cuda}
 out=.gpu
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/lib"
+mkdir -p "$out/bin" "$out/lib" "$out/lib-fallback"
 cp "$build/innerq" "$build"/tests/cuda/{decode_attention_cuda_test,append_cuda_test} \
   "$out/bin/"
-for binary in "$out"/bin/*; do ldd "$binary"; done |
-  awk '$3 ~ /^\// { print $3 }' | sort -u |
-  grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux-x86-64)\.so|/libcublas(Lt)?\.so' |
+libs=$(for binary in "$out"/bin/*; do ldd "$binary"; done |
+  awk '$3 ~ /^\// { print $3 }' | sort -u)
+echo "$libs" |
+  grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so|/libcublas(Lt)?\.so' |
   xargs -r cp -L -t "$out/lib"
+echo "$libs" | grep -E '/(libstdc\+\+|libgcc_s)\.so' | xargs -r cp -L -t "$out/lib-fallback"
 
 cat >"$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# On the device, from the repository root: GPU tests, then the bench. Extra
-# arguments replace the bench's (e.g. --shape mha --seqs 8 --ctx 1k,16k,128k).
+# On the device, from the repository root. Optional environment:
+#   SPECS   the bench's --kv list (default below)
+#   STEPS   which steps to run, a subset of "smi tests bench1 sanitize bench2 ncu"
+#   TOTAL   seconds for all steps (default 390): a step gets what is left, at
+#           most its own limit, and is skipped when under 15 s are left
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+log=$OUT/run.log
+exec > >(tee -a "$log") 2>&1
+SPECS=${SPECS:-f16,kivi,innerq-paper,innerq,innerq:k=2,v=2}
+STEPS=${STEPS:-smi tests bench1 sanitize bench2 ncu}
+TOTAL=${TOTAL:-390}
+start=$(date +%s)
+summary=()
+note() { summary+=("$(printf '%4ds  %s' $(($(date +%s) - start)) "$*")"); echo "### $*" >&2; }
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
 cublas_dir=$(python3 -c 'import nvidia.cublas as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null || true)
 export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${cublas_dir}:${LD_LIBRARY_PATH:-}"
-nvidia-smi -L
-status=0
-for test in append_cuda_test decode_attention_cuda_test; do
-  "$here/bin/$test" --gtest_brief=1 || status=1
-done
-if [ $# -eq 0 ]; then
-  set -- --shape llama3-8b --seqs 1 --threads 16 --ctx 1k,16k,64k --kv f16,kivi,innerq,innerq:k=2,v=2
+if ldd "$here/bin/innerq" | grep -q 'not found'; then
+  ldd "$here/bin/innerq" | grep 'not found'
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$here/lib-fallback"
+  ldd "$here/bin/innerq" | grep -q 'not found' && note "innerq: libraries still missing"
 fi
-"$here/bin/innerq" bench attention --device cuda "$@" || status=1
+find_tool() {
+  command -v "$1" 2>/dev/null && return
+  ls /usr/local/cuda/bin/"$1" /opt/nvidia/*/"$1" /opt/nvidia/*/*/"$1" 2>/dev/null | head -1
+}
+sanitizer=$(find_tool compute-sanitizer)
+ncu=$(find_tool ncu)
+status=0
+step() {  # step NAME TIMEOUT COMMAND...: runs, records pass/fail in the summary
+  local name=$1 limit=$2
+  shift 2
+  local left=$((TOTAL - ($(date +%s) - start)))
+  if [ $left -lt 15 ]; then
+    note "$name: skipped, out of time"
+    status=1
+    return 1
+  fi
+  [ $left -lt "$limit" ] && limit=$left
+  echo "### $name (limit $limit s): $*" >&2
+  local t0=$(date +%s)
+  timeout --signal=INT --kill-after=10 "$limit" "$@"
+  local rc=$?
+  [ $rc -ne 0 ] && status=1
+  note "$name: rc $rc ($(($(date +%s) - t0)) s)"
+  return $rc
+}
+
+if want smi; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,temperature.gpu,persistence_mode,compute_mode --format=csv
+  nvidia-smi -L
+  note "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+  note "compute-sanitizer: ${sanitizer:-missing}; ncu: ${ncu:-missing}"
+fi
+
+if want tests; then
+  step "append_cuda_test" 60 "$here/bin/append_cuda_test" --gtest_brief=1
+  step "decode_attention_cuda_test" 120 "$here/bin/decode_attention_cuda_test" --gtest_brief=1
+fi
+
+bench() {  # bench SHAPE SEQS CTX
+  step "bench $1 seqs $2" "$4" "$here/bin/innerq" bench attention --device cuda --shape "$1" \
+    --seqs "$2" --ctx "$3" --kv "$SPECS" -t 16 --json >"$OUT/bench-$1-$2.json"
+}
+if want bench1; then
+  bench llama3-8b 1 1k,4k,16k,64k,128k 60
+  bench llama3-8b 8 1k,4k,16k,64k,128k 90
+fi
+
+if want sanitize; then
+  if [ -n "$sanitizer" ]; then
+    # Small cases: every layout at every chunk, a ragged batch, two streams,
+    # and the append kernels.
+    decode_filter='Chunks/*:Ragged/*_3:Kinds/*_0:Kinds/*_5'
+    for tool in memcheck racecheck synccheck; do
+      step "$tool append_cuda_test" 30 "$sanitizer" --tool "$tool" --error-exitcode 1 \
+        "$here/bin/append_cuda_test" --gtest_brief=1 > >(tee -a "$OUT/sanitizer.log") 2>&1
+      step "$tool decode_attention_cuda_test" 60 "$sanitizer" --tool "$tool" --error-exitcode 1 \
+        "$here/bin/decode_attention_cuda_test" --gtest_brief=1 "--gtest_filter=$decode_filter" \
+        > >(tee -a "$OUT/sanitizer.log") 2>&1
+    done
+  else
+    note "compute-sanitizer not found: sanitizers not run"
+    status=1
+  fi
+fi
+
+if want bench2; then
+  bench mha 1 1k,4k,16k,64k,128k 75
+  bench mha 8 1k,4k,16k,64k,128k 110
+fi
+
+if want ncu && [ -n "$ncu" ]; then
+  # One InnerQ split kernel (K3V2, llama3-8b, 8 x 64k tokens), after warm-up.
+  step "ncu innerq kernel" 90 "$ncu" --set basic --clock-control none --kernel-name-base demangled \
+    -k regex:InnerQLayout --launch-skip 3 --launch-count 1 \
+    "$here/bin/innerq" bench attention --device cuda --shape llama3-8b --seqs 8 --ctx 64k \
+    --kv innerq-paper -t 16 --reps 3 > >(tee "$OUT/ncu.log") 2>&1
+fi
+
+echo
+echo "===== summary ($(($(date +%s) - start)) s) ====="
+printf '%s\n' "${summary[@]}"
+for f in "$OUT"/bench-*.json; do
+  [ -s "$f" ] || continue
+  python3 - "$f" <<'PY' || true
+import json, sys
+rows = json.load(open(sys.argv[1]))
+for r in rows:
+    if r["ctx"] < 16384 or not r["kv"].startswith("innerq"):
+        continue
+    kivi = r["speedup_vs_kivi"]
+    print(f'{r["shape"]:>9} s{r["seqs"]} {r["kv"][:22]:<22} {r["ctx"]:>6} {r["us"]:8.1f}us '
+          f'{r["gbps"]:6.0f}GB/s {100*r["gbps"]/r["copy_bandwidth_gbps"]:4.0f}% '
+          f'cublas {r["speedup_vs_cublas_f16"]:5.2f}x kivi {"-" if kivi is None else f"{kivi:.2f}x":>6} '
+          f'err {r["rel_err"]:.4f}{"" if r["ok"] else " WRONG"}')
+PY
+done
 exit $status
 RUN
 chmod +x "$out/run.sh"

@@ -106,7 +106,9 @@ DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   check(cudaMalloc(&ptr_, allocated),
         ("cudaMalloc of " + std::to_string(allocated) + " bytes").c_str());
   // A constructor that throws runs no destructor: free here.
-  if (const cudaError_t status = cudaMemset(ptr_, 0, allocated); status != cudaSuccess) {
+  cudaError_t status = cudaMemset(ptr_, 0, allocated);
+  if (status == cudaSuccess) status = cudaStreamSynchronize(nullptr);
+  if (status != cudaSuccess) {
     cudaFree(std::exchange(ptr_, nullptr));
     check(status, "cudaMemset");
   }
@@ -140,6 +142,8 @@ void DeviceBuffer::upload(const void* host, size_t bytes, size_t offset) {
   }
   check(cudaMemcpy(static_cast<char*>(ptr_) + offset, host, bytes, cudaMemcpyHostToDevice),
         "upload");
+  // From pageable memory cudaMemcpy may return before the DMA has landed.
+  check(cudaStreamSynchronize(nullptr), "upload");
 }
 
 void DeviceBuffer::download(void* host, size_t bytes) const {

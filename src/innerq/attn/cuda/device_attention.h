@@ -31,7 +31,9 @@ struct DeviceInfo {
 };
 DeviceInfo device_info();
 
-// One device allocation (cudaMalloc / cudaFree), zeroed.
+// One device allocation (cudaMalloc / cudaFree), zeroed. The zeroing and
+// upload() run on the legacy default stream and have completed when they
+// return, so work on any stream, non-blocking ones too, sees them.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
