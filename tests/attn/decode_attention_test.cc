@@ -13,6 +13,7 @@
 
 #include "hwy/targets.h"
 #include "innerq/base/error.h"
+#include "innerq/kernels/hadamard.h"
 #include "innerq/kv/layer_caches.h"
 
 namespace innerq::attn {
@@ -85,14 +86,33 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
   const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
   const Int8Regions r = int8_paths ? int8_regions(cache) : Int8Regions{};
   std::vector<double> tol(static_cast<size_t>(n_heads) * D);
+  // Rotated layers: the kernels see R q, R k and R v (kernels/hadamard.h), so
+  // the bounds are taken there; the f32 rotation of q adds its own rounding,
+  // and an output error e' in rotated space is at most Σ_j |R_cj|·e'_j = the
+  // block sum of e' over √B after rotating back.
+  const kv::LayerConfig& config = cache.config();
+  const int B = kernels::hadamard_block(D);
+  const double rot_eps = (std::log2(B) + 2) * eps;
   for (int kv_head = 0; kv_head < cache.n_kv_heads(); ++kv_head) {
-    const std::vector<double> k = dequantized_keys(cache, kv_head);
-    const std::vector<double> v = dequantized_values(cache, kv_head);
+    std::vector<double> k = dequantized_keys(cache, kv_head);
+    std::vector<double> v = dequantized_values(cache, kv_head);
+    if (config.rot_k) kernels::scalar::hadamard_rotate(k.data(), n, D, false);
+    if (config.rot_v) kernels::scalar::hadamard_rotate(v.data(), n, D, false);
     const float* f = cache.kind() == kv::CacheKind::kInnerQ
                          ? static_cast<const kv::InnerQLayerCache&>(cache).key_norm(kv_head)
                          : nullptr;
+    const float* mu = cache.kind() == kv::CacheKind::kInnerQ
+                          ? static_cast<const kv::InnerQLayerCache&>(cache).key_mean(kv_head)
+                          : nullptr;
+    if (mu != nullptr) {  // the kernels read the centered keys K − μ
+      for (size_t i = 0; i < k.size(); ++i) k[i] -= mu[i % D];
+    }
     for (int h = kv_head * nq; h < (kv_head + 1) * nq; ++h) {
-      const float* qh = q + static_cast<size_t>(h) * D;
+      std::vector<double> qd(q + static_cast<size_t>(h) * D, q + static_cast<size_t>(h + 1) * D);
+      double q_abs = 0.0;
+      for (double x : qd) q_abs += std::fabs(x);
+      if (config.rot_k) kernels::scalar::hadamard_rotate(qd.data(), 1, D, false);
+      const double* qh = qd.data();
       double delta = 0.0;
       std::vector<double> p(static_cast<size_t>(n));
       double max_s = -1e300;
@@ -112,6 +132,11 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
             }
             q8 += qmax / 127.0 / 2.0 * kabs;
           }
+        }
+        if (config.rot_k) {
+          double k_abs = 0.0;
+          for (int c = 0; c < D; ++c) k_abs += std::fabs(k[static_cast<size_t>(t) * D + c]);
+          mag += rot_eps * q_abs / std::sqrt(static_cast<double>(B)) * k_abs;
         }
         delta = std::max(delta, (2.0 * D * eps * mag) * inv_sqrt_d + q8);
         p[static_cast<size_t>(t)] = s * inv_sqrt_d;
@@ -134,6 +159,19 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
         }
         tol[static_cast<size_t>(h) * D + c] =
             (std::expm1(2.0 * delta) + 64.0 * eps) * vmax * 1.01 + v8 * 1.01 + 1e-30;
+      }
+      if (config.rot_v) {
+        double* th = &tol[static_cast<size_t>(h) * D];
+        std::vector<double> vmax(static_cast<size_t>(D), 0.0);
+        for (int t = 0; t < n; ++t)
+          for (int c = 0; c < D; ++c)
+            vmax[c] = std::max(vmax[c], std::fabs(v[static_cast<size_t>(t) * D + c]));
+        for (int b0 = 0; b0 < D; b0 += B) {
+          double sum = 0.0, vsum = 0.0;
+          for (int c = b0; c < b0 + B; ++c) sum += th[c], vsum += vmax[c];
+          for (int c = b0; c < b0 + B; ++c)
+            th[c] = (sum + rot_eps * vsum) / std::sqrt(static_cast<double>(B)) * 1.01;
+        }
       }
     }
   }
@@ -195,7 +233,17 @@ std::vector<Case> reference_cases() {
                          "innerq:k=8,v=8,kmode=asym,vmode=asym",
                          "innerq:k=3,v=3,kmode=hybrid,vmode=sym,g=64,knorm=rms",
                          "innerq:k=4,v=2,g=128,sink=5,recent=0",
-                         "innerq:sink=0,recent=0,knorm=off"};
+                         "innerq:sink=0,recent=0,knorm=off",
+                         "innerq-paper",
+                         "innerq-paper:rot=k",
+                         "innerq:k=4,v=4,rot=kv",
+                         "innerq:k=3,v=2,kmode=asym,knorm=off,rot=kv",
+                         "innerq:k=3,v=2,kmode=asym,kcenter=on,rot=k",
+                         "innerq:k=2,v=2,kmode=sym,kcenter=on,knorm=rms,sink=3,recent=17",
+                         "q8_0:rot=kv",
+                         "q4_0:rot=kv",
+                         "kivi:rot=kv",
+                         "f16:rot=v"};
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
@@ -217,7 +265,8 @@ TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
   const int n = 700;
   const Inputs in = make_inputs(s, n, 77);
   for (const char* spec : {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq:k=4,v=4",
-                           "innerq:k=8,v=8,kmode=hybrid,vmode=asym", "innerq:k=3,v=3,g=64"}) {
+                           "innerq:k=8,v=8,kmode=hybrid,vmode=asym", "innerq:k=3,v=3,g=64",
+                           "innerq-paper:rot=kv", "q4_0:rot=kv"}) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
     decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, want.data());
@@ -252,10 +301,12 @@ TEST(DecodeAttention, ErrorAgainstUnquantizedIsBoundedPerBitWidth) {
   const kv::KvCache exact = make_cache("f32", s, in, n);
   std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
   decode_attention(exact.layer(0), in.q.data(), s.n_heads, want.data(), {2, false});
-  const std::pair<const char*, int> specs[] = {
-      {"f16", 11},           {"q8_0", 8},           {"q4_0", 4},
-      {"kivi", 2},           {"kivi4", 4},          {"innerq", 2},
-      {"innerq:k=4,v=4", 4}, {"innerq:k=2,v=2", 2}, {"innerq:k=8,v=8", 8}};
+  const std::pair<const char*, int> specs[] = {{"f16", 11},           {"q8_0", 8},
+                                               {"q4_0", 4},           {"kivi", 2},
+                                               {"kivi4", 4},          {"innerq", 2},
+                                               {"innerq:k=4,v=4", 4}, {"innerq:k=2,v=2", 2},
+                                               {"innerq:k=8,v=8", 8}, {"innerq:k=8,v=8,rot=kv", 8},
+                                               {"q4_0:rot=kv", 4},    {"innerq-paper", 2}};
   for (const auto& [spec, bits] : specs) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     decode_attention(cache.layer(0), in.q.data(), s.n_heads, got.data(), {2, false});
@@ -285,6 +336,164 @@ TEST(DecodeAttention, KeyNormalizationIsAnIdentity) {
   decode_attention(f32.layer(0), in.q.data(), s.n_heads, exact.data(), {1, false});
   EXPECT_LT(relative_error(with_f, without_f), 0.03);
   EXPECT_LE(relative_error(with_f, exact), relative_error(without_f, exact));
+}
+
+// Rotation is an identity in exact arithmetic. With 8-bit groups (sink and
+// recent windows off, so every token is quantized) the rotated cache's
+// double-precision attention equals f32 attention on the raw inputs within a
+// tolerance derived from the inputs: each group's reconstruction error is at
+// most its step, absmax/127 of the *rotated* group (sym or asym, with fp16
+// metadata rounding folded in by the factor 1.01); a score moves by at most
+// Δ = Σ_c |q'_c|·step_c/√D, each softmax weight by e^{±2Δ}; a value error
+// vector in rotated space, rotated back, is at most its L2 norm.
+TEST(DecodeAttention, RotatedEightBitEqualsUnquantizedWithinDerivedTolerance) {
+  for (const Shape s : {Shape{8, 2, 128}, Shape{9, 3, 64}}) {
+    const int n = 600, D = s.head_dim, nq = s.n_heads / s.n_kv_heads;
+    const Inputs in = make_inputs(s, n, 321);
+    const kv::KvCache f32 = make_cache("f32", s, in, n);
+    std::vector<float> want(static_cast<size_t>(s.n_heads) * D), got(want.size());
+    decode_attention_reference(f32.layer(0), in.q.data(), s.n_heads, want.data());
+    for (const char* spec :
+         {"innerq:k=8,v=8,sink=0,recent=0,knorm=off,rot=kv",
+          "innerq:k=8,v=8,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off,rot=kv",
+          "q8_0:rot=kv"}) {
+      SCOPED_TRACE(::testing::Message() << spec << " head_dim " << D);
+      const kv::KvCache cache = make_cache(spec, s, in, n);
+      const kv::LayerConfig& c = cache.layer(0).config();
+      const bool innerq = c.kind == kv::CacheKind::kInnerQ;
+      const int G = innerq ? c.group : 32;
+      decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, got.data());
+      for (int kvh = 0; kvh < s.n_kv_heads; ++kvh) {
+        // Raw rows, rotated as the cache stored them.
+        std::vector<double> k(static_cast<size_t>(n) * D), v(k.size());
+        for (int t = 0; t < n; ++t)
+          for (int ch = 0; ch < D; ++ch) {
+            const size_t src = (static_cast<size_t>(t) * s.n_kv_heads + kvh) * D + ch;
+            k[static_cast<size_t>(t) * D + ch] = in.k[src];
+            v[static_cast<size_t>(t) * D + ch] = in.v[src];
+          }
+        std::vector<double> vmax(static_cast<size_t>(D), 0.0);
+        for (int t = 0; t < n; ++t)
+          for (int ch = 0; ch < D; ++ch)
+            vmax[ch] = std::max(vmax[ch], std::fabs(v[static_cast<size_t>(t) * D + ch]));
+        kernels::scalar::hadamard_rotate(k.data(), n, D, false);
+        kernels::scalar::hadamard_rotate(v.data(), n, D, false);
+        // Steps: K groups along channels of a token (both kinds); V groups
+        // along channels (q8_0) or along G tokens of a channel (innerq).
+        std::vector<double> k_step(k.size()), v_step(v.size());
+        for (int t = 0; t < n; ++t)
+          for (int g = 0; g < D; g += 32) {
+            double mk = 0.0, mv = 0.0;
+            for (int ch = g; ch < g + 32; ++ch) {
+              mk = std::max(mk, std::fabs(k[static_cast<size_t>(t) * D + ch]));
+              mv = std::max(mv, std::fabs(v[static_cast<size_t>(t) * D + ch]));
+            }
+            for (int ch = g; ch < g + 32; ++ch) {
+              k_step[static_cast<size_t>(t) * D + ch] = mk / 127.0 * 1.01;
+              v_step[static_cast<size_t>(t) * D + ch] = mv / 127.0 * 1.01;
+            }
+          }
+        if (innerq) {
+          for (int ch = 0; ch < D; ++ch)
+            for (int b = 0; b < n / G * G; b += G) {
+              double mv = 0.0;
+              for (int t = b; t < b + G; ++t)
+                mv = std::max(mv, std::fabs(v[static_cast<size_t>(t) * D + ch]));
+              for (int t = b; t < b + G; ++t)
+                v_step[static_cast<size_t>(t) * D + ch] = mv / 127.0 * 1.01;
+            }
+          // The last partial V group stays in f16 (the recent window of 0
+          // tokens still holds up to G − 1): its error is fp16 rounding.
+          for (int t = n / G * G; t < n; ++t)
+            for (int ch = 0; ch < D; ++ch)
+              v_step[static_cast<size_t>(t) * D + ch] =
+                  std::fabs(v[static_cast<size_t>(t) * D + ch]) * 1e-3;
+        }
+        for (int h = kvh * nq; h < (kvh + 1) * nq; ++h) {
+          std::vector<double> qd(in.q.begin() + h * D, in.q.begin() + (h + 1) * D);
+          kernels::scalar::hadamard_rotate(qd.data(), 1, D, false);
+          double delta = 0.0;
+          std::vector<double> p(static_cast<size_t>(n));
+          double mx = -1e300;
+          for (int t = 0; t < n; ++t) {
+            double dt = 0.0, sc = 0.0;
+            for (int ch = 0; ch < D; ++ch) {
+              dt += std::fabs(qd[ch]) * k_step[static_cast<size_t>(t) * D + ch];
+              sc += qd[ch] * k[static_cast<size_t>(t) * D + ch];
+            }
+            delta = std::max(delta, dt / std::sqrt(static_cast<double>(D)));
+            p[t] = sc / std::sqrt(static_cast<double>(D));
+            mx = std::max(mx, p[t]);
+          }
+          double sum = 0.0;
+          for (double& x : p) sum += (x = std::exp(x - mx));
+          double v_err2 = 0.0;  // ‖Σ_t p_t·step_t‖₂ over channels
+          for (int ch = 0; ch < D; ++ch) {
+            double e = 0.0;
+            for (int t = 0; t < n; ++t) e += p[t] / sum * v_step[static_cast<size_t>(t) * D + ch];
+            v_err2 += e * e;
+          }
+          for (int ch = 0; ch < D; ++ch) {
+            const size_t i = static_cast<size_t>(h) * D + ch;
+            const double tol = std::expm1(2.0 * delta) * vmax[ch] * 1.01 + std::sqrt(v_err2) + 1e-6;
+            ASSERT_NEAR(got[i], want[i], tol) << "head " << h << " channel " << ch;
+          }
+        }
+      }
+      EXPECT_GT(relative_error(got, want), 0.0) << "8-bit groups cannot be exact here";
+    }
+  }
+}
+
+// Outlier channels in every 32-channel group (×20 on channels 3, 17, 40, 77,
+// 110): each per-token group's scale is set by its outlier and its ordinary
+// channels round to zero. Rotating K first spreads the outliers over all
+// channels, so 3-bit keys lose far less.
+TEST(DecodeAttention, RotationHelpsOutlierKeys) {
+  const Shape s{8, 2, 128};
+  const int n = 1000;
+  Inputs in = make_inputs(s, n, 11);
+  for (size_t i = 0; i < in.k.size(); ++i) {
+    const int c = static_cast<int>(i % s.head_dim);
+    if (c == 40 || c == 77 || c == 110) in.k[i] *= 20.0f;
+  }
+  std::vector<float> exact(static_cast<size_t>(s.n_heads) * s.head_dim), plain(exact.size()),
+      rotated(exact.size());
+  const kv::KvCache f32 = make_cache("f32", s, in, n);
+  const kv::KvCache a = make_cache("innerq:k=3,v=8,knorm=off,sink=0,recent=0", s, in, n);
+  const kv::KvCache b = make_cache("innerq:k=3,v=8,knorm=off,sink=0,recent=0,rot=k", s, in, n);
+  decode_attention(f32.layer(0), in.q.data(), s.n_heads, exact.data(), {1, false});
+  decode_attention(a.layer(0), in.q.data(), s.n_heads, plain.data(), {1, false});
+  decode_attention(b.layer(0), in.q.data(), s.n_heads, rotated.data(), {1, false});
+  EXPECT_LT(relative_error(rotated, exact), 0.7 * relative_error(plain, exact));
+}
+
+// Key centering is an identity in exact arithmetic (every stored key is
+// K − μ, and softmax cancels the common shift q·μ): with 8-bit groups it
+// agrees with the uncentered cache to 8-bit accuracy, on keys with a large
+// per-channel offset (as Qwen-style key biases give), where it is also more
+// accurate than not centering with 3-bit keys.
+TEST(DecodeAttention, KeyCenteringIsAnIdentity) {
+  const Shape s{8, 2, 128};
+  const int n = 1000;
+  Inputs in = make_inputs(s, n, 6, /*outliers=*/false);
+  for (size_t i = 0; i < in.k.size(); ++i) in.k[i] += 0.1f * static_cast<float>(i % s.head_dim);
+  std::vector<float> exact(static_cast<size_t>(s.n_heads) * s.head_dim), a(exact.size()),
+      b(exact.size()), c3(exact.size()), u3(exact.size());
+  const kv::KvCache f32 = make_cache("f32", s, in, n);
+  const kv::KvCache centered = make_cache("innerq:k=8,v=8,kcenter=on", s, in, n);
+  const kv::KvCache plain = make_cache("innerq:k=8,v=8,kcenter=off", s, in, n);
+  ASSERT_NE(static_cast<const kv::InnerQLayerCache&>(centered.layer(0)).key_mean(0), nullptr);
+  decode_attention(f32.layer(0), in.q.data(), s.n_heads, exact.data(), {1, false});
+  decode_attention(centered.layer(0), in.q.data(), s.n_heads, a.data(), {1, false});
+  decode_attention(plain.layer(0), in.q.data(), s.n_heads, b.data(), {1, false});
+  EXPECT_LT(relative_error(a, b), 0.03);
+  EXPECT_LT(relative_error(a, exact), 0.03);
+  const kv::KvCache c3c = make_cache("innerq:k=3,v=8,kmode=sym,knorm=off,kcenter=on", s, in, n);
+  const kv::KvCache u3c = make_cache("innerq:k=3,v=8,kmode=sym,knorm=off,kcenter=off", s, in, n);
+  decode_attention(c3c.layer(0), in.q.data(), s.n_heads, c3.data(), {1, false});
+  decode_attention(u3c.layer(0), in.q.data(), s.n_heads, u3.data(), {1, false});
+  EXPECT_LT(relative_error(c3, exact), relative_error(u3, exact));
 }
 
 TEST(DecodeAttention, RejectsHeadCountsThatDoNotShareKvHeads) {

@@ -3,7 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "innerq/base/error.h"
 
@@ -24,8 +29,8 @@ TEST(CacheSpec, EveryNameParses) {
   EXPECT_EQ(parse_cache_spec("kivi4").layer.v_bits, 4);
 }
 
-TEST(CacheSpec, InnerQAloneIsTheReferenceConfiguration) {
-  const LayerConfig c = parse_cache_spec("innerq").layer;
+TEST(CacheSpec, InnerQPaperIsTheReferenceConfiguration) {
+  const LayerConfig c = parse_cache_spec("innerq-paper").layer;
   EXPECT_EQ(c.kind, CacheKind::kInnerQ);
   EXPECT_EQ(c.k_bits, 3);
   EXPECT_EQ(c.k_mode, QuantMode::kSymmetric);
@@ -35,6 +40,80 @@ TEST(CacheSpec, InnerQAloneIsTheReferenceConfiguration) {
   EXPECT_EQ(c.group, 32);
   EXPECT_EQ(c.sink, 32);
   EXPECT_EQ(c.recent, 96);
+  EXPECT_FALSE(c.rot_k);
+  EXPECT_FALSE(c.rot_v);
+  EXPECT_FALSE(c.kcenter);
+}
+
+TEST(CacheSpec, InnerQAloneIsTheDefault) {
+  const LayerConfig c = parse_cache_spec("innerq").layer;
+  const LayerConfig d = default_innerq_config();
+  EXPECT_EQ(describe(c), describe(d));
+  EXPECT_EQ(c.kind, CacheKind::kInnerQ);
+}
+
+TEST(CacheSpec, RotationAndCenteringKeys) {
+  EXPECT_TRUE(parse_cache_spec("q4_0:rot=kv").layer.rot_k);
+  EXPECT_TRUE(parse_cache_spec("q4_0:rot=kv").layer.rot_v);
+  EXPECT_TRUE(parse_cache_spec("q8_0:rot=k").layer.rot_k);
+  EXPECT_FALSE(parse_cache_spec("q8_0:rot=k").layer.rot_v);
+  EXPECT_TRUE(parse_cache_spec("kivi:rot=v").layer.rot_v);
+  EXPECT_FALSE(parse_cache_spec("innerq-paper:rot=off").layer.rot_k);
+  EXPECT_TRUE(parse_cache_spec("innerq-paper:kcenter=on").layer.kcenter);
+  EXPECT_FALSE(parse_cache_spec("innerq:kcenter=off").layer.kcenter);
+}
+
+TEST(CacheSpec, PerLayerOverridesInline) {
+  const CacheSpec s = parse_cache_spec("innerq-paper:k=4;0-1:k=8,v=4;3=f16;1:kmode=asym");
+  const std::vector<LayerConfig> l = s.layers(5);
+  ASSERT_EQ(l.size(), 5u);
+  EXPECT_EQ(l[0].k_bits, 8);
+  EXPECT_EQ(l[0].v_bits, 4);
+  EXPECT_EQ(l[1].k_mode, QuantMode::kAsymmetric);  // later overrides win, on top of the base
+  EXPECT_EQ(l[1].k_bits, 4);
+  EXPECT_EQ(l[2].k_bits, 4);  // the base
+  EXPECT_EQ(l[3].kind, CacheKind::kF16);
+  EXPECT_EQ(l[4].kind, CacheKind::kInnerQ);
+  try {
+    s.layers(3);
+    ADD_FAILURE() << "layer 3 of a 3-layer model accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 3 is beyond the model's 3 layers"),
+              std::string::npos)
+        << e.what();
+  }
+  // Lists still split on names, not on fields inside overrides.
+  const auto list = parse_cache_spec_list("innerq;0-1:k=8,v=8,f16,q4_0;2=kivi");
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].overrides.size(), 1u);
+  EXPECT_EQ(list[2].overrides.size(), 1u);
+}
+
+TEST(CacheSpec, PerLayerOverridesFromAFile) {
+  const std::string path = ::testing::TempDir() + "layers_" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream f(path);
+    f << "# tuned\n0:k=8,v=8   # protect layer 0\n\n  2-3 = q8_0\n";
+  }
+  const CacheSpec s = parse_cache_spec("innerq:k=2,layers=" + path);
+  const std::vector<LayerConfig> l = s.layers(4);
+  EXPECT_EQ(l[0].k_bits, 8);
+  EXPECT_EQ(l[1].k_bits, 2);
+  EXPECT_EQ(l[2].kind, CacheKind::kQ8_0);
+  {
+    std::ofstream f(path);
+    f << "0:k=8\n1:k=7\n";
+  }
+  try {
+    parse_cache_spec("innerq:layers=" + path);
+    ADD_FAILURE() << "bad line accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ":2:"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("k=7 is not a supported bit width"), std::string::npos);
+  }
+  std::remove(path.c_str());
+  EXPECT_THROW(parse_cache_spec("innerq:layers=" + path), Error);  // missing file
+  EXPECT_THROW(parse_cache_spec("innerq:layers=/"), Error);        // a directory
 }
 
 TEST(CacheSpec, EveryInnerQKey) {
@@ -74,8 +153,18 @@ TEST(CacheSpec, MalformedSpecsNameTheBadField) {
       {"innerq:sink=-1", "sink=-1 must be between 0 and 1048576"},
       {"innerq:recent=99999999", "recent=99999999 must be between"},
       {"innerq:bits=3", "unknown key 'bits' for innerq (allowed keys: k, v, kmode, vmode, g, sink"},
-      {"f16:k=3", "unknown key 'k' for f16 (allowed keys: none)"},
-      {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent)"},
+      {"f16:k=3", "unknown key 'k' for f16 (allowed keys: rot, layers)"},
+      {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent, rot, layers)"},
+      {"q4_0:rot=q", "rot='q' is not a rotation (off, k, v, kv)"},
+      {"innerq:kcenter=yes", "kcenter='yes' is not on or off"},
+      {"innerq:k=3,k=4", "key 'k' is given twice"},
+      {"innerq;", "is not RANGE=SPEC or RANGE:FIELDS"},
+      {"innerq;x:k=3", "layer='x' is not an integer"},
+      {"innerq;3-1:k=3", "layer range '3-1' is empty"},
+      {"innerq;0:k=9", "k=9 is not a supported bit width"},
+      {"innerq;0=f8", "unknown cache 'f8'"},
+      {"innerq;0=innerq:layers=x", "unknown key 'layers'"},
+      {"innerq;99999:k=3", "layer 99999 must be between 0 and 4095"},
       {"kivi:recent=100", "recent=100 must be a multiple of g=32"},
       {"innerq:k=3,,v=2", "'' is not key=value"},
   };

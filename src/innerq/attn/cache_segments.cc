@@ -107,6 +107,7 @@ HeadSegments segments_of(const kv::LayerCache& cache, int head) {
       out.k = {rows_f16(c.k_sink(head), 0), k, rows_f16(c.k_recent(head), S + c.k_middle_tokens())};
       out.v = {rows_f16(c.v_sink(head), 0), v, rows_f16(c.v_recent(head), S + c.v_middle_tokens())};
       out.key_norm = c.key_norm(head);
+      out.key_mean = c.key_mean(head);
       out.origin = S;
       break;
     }

@@ -46,6 +46,7 @@ struct Segment {
 struct HeadSegments {
   std::vector<Segment> k, v;
   const float* key_norm = nullptr;  // [D] factors of kInnerQK segments
+  const float* key_mean = nullptr;  // [D] mean subtracted from every K segment (kcenter)
   int origin = 0;                   // quantized segments start here: chunk cuts align to it
 };
 

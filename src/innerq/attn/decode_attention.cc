@@ -15,6 +15,7 @@
 #include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/group_format.h"
+#include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
 
 namespace innerq::attn {
@@ -147,6 +148,19 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   const std::vector<int> cuts = chunk_cuts(n, heads[0].origin, n_kv, n_threads);
   const int n_chunks = static_cast<int>(cuts.size()) - 1;
 
+  // Rotated keys (kernels/hadamard.h): the query is rotated by the same R,
+  // so (R q)·(R k) = q·k.
+  const kv::LayerConfig& config = cache.config();
+  std::vector<float> q_rot;
+  if (config.rot_k) {
+    q_rot.assign(q, q + static_cast<size_t>(n_heads) * D);
+    if (options.scalar_kernels)
+      kernels::scalar::hadamard_rotate(q_rot.data(), static_cast<size_t>(n_heads), D, false);
+    else
+      kernels::simd::hadamard_rotate(q_rot.data(), static_cast<size_t>(n_heads), D, false);
+    q = q_rot.data();
+  }
+
   // Queries per KV head, scaled by 1/sqrt(D); q_norm also by the key factors.
   std::vector<float> q_scaled(static_cast<size_t>(n_heads) * D), q_norm(q_scaled.size());
   for (int h = 0; h < n_heads; ++h) {
@@ -202,6 +216,13 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
       for (int i = 0; i < D; ++i) o[i] += w * po[i];
     }
     for (int i = 0; i < D; ++i) o[i] /= L;
+  }
+  // Rotated values: o = Σ p·(R v) = R (Σ p·v), rotated back by Rᵀ.
+  if (config.rot_v) {
+    if (options.scalar_kernels)
+      kernels::scalar::hadamard_rotate(out, static_cast<size_t>(n_heads), D, true);
+    else
+      kernels::simd::hadamard_rotate(out, static_cast<size_t>(n_heads), D, true);
   }
 }
 
@@ -326,12 +347,27 @@ std::vector<double> dequantize_all(const std::vector<Segment>& segments, int n, 
 
 std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
   const HeadSegments seg = segments_of(cache, kv_head);
-  return dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+  std::vector<double> rows =
+      dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+  if (seg.key_mean != nullptr) {  // every stored key is K − μ
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] += seg.key_mean[i % cache.head_dim()];
+  }
+  if (cache.config().rot_k) {
+    kernels::scalar::hadamard_rotate(rows.data(), static_cast<size_t>(cache.n_tokens()),
+                                     cache.head_dim(), true);
+  }
+  return rows;
 }
 
 std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head) {
   const HeadSegments seg = segments_of(cache, kv_head);
-  return dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+  std::vector<double> rows =
+      dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+  if (cache.config().rot_v) {
+    kernels::scalar::hadamard_rotate(rows.data(), static_cast<size_t>(cache.n_tokens()),
+                                     cache.head_dim(), true);
+  }
+  return rows;
 }
 
 void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,

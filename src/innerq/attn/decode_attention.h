@@ -34,7 +34,8 @@ void decode_attention_reference(const kv::LayerCache& cache, const float* q, int
 
 // The cache's contents as the reference sees them, [n_tokens][head_dim] in
 // double: every region decoded from its layout, InnerQ keys multiplied back by
-// their normalization factors.
+// their normalization factors, rotated layers rotated back (Rᵀ), so rows are
+// in the model's coordinates.
 std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head);
 std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head);
 

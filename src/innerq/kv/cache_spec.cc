@@ -1,7 +1,11 @@
 // Parsing of `--kv SPEC` strings (grammar in cache_spec.h).
 #include "innerq/kv/cache_spec.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <fmt/core.h>
@@ -11,7 +15,11 @@
 namespace innerq::kv {
 namespace {
 
-constexpr const char* kNames = "f32, f16, q8_0, q4_0, kivi, kivi4, innerq";
+constexpr const char* kNames = "f32, f16, q8_0, q4_0, kivi, kivi4, innerq, innerq-paper";
+
+struct Rotation {
+  bool k, v;
+};
 
 int parse_int(std::string_view spec, std::string_view key, std::string_view value) {
   int out = 0;
@@ -57,10 +65,20 @@ int parse_tokens(std::string_view spec, std::string_view key, std::string_view v
   return n;
 }
 
+Rotation parse_rot(std::string_view spec, std::string_view value) {
+  if (value == "off") return {false, false};
+  if (value == "k") return {true, false};
+  if (value == "v") return {false, true};
+  if (value == "kv") return {true, true};
+  throw Error(
+      fmt::format("cache spec '{}': rot='{}' is not a rotation (off, k, v, kv)", spec, value));
+}
+
 // Base configuration of each name.
 LayerConfig base_config(std::string_view spec, std::string_view name) {
-  LayerConfig c;  // defaults are the InnerQ reference configuration
-  if (name == "innerq") return c;
+  LayerConfig c;  // defaults are the paper's reference configuration
+  if (name == "innerq-paper") return c;
+  if (name == "innerq") return default_innerq_config();
   c.sink = 0;
   c.recent = 0;
   c.knorm = KeyNorm::kOff;
@@ -85,19 +103,14 @@ LayerConfig base_config(std::string_view spec, std::string_view name) {
   return c;
 }
 
-}  // namespace
-
-CacheSpec parse_cache_spec(std::string_view spec) {
-  const size_t colon = spec.find(':');
-  const std::string_view name = spec.substr(0, colon);
-  CacheSpec out{std::string(spec), base_config(spec, name)};
-  LayerConfig& c = out.layer;
-  if (colon == std::string_view::npos) return out;
-
-  const std::string_view fields = spec.substr(colon + 1);
+// Applies "key=value[,key=value...]" to c. A `layers=FILE` field is returned
+// in *layers_file (nullptr: not allowed here).
+void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c,
+                  std::string* layers_file) {
   if (fields.empty()) throw Error(fmt::format("cache spec '{}': nothing after ':'", spec));
   const bool is_innerq = c.kind == CacheKind::kInnerQ;
   const bool is_kivi = c.kind == CacheKind::kKivi;
+  std::vector<std::string_view> seen;
   size_t pos = 0;
   while (pos <= fields.size()) {
     const size_t comma = std::min(fields.find(',', pos), fields.size());
@@ -107,6 +120,10 @@ CacheSpec parse_cache_spec(std::string_view spec) {
       throw Error(fmt::format("cache spec '{}': field '{}' is not key=value", spec, field));
     }
     const std::string_view key = field.substr(0, eq), value = field.substr(eq + 1);
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      throw Error(fmt::format("cache spec '{}': key '{}' is given twice", spec, key));
+    }
+    seen.push_back(key);
     if (is_innerq && key == "k")
       c.k_bits = parse_bits(spec, key, value);
     else if (is_innerq && key == "v")
@@ -119,7 +136,12 @@ CacheSpec parse_cache_spec(std::string_view spec) {
       c.sink = parse_tokens(spec, key, value);
     else if (is_innerq && key == "knorm")
       c.knorm = parse_knorm(spec, value);
-    else if ((is_innerq || is_kivi) && key == "recent")
+    else if (is_innerq && key == "kcenter") {
+      if (value != "on" && value != "off") {
+        throw Error(fmt::format("cache spec '{}': kcenter='{}' is not on or off", spec, value));
+      }
+      c.kcenter = value == "on";
+    } else if ((is_innerq || is_kivi) && key == "recent")
       c.recent = parse_tokens(spec, key, value);
     else if ((is_innerq || is_kivi) && key == "g") {
       c.group = parse_int(spec, key, value);
@@ -127,12 +149,19 @@ CacheSpec parse_cache_spec(std::string_view spec) {
         throw Error(fmt::format("cache spec '{}': g={} is not a supported group size (32, 64, 128)",
                                 spec, c.group));
       }
+    } else if (key == "rot") {
+      const Rotation r = parse_rot(spec, value);
+      c.rot_k = r.k;
+      c.rot_v = r.v;
+    } else if (key == "layers" && layers_file != nullptr) {
+      *layers_file = std::string(value);
     } else {
-      const char* allowed = is_innerq ? "k, v, kmode, vmode, g, sink, recent, knorm"
-                            : is_kivi ? "g, recent"
-                                      : "none";
+      const char* allowed = is_innerq
+                                ? "k, v, kmode, vmode, g, sink, recent, knorm, kcenter, rot, layers"
+                            : is_kivi ? "g, recent, rot, layers"
+                                      : "rot, layers";
       throw Error(fmt::format("cache spec '{}': unknown key '{}' for {} (allowed keys: {})", spec,
-                              key, name, allowed));
+                              key, cache_kind_name(c.kind), allowed));
     }
     pos = comma + 1;
   }
@@ -140,24 +169,189 @@ CacheSpec parse_cache_spec(std::string_view spec) {
     throw Error(fmt::format("cache spec '{}': recent={} must be a multiple of g={} for kivi", spec,
                             c.recent, c.group));
   }
+}
+
+// NAME[:fields] without overrides.
+LayerConfig parse_base(std::string_view spec, std::string_view text, std::string* layers_file) {
+  const size_t colon = text.find(':');
+  LayerConfig c = base_config(spec, text.substr(0, colon));
+  if (colon != std::string_view::npos) apply_fields(spec, text.substr(colon + 1), c, layers_file);
+  return c;
+}
+
+// N or N-M.
+void parse_range(std::string_view spec, std::string_view range, LayerOverride& o) {
+  const size_t dash = range.find('-');
+  auto layer = [&](std::string_view v) {
+    const int n = parse_int(spec, "layer", v);
+    if (n < 0 || n > 4095) {
+      throw Error(fmt::format("cache spec '{}': layer {} must be between 0 and 4095", spec, n));
+    }
+    return n;
+  };
+  o.first = layer(range.substr(0, dash));
+  o.last = dash == std::string_view::npos ? o.first : layer(range.substr(dash + 1));
+  if (o.last < o.first) {
+    throw Error(fmt::format("cache spec '{}': layer range '{}' is empty", spec, range));
+  }
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// RANGE=SPEC or RANGE:FIELDS, on top of `base`.
+LayerOverride parse_override(std::string_view spec, std::string_view text,
+                             const LayerConfig& base) {
+  const size_t sep = text.find_first_of("=:");
+  if (sep == std::string_view::npos || sep == 0 || sep + 1 == text.size()) {
+    throw Error(fmt::format(
+        "cache spec '{}': layer override '{}' is not RANGE=SPEC or RANGE:FIELDS", spec, text));
+  }
+  LayerOverride o;
+  parse_range(spec, trim(text.substr(0, sep)), o);
+  const std::string_view rest = trim(text.substr(sep + 1));
+  if (text[sep] == '=') {
+    o.config = parse_base(spec, rest, nullptr);
+  } else {
+    o.config = base;
+    apply_fields(spec, rest, o.config, nullptr);
+  }
+  return o;
+}
+
+// One override per line; '#' starts a comment.
+void read_layers_file(std::string_view spec, const std::string& path, const LayerConfig& base,
+                      std::vector<LayerOverride>& out) {
+  constexpr std::uintmax_t kMaxBytes = 1 << 20;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw Error(
+        fmt::format("cache spec '{}': layers file '{}' is not a readable file", spec, path));
+  }
+  if (std::filesystem::file_size(path, ec) > kMaxBytes || ec) {
+    throw Error(fmt::format("cache spec '{}': layers file '{}' is larger than {} bytes", spec, path,
+                            kMaxBytes));
+  }
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("cache spec '{}': cannot read layers file '{}'", spec, path));
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    std::string_view text = line;
+    text = trim(text.substr(0, text.find('#')));
+    if (text.empty()) continue;
+    try {
+      out.push_back(parse_override(spec, text, base));
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}:{}: {}", path, number, e.what()));
+    }
+  }
+}
+
+}  // namespace
+
+LayerConfig default_innerq_config() {
+  LayerConfig c;
+  return c;
+}
+
+CacheSpec parse_cache_spec(std::string_view spec) {
+  const size_t semi = spec.find(';');
+  std::string layers_file;
+  CacheSpec out{std::string(spec), parse_base(spec, spec.substr(0, semi), &layers_file), {}};
+  if (!layers_file.empty()) read_layers_file(spec, layers_file, out.layer, out.overrides);
+  for (size_t pos = semi; pos != std::string_view::npos;) {
+    const size_t next = spec.find(';', pos + 1);
+    const std::string_view item = spec.substr(
+        pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
+    out.overrides.push_back(parse_override(spec, item, out.layer));
+    pos = next;
+  }
+  return out;
+}
+
+std::vector<LayerConfig> CacheSpec::layers(int n_layers) const {
+  std::vector<LayerConfig> out(static_cast<size_t>(std::max(n_layers, 0)), layer);
+  for (const LayerOverride& o : overrides) {
+    if (o.last >= n_layers) {
+      throw Error(fmt::format("cache spec '{}': layer {} is beyond the model's {} layers (0..{})",
+                              text, o.last, n_layers, n_layers - 1));
+    }
+    for (int l = o.first; l <= o.last; ++l) out[static_cast<size_t>(l)] = o.config;
+  }
   return out;
 }
 
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs) {
-  // A comma starts a new spec unless what follows looks like key=value.
+  // A comma starts a new spec unless what follows it (up to the next comma)
+  // is a key=value field: a key free of ':' and ';'.
   std::vector<CacheSpec> out;
   size_t start = 0;
   for (size_t i = 0; i <= specs.size(); ++i) {
     if (i < specs.size() && specs[i] != ',') continue;
     if (i < specs.size()) {
-      const std::string_view rest = specs.substr(i + 1);
-      const size_t eq = rest.find('='), next = rest.find_first_of(",:");
-      if (eq != std::string_view::npos && (next == std::string_view::npos || eq < next)) continue;
+      std::string_view rest = specs.substr(i + 1);
+      rest = rest.substr(0, rest.find(','));
+      const size_t eq = rest.find('=');
+      if (eq != std::string_view::npos &&
+          rest.substr(0, eq).find_first_of(":;") == std::string_view::npos)
+        continue;
     }
     out.push_back(parse_cache_spec(specs.substr(start, i - start)));
     start = i + 1;
   }
   return out;
+}
+
+static const char* mode_name(QuantMode m) {
+  switch (m) {
+    case QuantMode::kSymmetric:
+      return "sym";
+    case QuantMode::kAsymmetric:
+      return "asym";
+    case QuantMode::kHybrid:
+      return "hybrid";
+  }
+  return "?";
+}
+
+std::string describe(const LayerConfig& c) {
+  std::string out = cache_kind_name(c.kind);
+  if (c.kind == CacheKind::kInnerQ) {
+    const char* norm = c.knorm == KeyNorm::kOff   ? "off"
+                       : c.knorm == KeyNorm::kRms ? "rms"
+                                                  : "sqrtmax";
+    out += fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
+                       c.v_bits, mode_name(c.v_mode), c.group, c.sink, c.recent, norm);
+    if (c.kcenter) out += " kcenter";
+  } else if (c.kind == CacheKind::kKivi) {
+    out += fmt::format(" {}-bit g{} recent{}", c.k_bits, c.group, c.recent);
+  }
+  if (c.rot_k || c.rot_v) out += fmt::format(" rot={}{}", c.rot_k ? "k" : "", c.rot_v ? "v" : "");
+  return out;
+}
+
+std::string spec_string(const LayerConfig& c) {
+  const char* rot = c.rot_k && c.rot_v ? "kv" : c.rot_k ? "k" : c.rot_v ? "v" : "off";
+  switch (c.kind) {
+    case CacheKind::kInnerQ: {
+      const char* norm = c.knorm == KeyNorm::kOff   ? "off"
+                         : c.knorm == KeyNorm::kRms ? "rms"
+                                                    : "sqrtmax";
+      return fmt::format(
+          "innerq-paper:k={},v={},kmode={},vmode={},g={},sink={},recent={},knorm={},kcenter={},"
+          "rot={}",
+          c.k_bits, c.v_bits, mode_name(c.k_mode), mode_name(c.v_mode), c.group, c.sink, c.recent,
+          norm, c.kcenter ? "on" : "off", rot);
+    }
+    case CacheKind::kKivi:
+      return fmt::format("{}:g={},recent={},rot={}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,
+                         c.recent, rot);
+    default:
+      return fmt::format("{}:rot={}", cache_kind_name(c.kind), rot);
+  }
 }
 
 const char* cache_kind_name(CacheKind kind) {

@@ -1,16 +1,26 @@
 // innerq/kv/cache_spec.h — the `--kv SPEC` string every tool uses to name a
 // cache configuration, and the per-layer configuration it expands to.
 //
-//   SPEC := NAME[:key=value[,key=value...]]
-//   NAME := f32 | f16 | q8_0 | q4_0 | kivi | kivi4 | innerq
-//   keys (innerq): k, v (bits: 2 3 4 8), kmode, vmode (sym|asym|hybrid),
-//                  g (32 64 128), sink, recent (tokens ≥ 0), knorm (off|sqrtmax|rms)
+//   SPEC     := BASE[;OVERRIDE...]
+//   BASE     := NAME[:key=value[,key=value...]]
+//   NAME     := f32 | f16 | q8_0 | q4_0 | kivi | kivi4 | innerq | innerq-paper
+//   keys (innerq, innerq-paper): k, v (bits: 2 3 4 8), kmode, vmode
+//                  (sym|asym|hybrid), g (32 64 128), sink, recent (tokens ≥ 0),
+//                  knorm (off|sqrtmax|rms), kcenter (on|off)
 //   keys (kivi, kivi4): g, recent (the fp16 residual length)
+//   keys (every name): rot (off|k|v|kv): randomized Hadamard rotation of K
+//                  and/or V along head_dim (kernels/hadamard.h);
+//                  layers=FILE: per-layer overrides, one OVERRIDE per line
+//   OVERRIDE := RANGE=SPEC      layers RANGE use SPEC (any name)
+//             | RANGE:FIELDS    layers RANGE use BASE with FIELDS applied
+//   RANGE    := N | N-M         0-based layer indices, inclusive
 //
-// `innerq` alone is the reference configuration (DESIGN.md §1.5): K 3-bit
-// symmetric with sqrt-max key normalization, V 2-bit hybrid, g=32, sink=32,
-// recent=96. Invalid specs throw innerq::Error naming the field and the
-// allowed values.
+// e.g. `innerq;0-1:k=8,v=4;29=f16` or `innerq:layers=tuned.txt`. Later
+// overrides win. `innerq-paper` is the paper's reference configuration
+// (DESIGN.md §1.5): K 3-bit symmetric with sqrt-max key normalization, V
+// 2-bit hybrid, g=32, sink=32, recent=96, no rotation; `innerq` alone is the
+// project's default (docs/architecture.md, "Choosing the default"). Invalid
+// specs throw innerq::Error naming the field and the allowed values.
 #pragma once
 
 #include <string>
@@ -35,18 +45,43 @@ struct LayerConfig {
   int sink = 32;
   int recent = 96;
   KeyNorm knorm = KeyNorm::kSqrtMax;
+  bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
+  bool rot_k = false;    // keys stored rotated (query rotated at decode)
+  bool rot_v = false;    // values stored rotated (output rotated back)
+};
+
+// Layers [first, last] use `config`.
+struct LayerOverride {
+  int first = 0, last = 0;
+  LayerConfig config;
 };
 
 struct CacheSpec {
-  std::string text;   // canonical spelling, e.g. "innerq:k=4,v=4"
+  std::string text;   // as given, e.g. "innerq:k=4,v=4"
   LayerConfig layer;  // applied to every layer unless overridden
+  std::vector<LayerOverride> overrides;
+
+  // One config per layer. Throws innerq::Error when an override names a
+  // layer at or beyond n_layers.
+  std::vector<LayerConfig> layers(int n_layers) const;
 };
 
 CacheSpec parse_cache_spec(std::string_view spec);
+
+// What `innerq` alone means.
+LayerConfig default_innerq_config();
 
 // Splits "a,b:k=1,c" style lists of specs on commas that start a new NAME.
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs);
 
 const char* cache_kind_name(CacheKind kind);
+
+// A short canonical description of one layer's config, e.g.
+// "innerq k3sym v2hybrid g32 sink32 recent96 knorm=sqrtmax rot=k".
+std::string describe(const LayerConfig& c);
+
+// A spec string that parses back to exactly `c`, with every field spelled
+// out, e.g. "innerq-paper:k=3,v=2,kmode=sym,...,rot=k" (used in layers files).
+std::string spec_string(const LayerConfig& c);
 
 }  // namespace innerq::kv

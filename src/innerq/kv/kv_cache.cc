@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/kernels/hadamard.h"
 #include "innerq/kv/layer_caches.h"
 
 namespace innerq::kv {
@@ -77,7 +79,37 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
       }
     }
   }
-  lc.append(k, v, n_tokens);
+  const LayerConfig& c = lc.config();
+  if (!c.rot_k && !c.rot_v) {
+    lc.append(k, v, n_tokens);
+    return;
+  }
+  // Rotated storage (kernels/hadamard.h): the rows are rotated first, and the
+  // rotated values checked again (rotation keeps the norm, not the maximum).
+  const size_t n = per_token * static_cast<size_t>(n_tokens);
+  thread_local std::vector<float> rk, rv;
+  const float* kk = k;
+  const float* vv = v;
+  if (c.rot_k) {
+    rk.assign(k, k + n);
+    kernels::simd::hadamard_rotate(rk.data(), n / shape_.head_dim, shape_.head_dim, false);
+    kk = rk.data();
+  }
+  if (c.rot_v) {
+    rv.assign(v, v + n);
+    kernels::simd::hadamard_rotate(rv.data(), n / shape_.head_dim, shape_.head_dim, false);
+    vv = rv.data();
+  }
+  for (const float* x : {kk, vv}) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!(std::fabs(x[i]) <= limit)) {
+        throw Error(fmt::format("cache: layer {} rotated {} {} at token {} exceeds ±{}", layer,
+                                x == kk ? "key" : "value", x[i],
+                                static_cast<size_t>(lc.n_tokens()) + i / per_token, limit));
+      }
+    }
+  }
+  lc.append(kk, vv, n_tokens);
 }
 
 MemoryUsage KvCache::memory() const {

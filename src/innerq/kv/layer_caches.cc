@@ -33,6 +33,19 @@ void F16Rows::to_f32(int first, int n, float* out) const {
   kernels::f16_to_f32(row(first), static_cast<size_t>(n) * head_dim_, out);
 }
 
+void F16Rows::subtract(const float* mu) {
+  std::vector<float> row(static_cast<size_t>(head_dim_));
+  for (int i = 0; i < size(); ++i) {
+    f16_bits* r = data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
+    kernels::f16_to_f32(r, static_cast<size_t>(head_dim_), row.data());
+    for (int c = 0; c < head_dim_; ++c) {
+      row[static_cast<size_t>(c)] =
+          std::clamp(row[static_cast<size_t>(c)] - mu[c], -kF16Max, kF16Max);
+    }
+    kernels::f32_to_f16(row.data(), static_cast<size_t>(head_dim_), r);
+  }
+}
+
 void F16Rows::pop_front(int n) {
   front_ += n;
   // Compact once the dead prefix outgrows the live rows: amortized O(1).
@@ -266,9 +279,16 @@ const float* InnerQLayerCache::key_norm(int head) const {
 
 void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
   const int S = config_.sink, R = config_.recent, G = config_.group;
+  std::vector<float> centered(config_.kcenter ? static_cast<size_t>(head_dim_) : 0);
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
       const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
+      if (const float* mu = key_mean(h)) {  // keys after the first flush are stored centered
+        for (int c = 0; c < head_dim_; ++c) {
+          centered[static_cast<size_t>(c)] = std::clamp(krow[c] - mu[c], -kF16Max, kF16Max);
+        }
+        krow = centered.data();
+      }
       const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
       if (n_tokens_ + i < S) {
         k_sink_[static_cast<size_t>(h)].push(krow);
@@ -313,12 +333,34 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
     key_norm_.resize(static_cast<size_t>(n_kv_heads_));
   }
-  // The first flush normalizes over the whole window, later ones read only
-  // the rows they quantize. rows: [n][D] f32, oldest first.
+  if (config_.kcenter && key_mean_.empty()) key_mean_.resize(static_cast<size_t>(n_kv_heads_));
+  // The first flush centers and normalizes over the whole window, later ones
+  // read only the rows they quantize. rows: [n][D] f32, oldest first.
+  const bool first_center = config_.kcenter && key_mean_[static_cast<size_t>(head)].empty();
   const bool first_norm =
       config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
-  std::vector<float> rows(static_cast<size_t>(first_norm ? recent.size() : n_tokens) * D);
+  std::vector<float> rows(
+      static_cast<size_t>(first_norm || first_center ? recent.size() : n_tokens) * D);
   recent.to_f32(0, static_cast<int>(rows.size() / D), rows.data());
+  if (first_center) {
+    const int n_rows = static_cast<int>(rows.size() / D);
+    std::vector<double> sum(static_cast<size_t>(D), 0.0);
+    for (int t = 0; t < n_rows; ++t)
+      for (int c = 0; c < D; ++c)
+        sum[static_cast<size_t>(c)] += rows[static_cast<size_t>(t) * D + c];
+    std::vector<float>& mu = key_mean_[static_cast<size_t>(head)];
+    mu.resize(static_cast<size_t>(D));
+    for (int c = 0; c < D; ++c)
+      mu[static_cast<size_t>(c)] = static_cast<float>(sum[static_cast<size_t>(c)] / n_rows);
+    for (int t = 0; t < n_rows; ++t)
+      for (int c = 0; c < D; ++c) {
+        float& x = rows[static_cast<size_t>(t) * D + c];
+        x = std::clamp(x - mu[static_cast<size_t>(c)], -kF16Max, kF16Max);
+      }
+    // What stays in f16 is centered too, so every region holds K − μ.
+    k_sink_[static_cast<size_t>(head)].subtract(mu.data());
+    recent.subtract(mu.data());
+  }
   if (first_norm) compute_key_norm(head, rows.data(), static_cast<int>(rows.size() / D));
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.group, config_.k_mode};
@@ -371,6 +413,7 @@ MemoryUsage InnerQLayerCache::memory() const {
         k_sink_[hs].bytes() + v_sink_[hs].bytes() + k_recent_[hs].bytes() + v_recent_[hs].bytes();
   }
   if (!key_norm_.empty()) m.norm = static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
+  if (!key_mean_.empty()) m.norm += static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
   return m;
 }
 

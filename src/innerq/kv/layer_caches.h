@@ -25,6 +25,8 @@ class F16Rows {
   // Rows [first, first + n) in f32: out [n][head_dim].
   void to_f32(int first, int n, float* out) const;
   void pop_front(int n);  // drops the oldest n rows
+  // Every live row r becomes f16(r − mu) (mu: [head_dim]), clamped to ±65504.
+  void subtract(const float* mu);
   int size() const { return static_cast<int>(data_.size() / head_dim_) - front_; }
   const f16_bits* row(int i) const {
     return data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
@@ -132,6 +134,12 @@ class KiviLayerCache final : public LayerCache {
 // is quantized, over every non-sink key present at that moment (the keys
 // being quantized and the recent window): sqrtmax: f = sqrt(max|K|); rms:
 // f = sqrt(rms(K)); off: f = 1. A channel that is all zero gets f = 1.
+// Key centering (kcenter=on), computed at the same moment and before f: the
+// per-channel mean μ of the same keys is subtracted from every key the cache
+// holds then (sink, recent, the keys being quantized) and from every later
+// key, so all regions store K − μ. Scores then shift by the same q·μ for
+// every token, which softmax cancels exactly: attention needs no correction
+// (docs/architecture.md, "Key centering").
 // ---------------------------------------------------------------------------
 class InnerQLayerCache final : public LayerCache {
  public:
@@ -159,6 +167,13 @@ class InnerQLayerCache final : public LayerCache {
   // Per-channel key factors f [head_dim] (all ones when knorm=off or before
   // the first key is quantized).
   const float* key_norm(int head) const;
+  // Per-channel key mean μ [head_dim] subtracted from every stored key, or
+  // nullptr (kcenter=off, or before the first key is quantized).
+  const float* key_mean(int head) const {
+    return key_mean_.empty() || key_mean_[static_cast<size_t>(head)].empty()
+               ? nullptr
+               : key_mean_[static_cast<size_t>(head)].data();
+  }
 
  private:
   void flush_k(int head, int n_tokens);
@@ -170,6 +185,7 @@ class InnerQLayerCache final : public LayerCache {
   std::vector<F16Rows> k_sink_, v_sink_, k_recent_, v_recent_;
   std::vector<std::vector<uint8_t>> k_mid_, v_mid_;
   std::vector<std::vector<float>> key_norm_;  // [heads][D], empty until computed
+  std::vector<std::vector<float>> key_mean_;  // [heads][D], empty until computed
   std::vector<float> ones_;                   // [D] of 1.0
 };
 

@@ -197,7 +197,7 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
     std::vector<std::unique_ptr<kv::KvCache>> caches;
     std::vector<const kv::LayerCache*> layers;
     for (const kv::CacheSpec& spec : specs) {
-      caches.push_back(std::make_unique<kv::KvCache>(shape, spec.layer));
+      caches.push_back(std::make_unique<kv::KvCache>(shape, spec.layers(shape.n_layers)));
       caches.back()->append(0, k.data(), v.data(), ctx);
       layers.push_back(&caches.back()->layer(0));
     }

@@ -25,23 +25,36 @@ struct InfoOptions {
   int ctx = 0;  // 0: the model's training context
 };
 
-// Exact cache bytes for `ctx` tokens: one layer is filled (storage does not
-// depend on the values) and, since every layer has the same config, scaled
-// by the layer count.
-kv::MemoryUsage cache_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, int ctx,
+// Exact cache bytes of one layer with `config` holding `ctx` tokens: one
+// layer is filled (storage does not depend on the values).
+kv::MemoryUsage layer_memory(const model::LlamaModel& m, const kv::LayerConfig& config, int ctx,
                              size_t* f16_bytes) {
   kv::CacheShape shape = m.cache_shape(ctx);
-  const int n_layers = shape.n_layers;
   shape.n_layers = 1;
-  kv::KvCache one(shape, spec.layer);
+  kv::KvCache one(shape, config);
   const std::vector<float> zeros(static_cast<size_t>(ctx) * shape.n_kv_heads * shape.head_dim,
                                  0.0f);
   one.append(0, zeros.data(), zeros.data(), ctx);
-  kv::MemoryUsage per_layer = one.memory();
-  kv::MemoryUsage all;
-  for (int l = 0; l < n_layers; ++l) all += per_layer;
-  *f16_bytes = one.bytes_f16_equivalent() * static_cast<size_t>(n_layers);
-  return all;
+  *f16_bytes = one.bytes_f16_equivalent();
+  return one.memory();
+}
+
+// Bytes of every layer (per-layer configs from the spec's overrides), each
+// distinct config measured once.
+std::vector<kv::MemoryUsage> cache_memory(const model::LlamaModel& m, const kv::CacheSpec& spec,
+                                          int ctx, size_t* f16_bytes) {
+  const std::vector<kv::LayerConfig> layers = spec.layers(m.config().n_layers);
+  std::map<std::string, kv::MemoryUsage> measured;
+  std::vector<kv::MemoryUsage> out;
+  size_t f16_layer = 0;
+  for (const kv::LayerConfig& c : layers) {
+    const std::string key = kv::describe(c);
+    auto it = measured.find(key);
+    if (it == measured.end()) it = measured.emplace(key, layer_memory(m, c, ctx, &f16_layer)).first;
+    out.push_back(it->second);
+  }
+  *f16_bytes = f16_layer * layers.size();
+  return out;
 }
 
 void run_info(const InfoOptions& o) {
@@ -80,19 +93,32 @@ void run_info(const InfoOptions& o) {
   fmt::print("\nKV cache for {} tokens:\n", ctx);
   fmt::print("{:<24} {:>14} {:>12} {:>10} {:>8} {:>8}\n", "kv", "bytes", "codes", "metadata",
              "windows", "vs f16");
+  std::vector<std::pair<kv::CacheSpec, std::vector<kv::MemoryUsage>>> per_layer_specs;
   for (const kv::CacheSpec& spec : specs) {
     size_t f16_bytes = 0;
     kv::MemoryUsage mem;
+    std::vector<kv::MemoryUsage> per_layer;
     try {
-      mem = cache_memory(m, spec, ctx, &f16_bytes);
+      per_layer = cache_memory(m, spec, ctx, &f16_bytes);
     } catch (const Error& e) {  // e.g. head_dim smaller than the spec's group
       fmt::print("{:<24} not available: {}\n", spec.text, e.what());
       continue;
     }
+    for (const kv::MemoryUsage& l : per_layer) mem += l;
+    if (!spec.overrides.empty()) per_layer_specs.push_back({spec, per_layer});
     fmt::print("{:<24} {:>14} {:>12} {:>10} {:>8.1f}% {:>7.2f}x\n", spec.text, mem.total(),
                mem.codes, mem.metadata,
                100.0 * static_cast<double>(mem.windows) / std::max<size_t>(1, mem.total()),
                static_cast<double>(f16_bytes) / std::max<size_t>(1, mem.total()));
+  }
+  // Specs with per-layer overrides: each layer's config and bytes.
+  for (const auto& [spec, per_layer] : per_layer_specs) {
+    const std::vector<kv::LayerConfig> layers = spec.layers(c.n_layers);
+    fmt::print("\nper layer, {}:\n", spec.text);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      fmt::print("  layer {:>3}  {:>12} bytes  {}\n", l, per_layer[l].total(),
+                 kv::describe(layers[l]));
+    }
   }
 }
 
