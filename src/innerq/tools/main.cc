@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   innerq::tools::add_perplexity_command(app);
   innerq::tools::add_info_command(app);
   innerq::tools::add_bench_command(app);
+  innerq::tools::add_tune_command(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,298 @@
+// innerq/tools/cmd_tune.cc — `innerq tune`: per-layer K/V bit widths for a
+// byte budget, found offline on calibration text (KVTuner-style).
+//
+// 1. Sensitivity: for every layer l and bit width b, the KL divergence from
+//    the f16 cache when only layer l is quantized — its K at b bits (V at 8),
+//    or its V at b bits (K at 8) — every other layer f16. All these configs
+//    run through the same teacher-forced evaluation as `perplexity`
+//    (tools/eval.h), in batches.
+// 2. Search: the KLDs of layers add up to first order, so the tuner picks one
+//    (K bits, V bits) pair per layer minimizing Σ_l S_K(l, k_l) + S_V(l, v_l)
+//    under the budget on the average bits per value of the quantized storage
+//    (codes and group metadata; the f16 windows are the same for every
+//    choice). An exact dynamic program over layers and cost in 1/16-bit units;
+//    ties go to the cheaper, then the earlier, choice, so the result is
+//    deterministic.
+// 3. Output: a layers file (one full spec per layer), used as
+//    `--kv innerq:layers=FILE` (kv/cache_spec.h).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "innerq/base/error.h"
+#include "innerq/kernels/group_format.h"
+#include "innerq/kv/cache_spec.h"
+#include "innerq/model/llama.h"
+#include "innerq/model/model_path.h"
+#include "innerq/tools/commands.h"
+#include "innerq/tools/eval.h"
+
+namespace innerq::tools {
+namespace {
+
+struct TuneOptions {
+  std::string model;
+  std::string file;
+  std::string base = "innerq";
+  std::string out;
+  std::vector<int> bits = {2, 3, 4, 8};
+  double budget = 3.0;
+  int ctx = 512;
+  int prefix = 256;
+  int chunks = 2;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int batch = 64;
+  bool json = false;
+};
+
+// Cost of b-bit groups in 1/16-bit units per value (exact for G ≤ 128).
+int cost_units(int bits, int group, QuantMode mode) {
+  return static_cast<int>(group_record_bytes(bits, group, mode) * 8 * 16 / group);
+}
+
+struct Choice {
+  int k_bits, v_bits, cost;
+};
+
+void run_tune(const TuneOptions& o) {
+  const kv::CacheSpec base_spec = kv::parse_cache_spec(o.base);
+  const kv::LayerConfig base = base_spec.layer;
+  if (base.kind != kv::CacheKind::kInnerQ || !base_spec.overrides.empty()) {
+    throw Error(
+        fmt::format("--base '{}' must be one innerq config without layer overrides", o.base));
+  }
+  if (o.bits.empty()) throw Error("--bits: give at least one bit width");
+  for (int b : o.bits) {
+    if (!is_supported_bits(b)) {
+      throw Error(fmt::format("--bits: {} is not a supported bit width (2, 3, 4, 8)", b));
+    }
+  }
+  if (!(o.budget > 0.0) || o.budget > 16.0) {
+    throw Error(fmt::format("--budget {} must be in (0, 16] bits per value", o.budget));
+  }
+  if (o.out.empty()) throw Error("-o FILE is required: where to write the layers file");
+
+  const model::LlamaModel m(model::resolve_model_path(o.model));
+  const int L = m.config().n_layers;
+  const std::vector<int> tokens = tokenize_file(m, o.file);
+
+  // Config 0: f16 base. Then per layer: K at each width (V 8), V at each
+  // width (K 8); the (8, 8) point is shared.
+  kv::LayerConfig f16 = kv::parse_cache_spec("f16").layer;
+  std::vector<EvalConfig> configs{
+      {"f16", std::vector<kv::LayerConfig>(static_cast<size_t>(L), f16)}};
+  std::vector<int> bits = o.bits;
+  std::sort(bits.begin(), bits.end());
+  bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
+  const size_t nb = bits.size();
+  // index[l][kind][b] into configs; kind 0 = K, 1 = V.
+  std::vector<size_t> index(static_cast<size_t>(L) * 2 * nb);
+  auto at = [&](int l, int kind, size_t b) -> size_t& {
+    return index[(static_cast<size_t>(l) * 2 + kind) * nb + b];
+  };
+  for (int l = 0; l < L; ++l) {
+    size_t shared = 0;
+    for (int kind = 0; kind < 2; ++kind) {
+      for (size_t b = 0; b < nb; ++b) {
+        if (bits[b] == 8 && shared != 0) {
+          at(l, kind, b) = shared;
+          continue;
+        }
+        kv::LayerConfig c = base;
+        c.k_bits = kind == 0 ? bits[b] : 8;
+        c.v_bits = kind == 1 ? bits[b] : 8;
+        std::vector<kv::LayerConfig> layers(static_cast<size_t>(L), f16);
+        layers[static_cast<size_t>(l)] = c;
+        configs.push_back({fmt::format("layer {} k{} v{}", l, c.k_bits, c.v_bits), layers});
+        at(l, kind, b) = configs.size() - 1;
+        if (bits[b] == 8) shared = configs.size() - 1;
+      }
+    }
+  }
+
+  EvalOptions eo;
+  eo.ctx = o.ctx;
+  eo.prefix = o.prefix;
+  eo.chunks = o.chunks;
+  eo.threads = o.threads;
+  eo.batch = o.batch;
+  ProgressBar bar(fmt::format("tune: {} sensitivity configs", configs.size() - 1));
+  eo.progress = [&](long d, long t) { bar.update(d, t); };
+  const std::vector<EvalStats> stats = evaluate(m, tokens, configs, eo);
+  bar.finish();
+  auto sens = [&](int l, int kind, size_t b) { return stats[at(l, kind, b)].mean_kld(); };
+
+  // Dynamic program over layers; cost in 1/16-bit units of (K + V) per value.
+  std::vector<Choice> options;
+  for (size_t kb = 0; kb < nb; ++kb)
+    for (size_t vb = 0; vb < nb; ++vb)
+      options.push_back({static_cast<int>(kb), static_cast<int>(vb),
+                         cost_units(bits[kb], base.group, base.k_mode) +
+                             cost_units(bits[vb], base.group, base.v_mode)});
+  std::stable_sort(options.begin(), options.end(),
+                   [](const Choice& a, const Choice& b) { return a.cost < b.cost; });
+  const int max_cost = static_cast<int>(std::floor(o.budget * 2 * 16 * L + 1e-9));
+  int min_cost = 0;
+  for (int l = 0; l < L; ++l) min_cost += options.front().cost;
+  if (min_cost > max_cost) {
+    throw Error(fmt::format(
+        "--budget {} bits per value is below the cheapest choice ({:.3f} bits with --bits {} "
+        "and the base's modes)",
+        o.budget, min_cost / (2.0 * 16 * L), bits.front()));
+  }
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  const size_t width = static_cast<size_t>(max_cost) + 1;
+  std::vector<double> best(width, kInf), next(width);
+  std::vector<int> pick(static_cast<size_t>(L) * width, -1);
+  best[0] = 0.0;
+  for (int l = 0; l < L; ++l) {
+    std::fill(next.begin(), next.end(), kInf);
+    for (size_t c = 0; c < width; ++c) {
+      if (best[c] == kInf) continue;
+      for (size_t i = 0; i < options.size(); ++i) {
+        const Choice& ch = options[i];
+        const size_t nc = c + static_cast<size_t>(ch.cost);
+        if (nc >= width) continue;
+        const double v = best[c] + sens(l, 0, static_cast<size_t>(ch.k_bits)) +
+                         sens(l, 1, static_cast<size_t>(ch.v_bits));
+        if (v < next[nc]) {
+          next[nc] = v;
+          pick[static_cast<size_t>(l) * width + nc] = static_cast<int>(i);
+        }
+      }
+    }
+    // pick[l][nc] must also remember the predecessor cost: recoverable as
+    // nc − cost(option).
+    best.swap(next);
+  }
+  size_t end = 0;
+  for (size_t c = 0; c < width; ++c)
+    if (best[c] < best[end] || (best[end] == kInf && best[c] < kInf)) end = c;
+  std::vector<Choice> chosen(static_cast<size_t>(L));
+  for (int l = L - 1, c = static_cast<int>(end); l >= 0; --l) {
+    const int i = pick[static_cast<size_t>(l) * width + static_cast<size_t>(c)];
+    chosen[static_cast<size_t>(l)] = options[static_cast<size_t>(i)];
+    c -= options[static_cast<size_t>(i)].cost;
+  }
+  const double predicted = best[end];
+  const double avg_bits = static_cast<double>(end) / (2.0 * 16 * L);
+
+  // The same additive prediction for every uniform choice within the budget.
+  struct Uniform {
+    int k, v;
+    double bits, kld;
+  };
+  std::vector<Uniform> uniform;
+  for (size_t kb = 0; kb < nb; ++kb)
+    for (size_t vb = 0; vb < nb; ++vb) {
+      const int cost = cost_units(bits[kb], base.group, base.k_mode) +
+                       cost_units(bits[vb], base.group, base.v_mode);
+      if (cost * L > max_cost) continue;
+      double s = 0.0;
+      for (int l = 0; l < L; ++l) s += sens(l, 0, kb) + sens(l, 1, vb);
+      uniform.push_back({bits[kb], bits[vb], cost / 32.0, s});
+    }
+
+  std::ofstream out(o.out);
+  if (!out) throw Error(fmt::format("-o '{}': cannot write the layers file", o.out));
+  out << fmt::format(
+      "# innerq tune: {} layers, budget {} bits/value (quantized storage), chose {:.4f}\n"
+      "# model {}, calibration text {} ({} chunks of {} tokens, prefix {})\n"
+      "# base {}\n# predicted KLD (sum of per-layer sensitivities) {:.5f}\n"
+      "# use: --kv 'innerq:layers={}'\n",
+      L, o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
+      kv::spec_string(base), predicted, o.out);
+  for (int l = 0; l < L; ++l) {
+    kv::LayerConfig c = base;
+    c.k_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)];
+    c.v_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)];
+    out << l << '=' << kv::spec_string(c) << '\n';
+  }
+  if (!out) throw Error(fmt::format("-o '{}': write failed", o.out));
+
+  if (o.json) {
+    nlohmann::json j;
+    j["budget_bits"] = o.budget;
+    j["chosen_bits"] = avg_bits;
+    j["predicted_kld"] = predicted;
+    j["file"] = o.out;
+    j["bits"] = bits;
+    for (int l = 0; l < L; ++l) {
+      nlohmann::json row;
+      row["layer"] = l;
+      row["k_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)];
+      row["v_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)];
+      for (size_t b = 0; b < nb; ++b) {
+        row["kld_k"].push_back(sens(l, 0, b));
+        row["kld_v"].push_back(sens(l, 1, b));
+      }
+      j["layers"].push_back(row);
+    }
+    for (const Uniform& u : uniform)
+      j["uniform"].push_back({{"k_bits", u.k}, {"v_bits", u.v}, {"bits", u.bits}, {"kld", u.kld}});
+    fmt::print("{}\n", j.dump(1));
+    return;
+  }
+  fmt::print(
+      "sensitivity: KLD with only this layer quantized (K at b bits with V 8, or V at b with K "
+      "8)\n");
+  fmt::print("{:>5}", "layer");
+  for (int b : bits) fmt::print(" {:>9}", fmt::format("K{}", b));
+  for (int b : bits) fmt::print(" {:>9}", fmt::format("V{}", b));
+  fmt::print("  chosen\n");
+  for (int l = 0; l < L; ++l) {
+    fmt::print("{:>5}", l);
+    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(l, 0, b));
+    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(l, 1, b));
+    fmt::print("  K{} V{}\n", bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)],
+               bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)]);
+  }
+  fmt::print("\nchosen: {:.4f} bits per value (budget {}), predicted KLD {:.5f}\n", avg_bits,
+             o.budget, predicted);
+  fmt::print("uniform choices within the budget (same prediction):\n");
+  for (const Uniform& u : uniform)
+    fmt::print("  K{} V{}  {:.4f} bits  predicted KLD {:.5f}\n", u.k, u.v, u.bits, u.kld);
+  fmt::print("wrote {} (use --kv 'innerq:layers={}')\n", o.out, o.out);
+}
+
+}  // namespace
+
+void add_tune_command(CLI::App& app) {
+  auto o = std::make_shared<TuneOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "tune",
+      "Find per-layer K/V bit widths for a byte budget on calibration text (writes a layers "
+      "file for --kv innerq:layers=FILE)");
+  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+      ->required();
+  cmd->add_option("-f,--file", o->file,
+                  "calibration text (e.g. wikitext2/valid.txt; never the test split)")
+      ->required();
+  cmd->add_option("-o,--output", o->out, "layers file to write")->required();
+  cmd->add_option("--base", o->base, "innerq config whose bits are tuned per layer")
+      ->capture_default_str();
+  cmd->add_option("--budget", o->budget,
+                  "average bits per value of the quantized storage (K and V, metadata included)")
+      ->capture_default_str();
+  cmd->add_option("--bits", o->bits, "bit widths to choose from")->delimiter(',');
+  cmd->add_option("--ctx,-c", o->ctx, "tokens per calibration chunk")->capture_default_str();
+  cmd->add_option("--prefix", o->prefix, "tokens prefilled per chunk; later tokens are scored")
+      ->capture_default_str();
+  cmd->add_option("--chunks", o->chunks, "calibration chunks (0 = all)")->capture_default_str();
+  cmd->add_option("-t,--threads", o->threads, "threads")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "configs decoded together per pass")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print the sensitivities and the choice as JSON");
+  cmd->callback([o] { run_tune(*o); });
+}
+
+}  // namespace innerq::tools

@@ -1,0 +1,192 @@
+// Teacher-forced evaluation of cache configs (eval.h).
+#include "innerq/tools/eval.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <span>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "innerq/base/error.h"
+#include "innerq/kv/kv_cache.h"
+#include "innerq/model/sampler.h"
+
+namespace innerq::tools {
+namespace {
+
+// log-softmax of one row, in double: out[i] = x[i] − log Σ exp(x).
+void log_softmax(const float* x, int n, std::vector<double>& out) {
+  out.resize(static_cast<size_t>(n));
+  double mx = x[0];
+  for (int i = 1; i < n; ++i) mx = std::max(mx, static_cast<double>(x[i]));
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
+  const double lse = mx + std::log(sum);
+  for (int i = 0; i < n; ++i) out[static_cast<size_t>(i)] = x[i] - lse;
+}
+
+// The base's log-probabilities of one position, computed once and reused for
+// every config scored at that position.
+struct BaseRow {
+  std::vector<double> logp, p;
+  int top = 0;
+  void set(const float* logits, int V) {
+    log_softmax(logits, V, logp);
+    p.resize(logp.size());
+    for (size_t i = 0; i < logp.size(); ++i) p[i] = std::exp(logp[i]);
+    top = model::argmax(std::span<const float>(logits, static_cast<size_t>(V)));
+  }
+};
+
+void score_row(const BaseRow& base, const float* row, int V, int next, EvalStats& s,
+               std::vector<double>& lp) {
+  log_softmax(row, V, lp);
+  double kl = 0.0;
+  for (size_t i = 0; i < lp.size(); ++i) kl += base.p[i] * (base.logp[i] - lp[i]);
+  s.nll -= lp[static_cast<size_t>(next)];
+  s.kld += std::max(0.0, kl);
+  s.top1 += model::argmax(std::span<const float>(row, static_cast<size_t>(V))) == base.top;
+  s.tokens += 1;
+}
+
+}  // namespace
+
+double EvalStats::ppl() const {
+  return tokens > 0 ? std::exp(nll / tokens) : 0.0;
+}
+
+std::vector<int> tokenize_file(const model::LlamaModel& m, const std::string& path) {
+  constexpr std::uintmax_t kMaxBytes = std::uintmax_t{512} << 20;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw Error(fmt::format("text file '{}' does not exist or is not a regular file", path));
+  }
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxBytes) {
+    throw Error(fmt::format("text file '{}' is larger than {} MiB", path, kMaxBytes >> 20));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (!in || in.bad()) throw Error(fmt::format("cannot read text file '{}'", path));
+  return m.tokenizer().tokenize(s.str(), /*add_bos=*/false, /*parse_special=*/false);
+}
+
+std::vector<EvalStats> evaluate(const model::LlamaModel& m, const std::vector<int>& tokens,
+                                const std::vector<EvalConfig>& configs, const EvalOptions& o) {
+  if (o.ctx < 2) throw Error(fmt::format("--ctx {} must be at least 2", o.ctx));
+  if (o.ctx > m.config().n_ctx_train) {
+    throw Error(fmt::format("--ctx {} exceeds the model's training context of {} tokens", o.ctx,
+                            m.config().n_ctx_train));
+  }
+  if (o.prefix < 1 || o.prefix >= o.ctx) {
+    throw Error(fmt::format("--prefix {} must be in [1, ctx {})", o.prefix, o.ctx));
+  }
+  if (o.chunks < 0) throw Error(fmt::format("--chunks {} must be >= 0", o.chunks));
+  if (o.threads < 1) throw Error(fmt::format("-t {} must be >= 1", o.threads));
+  if (o.batch < 1) throw Error(fmt::format("--batch {} must be >= 1", o.batch));
+  if (configs.empty()) throw Error("evaluate: no configs");
+  const int available = static_cast<int>(tokens.size() / static_cast<size_t>(o.ctx));
+  if (available == 0) {
+    throw Error(fmt::format("the text has {} tokens, fewer than one chunk of --ctx {}",
+                            tokens.size(), o.ctx));
+  }
+  const int n_chunks = o.chunks > 0 ? std::min(o.chunks, available) : available;
+  const int V = m.config().n_vocab;
+  const model::Tokenizer& tok = m.tokenizer();
+
+  std::vector<EvalStats> stats(configs.size());
+  const size_t n_others = configs.size() - 1;
+  const size_t n_batches = n_others == 0 ? 1 : (n_others + o.batch - 1) / o.batch;
+  const long per_chunk = o.ctx - o.prefix;
+  const long total = per_chunk * n_chunks * static_cast<long>(n_batches);
+  long done = 0;
+  std::vector<float> logits;
+  std::vector<double> lp;
+  // With several batches, later batches reuse the base's logits of the first
+  // (kept as floats, per_chunk × vocab).
+  std::vector<float> base_logits(n_batches > 1 ? static_cast<size_t>(per_chunk) * V : 0);
+  BaseRow base;
+  for (int c = 0; c < n_chunks; ++c) {
+    std::vector<int> chunk(tokens.begin() + static_cast<long>(c) * o.ctx,
+                           tokens.begin() + static_cast<long>(c + 1) * o.ctx);
+    if (tok.adds_bos()) chunk[0] = tok.bos();
+    // Each batch: the base first (only in the first batch, whose rows every
+    // later batch reuses), then up to `batch` configs.
+    for (size_t b = 0; b < n_batches; ++b) {
+      std::vector<size_t> members;
+      if (b == 0) members.push_back(0);
+      for (size_t i = 1 + b * o.batch; i < std::min(configs.size(), 1 + (b + 1) * o.batch); ++i)
+        members.push_back(i);
+      std::vector<std::unique_ptr<kv::KvCache>> owned;
+      std::vector<kv::KvCache*> caches;
+      for (size_t i : members) {
+        owned.push_back(std::make_unique<kv::KvCache>(m.cache_shape(o.ctx), configs[i].layers));
+        caches.push_back(owned.back().get());
+      }
+      m.prefill(std::span<const int>(chunk).first(static_cast<size_t>(o.prefix)), caches, false,
+                logits, o.threads);
+      // The prefill's last logits are the same for every config: they score
+      // token `prefix`.
+      base.set(logits.data(), V);
+      for (size_t i : members) score_row(base, logits.data(), V, chunk[o.prefix], stats[i], lp);
+      for (int t = o.prefix; t + 1 < o.ctx; ++t) {
+        const std::vector<int> feed(members.size(), chunk[static_cast<size_t>(t)]);
+        m.decode(feed, caches, logits, o.threads);
+        float* kept = base_logits.empty()
+                          ? nullptr
+                          : base_logits.data() + static_cast<size_t>(t - o.prefix) * V;
+        if (b == 0) {  // member 0 is the base
+          base.set(logits.data(), V);
+          if (kept) std::copy(logits.begin(), logits.begin() + V, kept);
+        } else {
+          base.set(kept, V);
+        }
+        for (size_t j = 0; j < members.size(); ++j) {
+          score_row(base, logits.data() + j * static_cast<size_t>(V), V, chunk[t + 1],
+                    stats[members[j]], lp);
+        }
+        ++done;
+        if (o.progress) o.progress(done, total);
+      }
+      ++done;
+      if (o.progress) o.progress(done, total);
+      for (size_t j = 0; j < members.size(); ++j) {
+        stats[members[j]].kv_bytes = caches[j]->memory().total();
+        stats[members[j]].kv_bytes_f16 = caches[j]->bytes_f16_equivalent();
+      }
+    }
+  }
+  return stats;
+}
+
+ProgressBar::ProgressBar(std::string label)
+    : label_(std::move(label)), tty_(isatty(fileno(stderr)) != 0) {}
+
+void ProgressBar::update(long done, long total, const std::string& detail) {
+  if (total <= 0) return;
+  const double frac = std::min(1.0, static_cast<double>(done) / total);
+  const int decile = static_cast<int>(frac * 10);
+  if (!tty_ && decile == last_decile_) return;
+  last_decile_ = decile;
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(frac * kWidth);
+  fmt::print(stderr, "{}{} [{}{}] {:3.0f}% {}{}", tty_ ? "\r" : "", label_,
+             std::string(static_cast<size_t>(filled), '#'),
+             std::string(static_cast<size_t>(kWidth - filled), '.'), 100.0 * frac, detail,
+             tty_ ? "   " : "\n");
+  std::fflush(stderr);
+}
+
+void ProgressBar::finish() {
+  if (tty_) fmt::print(stderr, "\r{:100}\r", "");
+}
+
+}  // namespace innerq::tools
