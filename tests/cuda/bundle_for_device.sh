@@ -13,11 +13,14 @@
 # Here:    cmake --preset cuda && cmake --build build/cuda -j2 \
 #            --target innerq decode_attention_cuda_test append_cuda_test
 #          tests/cuda/bundle_for_device.sh build/cuda
+# Variants of the bench binary copied to BUILD/innerq-NAME (say, built with
+# -DINNERQ_CUDA_DECODE_MIN_BLOCKS=5) travel too; run.sh benches each at
+# llama3-8b, 8 sequences, 64k and 128k tokens, after everything else.
 # Device:  run(command=".gpu/run.sh", carry=[".gpu"], timeout_s=420)
 #
 # run.sh writes at most 8 files to $OUT (the device tool's limit): run.log
-# (everything, in order), sanitizer.log, ncu.log and bench-SHAPE-SEQS.json
-# for each bench run; it prints a short summary last. Each step has its own
+# (everything, in order), sanitizer.log, ncu.log and bench-SHAPE.json for
+# each bench shape (1 and 8 sequences); it prints a short summary last. Each step has its own
 # timeout so that one slow step cannot take the others' time; the order puts
 # the results that matter most first: tests, the llama3-8b bench, the
 # sanitizers, the mha bench, then a single-kernel ncu profile.
@@ -29,6 +32,9 @@ rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/lib-fallback"
 cp "$build/innerq" "$build"/tests/cuda/{decode_attention_cuda_test,append_cuda_test} \
   "$out/bin/"
+for variant in "$build"/innerq-*; do
+  [ -x "$variant" ] && cp "$variant" "$out/bin/"
+done
 libs=$(for binary in "$out"/bin/*; do ldd "$binary"; done |
   awk '$3 ~ /^\// { print $3 }' | sort -u)
 echo "$libs" |
@@ -39,9 +45,11 @@ echo "$libs" | grep -E '/(libstdc\+\+|libgcc_s)\.so' | xargs -r cp -L -t "$out/l
 cat >"$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the device, from the repository root. Optional environment:
-#   SPECS   the bench's --kv list (default below)
-#   STEPS   which steps to run, a subset of "smi tests bench1 sanitize bench2 ncu"
-#   TOTAL   seconds for all steps (default 390): a step gets what is left, at
+#   SPECS   the bench's --kv list (default below; innerq-paper where it exists)
+#   NCU_KV  the cache spec whose split kernel ncu profiles (default innerq)
+#   STEPS   which steps to run, a subset of
+#           "smi tests bench1 sanitize bench2 ncu variants"
+#   TOTAL   seconds for all steps (default 440): a step gets what is left, at
 #           most its own limit, and is skipped when under 15 s are left
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,8 +58,9 @@ mkdir -p "$OUT"
 log=$OUT/run.log
 exec > >(tee -a "$log") 2>&1
 SPECS=${SPECS:-f16,kivi,innerq-paper,innerq,innerq:k=2,v=2}
-STEPS=${STEPS:-smi tests bench1 sanitize bench2 ncu}
-TOTAL=${TOTAL:-390}
+NCU_KV=${NCU_KV:-innerq}
+STEPS=${STEPS:-smi tests bench1 sanitize bench2 ncu variants}
+TOTAL=${TOTAL:-440}
 start=$(date +%s)
 summary=()
 note() { summary+=("$(printf '%4ds  %s' $(($(date +%s) - start)) "$*")"); echo "### $*" >&2; }
@@ -97,18 +106,33 @@ if want smi; then
   note "compute-sanitizer: ${sanitizer:-missing}; ncu: ${ncu:-missing}"
 fi
 
+# The decode test's cases in 8 gtest shards at once (its CPU references are
+# single-threaded; the machine has 16 cores).
+decode_shards() {
+  local pids=() rc=0 i
+  for i in 0 1 2 3 4 5 6 7; do
+    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i "$here/bin/decode_attention_cuda_test" \
+      --gtest_brief=1 >"/tmp/decode_shard_$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in 0 1 2 3 4 5 6 7; do
+    wait "${pids[$i]}" || rc=1
+    echo "--- shard $i"
+    cat "/tmp/decode_shard_$i.log"
+  done
+  return $rc
+}
 if want tests; then
   step "append_cuda_test" 60 "$here/bin/append_cuda_test" --gtest_brief=1
-  step "decode_attention_cuda_test" 120 "$here/bin/decode_attention_cuda_test" --gtest_brief=1
+  step "decode_attention_cuda_test (8 shards)" 120 bash -c "$(declare -f decode_shards); here=$here; decode_shards"
 fi
 
-bench() {  # bench SHAPE SEQS CTX
-  step "bench $1 seqs $2" "$4" "$here/bin/innerq" bench attention --device cuda --shape "$1" \
-    --seqs "$2" --ctx "$3" --kv "$SPECS" -t 16 --json >"$OUT/bench-$1-$2.json"
+bench() {  # bench SHAPE LIMIT: 1 and 8 sequences, 1k to 128k tokens
+  step "bench $1" "$2" "$here/bin/innerq" bench attention --device cuda --shape "$1" \
+    --seqs 1,8 --ctx 1k,4k,16k,64k,128k --kv "$SPECS" -t 16 --json >"$OUT/bench-$1.json"
 }
 if want bench1; then
-  bench llama3-8b 1 1k,4k,16k,64k,128k 60
-  bench llama3-8b 8 1k,4k,16k,64k,128k 90
+  bench llama3-8b 90
 fi
 
 if want sanitize; then
@@ -130,16 +154,25 @@ if want sanitize; then
 fi
 
 if want bench2; then
-  bench mha 1 1k,4k,16k,64k,128k 75
-  bench mha 8 1k,4k,16k,64k,128k 110
+  bench mha 220
 fi
 
 if want ncu && [ -n "$ncu" ]; then
-  # One InnerQ split kernel (K3V2, llama3-8b, 8 x 64k tokens), after warm-up.
+  # One InnerQ split kernel (llama3-8b, 8 x 64k tokens), after warm-up.
+  # (launch-skip: the warm-up and probe launches of the timing loop.)
   step "ncu innerq kernel" 90 "$ncu" --set basic --clock-control none --kernel-name-base demangled \
     -k regex:InnerQLayout --launch-skip 3 --launch-count 1 \
     "$here/bin/innerq" bench attention --device cuda --shape llama3-8b --seqs 8 --ctx 64k \
-    --kv innerq-paper -t 16 --reps 3 > >(tee "$OUT/ncu.log") 2>&1
+    --kv "$NCU_KV" -t 16 --reps 3 > >(tee "$OUT/ncu.log") 2>&1
+fi
+
+if want variants; then
+  for variant in "$here"/bin/innerq-*; do
+    [ -x "$variant" ] || continue
+    name=$(basename "$variant")
+    step "bench $name" 60 "$variant" bench attention --device cuda --shape llama3-8b --seqs 8 \
+      --ctx 64k,128k --kv f16,kivi,innerq-paper -t 16 --json >"$OUT/bench-$name.json"
+  done
 fi
 
 echo
@@ -148,16 +181,18 @@ printf '%s\n' "${summary[@]}"
 for f in "$OUT"/bench-*.json; do
   [ -s "$f" ] || continue
   python3 - "$f" <<'PY' || true
-import json, sys
+import json, os, sys
+name = os.path.basename(sys.argv[1])[len("bench-"):-len(".json")]
 rows = json.load(open(sys.argv[1]))
 for r in rows:
     if r["ctx"] < 16384 or not r["kv"].startswith("innerq"):
         continue
     kivi = r["speedup_vs_kivi"]
-    print(f'{r["shape"]:>9} s{r["seqs"]} {r["kv"][:22]:<22} {r["ctx"]:>6} {r["us"]:8.1f}us '
-          f'{r["gbps"]:6.0f}GB/s {100*r["gbps"]/r["copy_bandwidth_gbps"]:4.0f}% '
-          f'cublas {r["speedup_vs_cublas_f16"]:5.2f}x kivi {"-" if kivi is None else f"{kivi:.2f}x":>6} '
-          f'err {r["rel_err"]:.4f}{"" if r["ok"] else " WRONG"}')
+    kivi = "-" if kivi is None else f"{kivi:.2f}x"
+    print(f'{name[:14]:>14} s{r["seqs"]} {r["kv"][:14]:<14} {r["ctx"]:>6} {r["us"]:7.1f}us '
+          f'{r["gbps"]:5.0f}GB/s {100*r["gbps"]/r["copy_bandwidth_gbps"]:3.0f}% '
+          f'cublas {r["speedup_vs_cublas_f16"]:4.2f}x kivi {kivi:>5} '
+          f'err {r["rel_err"]:.3f}{"" if r["ok"] else " WRONG"}')
 PY
 done
 exit $status

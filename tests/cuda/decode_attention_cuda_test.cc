@@ -209,6 +209,16 @@ TEST(DecodeChunk, UnsupportedChunkIsRejected) {
   EXPECT_THROW(DeviceLayerBatch(layers_of(caches), 64), Error);
 }
 
+// Rotated caches would need the query rotated and the output rotated back;
+// refused before anything touches the device: runs without a GPU.
+TEST(DecodeRotation, RotatedCachesAreRejected) {
+  for (const char* spec : {"innerq:rot=k", "kivi:rot=v", "f16:rot=kv"}) {
+    const Case c{spec, {8, 8, 64}, {100}};
+    const std::vector<kv::KvCache> caches = build_caches(c);
+    EXPECT_THROW(DeviceLayerBatch{layers_of(caches)}, Error) << spec;
+  }
+}
+
 // A shared-memory request over the device's opt-in limit fails with a
 // message naming both sizes, and fails again on the next call (nothing is
 // remembered after a failure). ensure() checks the limit before it touches

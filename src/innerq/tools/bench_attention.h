@@ -25,7 +25,7 @@ struct BenchAttentionArgs {
   std::vector<int> contexts;         // tokens
   std::vector<kv::CacheSpec> specs;  // caches to compare
   int n_threads = 2;                 // CPU threads
-  int n_seqs = 1;                    // sequences per call (CUDA)
+  std::vector<int> n_seqs = {1};     // sequences per call (CUDA), each count timed
   int reps = 0;                      // 0 = automatic
   bool json = false;
 };

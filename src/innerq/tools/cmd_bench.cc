@@ -75,7 +75,7 @@ struct BenchCliArgs {
   std::string specs = "f16,q8_0,q4_0,kivi,innerq";
   std::string device = "cpu";
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int seqs = 1;
+  std::string seqs = "1";
   int reps = 0;
   bool json = false;
 };
@@ -100,6 +100,24 @@ std::vector<int> parse_contexts(const std::string& text) {
                       text, item));
     }
     out.push_back(static_cast<int>(n * factor));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+std::vector<int> parse_seq_counts(const std::string& text) {
+  std::vector<int> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, comma - pos);
+    char* end = nullptr;
+    const long n = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || !end || *end != '\0' || n < 1 || n > 1024) {
+      throw Error(
+          fmt::format("--seqs '{}': '{}' is not a sequence count between 1 and 1024", text, item));
+    }
+    out.push_back(static_cast<int>(n));
     pos = comma + 1;
   }
   return out;
@@ -266,9 +284,11 @@ void add_bench_command(CLI::App& app) {
   attention->add_option("--device", args->device, "cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  attention->add_option("--seqs", args->seqs, "Sequences per call (cuda)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+  attention
+      ->add_option("--seqs", args->seqs,
+                   "Comma-separated sequences per call (cuda), e.g. 1,8; one set of caches "
+                   "serves every count")
+      ->capture_default_str();
   attention
       ->add_option("--reps", args->reps,
                    "Timed rounds, each calling every cache once (0: at least 7 rounds and 0.5 s)")
@@ -280,7 +300,7 @@ void add_bench_command(CLI::App& app) {
     a.contexts = parse_contexts(args->contexts);
     a.specs = kv::parse_cache_spec_list(args->specs);
     a.n_threads = args->threads;
-    a.n_seqs = args->seqs;
+    a.n_seqs = parse_seq_counts(args->seqs);
     a.reps = args->reps;
     a.json = args->json;
     const int code =

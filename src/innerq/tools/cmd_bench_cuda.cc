@@ -3,11 +3,13 @@
 // exact attention, speedup_vs_f16) for the fused CUDA kernels and the cuBLAS
 // two-GEMM f16 baseline, plus the speedup over that baseline and over the
 // KIVI kernel. Caches are built on the CPU (kv::KvCache) from synthetic K/V
-// and uploaded; n_seqs sequences of the same length run in one launch. Every
+// and uploaded; n_seqs sequences of the same length run in one launch, for
+// each count asked for (the caches are built once, for the largest). Every
 // row's rel_err is checked against a tolerance (tolerance_from_cpu); a row
 // beyond it is reported as wrong, without its timing, and the command exits
 // with status 1.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "innerq/tools/bench_attention.h"
 
@@ -177,6 +179,20 @@ double tolerance_from_cpu(double cpu_rel_err) {
   return 1.5 * cpu_rel_err + std::ldexp(1.0, -10);
 }
 
+// The cuBLAS baseline also rounds the query to f16 (the fused kernels take
+// it in f32). That perturbs each score by at most 2^-11·Σ_c|q_c·k_c|/sqrt(D),
+// the same bound as the f16 rounding of the keys, so its error is at most
+// the f16 cache's counted twice.
+double cublas_tolerance_from_cpu(double f16_cpu_rel_err) {
+  return tolerance_from_cpu(2.0 * f16_cpu_rel_err);
+}
+
+// ‖got − want‖ / ‖want‖ over the first n elements.
+double prefix_error(const std::vector<float>& got, const std::vector<float>& want, size_t n) {
+  return relative_error(std::vector<float>(got.begin(), got.begin() + static_cast<ptrdiff_t>(n)),
+                        std::vector<float>(want.begin(), want.begin() + static_cast<ptrdiff_t>(n)));
+}
+
 // Median microseconds of enqueue(); reps = 0 picks enough repetitions for
 // ~0.3 s (10 to 1000).
 double time_us(const std::function<void()>& enqueue, int reps) {
@@ -194,30 +210,35 @@ struct Measured {
   int chunk = 0;
 };
 
-Measured run_fused(const AttentionShape& s, const Caches& caches, const Workload& w, int reps) {
-  cu::DeviceLayerBatch batch(caches.layers);
-  const cu::DeviceBuffer q(w.q.data(), w.q.size() * sizeof(float));
-  const cu::DeviceBuffer out(w.q.size() * sizeof(float));
+// The first n_seqs sequences of `caches`, decoded in one launch.
+Measured run_fused(const AttentionShape& s, const Caches& caches, const Workload& w, int n_seqs,
+                   int reps) {
+  const size_t n = static_cast<size_t>(n_seqs) * s.n_heads * s.head_dim;
+  cu::DeviceLayerBatch batch({caches.layers.begin(), caches.layers.begin() + n_seqs});
+  const cu::DeviceBuffer q(w.q.data(), n * sizeof(float));
+  const cu::DeviceBuffer out(n * sizeof(float));
   const double us =
       time_us([&] { batch.decode(q.as<const float>(), s.n_heads, out.as<float>()); }, reps);
-  std::vector<float> got(w.q.size());
-  out.download(got.data(), got.size() * sizeof(float));
-  return {us, batch.kv_bytes(), relative_error(got, w.exact), batch.chunk_tokens()};
+  std::vector<float> got(n);
+  out.download(got.data(), n * sizeof(float));
+  return {us, batch.kv_bytes(), prefix_error(got, w.exact, n), batch.chunk_tokens()};
 }
 
-Measured run_cublas(const AttentionShape& s, const Caches& f16, const Workload& w, int reps) {
-  cu::CublasF16Batch batch(f16.layers);
-  std::vector<f16_bits> q16(w.q.size());
-  for (size_t i = 0; i < q16.size(); ++i) q16[i] = f32_to_f16(w.q[i]);
-  const cu::DeviceBuffer q(q16.data(), q16.size() * sizeof(f16_bits));
-  const cu::DeviceBuffer out(q16.size() * sizeof(float));
+Measured run_cublas(const AttentionShape& s, const Caches& f16, const Workload& w, int n_seqs,
+                    int reps) {
+  const size_t n = static_cast<size_t>(n_seqs) * s.n_heads * s.head_dim;
+  cu::CublasF16Batch batch({f16.layers.begin(), f16.layers.begin() + n_seqs});
+  std::vector<f16_bits> q16(n);
+  for (size_t i = 0; i < n; ++i) q16[i] = f32_to_f16(w.q[i]);
+  const cu::DeviceBuffer q(q16.data(), n * sizeof(f16_bits));
+  const cu::DeviceBuffer out(n * sizeof(float));
   const double us =
       time_us([&] { batch.decode(q.as<const uint16_t>(), s.n_heads, out.as<float>()); }, reps);
-  std::vector<float> got(w.q.size());
-  out.download(got.data(), got.size() * sizeof(float));
+  std::vector<float> got(n);
+  out.download(got.data(), n * sizeof(float));
   size_t bytes = 0;
-  for (const kv::LayerCache* layer : f16.layers) bytes += layer->memory().total();
-  return {us, bytes, relative_error(got, w.exact), 0};
+  for (int i = 0; i < n_seqs; ++i) bytes += f16.layers[static_cast<size_t>(i)]->memory().total();
+  return {us, bytes, prefix_error(got, w.exact, n), 0};
 }
 
 // KIVI at the same bit width as an InnerQ config when K and V agree,
@@ -243,6 +264,11 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
     return 2;
   }
   const AttentionShape& s = args.shape;
+  std::vector<int> counts = args.n_seqs;
+  std::sort(counts.begin(), counts.end());
+  counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
+  const int max_seqs = counts.back();
+  const size_t per_seq = static_cast<size_t>(s.n_heads) * s.head_dim;
   const cu::DeviceInfo device = cu::device_info();
   const double copy_gbps = cu::copy_bandwidth_gbps(size_t{1} << 30);
   // With --json the table goes to stderr as rows finish, the JSON to stdout at the end.
@@ -250,12 +276,12 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
   fmt::print(table,
              "decode attention, one layer, CUDA: shape {} ({} query heads, {} KV heads, "
              "head_dim {}), {} sequence(s) per launch\n",
-             s.name, s.n_heads, s.n_kv_heads, s.head_dim, args.n_seqs);
+             s.name, s.n_heads, s.n_kv_heads, s.head_dim, fmt::join(counts, " or "));
   fmt::print(table,
              "device: {} ({} SMs, {:.0f} GiB); cudaMemcpy D2D bandwidth (1 GiB, read + "
              "write): {:.1f} GB/s\n"
              "rel_err: against exact attention on the f32 K/V; tol: 1.5 x the CPU decode's "
-             "rel_err on the same cache + 2^-10\n\n",
+             "rel_err on the same cache + 2^-10 (cuBLAS: its f16 query counted too)\n\n",
              device.name, device.sm_count, device.memory_gib, copy_gbps);
   fmt::print(table,
              "{:<30} {:>7} {:>4} {:>5} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>7} {:>9} {:>7}\n",
@@ -271,13 +297,13 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
 
   nlohmann::json rows = nlohmann::json::array();
   std::vector<std::string> problems;
-  auto add_row = [&](const std::string& kv_text, int ctx, const Measured& m, double tol,
+  auto add_row = [&](const std::string& kv_text, int ctx, int n_seqs, const Measured& m, double tol,
                      double f16_us, double cublas_us, std::optional<double> vs_kivi) {
     const double gbps = static_cast<double>(m.kv_bytes) / (m.us * 1e-6) / 1e9;
     const bool ok = m.rel_err <= tol;  // false for NaN too
     rows.push_back({{"kv", kv_text},
                     {"ctx", ctx},
-                    {"seqs", args.n_seqs},
+                    {"seqs", n_seqs},
                     {"chunk", m.chunk},
                     {"us", m.us},
                     {"kv_bytes", static_cast<uint64_t>(m.kv_bytes)},
@@ -294,14 +320,14 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
     if (!ok) {
       // A wrong result is not a speed: no timing columns for it.
       problems.push_back(fmt::format("{} ctx {} seqs {}: rel_err {:.3g} exceeds tolerance {:.3g}",
-                                     kv_text, ctx, args.n_seqs, m.rel_err, tol));
+                                     kv_text, ctx, n_seqs, m.rel_err, tol));
       fmt::print(table, "{:<30} {:>7} {:>4} {:>5}  WRONG: rel_err {:.4g} > tol {:.4g}\n", kv_text,
-                 ctx, args.n_seqs, m.chunk, m.rel_err, tol);
+                 ctx, n_seqs, m.chunk, m.rel_err, tol);
     } else {
       fmt::print(table,
                  "{:<30} {:>7} {:>4} {:>5} {:>9.1f} {:>9.2f} {:>8.1f} {:>5.0f}% {:>8.5f} {:>8.5f} "
                  "{:>6.2f}x {:>8.2f}x {:>7}\n",
-                 kv_text, ctx, args.n_seqs, m.chunk > 0 ? std::to_string(m.chunk) : "-", m.us,
+                 kv_text, ctx, n_seqs, m.chunk > 0 ? std::to_string(m.chunk) : "-", m.us,
                  static_cast<double>(m.kv_bytes) / (1 << 20), gbps, 100.0 * gbps / copy_gbps,
                  m.rel_err, tol, f16_us / m.us, cublas_us / m.us,
                  vs_kivi ? fmt::format("{:.2f}x", *vs_kivi) : std::string("-"));
@@ -309,74 +335,87 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
     std::fflush(table);
   };
 
+  const kv::LayerConfig f16_config = kv::parse_cache_spec("f16").layer;
   for (const int ctx : args.contexts) {
-    const Workload w = make_workload(s, ctx, args.n_seqs);
-    std::map<std::string, Caches> built;  // by spec text, for the KIVI ratios
+    // Built once for the largest count; a smaller count decodes the first
+    // sequences of the same caches.
+    const Workload w = make_workload(s, ctx, max_seqs);
+    std::map<std::string, Caches> built;             // by spec text
+    std::map<std::string, std::vector<float> > cpu;  // the CPU decode of those caches
     auto caches_for = [&](const std::string& text, const kv::LayerConfig& config) -> Caches& {
       auto it = built.find(text);
       if (it == built.end()) it = built.emplace(text, build_caches(s, ctx, w, config)).first;
       return it->second;
     };
-    const Caches& f16 = caches_for("f16", kv::parse_cache_spec("f16").layer);
-    const double f16_tol =
-        tolerance_from_cpu(relative_error(cpu_decode(s, f16, w, args.n_threads), w.exact));
-    const Measured cublas = run_cublas(s, f16, w, args.reps);
-    // A spec's caches, timed, with the row's tolerance; throws innerq::Error.
-    auto measure = [&](const std::string& text, const kv::LayerConfig& config) {
-      const Caches& caches = caches_for(text, config);
-      const double tol = text == "f16" ? f16_tol
-                                       : tolerance_from_cpu(relative_error(
-                                             cpu_decode(s, caches, w, args.n_threads), w.exact));
-      return std::pair{run_fused(s, caches, w, args.reps), tol};
+    auto cpu_error = [&](const std::string& text, int n_seqs) {
+      auto it = cpu.find(text);
+      if (it == cpu.end()) {
+        it = cpu.emplace(text, cpu_decode(s, built.at(text), w, args.n_threads)).first;
+      }
+      return prefix_error(it->second, w.exact, per_seq * n_seqs);
     };
-    std::map<int, double> kivi_us;  // by bit width, only from right results
-    std::map<int, bool> kivi_tried;
-    double f16_us = 0.0;
-    for (const kv::CacheSpec& spec : specs) {
-      std::pair<Measured, double> result;
-      try {
-        result = measure(spec.text, spec.layer);
-      } catch (const Error& e) {
-        problems.push_back(fmt::format("{} ctx {}: {}", spec.text, ctx, e.what()));
-        fmt::print(table, "{:<30} {:>7} {:>4}  FAILED: {}\n", spec.text, ctx, args.n_seqs,
-                   e.what());
-        std::fflush(table);
-        continue;
-      }
-      const auto& [m, tol] = result;
-      if (spec.text == "f16") {
-        f16_us = m.us;
-        add_row("cublas-f16 (two GEMMs)", ctx, cublas, f16_tol, f16_us, cublas.us, std::nullopt);
-      }
-      if (is_plain_kivi(spec.layer) && m.rel_err <= tol) kivi_us[spec.layer.k_bits] = m.us;
-      std::optional<double> vs_kivi;
-      if (spec.layer.kind == kv::CacheKind::kInnerQ) {
-        const kv::LayerConfig kivi = kivi_at_equal_bits(spec.layer);
-        if (!kivi_us.count(kivi.k_bits) && !kivi_tried[kivi.k_bits]) {
-          kivi_tried[kivi.k_bits] = true;
-          const std::string text = fmt::format("kivi at {} bits", kivi.k_bits);
-          try {
-            const auto [km, ktol] = measure(text, kivi);
-            if (km.rel_err <= ktol) {
-              kivi_us[kivi.k_bits] = km.us;
-            } else {
-              problems.push_back(fmt::format("{} ctx {}: rel_err {:.3g} exceeds tolerance {:.3g}",
-                                             text, ctx, km.rel_err, ktol));
+    for (const int n_seqs : counts) {
+      // A spec's caches timed at n_seqs, with the row's tolerance; throws innerq::Error.
+      auto measure = [&](const std::string& text, const kv::LayerConfig& config) {
+        const Caches& caches = caches_for(text, config);
+        const double tol = tolerance_from_cpu(cpu_error(text, n_seqs));
+        return std::pair{run_fused(s, caches, w, n_seqs, args.reps), tol};
+      };
+      const Caches& f16 = caches_for("f16", f16_config);
+      const double cublas_tol = cublas_tolerance_from_cpu(cpu_error("f16", n_seqs));
+      const Measured cublas = run_cublas(s, f16, w, n_seqs, args.reps);
+      std::map<int, double> kivi_us;  // by bit width, only from right results
+      std::map<int, bool> kivi_tried;
+      double f16_us = 0.0;
+      for (const kv::CacheSpec& spec : specs) {
+        std::pair<Measured, double> result;
+        try {
+          result = measure(spec.text, spec.layer);
+        } catch (const Error& e) {
+          problems.push_back(
+              fmt::format("{} ctx {} seqs {}: {}", spec.text, ctx, n_seqs, e.what()));
+          fmt::print(table, "{:<30} {:>7} {:>4}  FAILED: {}\n", spec.text, ctx, n_seqs, e.what());
+          std::fflush(table);
+          continue;
+        }
+        const auto& [m, tol] = result;
+        if (spec.text == "f16") {
+          f16_us = m.us;
+          add_row("cublas-f16 (two GEMMs)", ctx, n_seqs, cublas, cublas_tol, f16_us, cublas.us,
+                  std::nullopt);
+        }
+        if (is_plain_kivi(spec.layer) && m.rel_err <= tol) kivi_us[spec.layer.k_bits] = m.us;
+        std::optional<double> vs_kivi;
+        if (spec.layer.kind == kv::CacheKind::kInnerQ) {
+          const kv::LayerConfig kivi = kivi_at_equal_bits(spec.layer);
+          if (!kivi_us.count(kivi.k_bits) && !kivi_tried[kivi.k_bits]) {
+            kivi_tried[kivi.k_bits] = true;
+            const std::string text = fmt::format("kivi at {} bits", kivi.k_bits);
+            try {
+              const auto [km, ktol] = measure(text, kivi);
+              if (km.rel_err <= ktol) {
+                kivi_us[kivi.k_bits] = km.us;
+              } else {
+                problems.push_back(
+                    fmt::format("{} ctx {} seqs {}: rel_err {:.3g} exceeds tolerance {:.3g}", text,
+                                ctx, n_seqs, km.rel_err, ktol));
+              }
+            } catch (const Error& e) {
+              problems.push_back(fmt::format("{} ctx {} seqs {}: {}", text, ctx, n_seqs, e.what()));
             }
-          } catch (const Error& e) {
-            problems.push_back(fmt::format("{} ctx {}: {}", text, ctx, e.what()));
           }
+          if (kivi_us.count(kivi.k_bits)) vs_kivi = kivi_us[kivi.k_bits] / m.us;
         }
-        if (kivi_us.count(kivi.k_bits)) vs_kivi = kivi_us[kivi.k_bits] / m.us;
-      }
-      if (spec.text == "f16" && !f16_listed) {
-        if (!(m.rel_err <= tol)) {
-          problems.push_back(fmt::format("f16 ctx {}: rel_err {:.3g} exceeds tolerance {:.3g}", ctx,
-                                         m.rel_err, tol));
+        if (spec.text == "f16" && !f16_listed) {
+          if (!(m.rel_err <= tol)) {
+            problems.push_back(
+                fmt::format("f16 ctx {} seqs {}: rel_err {:.3g} exceeds tolerance {:.3g}", ctx,
+                            n_seqs, m.rel_err, tol));
+          }
+          continue;
         }
-        continue;
+        add_row(spec.text, ctx, n_seqs, m, tol, f16_us, cublas.us, vs_kivi);
       }
-      add_row(spec.text, ctx, m, tol, f16_us, cublas.us, vs_kivi);
     }
   }
   if (args.json) fmt::print("{}\n", rows.dump(2));

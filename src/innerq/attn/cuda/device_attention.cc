@@ -44,6 +44,19 @@ int current_sm_count() {
   return sms;
 }
 
+// Rotated caches (rot=k|v|kv) store H·k and H·v: decoding them needs the
+// query rotated by H and the output rotated back, which no CUDA kernel does.
+void reject_rotation(const kv::LayerConfig& c, const char* what) {
+  if (c.rot_k || c.rot_v) {
+    throw Error(std::string(what) + ": rotated caches (rot=" +
+                (c.rot_k && c.rot_v ? "kv"
+                 : c.rot_k          ? "k"
+                                    : "v") +
+                ") are not supported on CUDA (the query would need the rotation and the output "
+                "its inverse); use an unrotated spec");
+  }
+}
+
 // All KV heads of one region in one allocation: head h at h·stride elements.
 // stride is the longest head rounded up to 16 bytes (at least 16 bytes, so
 // that an empty region still has a valid pointer). Each head is copied
@@ -273,6 +286,7 @@ DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seq
       throw Error("cuda upload: every sequence must have the same cache kind and shape");
     }
     if (c->n_tokens() < 1) throw Error("cuda upload: a sequence holds no tokens");
+    reject_rotation(c->config(), "cuda upload");
     s.max_tokens = std::max(s.max_tokens, c->n_tokens());
     s.kv_bytes += c->memory().total();
     switch (s.kind) {
@@ -416,6 +430,7 @@ CublasF16Batch::CublasF16Batch(const std::vector<const kv::LayerCache*>& seqs)
     if (!c || c->n_tokens() != N || c->n_kv_heads() != s.n_kv_heads || c->head_dim() != D) {
       throw Error("cublas baseline: every sequence must be an f16 cache of the same shape");
     }
+    reject_rotation(c->config(), "cublas baseline");
   }
   // [seq][KV head] pairs in parallel: at 128k tokens × 8 sequences this is
   // gigabytes of transposition.

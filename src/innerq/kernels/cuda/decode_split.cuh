@@ -84,40 +84,66 @@ __device__ __forceinline__ void add_parts_in_order(int part, int n_parts, Add ad
   }
 }
 
-// Edge scores: one warp per token, lanes over channels.
+// Edge scores: a warp takes kEdgeTokens tokens at a time, lanes over
+// channels; every value of the group is loaded before the first is used, so
+// their loads are in flight together (one memory latency per group, not per
+// token).
+inline constexpr int kEdgeTokens = 4;
+
 template <int D, int NQ, class Layout>
 __device__ void edge_scores(const Layout& layout, const SplitBlock<D, NQ>& blk,
                             const ChunkPlan& plan, int e0, int n) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int e = warp; e < n; e += kWarps) {
-    const int t = plan.edge_token(e0 + e);
-    float acc[NQ] = {};
+  for (int e = warp * kEdgeTokens; e < n; e += kWarps * kEdgeTokens) {  // warp-uniform
+    float k[kEdgeTokens][D / 32];
 #pragma unroll
-    for (int i = 0; i < D / 32; ++i) {
-      const int c = lane + 32 * i;
-      const float k = layout.edge_k(blk.kv_head, t, c);
+    for (int u = 0; u < kEdgeTokens; ++u) {
+      const int t = plan.edge_token(e0 + min(e + u, n - 1));  // past n: a valid token, unused
 #pragma unroll
-      for (int j = 0; j < NQ; ++j) acc[j] += blk.qf[j * D + c] * k;
+      for (int i = 0; i < D / 32; ++i) k[u][i] = layout.edge_k(blk.kv_head, t, lane + 32 * i);
     }
 #pragma unroll
-    for (int j = 0; j < NQ; ++j) {
-      const float s = warp_sum(acc[j]);
-      if (lane == 0) blk.p[j * blk.chunk + e] = s;
+    for (int u = 0; u < kEdgeTokens; ++u) {
+      float acc[NQ] = {};
+#pragma unroll
+      for (int i = 0; i < D / 32; ++i) {
+#pragma unroll
+        for (int j = 0; j < NQ; ++j) acc[j] += blk.qf[j * D + lane + 32 * i] * k[u][i];
+      }
+#pragma unroll
+      for (int j = 0; j < NQ; ++j) {
+        const float s = warp_sum(acc[j]);
+        if (lane == 0 && e + u < n) blk.p[j * blk.chunk + e + u] = s;
+      }
     }
   }
 }
 
-// Edge p·V: thread (channel c, part), parts striding over the tokens.
+// Edge p·V: thread (channel c, part), parts striding over the tokens,
+// kEdgeValues of a thread's tokens loaded before the first is used; each
+// thread still adds its tokens in order.
+inline constexpr int kEdgeValues = 8;
+
 template <int D, int NQ, class Layout>
 __device__ void edge_pv(const Layout& layout, const SplitBlock<D, NQ>& blk, const ChunkPlan& plan,
                         int e0, int n) {
   constexpr int kParts = kDecodeThreads / D;
   const int c = threadIdx.x % D, part = threadIdx.x / D;
   float acc[NQ] = {};
-  for (int e = part; e < n; e += kParts) {
-    const float v = layout.edge_v(blk.kv_head, plan.edge_token(e0 + e), c);
+  for (int e = part; e < n; e += kParts * kEdgeValues) {
+    float v[kEdgeValues];
 #pragma unroll
-    for (int j = 0; j < NQ; ++j) acc[j] += blk.p[j * blk.chunk + e] * v;
+    for (int u = 0; u < kEdgeValues; ++u) {
+      const int eu = min(e + u * kParts, n - 1);  // past n: a valid token, unused
+      v[u] = layout.edge_v(blk.kv_head, plan.edge_token(e0 + eu), c);
+    }
+#pragma unroll
+    for (int u = 0; u < kEdgeValues; ++u) {
+      if (e + u * kParts < n) {
+#pragma unroll
+        for (int j = 0; j < NQ; ++j) acc[j] += blk.p[j * blk.chunk + e + u * kParts] * v[u];
+      }
+    }
   }
   add_parts_in_order(part, kParts, [&] {
 #pragma unroll
@@ -148,9 +174,17 @@ __device__ void split_softmax(const SplitBlock<D, NQ>& blk, float* ml, int n) {
   }
 }
 
+// Blocks per SM the compiler must fit (it caps registers to 65536 /
+// (blocks·threads)); 1 leaves registers uncapped. The build sets it from the
+// CMake cache variable INNERQ_CUDA_DECODE_MIN_BLOCKS, so a bench run can
+// compare occupancy against spills.
+#ifndef INNERQ_DECODE_MIN_BLOCKS
+#define INNERQ_DECODE_MIN_BLOCKS 1
+#endif
+
 // One block per (split, KV head, sequence); see the file comment.
 template <class Layout, int D, int NQ>
-__global__ void __launch_bounds__(kDecodeThreads)
+__global__ void __launch_bounds__(kDecodeThreads, INNERQ_DECODE_MIN_BLOCKS)
     decode_split_kernel(const typename Layout::Params params) {
   extern __shared__ __align__(16) unsigned char smem[];
   const DecodeShape& shape = params.shape;

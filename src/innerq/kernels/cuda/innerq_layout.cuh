@@ -238,29 +238,45 @@ struct InnerQLayout {
     }
     __syncthreads();
 
-    // Thread (channel c, part): V blocks part, part + kParts, ... of the chunk.
+    // Thread (channel c, part): V blocks part, part + kParts, ... of the
+    // chunk, each block's 32-token chunks in order: `items` (block, chunk)
+    // pairs, kPvBatch of them loaded before the first is used so that their
+    // loads are in flight together.
     constexpr int kParts = kDecodeThreads / D;
+    constexpr int kPvBatch = 4;
     const int c = threadIdx.x % D, part = threadIdx.x / D, row = c % kTileRows;
-    const int G = v_fmt.group, group_chunks = G / kChunk;
+    const int G = v_fmt.group, group_chunks = G / kChunk, n_blocks = n / G;
+    const int items = n_blocks > part ? (n_blocks - part + kParts - 1) / kParts * group_chunks : 0;
     const size_t tile_bytes = v_fmt.bytes();
     const uint8_t* blocks = view.v_blocks + blk.kv_head * view.v_blocks_stride +
                             static_cast<size_t>(m0 / G) * (D / kTileRows) * tile_bytes;
     float acc[NQ] = {};
-    for (int b = part; b < n / G; b += kParts) {
-      const uint8_t* tile =
-          blocks + (static_cast<size_t>(b) * (D / kTileRows) + c / kTileRows) * tile_bytes;
-      const auto* tile_words = reinterpret_cast<const uint32_t*>(tile);
-      const DeviceMeta meta = tile_meta(v_fmt, tile, 0, row);
-      for (int gc = 0; gc < group_chunks; ++gc) {
-        uint32_t words[VB];
+    for (int k0 = 0; k0 < items; k0 += kPvBatch) {  // warp-uniform
+      uint32_t words[kPvBatch][VB];
+      DeviceMeta meta[kPvBatch];
+      int ch[kPvBatch];  // 32-token chunk within the split
 #pragma unroll
-        for (int w = 0; w < VB; ++w) words[w] = __ldg(tile_words + (gc * VB + w) * kTileRows + row);
+      for (int u = 0; u < kPvBatch; ++u) {
+        const int k = min(k0 + u, items - 1);  // past items: a valid chunk, unused
+        const int b = part + k / group_chunks * kParts, gc = k % group_chunks;
+        const uint8_t* tile =
+            blocks + (static_cast<size_t>(b) * (D / kTileRows) + c / kTileRows) * tile_bytes;
+        const auto* tile_words = reinterpret_cast<const uint32_t*>(tile);
+        meta[u] = tile_meta(v_fmt, tile, 0, row);
+#pragma unroll
+        for (int w = 0; w < VB; ++w) {
+          words[u][w] = __ldg(tile_words + (gc * VB + w) * kTileRows + row);
+        }
+        ch[u] = b * group_chunks + gc;
+      }
+#pragma unroll
+      for (int u = 0; u < kPvBatch; ++u) {
+        if (k0 + u >= items) break;
         uint32_t quads[8];
-        unpack_chunk<VB>(words, quads);
-        const int ch = b * group_chunks + gc;  // 32-token chunk within the split
+        unpack_chunk<VB>(words[u], quads);
 #pragma unroll
         for (int j = 0; j < NQ; ++j) {
-          const auto* p4 = reinterpret_cast<const uint4*>(pu + j * blk.chunk + ch * kChunk);
+          const auto* p4 = reinterpret_cast<const uint4*>(pu + j * blk.chunk + ch[u] * kChunk);
           const uint4 lo = p4[0], hi = p4[1];
           unsigned dot = dot4_u8u8(quads[0], lo.x, 0u);
           dot = dot4_u8u8(quads[1], lo.y, dot);
@@ -270,8 +286,8 @@ struct InnerQLayout {
           dot = dot4_u8u8(quads[5], hi.y, dot);
           dot = dot4_u8u8(quads[6], hi.z, dot);
           dot = dot4_u8u8(quads[7], hi.w, dot);
-          const int i = j * chunks + ch;
-          acc[j] += pscale[i] * (meta.scale * static_cast<float>(dot) + meta.zero * psum[i]);
+          const int i = j * chunks + ch[u];
+          acc[j] += pscale[i] * (meta[u].scale * static_cast<float>(dot) + meta[u].zero * psum[i]);
         }
       }
     }
