@@ -1,4 +1,4 @@
-// tests/tools/model_cli_test.cc — `innerq generate | perplexity | info` as
+// tests/tools/model_cli_test.cc — `innerq generate | perplexity | info | passkey` as
 // users run them: bad input gives exit code 2 and one line on stderr; --json
 // gives the documented keys; greedy generation is the golden text.
 #include <gtest/gtest.h>
@@ -52,6 +52,10 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
                        "--ctx 64 --prefix 64"),
            std::string("info -m /nonexistent/model.gguf"),
            std::string("info -m stories260K --kv bogus"),
+           std::string("passkey -m stories260K --lengths 100 --kv f32"),
+           std::string("passkey -m stories260K --lengths 256,abc --kv f32"),
+           std::string("passkey -m stories260K --lengths 256 --trials 0 --kv f32"),
+           std::string("passkey -m stories260K --lengths 256 -f /nonexistent/filler.txt"),
        }) {
     SCOPED_TRACE(args);
     const CliRun run = run_innerq(args);
@@ -60,6 +64,9 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
   }
   EXPECT_NE(run_innerq("generate -m stories260K -p 'Once upon a time there was a girl' -c 4")
                 .output.find("does not fit the context of 4"),
+            std::string::npos);
+  EXPECT_NE(run_innerq("passkey -m stories260K --lengths 256 -f /nonexistent/filler.txt")
+                .output.find("scripts/fetch-data.sh"),
             std::string::npos);
   std::remove(not_gguf.c_str());
 }
@@ -104,6 +111,37 @@ TEST(ModelCli, PerplexityJsonHasTheBaseAndEachSpec) {
   EXPECT_EQ(j[0]["kld"].get<double>(), 0.0);
   EXPECT_LT(j[1]["kld"].get<double>(), 1e-4);  // f32 vs f16 cache: rounding only
   EXPECT_GE(j[1]["top1"].get<double>(), 0.95);
+  std::remove(path.c_str());
+}
+
+TEST(ModelCli, PasskeyJsonHasEachConfigAndTrial) {
+  const std::string path =
+      write_text("innerq_filler.txt",
+                 "Once upon a time, there was a little girl named Lily.\nShe loved to play.\n");
+  const CliRun run = run_innerq(
+      "passkey -m stories260K -f " + path + " --lengths 256,300 --trials 2 --kv f32 -t 1 --json",
+      true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);
+  ASSERT_EQ(j["configs"].size(), 2u);
+  EXPECT_EQ(j["configs"][0]["kv"], "f16");
+  EXPECT_EQ(j["configs"][1]["kv"], "f32");
+  for (const auto& config : j["configs"]) {
+    EXPECT_EQ(config["trials"].get<int>(), 4);
+    ASSERT_EQ(config["by_length"].size(), 2u);
+    EXPECT_EQ(config["by_length"][1]["length"].get<int>(), 300);
+    for (const auto& length : config["by_length"]) {
+      ASSERT_EQ(length["runs"].size(), 2u);
+      for (const auto& r : length["runs"]) {
+        EXPECT_EQ(r["key"].get<std::string>().size(), 5u);
+        EXPECT_TRUE(r.contains("text"));
+        EXPECT_TRUE(r.contains("retrieved"));
+      }
+    }
+  }
+  // Same prompts for every config: the keys agree.
+  EXPECT_EQ(j["configs"][0]["by_length"][0]["runs"][1]["key"],
+            j["configs"][1]["by_length"][0]["runs"][1]["key"]);
   std::remove(path.c_str());
 }
 

@@ -16,5 +16,6 @@ void add_perplexity_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_tune_command(CLI::App& app);
+void add_passkey_command(CLI::App& app);
 
 }  // namespace innerq::tools

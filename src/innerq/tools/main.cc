@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   innerq::tools::add_info_command(app);
   innerq::tools::add_bench_command(app);
   innerq::tools::add_tune_command(app);
+  innerq::tools::add_passkey_command(app);
 
   try {
     app.parse(argc, argv);
