@@ -228,18 +228,20 @@ std::vector<Case> reference_cases() {
                          "kivi4",
                          "kivi:g=64,recent=64",
                          "innerq",
-                         "innerq:k=4,v=4",
-                         "innerq:k=2,v=2",
-                         "innerq:k=8,v=8,kmode=asym,vmode=asym",
-                         "innerq:k=3,v=3,kmode=hybrid,vmode=sym,g=64,knorm=rms",
-                         "innerq:k=4,v=2,g=128,sink=5,recent=0",
-                         "innerq:sink=0,recent=0,knorm=off",
+                         "innerq-paper:k=4,v=4",
+                         "innerq-paper:k=2,v=2",
+                         "innerq-paper:k=8,v=8,kmode=asym,vmode=asym",
+                         "innerq-paper:k=3,v=3,kmode=hybrid,vmode=sym,g=64,knorm=rms",
+                         "innerq-paper:k=4,v=2,g=128,sink=5,recent=0",
+                         "innerq-paper:sink=0,recent=0,knorm=off",
                          "innerq-paper",
                          "innerq-paper:rot=k",
                          "innerq:k=4,v=4,rot=kv",
                          "innerq:k=3,v=2,kmode=asym,knorm=off,rot=kv",
                          "innerq:k=3,v=2,kmode=asym,kcenter=on,rot=k",
                          "innerq:k=2,v=2,kmode=sym,kcenter=on,knorm=rms,sink=3,recent=17",
+                         "innerq-paper:kg=64,g=128,kcenter=on,rot=k",
+                         "innerq-paper:k=2,kg=32,g=64,kmode=hybrid",
                          "q8_0:rot=kv",
                          "q4_0:rot=kv",
                          "kivi:rot=kv",
@@ -264,9 +266,9 @@ TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
   const Shape s{8, 2, 128};
   const int n = 700;
   const Inputs in = make_inputs(s, n, 77);
-  for (const char* spec : {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq:k=4,v=4",
-                           "innerq:k=8,v=8,kmode=hybrid,vmode=asym", "innerq:k=3,v=3,g=64",
-                           "innerq-paper:rot=kv", "q4_0:rot=kv"}) {
+  for (const char* spec : {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper:k=4,v=4",
+                           "innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym",
+                           "innerq-paper:k=3,v=3,g=64", "innerq-paper:rot=kv", "q4_0:rot=kv"}) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
     decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, want.data());
@@ -301,12 +303,18 @@ TEST(DecodeAttention, ErrorAgainstUnquantizedIsBoundedPerBitWidth) {
   const kv::KvCache exact = make_cache("f32", s, in, n);
   std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
   decode_attention(exact.layer(0), in.q.data(), s.n_heads, want.data(), {2, false});
-  const std::pair<const char*, int> specs[] = {{"f16", 11},           {"q8_0", 8},
-                                               {"q4_0", 4},           {"kivi", 2},
-                                               {"kivi4", 4},          {"innerq", 2},
-                                               {"innerq:k=4,v=4", 4}, {"innerq:k=2,v=2", 2},
-                                               {"innerq:k=8,v=8", 8}, {"innerq:k=8,v=8,rot=kv", 8},
-                                               {"q4_0:rot=kv", 4},    {"innerq-paper", 2}};
+  const std::pair<const char*, int> specs[] = {{"f16", 11},
+                                               {"q8_0", 8},
+                                               {"q4_0", 4},
+                                               {"kivi", 2},
+                                               {"kivi4", 4},
+                                               {"innerq", 2},
+                                               {"innerq-paper:k=4,v=4", 4},
+                                               {"innerq-paper:k=2,v=2", 2},
+                                               {"innerq-paper:k=8,v=8", 8},
+                                               {"innerq:k=8,v=8,rot=kv", 8},
+                                               {"q4_0:rot=kv", 4},
+                                               {"innerq-paper", 2}};
   for (const auto& [spec, bits] : specs) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     decode_attention(cache.layer(0), in.q.data(), s.n_heads, got.data(), {2, false});
@@ -327,8 +335,8 @@ TEST(DecodeAttention, KeyNormalizationIsAnIdentity) {
   const Inputs in = make_inputs(s, n, 5);
   std::vector<float> with_f(static_cast<size_t>(s.n_heads) * s.head_dim), without_f(with_f.size()),
       exact(with_f.size());
-  const kv::KvCache with = make_cache("innerq:k=8,v=8,knorm=sqrtmax", s, in, n);
-  const kv::KvCache without = make_cache("innerq:k=8,v=8,knorm=off", s, in, n);
+  const kv::KvCache with = make_cache("innerq-paper:k=8,v=8,knorm=sqrtmax", s, in, n);
+  const kv::KvCache without = make_cache("innerq-paper:k=8,v=8,knorm=off", s, in, n);
   const kv::KvCache f32 = make_cache("f32", s, in, n);
   ASSERT_TRUE(static_cast<const kv::InnerQLayerCache&>(with.layer(0)).has_key_norm());
   decode_attention(with.layer(0), in.q.data(), s.n_heads, with_f.data(), {1, false});
@@ -354,8 +362,8 @@ TEST(DecodeAttention, RotatedEightBitEqualsUnquantizedWithinDerivedTolerance) {
     std::vector<float> want(static_cast<size_t>(s.n_heads) * D), got(want.size());
     decode_attention_reference(f32.layer(0), in.q.data(), s.n_heads, want.data());
     for (const char* spec :
-         {"innerq:k=8,v=8,sink=0,recent=0,knorm=off,rot=kv",
-          "innerq:k=8,v=8,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off,rot=kv",
+         {"innerq-paper:k=8,v=8,sink=0,recent=0,knorm=off,rot=kv",
+          "innerq-paper:k=8,v=8,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off,rot=kv",
           "q8_0:rot=kv"}) {
       SCOPED_TRACE(::testing::Message() << spec << " head_dim " << D);
       const kv::KvCache cache = make_cache(spec, s, in, n);
@@ -460,8 +468,9 @@ TEST(DecodeAttention, RotationHelpsOutlierKeys) {
   std::vector<float> exact(static_cast<size_t>(s.n_heads) * s.head_dim), plain(exact.size()),
       rotated(exact.size());
   const kv::KvCache f32 = make_cache("f32", s, in, n);
-  const kv::KvCache a = make_cache("innerq:k=3,v=8,knorm=off,sink=0,recent=0", s, in, n);
-  const kv::KvCache b = make_cache("innerq:k=3,v=8,knorm=off,sink=0,recent=0,rot=k", s, in, n);
+  const kv::KvCache a = make_cache("innerq-paper:k=3,v=8,knorm=off,sink=0,recent=0", s, in, n);
+  const kv::KvCache b =
+      make_cache("innerq-paper:k=3,v=8,knorm=off,sink=0,recent=0,rot=k", s, in, n);
   decode_attention(f32.layer(0), in.q.data(), s.n_heads, exact.data(), {1, false});
   decode_attention(a.layer(0), in.q.data(), s.n_heads, plain.data(), {1, false});
   decode_attention(b.layer(0), in.q.data(), s.n_heads, rotated.data(), {1, false});
@@ -481,16 +490,18 @@ TEST(DecodeAttention, KeyCenteringIsAnIdentity) {
   std::vector<float> exact(static_cast<size_t>(s.n_heads) * s.head_dim), a(exact.size()),
       b(exact.size()), c3(exact.size()), u3(exact.size());
   const kv::KvCache f32 = make_cache("f32", s, in, n);
-  const kv::KvCache centered = make_cache("innerq:k=8,v=8,kcenter=on", s, in, n);
-  const kv::KvCache plain = make_cache("innerq:k=8,v=8,kcenter=off", s, in, n);
+  const kv::KvCache centered = make_cache("innerq-paper:k=8,v=8,kcenter=on", s, in, n);
+  const kv::KvCache plain = make_cache("innerq-paper:k=8,v=8,kcenter=off", s, in, n);
   ASSERT_NE(static_cast<const kv::InnerQLayerCache&>(centered.layer(0)).key_mean(0), nullptr);
   decode_attention(f32.layer(0), in.q.data(), s.n_heads, exact.data(), {1, false});
   decode_attention(centered.layer(0), in.q.data(), s.n_heads, a.data(), {1, false});
   decode_attention(plain.layer(0), in.q.data(), s.n_heads, b.data(), {1, false});
   EXPECT_LT(relative_error(a, b), 0.03);
   EXPECT_LT(relative_error(a, exact), 0.03);
-  const kv::KvCache c3c = make_cache("innerq:k=3,v=8,kmode=sym,knorm=off,kcenter=on", s, in, n);
-  const kv::KvCache u3c = make_cache("innerq:k=3,v=8,kmode=sym,knorm=off,kcenter=off", s, in, n);
+  const kv::KvCache c3c =
+      make_cache("innerq-paper:k=3,v=8,kmode=sym,knorm=off,kcenter=on", s, in, n);
+  const kv::KvCache u3c =
+      make_cache("innerq-paper:k=3,v=8,kmode=sym,knorm=off,kcenter=off", s, in, n);
   decode_attention(c3c.layer(0), in.q.data(), s.n_heads, c3.data(), {1, false});
   decode_attention(u3c.layer(0), in.q.data(), s.n_heads, u3.data(), {1, false});
   EXPECT_LT(relative_error(c3, exact), relative_error(u3, exact));

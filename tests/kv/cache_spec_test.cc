@@ -45,11 +45,26 @@ TEST(CacheSpec, InnerQPaperIsTheReferenceConfiguration) {
   EXPECT_FALSE(c.kcenter);
 }
 
+// The default (docs/architecture.md, "Choosing the default"): K 3-bit sym in
+// 64-channel groups, rotated and centered; V 3-bit hybrid in 128-token groups.
 TEST(CacheSpec, InnerQAloneIsTheDefault) {
   const LayerConfig c = parse_cache_spec("innerq").layer;
-  const LayerConfig d = default_innerq_config();
-  EXPECT_EQ(describe(c), describe(d));
+  EXPECT_EQ(describe(c), describe(default_innerq_config()));
   EXPECT_EQ(c.kind, CacheKind::kInnerQ);
+  EXPECT_EQ(c.k_bits, 3);
+  EXPECT_EQ(c.k_mode, QuantMode::kSymmetric);
+  EXPECT_EQ(c.key_group(), 64);
+  EXPECT_EQ(c.v_bits, 3);
+  EXPECT_EQ(c.v_mode, QuantMode::kHybrid);
+  EXPECT_EQ(c.group, 128);
+  EXPECT_TRUE(c.rot_k);
+  EXPECT_FALSE(c.rot_v);
+  EXPECT_TRUE(c.kcenter);
+  EXPECT_EQ(c.knorm, KeyNorm::kOff);
+  // 3.25 bits per value of quantized storage, like the paper's config.
+  EXPECT_DOUBLE_EQ(bits_per_value(c.k_bits, c.key_group(), c.k_mode) +
+                       bits_per_value(c.v_bits, c.group, c.v_mode),
+                   6.5);
 }
 
 TEST(CacheSpec, RotationAndCenteringKeys) {
@@ -61,6 +76,23 @@ TEST(CacheSpec, RotationAndCenteringKeys) {
   EXPECT_FALSE(parse_cache_spec("innerq-paper:rot=off").layer.rot_k);
   EXPECT_TRUE(parse_cache_spec("innerq-paper:kcenter=on").layer.kcenter);
   EXPECT_FALSE(parse_cache_spec("innerq:kcenter=off").layer.kcenter);
+  const LayerConfig kg = parse_cache_spec("innerq-paper:g=128,kg=64").layer;
+  EXPECT_EQ(kg.group, 128);
+  EXPECT_EQ(kg.key_group(), 64);
+  EXPECT_EQ(parse_cache_spec("innerq-paper:g=64").layer.key_group(), 64);
+}
+
+// spec_string spells every field, and parses back to the same config.
+TEST(CacheSpec, SpecStringRoundTrips) {
+  for (const char* spec :
+       {"innerq", "innerq-paper",
+        "innerq:k=8,v=4,kmode=hybrid,vmode=asym,g=64,"
+        "kg=32,sink=3,recent=7,knorm=rms,kcenter=on,rot=kv",
+        "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi", "kivi4:g=64,recent=64"}) {
+    const LayerConfig c = parse_cache_spec(spec).layer;
+    EXPECT_EQ(describe(parse_cache_spec(spec_string(c)).layer), describe(c)) << spec;
+    EXPECT_EQ(spec_string(parse_cache_spec(spec_string(c)).layer), spec_string(c)) << spec;
+  }
 }
 
 TEST(CacheSpec, PerLayerOverridesInline) {
@@ -152,11 +184,13 @@ TEST(CacheSpec, MalformedSpecsNameTheBadField) {
       {"innerq:knorm=max", "knorm='max' is not a key normalization (off, sqrtmax, rms)"},
       {"innerq:sink=-1", "sink=-1 must be between 0 and 1048576"},
       {"innerq:recent=99999999", "recent=99999999 must be between"},
-      {"innerq:bits=3", "unknown key 'bits' for innerq (allowed keys: k, v, kmode, vmode, g, sink"},
+      {"innerq:bits=3",
+       "unknown key 'bits' for innerq (allowed keys: k, v, kmode, vmode, g, kg, sink"},
       {"f16:k=3", "unknown key 'k' for f16 (allowed keys: rot, layers)"},
       {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent, rot, layers)"},
       {"q4_0:rot=q", "rot='q' is not a rotation (off, k, v, kv)"},
       {"innerq:kcenter=yes", "kcenter='yes' is not on or off"},
+      {"innerq:kg=16", "kg=16 is not a supported group size (32, 64, 128)"},
       {"innerq:k=3,k=4", "key 'k' is given twice"},
       {"innerq;", "is not RANGE=SPEC or RANGE:FIELDS"},
       {"innerq;x:k=3", "layer='x' is not an integer"},

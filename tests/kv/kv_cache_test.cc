@@ -180,8 +180,10 @@ TEST(KiviCache, ResidualRulesOverRandomAppends) {
 // region sizes and the formats.
 TEST(KvCache, MemoryIsTheSumOfTheParts) {
   const CacheShape shape{3, kHeads, kDim, 100000};
-  for (const char* text : {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq",
-                           "innerq:k=4,v=4,kmode=hybrid,vmode=asym", "innerq:sink=0,recent=0"}) {
+  for (const char* text :
+       {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq",
+        "innerq-paper:k=4,v=4,kmode=hybrid,vmode=asym", "innerq-paper:sink=0,recent=0",
+        "innerq-paper:kg=64,g=32,kcenter=on,knorm=rms"}) {
     SCOPED_TRACE(text);
     const CacheSpec spec = parse_cache_spec(text);
     KvCache cache(shape, spec.layer);
@@ -224,13 +226,14 @@ TEST(KvCache, MemoryIsTheSumOfTheParts) {
         const int S = std::min(n, c.sink), after = n - S;
         const int k_recent = std::min(after, c.recent), k_mid = after - k_recent;
         const int v_mid = std::max(0, (after - c.recent) / c.group) * c.group;
-        const TileFormat kf{c.k_bits, c.group, kDim / c.group, mode_has_zero(c.k_mode)};
+        const TileFormat kf{c.k_bits, c.key_group(), kDim / c.key_group(), mode_has_zero(c.k_mode)};
         const TileFormat vf{c.v_bits, c.group, 1, mode_has_zero(c.v_mode)};
         const size_t k_tiles = (k_mid + 15) / 16, v_tiles = v_mid / c.group * (kDim / 16);
         want.codes = heads * (k_tiles * kf.code_bytes() + v_tiles * vf.code_bytes());
         want.metadata = heads * (k_tiles * kf.meta_bytes() + v_tiles * vf.meta_bytes());
         want.windows = heads * static_cast<size_t>(2 * S + k_recent + (after - v_mid)) * f16_row;
-        want.norm = k_mid > 0 && c.knorm != KeyNorm::kOff ? heads * kDim * 4 : 0;
+        want.norm = (k_mid > 0 && c.knorm != KeyNorm::kOff ? heads * kDim * 4 : 0) +
+                    (k_mid > 0 && c.kcenter ? heads * kDim * 4 : 0);
         break;
       }
     }
@@ -246,8 +249,8 @@ TEST(KvCache, MemoryIsTheSumOfTheParts) {
 // Each layer may have its own kind, bits and modes; memory adds up per layer.
 TEST(KvCache, PerLayerConfigurations) {
   const std::vector<LayerConfig> layers = {
-      parse_cache_spec("f16").layer, parse_cache_spec("innerq:k=4,v=4").layer,
-      parse_cache_spec("innerq:k=2,v=2,vmode=sym").layer, parse_cache_spec("kivi").layer};
+      parse_cache_spec("f16").layer, parse_cache_spec("innerq-paper:k=4,v=4").layer,
+      parse_cache_spec("innerq-paper:k=2,v=2,vmode=sym").layer, parse_cache_spec("kivi").layer};
   const CacheShape shape{4, kHeads, kDim, 1000};
   KvCache mixed(shape, layers);
   std::vector<float> k, v;
@@ -279,7 +282,7 @@ TEST(KvCache, RejectsBadShapesAndOverflow) {
 }
 
 TEST(KvCache, NonFiniteKeysAreRejectedWhenQuantized) {
-  KvCache cache(CacheShape{1, 1, 64, 1000}, parse_cache_spec("innerq:sink=0,recent=0").layer);
+  KvCache cache(CacheShape{1, 1, 64, 1000}, parse_cache_spec("innerq-paper:sink=0,recent=0").layer);
   std::vector<float> k(64, 1.0f), v(64, 1.0f);
   k[3] = NAN;
   EXPECT_THROW(cache.append(0, k.data(), v.data(), 1), Error);

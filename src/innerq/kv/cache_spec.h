@@ -5,7 +5,8 @@
 //   BASE     := NAME[:key=value[,key=value...]]
 //   NAME     := f32 | f16 | q8_0 | q4_0 | kivi | kivi4 | innerq | innerq-paper
 //   keys (innerq, innerq-paper): k, v (bits: 2 3 4 8), kmode, vmode
-//                  (sym|asym|hybrid), g (32 64 128), sink, recent (tokens ≥ 0),
+//                  (sym|asym|hybrid), g (32 64 128), kg (K's own group size,
+//                  32 64 128; default g), sink, recent (tokens ≥ 0),
 //                  knorm (off|sqrtmax|rms), kcenter (on|off)
 //   keys (kivi, kivi4): g, recent (the fp16 residual length)
 //   keys (every name): rot (off|k|v|kv): randomized Hadamard rotation of K
@@ -41,13 +42,16 @@ struct LayerConfig {
   int v_bits = 2;
   QuantMode k_mode = QuantMode::kSymmetric;
   QuantMode v_mode = QuantMode::kHybrid;
-  int group = 32;
+  int group = 32;   // G of V's token groups (and of K's, unless k_group is set)
+  int k_group = 0;  // G of K's channel groups; 0: the same as `group`
   int sink = 32;
   int recent = 96;
   KeyNorm knorm = KeyNorm::kSqrtMax;
   bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
   bool rot_k = false;    // keys stored rotated (query rotated at decode)
   bool rot_v = false;    // values stored rotated (output rotated back)
+
+  int key_group() const { return k_group > 0 ? k_group : group; }
 };
 
 // Layers [first, last] use `config`.

@@ -254,7 +254,8 @@ MemoryUsage KiviLayerCache::memory() const {
 // ---------------------------------------------------------------------------
 InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
     : LayerCache(config, n_kv_heads, head_dim),
-      k_fmt_{config.k_bits, config.group, head_dim / config.group, mode_has_zero(config.k_mode)},
+      k_fmt_{config.k_bits, config.key_group(), head_dim / config.key_group(),
+             mode_has_zero(config.k_mode)},
       v_fmt_{config.v_bits, config.group, 1, mode_has_zero(config.v_mode)},
       k_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
       v_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
@@ -263,9 +264,9 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
       k_mid_(static_cast<size_t>(n_kv_heads)),
       v_mid_(static_cast<size_t>(n_kv_heads)),
       ones_(static_cast<size_t>(head_dim), 1.0f) {
-  if (head_dim % config.group != 0) {
-    throw Error(
-        fmt::format("innerq cache: head_dim {} is not a multiple of g={}", head_dim, config.group));
+  if (head_dim % config.key_group() != 0) {
+    throw Error(fmt::format("innerq cache: head_dim {} is not a multiple of the key group {}",
+                            head_dim, config.key_group()));
   }
   if (head_dim % kTileRows != 0) {
     throw Error(
@@ -363,7 +364,7 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   }
   if (first_norm) compute_key_norm(head, rows.data(), static_cast<int>(rows.size() / D));
   const float* f = key_norm(head);
-  const kernels::GroupSpec spec{config_.k_bits, config_.group, config_.k_mode};
+  const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
   std::vector<uint8_t> records(k_fmt_.n_groups * spec.record_bytes());
   std::vector<float> scaled(static_cast<size_t>(D));
   auto& tiles = k_mid_[static_cast<size_t>(head)];

@@ -137,7 +137,7 @@ void run_tune(const TuneOptions& o) {
   for (size_t kb = 0; kb < nb; ++kb)
     for (size_t vb = 0; vb < nb; ++vb)
       options.push_back({static_cast<int>(kb), static_cast<int>(vb),
-                         cost_units(bits[kb], base.group, base.k_mode) +
+                         cost_units(bits[kb], base.key_group(), base.k_mode) +
                              cost_units(bits[vb], base.group, base.v_mode)});
   std::stable_sort(options.begin(), options.end(),
                    [](const Choice& a, const Choice& b) { return a.cost < b.cost; });
@@ -195,7 +195,7 @@ void run_tune(const TuneOptions& o) {
   std::vector<Uniform> uniform;
   for (size_t kb = 0; kb < nb; ++kb)
     for (size_t vb = 0; vb < nb; ++vb) {
-      const int cost = cost_units(bits[kb], base.group, base.k_mode) +
+      const int cost = cost_units(bits[kb], base.key_group(), base.k_mode) +
                        cost_units(bits[vb], base.group, base.v_mode);
       if (cost * L > max_cost) continue;
       double s = 0.0;
