@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "innerq/base/error.h"
 #include "innerq/kv/cache_spec.h"
@@ -23,6 +24,7 @@ struct InfoOptions {
   std::string model;
   std::string kv = "f16,innerq";
   int ctx = 0;  // 0: the model's training context
+  bool json = false;
 };
 
 // Exact cache bytes of one layer with `config` holding `ctx` tokens: one
@@ -57,6 +59,48 @@ std::vector<kv::MemoryUsage> cache_memory(const model::LlamaModel& m, const kv::
   return out;
 }
 
+// The same facts as the text output, as one JSON object.
+void print_info_json(const model::LlamaModel& m, const std::string& path,
+                     const std::vector<kv::CacheSpec>& specs, int ctx) {
+  const model::LlamaConfig& c = m.config();
+  nlohmann::json j;
+  j["file"] = path;
+  j["architecture"] = m.file().get_string("general.architecture");
+  j["layers"] = c.n_layers;
+  j["embedding"] = c.n_embd;
+  j["heads"] = c.n_heads;
+  j["kv_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["parameters"] = m.n_params();
+  j["ctx"] = ctx;
+  j["caches"] = nlohmann::json::array();
+  for (const kv::CacheSpec& spec : specs) {
+    nlohmann::json e;
+    e["kv"] = spec.text;
+    size_t f16_bytes = 0;
+    try {
+      const std::vector<kv::MemoryUsage> per_layer = cache_memory(m, spec, ctx, &f16_bytes);
+      kv::MemoryUsage mem;
+      for (const kv::MemoryUsage& l : per_layer) {
+        mem += l;
+        e["layer_bytes"].push_back(l.total());
+      }
+      e["bytes"] = mem.total();
+      e["codes"] = mem.codes;
+      e["metadata"] = mem.metadata;
+      e["windows"] = mem.windows;
+      e["norm"] = mem.norm;
+      e["bytes_f16"] = f16_bytes;
+      e["bits_per_value"] =
+          16.0 * static_cast<double>(mem.total()) / std::max<size_t>(1, f16_bytes);
+    } catch (const Error& err) {
+      e["error"] = err.what();
+    }
+    j["caches"].push_back(e);
+  }
+  fmt::print("{}\n", j.dump(1));
+}
+
 void run_info(const InfoOptions& o) {
   const std::vector<kv::CacheSpec> specs = kv::parse_cache_spec_list(o.kv);
   const std::string path = model::resolve_model_path(o.model);
@@ -65,6 +109,10 @@ void run_info(const InfoOptions& o) {
   const model::LlamaConfig& c = m.config();
   const int ctx = o.ctx > 0 ? o.ctx : c.n_ctx_train;
 
+  if (o.json) {
+    print_info_json(m, path, specs, ctx);
+    return;
+  }
   fmt::print("file          {} ({:.1f} MB, GGUF v{})\n", path, f.file_size() / 1e6, f.version());
   fmt::print("name          {}\n", f.get_string("general.name", "-"));
   fmt::print("architecture  {}\n", f.get_string("general.architecture"));
@@ -132,6 +180,7 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--kv", o->kv, "comma-separated cache specs to size")->capture_default_str();
   cmd->add_option("-c,--ctx", o->ctx, "context length (0 = the model's training context)")
       ->capture_default_str();
+  cmd->add_flag("--json", o->json, "print one JSON object (model facts, cache bytes per spec)");
   cmd->callback([o] { run_info(*o); });
 }
 
