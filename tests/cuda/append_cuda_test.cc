@@ -93,16 +93,18 @@ TEST_P(AppendMatchesCpu, SameBytesAsCpuCache) {
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, AppendMatchesCpu,
-    ::testing::Values(Case{"innerq", 8, 128, 600},
-                      Case{"innerq:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
-                      Case{"innerq:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
-                      Case{"innerq:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128, 900},
-                      Case{"innerq:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off", 4,
-                           64, 333}));
+    ::testing::Values(Case{"innerq-paper", 8, 128, 600},
+                      Case{"innerq:rot=off,kcenter=off", 8, 128, 700},
+                      Case{"innerq-paper:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
+                      Case{"innerq-paper:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
+                      Case{"innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128,
+                           900},
+                      Case{"innerq-paper:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off",
+                           4, 64, 333}));
 
 TEST(AppendOnDevice, RejectsNonFiniteValues) {
   INNERQ_REQUIRE_CUDA_DEVICE();
-  const kv::CacheSpec spec = kv::parse_cache_spec("innerq");
+  const kv::CacheSpec spec = kv::parse_cache_spec("innerq-paper");
   std::vector<f16_bits> rows(static_cast<size_t>(16) * 128, f32_to_f16(1.0f));
   rows[5] = 0x7c00;  // +inf
   const std::vector<float> key_norm(128, 1.0f);

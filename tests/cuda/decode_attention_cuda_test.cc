@@ -126,15 +126,15 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"f16", {32, 8, 128}, {1000, 333}}, Case{"f16", {8, 8, 64}, {517}},
         Case{"kivi", {32, 8, 128}, {1200, 700}}, Case{"kivi4", {8, 8, 64}, {900}},
         Case{"kivi:g=64,recent=64", {16, 2, 128}, {1100, 64}},
-        Case{"innerq", {32, 8, 128}, {1500, 700, 100}},
-        Case{"innerq:k=2,v=2", {8, 8, 128}, {1300, 900}},
-        Case{"innerq:k=4,v=4,g=128", {32, 8, 128}, {1400}},
-        Case{"innerq:k=3,v=2,g=64,sink=0,recent=0", {9, 3, 64}, {1000, 555}},
-        Case{"innerq:k=8,v=8,sink=0,recent=0,knorm=off", {8, 8, 64}, {800}},
-        Case{"innerq:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
+        Case{"innerq-paper", {32, 8, 128}, {1500, 700, 100}},
+        Case{"innerq-paper:k=2,v=2", {8, 8, 128}, {1300, 900}},
+        Case{"innerq-paper:k=4,v=4,g=128", {32, 8, 128}, {1400}},
+        Case{"innerq-paper:k=3,v=2,g=64,sink=0,recent=0", {9, 3, 64}, {1000, 555}},
+        Case{"innerq-paper:k=8,v=8,sink=0,recent=0,knorm=off", {8, 8, 64}, {800}},
+        Case{"innerq-paper:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
              {16, 2, 128},
              {1100, 257}},
-        Case{"innerq:k=2,v=4,kmode=asym,vmode=sym,g=128,knorm=rms", {16, 8, 128}, {2000}}),
+        Case{"innerq-paper:k=2,v=4,kmode=asym,vmode=sym,g=128,knorm=rms", {16, 8, 128}, {2000}}),
     case_name);
 
 // Every layout at every split length (the launcher's choice reaches only
@@ -143,36 +143,43 @@ INSTANTIATE_TEST_SUITE_P(
 // kivi4 at 8 query heads per KV head and chunk 512 needs 64 KB of shared
 // memory: the opt-in above 48 KB.
 INSTANTIATE_TEST_SUITE_P(Chunks, DecodeVsReference,
-                         ::testing::Values(Case{"innerq", {32, 8, 128}, {1500, 700}, 128},
-                                           Case{"innerq", {32, 8, 128}, {1500, 700}, 256},
-                                           Case{"innerq", {32, 8, 128}, {1500, 700}, 512},
+                         ::testing::Values(Case{"innerq-paper", {32, 8, 128}, {1500, 700}, 128},
+                                           Case{"innerq-paper", {32, 8, 128}, {1500, 700}, 256},
+                                           Case{"innerq-paper", {32, 8, 128}, {1500, 700}, 512},
                                            Case{"kivi", {32, 8, 128}, {1500, 700}, 128},
                                            Case{"kivi", {32, 8, 128}, {1500, 700}, 256},
                                            Case{"kivi", {32, 8, 128}, {1500, 700}, 512},
                                            Case{"f16", {32, 8, 128}, {1500, 700}, 128},
                                            Case{"f16", {32, 8, 128}, {1500, 700}, 256},
                                            Case{"f16", {32, 8, 128}, {1500, 700}, 512},
-                                           Case{"innerq:k=2,v=2", {32, 32, 128}, {1300}, 512},
+                                           Case{"innerq-paper:k=2,v=2", {32, 32, 128}, {1300}, 512},
                                            Case{"kivi4", {64, 8, 128}, {1500}, 512},
                                            Case{"kivi", {64, 8, 128}, {1500}, 512}),
                          case_name);
 
 INSTANTIATE_TEST_SUITE_P(Ragged, DecodeVsReference,
-                         ::testing::Values(Case{"innerq", {32, 8, 128}, {9000, 100, 700, 33}},
+                         ::testing::Values(Case{"innerq-paper", {32, 8, 128}, {9000, 100, 700, 33}},
                                            Case{"kivi", {32, 8, 128}, {9000, 100, 700, 33}},
                                            Case{"f16", {32, 8, 128}, {9000, 100, 700, 33}},
-                                           Case{"innerq", {32, 8, 128}, {9000, 129, 5}, 128}),
+                                           Case{"innerq-paper", {32, 8, 128}, {9000, 129, 5}, 128}),
+                         case_name);
+
+// The project's default without its rotation (refused on CUDA): K 3-bit sym
+// in 64-channel groups, centered; V 3-bit hybrid, G = 128.
+INSTANTIATE_TEST_SUITE_P(Default, DecodeVsReference,
+                         ::testing::Values(Case{"innerq:rot=off", {32, 8, 128}, {3000, 700}},
+                                           Case{"innerq:rot=off", {32, 32, 128}, {1500}, 128}),
                          case_name);
 
 INSTANTIATE_TEST_SUITE_P(Long, DecodeVsReference,
-                         ::testing::Values(Case{"innerq", {32, 8, 128}, {65536}}), case_name);
+                         ::testing::Values(Case{"innerq-paper", {32, 8, 128}, {65536}}), case_name);
 
 // The same batch decoded on two streams at once, with different queries:
 // each stream has its own split workspace, so each result equals the
 // batch's synchronous decode of its query bit for bit.
 TEST(DecodeStreams, TwoStreamsShareOneBatch) {
   INNERQ_REQUIRE_CUDA_DEVICE();
-  const Case c{"innerq", {32, 8, 128}, {3000, 2000}};
+  const Case c{"innerq-paper", {32, 8, 128}, {3000, 2000}};
   const std::vector<kv::KvCache> caches = build_caches(c);
   DeviceLayerBatch batch(layers_of(caches));
   const size_t n = caches.size() * static_cast<size_t>(c.shape.n_heads) * c.shape.head_dim;

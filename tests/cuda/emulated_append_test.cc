@@ -86,9 +86,9 @@ TEST_P(EmulatedAppend, SameBytesAsCpuCache) {
                             D,
                             0,
                             cfg.k_bits,
-                            G,
+                            cfg.key_group(),
                             cfg.k_mode};
-  run_grid(kp, static_cast<long long>(H) * k_mid * (D / G), append_keys_kernel);
+  run_grid(kp, static_cast<long long>(H) * k_mid * (D / cfg.key_group()), append_keys_kernel);
   ASSERT_EQ(bad, INT_MAX);
   for (int h = 0; h < H; ++h) {
     for (size_t i = 0; i < k_bytes; ++i) {
@@ -125,12 +125,14 @@ TEST_P(EmulatedAppend, SameBytesAsCpuCache) {
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, EmulatedAppend,
-    ::testing::Values(Case{"innerq", 8, 128, 600},
-                      Case{"innerq:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
-                      Case{"innerq:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
-                      Case{"innerq:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128, 900},
-                      Case{"innerq:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off", 4,
-                           64, 333}));
+    ::testing::Values(Case{"innerq-paper", 8, 128, 600},
+                      Case{"innerq:rot=off,kcenter=off", 8, 128, 700},
+                      Case{"innerq-paper:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
+                      Case{"innerq-paper:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
+                      Case{"innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128,
+                           900},
+                      Case{"innerq-paper:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off",
+                           4, 64, 333}));
 
 }  // namespace
 }  // namespace innerq::cuda

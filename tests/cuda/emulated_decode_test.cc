@@ -200,7 +200,7 @@ TEST_P(EmulatedDecode, MatchesCpuReference) {
   } else {
     got = emulate_dispatch<InnerQLayout>(
         {innerq.data(), shape, work, cfg.k_bits, cfg.v_bits, cfg.group, mode_has_zero(cfg.k_mode),
-         mode_has_zero(cfg.v_mode)},
+         mode_has_zero(cfg.v_mode), cfg.key_group()},
         nq);
   }
 
@@ -227,29 +227,31 @@ TEST_P(EmulatedDecode, MatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Kinds, EmulatedDecode,
-    ::testing::Values(
-        Case{"f16", 32, 8, 128, {600, 333}, 128}, Case{"f16", 8, 8, 64, {517}, 256},
-        Case{"kivi", 16, 2, 128, {700, 200}, 128}, Case{"kivi4", 8, 8, 64, {450}, 256},
-        Case{"kivi:g=64,recent=64", 16, 2, 128, {600}, 128},
-        Case{"kivi:g=128,recent=128", 8, 2, 128, {1300}, 512}, Case{"f16", 8, 2, 128, {1100}, 512},
-        Case{"innerq", 32, 8, 128, {900, 100}, 128}, Case{"innerq:k=2,v=2", 8, 8, 128, {700}, 256},
-        Case{"innerq:k=4,v=4,g=128", 16, 4, 128, {800}, 128},
-        Case{"innerq:k=3,v=2,g=64,sink=0,recent=0", 9, 3, 64, {600, 250}, 128},
-        Case{"innerq:k=8,v=8,sink=0,recent=0,knorm=off", 8, 8, 64, {500}, 512},
-        Case{"innerq:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
-             16,
-             2,
-             128,
-             {700},
-             128}));
+    ::testing::Values(Case{"f16", 32, 8, 128, {600, 333}, 128}, Case{"f16", 8, 8, 64, {517}, 256},
+                      Case{"kivi", 16, 2, 128, {700, 200}, 128},
+                      Case{"kivi4", 8, 8, 64, {450}, 256},
+                      Case{"kivi:g=64,recent=64", 16, 2, 128, {600}, 128},
+                      Case{"kivi:g=128,recent=128", 8, 2, 128, {1300}, 512},
+                      Case{"f16", 8, 2, 128, {1100}, 512},
+                      Case{"innerq-paper", 32, 8, 128, {900, 100}, 128},
+                      Case{"innerq-paper:k=2,v=2", 8, 8, 128, {700}, 256},
+                      Case{"innerq-paper:k=4,v=4,g=128", 16, 4, 128, {800}, 128},
+                      Case{"innerq-paper:k=3,v=2,g=64,sink=0,recent=0", 9, 3, 64, {600, 250}, 128},
+                      Case{"innerq-paper:k=8,v=8,sink=0,recent=0,knorm=off", 8, 8, 64, {500}, 512},
+                      Case{"innerq-paper:k=3,v=3,kmode=hybrid,vmode=asym,g=32,sink=4,recent=40",
+                           16,
+                           2,
+                           128,
+                           {700},
+                           128}));
 
 // As the GPU test: every layout at every split length, a ragged batch (one
 // long sequence beside short ones: splits the short ones leave unused), and
 // kivi4 at 8 query heads per KV head and chunk 512 (64 KB of shared memory).
 INSTANTIATE_TEST_SUITE_P(Chunks, EmulatedDecode,
-                         ::testing::Values(Case{"innerq", 16, 4, 128, {1500, 700}, 128},
-                                           Case{"innerq", 16, 4, 128, {1500, 700}, 256},
-                                           Case{"innerq", 16, 4, 128, {1500, 700}, 512},
+                         ::testing::Values(Case{"innerq-paper", 16, 4, 128, {1500, 700}, 128},
+                                           Case{"innerq-paper", 16, 4, 128, {1500, 700}, 256},
+                                           Case{"innerq-paper", 16, 4, 128, {1500, 700}, 512},
                                            Case{"kivi", 16, 4, 128, {1500, 700}, 128},
                                            Case{"kivi", 16, 4, 128, {1500, 700}, 256},
                                            Case{"kivi", 16, 4, 128, {1500, 700}, 512},
@@ -258,10 +260,17 @@ INSTANTIATE_TEST_SUITE_P(Chunks, EmulatedDecode,
                                            Case{"f16", 16, 4, 128, {1500, 700}, 512},
                                            Case{"kivi4", 64, 8, 128, {1100}, 512}));
 
-INSTANTIATE_TEST_SUITE_P(Ragged, EmulatedDecode,
-                         ::testing::Values(Case{"innerq", 16, 4, 128, {3000, 100, 700, 33}, 256},
-                                           Case{"kivi", 16, 4, 128, {3000, 100, 700, 33}, 256},
-                                           Case{"f16", 16, 4, 128, {3000, 100, 700, 33}, 256}));
+// The project's default without its rotation (the CUDA path refuses rotated
+// caches): K 3-bit sym in 64-channel groups, centered; V 3-bit hybrid, G = 128.
+INSTANTIATE_TEST_SUITE_P(Default, EmulatedDecode,
+                         ::testing::Values(Case{"innerq:rot=off", 16, 4, 128, {1500, 700}, 256},
+                                           Case{"innerq:rot=off", 16, 4, 128, {1100}, 512}));
+
+INSTANTIATE_TEST_SUITE_P(
+    Ragged, EmulatedDecode,
+    ::testing::Values(Case{"innerq-paper", 16, 4, 128, {3000, 100, 700, 33}, 256},
+                      Case{"kivi", 16, 4, 128, {3000, 100, 700, 33}, 256},
+                      Case{"f16", 16, 4, 128, {3000, 100, 700, 33}, 256}));
 
 }  // namespace
 }  // namespace innerq::cuda

@@ -382,7 +382,7 @@ void DeviceLayerBatch::decode(const float* q, int n_heads, float* out, void* str
     default:
       status = kc::launch_decode_innerq(
           {s.views.as<const kc::InnerQSeqView>(), shape, work, c.k_bits, c.v_bits, c.group,
-           mode_has_zero(c.k_mode), mode_has_zero(c.v_mode)},
+           mode_has_zero(c.k_mode), mode_has_zero(c.v_mode), c.key_group()},
           stream);
       break;
   }
@@ -520,7 +520,7 @@ std::vector<uint8_t> append_keys_on_device(const std::vector<f16_bits>& rows,
       key_norm.size() != static_cast<size_t>(n_kv_heads) * head_dim) {
     throw Error("cuda append keys: rows or key_norm has the wrong length");
   }
-  const TileFormat fmt{config.k_bits, config.group, head_dim / config.group,
+  const TileFormat fmt{config.k_bits, config.key_group(), head_dim / config.key_group(),
                        mode_has_zero(config.k_mode)};
   const size_t tiles_stride = static_cast<size_t>(n_rows + kTileRows - 1) / kTileRows * fmt.bytes();
   DeviceBuffer rows_dev(rows.data(), rows.size() * sizeof(f16_bits));
@@ -538,7 +538,7 @@ std::vector<uint8_t> append_keys_on_device(const std::vector<f16_bits>& rows,
                                head_dim,
                                0,
                                config.k_bits,
-                               config.group,
+                               config.key_group(),
                                config.k_mode};
   check(kc::launch_append_keys(p, nullptr), "append keys launch");
   check(cudaDeviceSynchronize(), "append keys");

@@ -122,9 +122,10 @@ class CublasF16Batch {
 
 // GPU quantize-on-append into the InnerQ tile layout, for tests and tools.
 // rows: f16 [n_kv_heads][n_rows][head_dim] keys as the recent window holds
-// them; key_norm: [n_kv_heads][head_dim]. Returns [n_kv_heads][ceil(n_rows/16)
-// tiles] (TileFormat{k_bits, group, head_dim/group, k has zero}), rows
-// 0..n_rows−1 in slots 0..n_rows−1, unused rows zero.
+// them (centered already when kcenter is on); key_norm: [n_kv_heads][head_dim].
+// Returns [n_kv_heads][ceil(n_rows/16) tiles] (TileFormat{k_bits, kg,
+// head_dim/kg, k has zero}, kg = config.key_group()), rows 0..n_rows−1 in
+// slots 0..n_rows−1, unused rows zero.
 std::vector<uint8_t> append_keys_on_device(const std::vector<f16_bits>& rows,
                                            const std::vector<float>& key_norm, int n_kv_heads,
                                            int n_rows, int head_dim, const kv::LayerConfig& config);

@@ -155,8 +155,11 @@ struct InnerQDecodeParams {
   DecodeShape shape;
   DecodeWork work;
   int k_bits, v_bits;  // 2, 3, 4, 8
-  int group;           // 32, 64, 128
+  int group;           // 32, 64, 128: V's token groups (and K's channel groups)
   bool k_has_zero, v_has_zero;
+  int k_group = 0;  // 32, 64, 128: K's channel groups; 0: the same as group
+
+  INNERQ_HD int key_group() const { return k_group > 0 ? k_group : group; }
 };
 
 // Workspace floats for partial_o and partial_ml.

@@ -14,10 +14,12 @@ cudaError_t launch_decode_innerq(const InnerQDecodeParams& params, cudaStream_t 
       throw Error("cuda innerq decode: bits " + std::to_string(bits) + " is not one of 2, 3, 4, 8");
     }
   }
-  if (!is_supported_group(params.group) || params.shape.head_dim % params.group != 0) {
-    throw Error("cuda innerq decode: group " + std::to_string(params.group) +
-                " must be 32, 64 or 128 and divide head_dim " +
-                std::to_string(params.shape.head_dim));
+  for (const int group : {params.group, params.key_group()}) {
+    if (!is_supported_group(group) || params.shape.head_dim % group != 0) {
+      throw Error("cuda innerq decode: group " + std::to_string(group) +
+                  " must be 32, 64 or 128 and divide head_dim " +
+                  std::to_string(params.shape.head_dim));
+    }
   }
   const int nq = padded_query_heads(params.shape);
   return INNERQ_DISPATCH_DECODE(params.shape.head_dim, nq,

@@ -65,7 +65,7 @@ struct InnerQLayout {
   __device__ InnerQLayout(const Params& p, const InnerQSeqView& v)
       : view(v),
         head_dim(p.shape.head_dim),
-        k_fmt{p.k_bits, p.group, p.shape.head_dim / p.group, p.k_has_zero},
+        k_fmt{p.k_bits, p.key_group(), p.shape.head_dim / p.key_group(), p.k_has_zero},
         v_fmt{p.v_bits, p.group, 1, p.v_has_zero} {}
 
   __device__ ChunkPlan plan(int chunk) const { return plan_of(view, chunk, v_fmt.group); }
