@@ -178,10 +178,10 @@ void ProgressBar::update(long done, long total, const std::string& detail) {
   last_decile_ = decile;
   constexpr int kWidth = 30;
   const int filled = static_cast<int>(frac * kWidth);
-  fmt::print(stderr, "{}{} [{}{}] {:3.0f}% {}{}", tty_ ? "\r" : "", label_,
+  fmt::print(stderr, "{}{} [{}{}] {:3d}% {}{}", tty_ ? "\r" : "", label_,
              std::string(static_cast<size_t>(filled), '#'),
-             std::string(static_cast<size_t>(kWidth - filled), '.'), 100.0 * frac, detail,
-             tty_ ? "   " : "\n");
+             std::string(static_cast<size_t>(kWidth - filled), '.'), static_cast<int>(100.0 * frac),
+             detail, tty_ ? "   " : "\n");
   std::fflush(stderr);
 }
 
