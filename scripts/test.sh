@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh checkout: installs missing Debian
-# packages, fetches the default model, builds with warnings as errors (and
+# packages, fetches the default model and the evaluation text (the quality
+# gate, label `model`, scores SmolLM2 on it), builds with warnings as errors (and
 # the CUDA backend when nvcc is present, whose tests skip without a GPU), and
 # runs every test but the `slow` label.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-deps.sh
 bash scripts/fetch-model.sh
+bash scripts/fetch-data.sh
 
 cuda=OFF
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/quant/group_quant.h"
 
 namespace innerq::kv {
 namespace {
@@ -325,16 +326,9 @@ std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs) {
   return out;
 }
 
-static const char* mode_name(QuantMode m) {
-  switch (m) {
-    case QuantMode::kSymmetric:
-      return "sym";
-    case QuantMode::kAsymmetric:
-      return "asym";
-    case QuantMode::kHybrid:
-      return "hybrid";
-  }
-  return "?";
+// The quant layer's spelling of a mode ("sym", "asym", "hybrid").
+static std::string_view mode_name(QuantMode m) {
+  return quant::quant_mode_name(m);
 }
 
 std::string describe(const LayerConfig& c) {
