@@ -47,7 +47,7 @@ COLORS = {"innerq": "#d62728", "innerq-paper": "#ff7f0e", "kivi": "#1f77b4",
 def panel(svg, x0, y0, w, h, title, rows):
     """One log-KLD vs bits panel at (x0, y0)."""
     pts = [(r["bits"], max(r["kld"], 1e-5)) for r in rows]
-    bx = (2.0, max(6.0, max(b for b, _ in pts) + 0.5))
+    bx = (2.0, max(6.0, max(b for b, _ in pts) + 1.0))
     ky = (math.log10(min(k for _, k in pts)) - 0.2, math.log10(max(k for _, k in pts)) + 0.2)
     X = lambda b: x0 + 50 + (b - bx[0]) / (bx[1] - bx[0]) * (w - 70)
     Y = lambda k: y0 + h - 40 - (math.log10(k) - ky[0]) / (ky[1] - ky[0]) * (h - 70)
@@ -89,7 +89,8 @@ def main():
         for r in load(path):
             if r["kv"] not in bits:
                 sys.exit(f"pareto: {r['kv']} is in {path} but not in {args.bytes}")
-            rows.append({**r, "bits": bits[r["kv"]], "label": labels.get(r["kv"], r["kv"])})
+            short = r["kv"].split(":layers=")[0] + " tuned" if ":layers=" in r["kv"] else r["kv"]
+            rows.append({**r, "bits": bits[r["kv"]], "label": labels.get(r["kv"], short)})
         runs.append((name, path, rows))
 
     # Markdown: one row per config, one KLD/PPL column pair per run.
