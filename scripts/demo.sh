@@ -3,7 +3,9 @@
 # SmolLM2-135M-Instruct, builds innerq (release), then runs
 #   1. `generate` with an f16 cache and with the InnerQ cache on one prompt,
 #   2. `perplexity` on a slice of WikiText-2 (raw test split) for f16, kivi,
-#      q4_0 and innerq, every scored token attending to the quantized cache,
+#      q4_0 (plain and Hadamard-rotated, as llama.cpp runs it), the paper's
+#      config and the default innerq, every scored token attending to the
+#      quantized cache,
 #   3. `bench attention` for the Llama-3-8B head shape at 16k tokens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,8 +30,8 @@ done
 echo
 echo "== innerq perplexity -m smollm2 (WikiText-2 raw test, 2 chunks of 1024 tokens, prefix 512)"
 "$innerq" perplexity -m smollm2 -f data/wikitext2/test.raw.txt --ctx 1024 --prefix 512 --chunks 2 \
-  --kv f16,kivi,q4_0,innerq -t "$threads"
+  --kv f16,kivi,q4_0,q4_0:rot=kv,innerq-paper,innerq -t "$threads"
 
 echo
 echo "== innerq bench attention --shape llama3-8b --ctx 16384"
-"$innerq" bench attention --shape llama3-8b --ctx 16384 --kv f16,kivi,q4_0,innerq -t "$threads"
+"$innerq" bench attention --shape llama3-8b --ctx 16384 --kv f16,kivi,q4_0,innerq-paper,innerq -t "$threads"
