@@ -58,9 +58,11 @@ TEST(QualityGate, SmolLM2KldAndTop1WithinMeasuredBounds) {
   // bounds leave about 1.5× headroom on KLD and a few points on top-1, well
   // inside the gap a broken kernel opens (an unrotated-query bug, a dropped
   // window or a wrong scale costs several times the KLD).
+  // Measured 2026-12-01 (KLD, top-1): q4_0 0.1121, 0.795; q4_0:rot=kv
+  // 0.0455, 0.902; kivi 0.2099, 0.772; innerq 0.0211, 0.918.
   const std::map<std::string, Bound> bounds = {
-      {"f16", {0.0, 1.0}},  {"q4_0", {0.0, 0.0}},   {"q4_0:rot=kv", {0.0, 0.0}},
-      {"kivi", {0.0, 0.0}}, {"innerq", {0.0, 0.0}},
+      {"f16", {0.0, 1.0}},    {"q4_0", {0.17, 0.75}},    {"q4_0:rot=kv", {0.07, 0.86}},
+      {"kivi", {0.32, 0.72}}, {"innerq", {0.032, 0.88}},
   };
   std::map<std::string, double> kld;
   ASSERT_EQ(rows.size(), bounds.size()) << output;
