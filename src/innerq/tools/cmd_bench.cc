@@ -80,7 +80,10 @@ struct BenchCliArgs {
   bool json = false;
 };
 
-std::vector<int> parse_contexts(const std::string& text) {
+// A comma list of positive counts up to `max` ("1024,4096"); with `k_suffix`
+// an item may end in k (×1024). `option` and `what` name it in errors.
+std::vector<int> parse_counts(const std::string& text, const char* option, const char* what,
+                              long max, bool k_suffix) {
   std::vector<int> out;
   size_t pos = 0;
   while (pos <= text.size()) {
@@ -89,35 +92,15 @@ std::vector<int> parse_contexts(const std::string& text) {
     char* end = nullptr;
     const long n = std::strtol(item.c_str(), &end, 10);
     long factor = 1;
-    if (end && (*end == 'k' || *end == 'K')) {
+    if (k_suffix && end && (*end == 'k' || *end == 'K')) {
       factor = 1024;
       ++end;
     }
-    if (item.empty() || !end || *end != '\0' || n <= 0 || n * factor > (1 << 22)) {
-      throw Error(
-          fmt::format("--ctx '{}': '{}' is not a token count between 1 and 4194304 "
-                      "(e.g. 1024,4096 or 16k)",
-                      text, item));
+    if (item.empty() || !end || *end != '\0' || n <= 0 || n > max / factor) {
+      throw Error(fmt::format("{} '{}': '{}' is not {} between 1 and {}{}", option, text, item,
+                              what, max, k_suffix ? " (e.g. 1024,4096 or 16k)" : ""));
     }
     out.push_back(static_cast<int>(n * factor));
-    pos = comma + 1;
-  }
-  return out;
-}
-
-std::vector<int> parse_seq_counts(const std::string& text) {
-  std::vector<int> out;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = std::min(text.find(',', pos), text.size());
-    const std::string item = text.substr(pos, comma - pos);
-    char* end = nullptr;
-    const long n = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || !end || *end != '\0' || n < 1 || n > 1024) {
-      throw Error(
-          fmt::format("--seqs '{}': '{}' is not a sequence count between 1 and 1024", text, item));
-    }
-    out.push_back(static_cast<int>(n));
     pos = comma + 1;
   }
   return out;
@@ -297,10 +280,10 @@ void add_bench_command(CLI::App& app) {
   attention->callback([args] {
     BenchAttentionArgs a;
     a.shape = parse_attention_shape(args->shape);
-    a.contexts = parse_contexts(args->contexts);
+    a.contexts = parse_counts(args->contexts, "--ctx", "a token count", 1 << 22, true);
     a.specs = kv::parse_cache_spec_list(args->specs);
     a.n_threads = args->threads;
-    a.n_seqs = parse_seq_counts(args->seqs);
+    a.n_seqs = parse_counts(args->seqs, "--seqs", "a sequence count", 1024, false);
     a.reps = args->reps;
     a.json = args->json;
     const int code =
