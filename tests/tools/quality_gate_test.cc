@@ -11,6 +11,7 @@
 // skips saying what is missing, and fails under CI=true.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -83,6 +84,76 @@ TEST(QualityGate, SmolLM2KldAndTop1WithinMeasuredBounds) {
   // fewer bytes; rotation helps q4_0.
   EXPECT_LT(kld["innerq"], kld["q4_0:rot=kv"]);
   EXPECT_LT(kld["q4_0:rot=kv"], kld["q4_0"]);
+}
+
+}  // namespace
+
+namespace {
+
+std::string run(const std::string& args, int* status) {
+  FILE* pipe = popen((std::string(INNERQ_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  *status = pclose(pipe);
+  return output;
+}
+
+std::string read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return "";
+  std::string out;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), f)) out.append(buffer.data(), n);
+  std::fclose(f);
+  return out;
+}
+
+// `innerq tune` on a small calibration slice: it writes one spec per layer,
+// keeps the budget, is deterministic, and the file is a valid --kv layers
+// file for `info`.
+TEST(Tune, WritesADeterministicLayersFileWithinTheBudget) {
+  if (!std::filesystem::exists("models/SmolLM2-135M-Instruct.Q4_1.gguf")) {
+    return missing("models/SmolLM2-135M-Instruct.Q4_1.gguf (run scripts/fetch-model.sh)");
+  }
+  const std::string text = "data/wikitext2/valid.txt";
+  if (!std::filesystem::exists(text)) return missing(text + " (run scripts/fetch-data.sh)");
+  const std::string base = ::testing::TempDir() + "tune_" + std::to_string(::getpid());
+  std::string json[2], files[2];
+  for (int i = 0; i < 2; ++i) {
+    int status = 0;
+    // Short windows so that a 128-token chunk quantizes most of its keys
+    // and values.
+    const std::string out = run("tune -m smollm2 -f " + text +
+                                    " --base innerq:sink=4,recent=8,g=32 --bits 2,8 --budget 3.5"
+                                    " --ctx 128 --prefix 96 --chunks 1 -t 2 --json -o " +
+                                    base + ".txt",
+                                &status);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    json[i] = out.substr(out.find('{'));
+    files[i] = read_file(base + ".txt");
+  }
+  const std::string& file = files[0];
+  EXPECT_EQ(file, files[1]) << "the search must be deterministic";
+  EXPECT_EQ(json[0], json[1]);
+  const nlohmann::json j = nlohmann::json::parse(json[0]);
+  EXPECT_LE(j.at("chosen_bits").get<double>(), 3.5);
+  ASSERT_EQ(j.at("layers").size(), 30u);
+  int lines = 0;
+  for (char c : file) lines += c == '\n';
+  EXPECT_GE(lines, 30);
+  // The cheapest choice averages 2.625 bits, the budget 3.5: the most
+  // sensitive layers get 8 bits.
+  int eights = 0;
+  for (const auto& l : j.at("layers")) eights += l.at("k_bits") == 8 || l.at("v_bits") == 8;
+  EXPECT_GT(eights, 0);
+  int status = 0;
+  const std::string info =
+      run("info -m smollm2 -c 1024 --json --kv innerq:layers=" + base + ".txt", &status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << info;
+  const nlohmann::json caches = nlohmann::json::parse(info.substr(info.find('{'))).at("caches");
+  EXPECT_EQ(caches.at(0).at("layer_bytes").size(), 30u);
+  std::remove((base + ".txt").c_str());
 }
 
 }  // namespace

@@ -120,6 +120,18 @@ void run_tune(const TuneOptions& o) {
     }
   }
 
+  // The cheapest choice must fit the budget: checked before the long
+  // sensitivity pass.
+  const int max_cost = static_cast<int>(std::floor(o.budget * 2 * 16 * L + 1e-9));
+  const int cheapest = cost_units(bits.front(), base.key_group(), base.k_mode) +
+                       cost_units(bits.front(), base.group, base.v_mode);
+  if (cheapest * L > max_cost) {
+    throw Error(fmt::format(
+        "--budget {} bits per value is below the cheapest choice ({:.3f} bits with --bits {} "
+        "and the base's modes)",
+        o.budget, cheapest / 32.0, bits.front()));
+  }
+
   EvalOptions eo;
   eo.ctx = o.ctx;
   eo.prefix = o.prefix;
@@ -141,15 +153,6 @@ void run_tune(const TuneOptions& o) {
                              cost_units(bits[vb], base.group, base.v_mode)});
   std::stable_sort(options.begin(), options.end(),
                    [](const Choice& a, const Choice& b) { return a.cost < b.cost; });
-  const int max_cost = static_cast<int>(std::floor(o.budget * 2 * 16 * L + 1e-9));
-  int min_cost = 0;
-  for (int l = 0; l < L; ++l) min_cost += options.front().cost;
-  if (min_cost > max_cost) {
-    throw Error(fmt::format(
-        "--budget {} bits per value is below the cheapest choice ({:.3f} bits with --bits {} "
-        "and the base's modes)",
-        o.budget, min_cost / (2.0 * 16 * L), bits.front()));
-  }
   constexpr double kInf = std::numeric_limits<double>::infinity();
   const size_t width = static_cast<size_t>(max_cost) + 1;
   std::vector<double> best(width, kInf), next(width);
@@ -284,7 +287,9 @@ void add_tune_command(CLI::App& app) {
   cmd->add_option("--budget", o->budget,
                   "average bits per value of the quantized storage (K and V, metadata included)")
       ->capture_default_str();
-  cmd->add_option("--bits", o->bits, "bit widths to choose from")->delimiter(',');
+  cmd->add_option("--bits", o->bits, "bit widths to choose from, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--ctx,-c", o->ctx, "tokens per calibration chunk")->capture_default_str();
   cmd->add_option("--prefix", o->prefix, "tokens prefilled per chunk; later tokens are scored")
       ->capture_default_str();
