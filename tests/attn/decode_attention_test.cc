@@ -60,7 +60,8 @@ kv::KvCache make_cache(const char* spec, const Shape& s, const Inputs& in, int n
 // Tokens whose K (resp. V) the SIMD kernels read through an int8 query (resp.
 // int8 softmax weights): InnerQ's quantized middle.
 struct Int8Regions {
-  int k_begin = 0, k_end = 0, v_begin = 0, v_end = 0, group = 32;
+  int k_begin = 0, k_end = 0, v_begin = 0, v_end = 0;
+  int k_group = 32, group = 32;  // K channel groups, V token groups
 };
 Int8Regions int8_regions(const kv::LayerCache& cache) {
   Int8Regions r;
@@ -69,6 +70,7 @@ Int8Regions int8_regions(const kv::LayerCache& cache) {
   r.k_begin = r.v_begin = c.sink_tokens();
   r.k_end = r.k_begin + c.k_middle_tokens();
   r.v_end = r.v_begin + c.v_middle_tokens();
+  r.k_group = c.config().key_group();
   r.group = c.config().group;
   return r;
 }
@@ -124,9 +126,9 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
           mag += std::fabs(term);
         }
         if (t >= r.k_begin && t < r.k_end) {
-          for (int g = 0; g < D / r.group; ++g) {
+          for (int g = 0; g < D / r.k_group; ++g) {
             double qmax = 0.0, kabs = 0.0;
-            for (int c = g * r.group; c < (g + 1) * r.group; ++c) {
+            for (int c = g * r.k_group; c < (g + 1) * r.k_group; ++c) {
               qmax = std::max(qmax, std::fabs(qh[c] * f[c] * inv_sqrt_d));
               kabs += std::fabs(k[static_cast<size_t>(t) * D + c] / f[c]);
             }
@@ -249,7 +251,7 @@ std::vector<Case> reference_cases() {
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
-      if (s.head_dim % config.group != 0) continue;
+      if (s.head_dim % config.key_group() != 0) continue;  // V groups run along tokens
       for (int n : {1, 40, 333, 1500}) cases.push_back({spec, s, n});
     }
   }
