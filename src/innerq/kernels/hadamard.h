@@ -31,6 +31,11 @@ int hadamard_block(int dim);
 // The fixed random sign of channel i of a row: +1 or −1.
 float hadamard_sign(int i);
 
+// hadamard_sign(0 .. kHadamardSignTable − 1), computed once: rows up to this
+// length read their signs here instead of hashing per call.
+inline constexpr int kHadamardSignTable = 4096;
+const float* hadamard_signs();
+
 namespace scalar {
 // x: [n_rows][dim], rotated in place (forward R, or inverse Rᵀ).
 void hadamard_rotate(float* x, size_t n_rows, int dim, bool inverse);

@@ -1,4 +1,5 @@
 // Scalar reference of the randomized Hadamard rotation (hadamard.h).
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +22,15 @@ float hadamard_sign(int i) {
   return (z & 1) ? -1.0f : 1.0f;
 }
 
+const float* hadamard_signs() {
+  static const std::array<float, kHadamardSignTable> table = [] {
+    std::array<float, kHadamardSignTable> t{};
+    for (int i = 0; i < kHadamardSignTable; ++i) t[static_cast<size_t>(i)] = hadamard_sign(i);
+    return t;
+  }();
+  return table.data();
+}
+
 namespace scalar {
 namespace {
 
@@ -28,10 +38,12 @@ template <typename T>
 void rotate(T* x, size_t n_rows, int dim, bool inverse) {
   const int B = hadamard_block(dim);
   const T norm = static_cast<T>(1.0 / std::sqrt(static_cast<double>(B)));
+  const float* table = dim <= kHadamardSignTable ? hadamard_signs() : nullptr;
+  const auto sign = [table](int i) { return static_cast<T>(table ? table[i] : hadamard_sign(i)); };
   for (size_t r = 0; r < n_rows; ++r) {
     T* row = x + r * static_cast<size_t>(dim);
     if (!inverse)
-      for (int i = 0; i < dim; ++i) row[i] *= static_cast<T>(hadamard_sign(i));
+      for (int i = 0; i < dim; ++i) row[i] *= sign(i);
     for (int b0 = 0; b0 < dim; b0 += B) {
       T* blk = row + b0;
       for (int h = 1; h < B; h *= 2) {
@@ -46,7 +58,7 @@ void rotate(T* x, size_t n_rows, int dim, bool inverse) {
       for (int i = 0; i < B; ++i) blk[i] *= norm;
     }
     if (inverse)
-      for (int i = 0; i < dim; ++i) row[i] *= static_cast<T>(hadamard_sign(i));
+      for (int i = 0; i < dim; ++i) row[i] *= sign(i);
   }
 }
 

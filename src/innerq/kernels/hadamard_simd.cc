@@ -28,7 +28,7 @@ void HadamardRotate(float* x, size_t n_rows, int dim, bool inverse) {
   const DF df;
   const int N = static_cast<int>(hn::Lanes(df));
   const int B = hadamard_block(dim);
-  if (N < 2 || B < N || dim > 4096) {
+  if (N < 2 || B < N || dim > kHadamardSignTable) {
     scalar::hadamard_rotate(x, n_rows, dim, inverse);
     return;
   }
@@ -43,15 +43,14 @@ void HadamardRotate(float* x, size_t n_rows, int dim, bool inverse) {
       sgn[stages][i] = (i & h) ? -1.0f : 1.0f;
     }
   }
-  HWY_ALIGN float signs[4096];
-  for (int i = 0; i < dim; ++i) signs[i] = hadamard_sign(i);
+  const float* signs = hadamard_signs();
   const VF norm = hn::Set(df, static_cast<float>(1.0 / std::sqrt(static_cast<double>(B))));
 
   for (size_t r = 0; r < n_rows; ++r) {
     float* row = x + r * static_cast<size_t>(dim);
     if (!inverse) {
       for (int i = 0; i < dim; i += N) {
-        hn::StoreU(hn::Mul(hn::LoadU(df, row + i), hn::Load(df, signs + i)), df, row + i);
+        hn::StoreU(hn::Mul(hn::LoadU(df, row + i), hn::LoadU(df, signs + i)), df, row + i);
       }
     }
     for (int b0 = 0; b0 < dim; b0 += B) {
@@ -77,7 +76,7 @@ void HadamardRotate(float* x, size_t n_rows, int dim, bool inverse) {
     }
     if (inverse) {
       for (int i = 0; i < dim; i += N) {
-        hn::StoreU(hn::Mul(hn::LoadU(df, row + i), hn::Load(df, signs + i)), df, row + i);
+        hn::StoreU(hn::Mul(hn::LoadU(df, row + i), hn::LoadU(df, signs + i)), df, row + i);
       }
     }
   }
