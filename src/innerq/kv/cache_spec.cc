@@ -331,35 +331,38 @@ static std::string_view mode_name(QuantMode m) {
   return quant::quant_mode_name(m);
 }
 
+static const char* knorm_name(KeyNorm n) {
+  return n == KeyNorm::kOff ? "off" : n == KeyNorm::kRms ? "rms" : "sqrtmax";
+}
+
+static const char* rot_name(const LayerConfig& c) {
+  return c.rot_k && c.rot_v ? "kv" : c.rot_k ? "k" : c.rot_v ? "v" : "off";
+}
+
 std::string describe(const LayerConfig& c) {
   std::string out = cache_kind_name(c.kind);
   if (c.kind == CacheKind::kInnerQ) {
-    const char* norm = c.knorm == KeyNorm::kOff   ? "off"
-                       : c.knorm == KeyNorm::kRms ? "rms"
-                                                  : "sqrtmax";
-    out += fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
-                       c.v_bits, mode_name(c.v_mode), c.group, c.sink, c.recent, norm);
+    out +=
+        fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
+                    c.v_bits, mode_name(c.v_mode), c.group, c.sink, c.recent, knorm_name(c.knorm));
     if (c.k_group > 0 && c.k_group != c.group) out += fmt::format(" kg{}", c.k_group);
     if (c.kcenter) out += " kcenter";
   } else if (c.kind == CacheKind::kKivi) {
     out += fmt::format(" {}-bit g{} recent{}", c.k_bits, c.group, c.recent);
   }
-  if (c.rot_k || c.rot_v) out += fmt::format(" rot={}{}", c.rot_k ? "k" : "", c.rot_v ? "v" : "");
+  if (c.rot_k || c.rot_v) out += fmt::format(" rot={}", rot_name(c));
   return out;
 }
 
 std::string spec_string(const LayerConfig& c) {
-  const char* rot = c.rot_k && c.rot_v ? "kv" : c.rot_k ? "k" : c.rot_v ? "v" : "off";
+  const char* rot = rot_name(c);
   switch (c.kind) {
     case CacheKind::kInnerQ: {
-      const char* norm = c.knorm == KeyNorm::kOff   ? "off"
-                         : c.knorm == KeyNorm::kRms ? "rms"
-                                                    : "sqrtmax";
       return fmt::format(
           "innerq-paper:k={},v={},kmode={},vmode={},g={},kg={},sink={},recent={},knorm={},"
           "kcenter={},rot={}",
           c.k_bits, c.v_bits, mode_name(c.k_mode), mode_name(c.v_mode), c.group, c.key_group(),
-          c.sink, c.recent, norm, c.kcenter ? "on" : "off", rot);
+          c.sink, c.recent, knorm_name(c.knorm), c.kcenter ? "on" : "off", rot);
     }
     case CacheKind::kKivi:
       return fmt::format("{}:g={},recent={},rot={}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,

@@ -100,11 +100,12 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
     kernels::simd::hadamard_rotate(rv.data(), n / shape_.head_dim, shape_.head_dim, false);
     vv = rv.data();
   }
-  for (const float* x : {kk, vv}) {
+  for (const std::vector<float>* x : {c.rot_k ? &rk : nullptr, c.rot_v ? &rv : nullptr}) {
+    if (x == nullptr) continue;
     for (size_t i = 0; i < n; ++i) {
-      if (!(std::fabs(x[i]) <= limit)) {
+      if (!(std::fabs((*x)[i]) <= limit)) {
         throw Error(fmt::format("cache: layer {} rotated {} {} at token {} exceeds ±{}", layer,
-                                x == kk ? "key" : "value", x[i],
+                                x == &rk ? "key" : "value", (*x)[i],
                                 static_cast<size_t>(lc.n_tokens()) + i / per_token, limit));
       }
     }
