@@ -301,11 +301,7 @@ void print_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs
 void run_passkey(const PasskeyOptions& o) {
   validate_options(o);
   const std::vector<std::string> lines = read_lines(o.file);
-  // Config 0 is the f16 reference; a listed f16 is the reference itself.
-  std::vector<kv::CacheSpec> specs{kv::parse_cache_spec("f16")};
-  for (const kv::CacheSpec& s : kv::parse_cache_spec_list(o.kv)) {
-    if (s.text != specs[0].text) specs.push_back(s);
-  }
+  const std::vector<kv::CacheSpec> specs = specs_with_f16_base(o.kv);  // [0]: the reference
   const model::LlamaModel m(model::resolve_model_path(o.model));
   validate_lengths(o, m);
   std::vector<std::vector<kv::LayerConfig>> configs;

@@ -50,11 +50,7 @@ struct PerplexityOptions {
 };
 
 void run_perplexity(const PerplexityOptions& o) {
-  // Config 0 is the f16 base; a listed f16 is the base itself.
-  std::vector<kv::CacheSpec> specs{kv::parse_cache_spec("f16")};
-  for (const kv::CacheSpec& s : kv::parse_cache_spec_list(o.kv)) {
-    if (s.text != specs[0].text) specs.push_back(s);
-  }
+  const std::vector<kv::CacheSpec> specs = specs_with_f16_base(o.kv);  // [0]: the base
   const model::LlamaModel m(model::resolve_model_path(o.model));
   std::vector<EvalConfig> configs;
   for (const kv::CacheSpec& s : specs) configs.push_back({s.text, s.layers(m.config().n_layers)});

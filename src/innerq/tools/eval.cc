@@ -58,6 +58,14 @@ void score_row(const BaseRow& base, const float* row, int V, int next, EvalStats
 
 }  // namespace
 
+std::vector<kv::CacheSpec> specs_with_f16_base(std::string_view kv_list) {
+  std::vector<kv::CacheSpec> specs{kv::parse_cache_spec("f16")};
+  for (const kv::CacheSpec& s : kv::parse_cache_spec_list(kv_list)) {
+    if (s.text != specs[0].text) specs.push_back(s);
+  }
+  return specs;
+}
+
 double EvalStats::ppl() const {
   return tokens > 0 ? std::exp(nll / tokens) : 0.0;
 }

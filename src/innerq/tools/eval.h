@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "innerq/kv/cache_spec.h"
@@ -48,6 +49,9 @@ struct EvalOptions {
   // Called after each decoded position: (positions done, positions in all).
   std::function<void(long, long)> progress;
 };
+
+// The `--kv` list with the f16 base first; a listed f16 is the base itself.
+std::vector<kv::CacheSpec> specs_with_f16_base(std::string_view kv_list);
 
 // Reads a UTF-8 text file (regular file, at most 512 MiB) and tokenizes it.
 std::vector<int> tokenize_file(const model::LlamaModel& m, const std::string& path);
