@@ -11,20 +11,13 @@
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
 #include "innerq/kv/layer_caches.h"
+#include "append_cases.h"
 #include "cuda_test_util.h"
 
 namespace innerq::attn::cuda {
 namespace {
 
-struct Case {
-  const char* spec;
-  int n_kv_heads, head_dim, n_tokens;
-};
-
-void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.spec << " heads " << c.n_kv_heads << " head_dim " << c.head_dim << " tokens "
-      << c.n_tokens;
-}
+using Case = ::innerq::test::AppendCase;
 
 class AppendMatchesCpu : public ::testing::TestWithParam<Case> {};
 
@@ -91,16 +84,8 @@ TEST_P(AppendMatchesCpu, SameBytesAsCpuCache) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Formats, AppendMatchesCpu,
-    ::testing::Values(Case{"innerq-paper", 8, 128, 600},
-                      Case{"innerq:rot=off,kcenter=off", 8, 128, 700},
-                      Case{"innerq-paper:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
-                      Case{"innerq-paper:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
-                      Case{"innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128,
-                           900},
-                      Case{"innerq-paper:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off",
-                           4, 64, 333}));
+INSTANTIATE_TEST_SUITE_P(Formats, AppendMatchesCpu,
+                         ::testing::ValuesIn(::innerq::test::kAppendCases));
 
 TEST(AppendOnDevice, RejectsNonFiniteValues) {
   INNERQ_REQUIRE_CUDA_DEVICE();

@@ -12,6 +12,7 @@
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/cuda/append_device.cuh"
 #include "innerq/kv/layer_caches.h"
+#include "append_cases.h"
 #include "cuda_test_util.h"
 
 namespace innerq::cuda {
@@ -42,15 +43,7 @@ std::vector<uint16_t> f16_rows(const std::vector<float>& x, int heads, int head_
   return rows;
 }
 
-struct Case {
-  const char* spec;
-  int n_kv_heads, head_dim, n_tokens;
-};
-
-void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.spec << " heads " << c.n_kv_heads << " head_dim " << c.head_dim << " tokens "
-      << c.n_tokens;
-}
+using Case = ::innerq::test::AppendCase;
 
 class EmulatedAppend : public ::testing::TestWithParam<Case> {};
 
@@ -123,16 +116,8 @@ TEST_P(EmulatedAppend, SameBytesAsCpuCache) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Formats, EmulatedAppend,
-    ::testing::Values(Case{"innerq-paper", 8, 128, 600},
-                      Case{"innerq:rot=off,kcenter=off", 8, 128, 700},
-                      Case{"innerq-paper:k=2,v=2,kmode=hybrid,vmode=hybrid", 2, 128, 500},
-                      Case{"innerq-paper:k=4,v=4,kmode=asym,vmode=sym,g=64", 3, 64, 700},
-                      Case{"innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym,g=128,knorm=rms", 2, 128,
-                           900},
-                      Case{"innerq-paper:k=3,v=3,kmode=asym,vmode=hybrid,sink=0,recent=0,knorm=off",
-                           4, 64, 333}));
+INSTANTIATE_TEST_SUITE_P(Formats, EmulatedAppend,
+                         ::testing::ValuesIn(::innerq::test::kAppendCases));
 
 }  // namespace
 }  // namespace innerq::cuda
