@@ -310,7 +310,7 @@ TEST(DecodeAttention, ErrorAgainstUnquantizedIsBoundedPerBitWidth) {
                                                {"q4_0", 4},
                                                {"kivi", 2},
                                                {"kivi4", 4},
-                                               {"innerq", 2},
+                                               {"innerq", 3},
                                                {"innerq-paper:k=4,v=4", 4},
                                                {"innerq-paper:k=2,v=2", 2},
                                                {"innerq-paper:k=8,v=8", 8},
