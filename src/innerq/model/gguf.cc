@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -105,11 +107,17 @@ bool add_overflows(uint64_t a, uint64_t b, uint64_t* out) {
 // past the end.
 class Cursor {
  public:
-  Cursor(const GgufFile& file, const uint8_t* base, size_t size)
-      : file_(file), base_(base), size_(size) {}
+  Cursor(const GgufFile& file, const uint8_t* base, size_t size, size_t pos = 0)
+      : file_(file), base_(base), size_(size), pos_(pos) {}
 
   size_t pos() const { return pos_; }
   size_t remaining() const { return size_ - pos_; }
+  const uint8_t* here() const { return base_ + pos_; }
+
+  void skip(uint64_t n, std::string_view what) {
+    need(n, what);
+    pos_ += static_cast<size_t>(n);
+  }
 
   template <typename T>
   T read(std::string_view what) {
@@ -139,7 +147,7 @@ class Cursor {
   const GgufFile& file_;
   const uint8_t* base_;
   size_t size_;
-  size_t pos_ = 0;
+  size_t pos_;
 };
 
 // Smallest encoded size of one value of `type`, so an array count can be
@@ -168,9 +176,24 @@ size_t min_encoded_size(GgufType type) {
   return 1;
 }
 
+// Encoded size of every value of a scalar type; 0 for strings and arrays,
+// whose values differ in length.
+size_t fixed_size(GgufType type) {
+  return type == GgufType::kString || type == GgufType::kArray ? 0 : min_encoded_size(type);
+}
+
 bool valid_type(uint32_t t) {
   return t <= static_cast<uint32_t>(GgufType::kF64);
 }
+
+bool is_signed(GgufType type) {
+  return type == GgufType::kI8 || type == GgufType::kI16 || type == GgufType::kI32 ||
+         type == GgufType::kI64;
+}
+
+// Reads one value of `type` at the cursor and moves past it. An array is
+// checked element by element (nested ones recursively) but not copied: the
+// value keeps a view of its bytes, so a hostile count costs no memory.
 
 GgufValue read_value(Cursor& cur, const GgufFile& file, GgufType type, std::string_view key,
                      int depth) {
@@ -226,14 +249,20 @@ GgufValue read_value(Cursor& cur, const GgufFile& file, GgufType type, std::stri
       if (!valid_type(et)) {
         throw Error(file.describe(fmt::format("key '{}': unknown array element type {}", key, et)));
       }
-      v.elem_type = static_cast<GgufType>(et);
+      const GgufType elem = static_cast<GgufType>(et);
       const uint64_t n = cur.read<uint64_t>(key);
       uint64_t min_bytes = 0;
-      if (mul_overflows(n, min_encoded_size(v.elem_type), &min_bytes)) min_bytes = UINT64_MAX;
-      cur.need(min_bytes, fmt::format("array '{}' of {} elements", key, n));
-      v.array.reserve(static_cast<size_t>(n));
-      for (uint64_t j = 0; j < n; ++j)
-        v.array.push_back(read_value(cur, file, v.elem_type, key, depth + 1));
+      if (mul_overflows(n, min_encoded_size(elem), &min_bytes)) min_bytes = UINT64_MAX;
+      const std::string what = fmt::format("array '{}' of {} elements", key, n);
+      cur.need(min_bytes, what);
+      const uint8_t* start = cur.here();
+      const size_t start_pos = cur.pos();
+      if (elem == GgufType::kBool || fixed_size(elem) == 0) {
+        for (uint64_t j = 0; j < n; ++j) read_value(cur, file, elem, key, depth + 1);
+      } else {
+        cur.skip(min_bytes, what);
+      }
+      v.array = GgufArray(&file, start, cur.pos() - start_pos, n, elem);
       break;
     }
   }
@@ -336,6 +365,38 @@ bool GgufValue::is_integer() const {
   }
 }
 
+GgufValue GgufArray::decode(size_t pos, size_t* next) const {
+  Cursor cur(*file_, data_, n_bytes_, pos);
+  GgufValue v = read_value(cur, *file_, elem_type_, "array element", 1);
+  *next = cur.pos();
+  return v;
+}
+
+GgufValue GgufArray::operator[](size_t i) const {
+  if (i >= count_) {
+    throw Error(
+        file_->describe(fmt::format("array index {} is out of range (size {})", i, count_)));
+  }
+  size_t pos = 0;
+  if (const size_t stride = fixed_size(elem_type_); stride != 0) {
+    pos = i * stride;
+  } else {
+    for (size_t j = 0; j < i; ++j) decode(pos, &pos);
+  }
+  return decode(pos, &pos);
+}
+
+GgufValue GgufArray::Iterator::operator*() const {
+  size_t next = 0;
+  return array_.decode(pos_, &next);
+}
+
+GgufArray::Iterator& GgufArray::Iterator::operator++() {
+  array_.decode(pos_, &pos_);
+  ++index_;
+  return *this;
+}
+
 int64_t GgufTensor::rows() const {
   int64_t r = 1;
   for (size_t d = 1; d < ne.size(); ++d) r *= ne[d];
@@ -360,6 +421,7 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
   if (map == MAP_FAILED)
     throw Error(describe(fmt::format("mmap failed: {}", std::strerror(errno))));
   base_ = static_cast<const uint8_t*>(map);
+  mapped_ = true;
   try {
     parse();
   } catch (...) {
@@ -368,8 +430,18 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
   }
 }
 
+// The copy is 16-byte aligned (operator new), and tensor offsets are multiples
+// of the alignment (at least 8), so F32 data is aligned as in a mapping.
+GgufFile::GgufFile(std::string name, std::span<const uint8_t> bytes)
+    : path_(std::move(name)), owned_(bytes.begin(), bytes.end()) {
+  if (owned_.empty()) throw Error(describe("empty file, not a GGUF model"));
+  base_ = owned_.data();
+  size_ = owned_.size();
+  parse();
+}
+
 GgufFile::~GgufFile() {
-  if (base_ != nullptr) ::munmap(const_cast<uint8_t*>(base_), size_);
+  if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
 }
 
 std::string GgufFile::describe(std::string_view what) const {
@@ -403,11 +475,11 @@ void GgufFile::parse() {
       throw Error(describe(fmt::format("duplicate metadata key '{}'", key)));
     }
   }
-  if (const GgufValue* a = find("general.alignment")) {
-    if (!a->is_integer() || a->u == 0 || a->u > (1u << 20) || (a->u & (a->u - 1)) != 0) {
-      throw Error(describe("general.alignment must be a power of two up to 1 MiB"));
-    }
-    alignment_ = static_cast<size_t>(a->u);
+  // GGUF asks for a multiple of 8, which keeps F32 and F64 data aligned.
+  alignment_ = static_cast<size_t>(get_int("general.alignment", 8, 1 << 20, 32));
+  if ((alignment_ & (alignment_ - 1)) != 0) {
+    throw Error(describe(
+        fmt::format("general.alignment {} must be a power of two from 8 to 1 MiB", alignment_)));
   }
 
   // ---- tensor table ----
@@ -476,6 +548,22 @@ void GgufFile::parse() {
     }
     t.data = base_ + data_start + t.offset;
   }
+  // No two tensors may share bytes (a writer never does that; a crafted file
+  // would make one tensor's edit change another's values).
+  std::vector<const GgufTensor*> by_offset;
+  by_offset.reserve(tensors_.size());
+  for (const GgufTensor& t : tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensor* a, const GgufTensor* b) { return a->offset < b->offset; });
+  for (size_t j = 1; j < by_offset.size(); ++j) {
+    const GgufTensor& a = *by_offset[j - 1];
+    const GgufTensor& b = *by_offset[j];
+    if (a.offset + a.n_bytes > b.offset) {
+      throw Error(
+          describe(fmt::format("tensors '{}' (data bytes {}..{}) and '{}' (from byte {}) overlap",
+                               a.name, a.offset, a.offset + a.n_bytes, b.name, b.offset)));
+    }
+  }
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {
@@ -515,6 +603,29 @@ uint64_t GgufFile::get_uint(std::string_view key, uint64_t fallback) const {
   return find(key) == nullptr ? fallback : get_uint(key);
 }
 
+int64_t GgufFile::get_int(std::string_view key, int64_t lo, int64_t hi) const {
+  const GgufValue* v = find(key);
+  if (v == nullptr) throw Error(describe(fmt::format("missing metadata key '{}'", key)));
+  if (!v->is_integer()) {
+    throw Error(describe(
+        fmt::format("metadata key '{}' is {}, expected an integer", key, gguf_type_name(v->type))));
+  }
+  if (is_signed(v->type)) {
+    if (v->i >= lo && v->i <= hi) return v->i;
+    throw Error(describe(
+        fmt::format("metadata key '{}' = {} is out of range [{}, {}]", key, v->i, lo, hi)));
+  }
+  const bool above_lo = lo <= 0 || v->u >= static_cast<uint64_t>(lo);
+  const bool below_hi = hi >= 0 && v->u <= static_cast<uint64_t>(hi);
+  if (above_lo && below_hi) return static_cast<int64_t>(v->u);
+  throw Error(
+      describe(fmt::format("metadata key '{}' = {} is out of range [{}, {}]", key, v->u, lo, hi)));
+}
+
+int64_t GgufFile::get_int(std::string_view key, int64_t lo, int64_t hi, int64_t fallback) const {
+  return find(key) == nullptr ? fallback : get_int(key, lo, hi);
+}
+
 double GgufFile::get_float(std::string_view key, double fallback) const {
   const GgufValue* v = find(key);
   if (v == nullptr) return fallback;
@@ -536,7 +647,7 @@ bool GgufFile::get_bool(std::string_view key, bool fallback) const {
 const GgufValue& GgufFile::get_array(std::string_view key, GgufType elem_type) const {
   const GgufValue* v = find(key);
   if (v == nullptr) throw Error(describe(fmt::format("missing metadata key '{}'", key)));
-  if (v->type != GgufType::kArray || v->elem_type != elem_type) {
+  if (v->type != GgufType::kArray || v->array.elem_type() != elem_type) {
     throw Error(describe(
         fmt::format("metadata key '{}' is not an array of {}", key, gguf_type_name(elem_type))));
   }

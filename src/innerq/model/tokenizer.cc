@@ -150,9 +150,8 @@ Tokenizer::Tokenizer(const GgufFile& file) {
           fmt::format("pre-tokenizer '{}' is not supported (smollm, gpt-2, default)", pre_)));
     }
     const GgufValue& merges = file.get_array("tokenizer.ggml.merges", GgufType::kString);
-    for (size_t r = 0; r < merges.array.size(); ++r) {
-      merge_ranks_.emplace(std::string(merges.array[r].s), static_cast<int>(r));
-    }
+    int rank = 0;  // string arrays are read in order (GgufArray decodes on demand)
+    for (const GgufValue& m : merges.array) merge_ranks_.emplace(std::string(m.s), rank++);
     // GPT-2's byte <-> printable-character table: printable Latin-1 bytes map
     // to themselves, the other 68 to U+0100 onwards in byte order.
     int next = 256;
@@ -186,6 +185,11 @@ const char* Tokenizer::kind_name() const {
 int Tokenizer::find_token(std::string_view text) const {
   const auto it = token_ids_.find(std::string(text));
   return it == token_ids_.end() ? -1 : it->second;
+}
+
+bool Tokenizer::has_byte_token(unsigned char byte) const {
+  if (kind_ == TokenizerKind::kSentencePiece) return true;
+  return find_token(byte_to_char_[byte]) >= 0;
 }
 
 std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
