@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages innerq builds and tests with, only those missing.
+# clang, libomp-dev and libclang-rt-dev build the `asan` preset (sanitizers and
+# the libFuzzer targets, tests/fuzz).
 # Non-interactive, so it works as root in CI; uses sudo when not root.
 set -euo pipefail
 
@@ -7,6 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libhwy-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libfmt-dev nlohmann-json3-dev
+  clang libomp-dev libclang-rt-dev
 )
 
 # python3 with pip fetches the default model (scripts/fetch-model.sh); the

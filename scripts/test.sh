@@ -3,7 +3,8 @@
 # packages, fetches the default model and the evaluation text (the quality
 # gate, label `model`, scores SmolLM2 on it), builds with warnings as errors (and
 # the CUDA backend when nvcc is present, whose tests skip without a GPU), and
-# runs every test but the `slow` label.
+# runs every test but the `slow` label; then the same suite under ASan + UBSan
+# and the fuzzers (label `fuzz`, about a minute each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,3 +21,11 @@ echo "test: configuring (CUDA backend: $cuda)" >&2
 cmake --preset ci -DINNERQ_CUDA="$cuda" >/dev/null
 cmake --build --preset ci -j "$(nproc)"
 ctest --preset ci -j "$(nproc)"
+
+# The same suite under AddressSanitizer + UBSan (clang), then each libFuzzer
+# target for INNERQ_FUZZ_SECONDS (60 s) from its seed corpus (tests/fuzz).
+echo "test: the default suite under ASan + UBSan, then the fuzzers" >&2
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$(nproc)"
+ctest --preset asan -j "$(nproc)"
+ctest --preset fuzz
