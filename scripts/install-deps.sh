@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages innerq builds and tests with, only those missing.
+# Installs the Debian packages innerq builds and tests with, and the python
+# packages of its reference tests, only those missing.
 # clang, libomp-dev and libclang-rt-dev build the `asan` preset (sanitizers and
 # the libFuzzer targets, tests/fuzz).
 # Non-interactive, so it works as root in CI; uses sudo when not root.
@@ -20,11 +21,21 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
-echo "install-deps: installing ${missing[*]}" >&2
-sudo=""
-[ "$(id -u)" -ne 0 ] && sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The weight block tests compare innerq with the numpy dequantizers of the
+# `gguf` package (tests/model/scripts/make_weight_blocks.py). pip for the
+# python3 on PATH, only when missing; PIP_BREAK_SYSTEM_PACKAGES lets it
+# install next to a distribution's own python (PEP 668), older pips ignore it.
+if ! python3 -c "import gguf, numpy" >/dev/null 2>&1; then
+  echo "install-deps: pip installing gguf numpy" >&2
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+    gguf numpy
+fi
