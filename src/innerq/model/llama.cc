@@ -10,7 +10,14 @@
 // file has no output.weight).
 #include "innerq/model/llama.h"
 
+#include <charconv>
 #include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <string_view>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -49,69 +56,177 @@ void add_into(float* x, const float* y, size_t n) {
 // Loading
 // ---------------------------------------------------------------------------
 
-int config_int(const GgufFile& f, const std::string& key) {
-  const uint64_t v = f.get_uint(key);
-  if (v == 0 || v > (1u << 24)) {
-    throw Error(f.describe(fmt::format("{} = {} is out of range", key, v)));
-  }
-  return static_cast<int>(v);
+// Largest count a config key may hold; every buffer it sizes also needs
+// tensors of that size in the file.
+constexpr int64_t kMaxCount = int64_t{1} << 24;
+
+// An integer config value in [lo, hi], checked as the type it is stored as.
+int config_int(const GgufFile& f, std::string_view key, int64_t lo, int64_t hi) {
+  return static_cast<int>(f.get_int(key, lo, hi));
 }
 
-WeightMatrix matrix(const GgufFile& f, const std::string& name, int64_t rows, int64_t cols) {
-  const GgufTensor& t = f.get_tensor(name);
-  WeightMatrix w;
-  try {
-    w = weight_matrix(t);
-  } catch (const Error& e) {
-    throw Error(f.describe(e.what()));
-  }
-  if (w.rows != rows || w.cols != cols) {
-    throw Error(f.describe(fmt::format("tensor '{}' is [{} x {}], expected [{} x {}] (rows x cols)",
-                                       name, w.rows, w.cols, rows, cols)));
-  }
-  return w;
-}
+// Hands out the tensors the model reads and remembers them, so that tensors
+// left over (blocks beyond llama.block_count, anything unknown) are refused
+// rather than silently ignored. F32 tensors are checked for NaN/Inf here:
+// in a quantized model they are only the small norm vectors.
+class TensorLoader {
+ public:
+  explicit TensorLoader(const GgufFile& f) : f_(f) {}
 
-const float* norm_weights(const GgufFile& f, const std::string& name, int n) {
-  const GgufTensor& t = f.get_tensor(name);
-  if (t.type != GgmlType::kF32 || t.ne.size() != 1 || t.ne[0] != n) {
-    throw Error(f.describe(fmt::format("tensor '{}' must be F32 [{}], got {} with {} elements",
-                                       name, n, ggml_type_name(t.type), t.n_elements)));
+  WeightMatrix matrix(const std::string& name, int64_t rows, int64_t cols) {
+    const GgufTensor& t = take(name);
+    WeightMatrix w;
+    try {
+      w = weight_matrix(t);
+    } catch (const Error& e) {
+      throw Error(f_.describe(e.what()));
+    }
+    if (w.rows != rows || w.cols != cols) {
+      throw Error(
+          f_.describe(fmt::format("tensor '{}' is [{} x {}], expected [{} x {}] (rows x cols)",
+                                  name, w.rows, w.cols, rows, cols)));
+    }
+    return w;
   }
-  return reinterpret_cast<const float*>(t.data);
+
+  const float* norm(const std::string& name, int n) {
+    const GgufTensor& t = take(name);
+    if (t.type != GgmlType::kF32 || t.ne.size() != 1 || t.ne[0] != n) {
+      throw Error(f_.describe(fmt::format("tensor '{}' must be F32 [{}], got {} with {} elements",
+                                          name, n, ggml_type_name(t.type), t.n_elements)));
+    }
+    return reinterpret_cast<const float*>(t.data);
+  }
+
+  // Throws for the first tensor of the file that no take() asked for.
+  void refuse_unused(int n_layers) const {
+    for (const GgufTensor& t : f_.tensors()) {
+      if (used_.count(t.name) != 0) continue;
+      const std::string_view name = t.name;
+      uint64_t block = 0;
+      if (name.starts_with("blk.") &&
+          std::from_chars(name.data() + 4, name.data() + name.size(), block).ec == std::errc() &&
+          block >= static_cast<uint64_t>(n_layers)) {
+        throw Error(
+            f_.describe(fmt::format("tensor '{}' belongs to block {}, but llama.block_count is {}",
+                                    name, block, n_layers)));
+      }
+      throw Error(f_.describe(fmt::format(
+          "tensor '{}' is not one a llama model reads (refused rather than ignored)", t.name)));
+    }
+  }
+
+ private:
+  const GgufTensor& take(const std::string& name) {
+    const GgufTensor& t = f_.get_tensor(name);
+    used_.insert(name);
+    if (t.type == GgmlType::kF32) {
+      const auto* v = reinterpret_cast<const float*>(t.data);
+      for (int64_t i = 0; i < t.n_elements; ++i) {
+        if (!std::isfinite(v[i])) {
+          throw Error(f_.describe(
+              fmt::format("tensor '{}' holds NaN or Inf (element {} is {})", name, i, v[i])));
+        }
+      }
+    }
+    return t;
+  }
+
+  const GgufFile& f_;
+  std::set<std::string, std::less<>> used_;
+};
+
+// Whether a weight holds NaN/Inf: a value (F32, F16) or a block's scale or
+// offset (Q8_0, Q4_1; their codes are small integers). Sets *row to the
+// first such row.
+bool holds_non_finite(const WeightMatrix& w, int64_t* row) {
+  const auto f16_non_finite = [](const uint8_t* p) {
+    f16_bits h;
+    std::memcpy(&h, p, sizeof(h));
+    return (h & 0x7C00) == 0x7C00;  // exponent all ones: Inf or NaN
+  };
+  const int64_t n_blocks = w.cols / kQuantBlock;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* p = w.row(r);
+    bool bad = false;
+    switch (w.type) {
+      case GgmlType::kF32:
+        for (int64_t c = 0; c < w.cols && !bad; ++c) {
+          float v;
+          std::memcpy(&v, p + c * 4, sizeof(v));
+          bad = !std::isfinite(v);
+        }
+        break;
+      case GgmlType::kF16:
+        for (int64_t c = 0; c < w.cols && !bad; ++c) bad = f16_non_finite(p + c * 2);
+        break;
+      case GgmlType::kQ8_0:
+        for (int64_t b = 0; b < n_blocks && !bad; ++b)
+          bad = f16_non_finite(p + b * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, d));
+        break;
+      case GgmlType::kQ4_1:
+        for (int64_t b = 0; b < n_blocks && !bad; ++b) {
+          const uint8_t* blk = p + b * sizeof(BlockQ4_1);
+          bad = f16_non_finite(blk + offsetof(BlockQ4_1, d)) ||
+                f16_non_finite(blk + offsetof(BlockQ4_1, m));
+        }
+        break;
+      default:
+        break;
+    }
+    if (bad) {
+      *row = r;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
 
-LlamaModel::LlamaModel(const std::string& path) : file_(std::make_unique<GgufFile>(path)) {
+LlamaModel::LlamaModel(const std::string& path) : LlamaModel(std::make_unique<GgufFile>(path)) {}
+
+LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
   const GgufFile& f = *file_;
   const std::string arch(f.get_string("general.architecture"));
   if (arch != "llama") {
     throw Error(f.describe(fmt::format("architecture '{}' is not supported (llama)", arch)));
   }
   LlamaConfig& c = config_;
-  c.n_layers = config_int(f, "llama.block_count");
-  c.n_embd = config_int(f, "llama.embedding_length");
-  c.n_heads = config_int(f, "llama.attention.head_count");
-  c.n_kv_heads = f.find("llama.attention.head_count_kv")
-                     ? config_int(f, "llama.attention.head_count_kv")
-                     : c.n_heads;
-  c.n_ff = config_int(f, "llama.feed_forward_length");
-  c.n_ctx_train = config_int(f, "llama.context_length");
+  c.n_layers = config_int(f, "llama.block_count", 1, kMaxCount);
+  c.n_embd = config_int(f, "llama.embedding_length", 1, kMaxCount);
+  c.n_heads = config_int(f, "llama.attention.head_count", 1, c.n_embd);
+  c.n_kv_heads =
+      static_cast<int>(f.get_int("llama.attention.head_count_kv", 1, c.n_heads, c.n_heads));
+  c.n_ff = config_int(f, "llama.feed_forward_length", 1, kMaxCount);
+  c.n_ctx_train = config_int(f, "llama.context_length", 1, kMaxCount);
   if (c.n_embd % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0) {
     throw Error(f.describe(fmt::format("embedding {} / heads {} / kv heads {} do not divide",
                                        c.n_embd, c.n_heads, c.n_kv_heads)));
   }
   c.head_dim = c.n_embd / c.n_heads;
-  c.n_rot =
-      static_cast<int>(f.get_uint("llama.rope.dimension_count", static_cast<uint64_t>(c.head_dim)));
-  if (c.n_rot <= 0 || c.n_rot > c.head_dim || c.n_rot % 2 != 0) {
+  c.n_rot = static_cast<int>(f.get_int("llama.rope.dimension_count", 2, c.head_dim, c.head_dim));
+  if (c.n_rot % 2 != 0) {
     throw Error(
         f.describe(fmt::format("llama.rope.dimension_count {} must be even and at most head_dim {}",
                                c.n_rot, c.head_dim)));
   }
-  c.rope_base = static_cast<float>(f.get_float("llama.rope.freq_base", 10000.0));
-  c.rms_eps = static_cast<float>(f.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5));
+  // Checked as read (a double beyond the float range would not convert):
+  // NaN or a base below 1 would otherwise surface as NaN keys in the cache.
+  const double base = f.get_float("llama.rope.freq_base", 10000.0);
+  if (!(base >= 1.0 && base <= std::numeric_limits<float>::max())) {
+    throw Error(f.describe(
+        fmt::format("llama.rope.freq_base = {} must be finite and at least 1 (RoPE frequencies "
+                    "base^(-2i/n_rot) then lie in (0, 1])",
+                    base)));
+  }
+  c.rope_base = static_cast<float>(base);
+  const double eps = f.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5);
+  if (!(eps > 0.0 && eps < 1.0) || static_cast<float>(eps) == 0.0f) {
+    throw Error(f.describe(fmt::format(
+        "llama.attention.layer_norm_rms_epsilon = {} must be in (0, 1) as an f32", eps)));
+  }
+  c.rms_eps = static_cast<float>(eps);
   const std::string scaling = f.get_string("llama.rope.scaling.type", "none");
   if (scaling != "none") {
     throw Error(f.describe(fmt::format("RoPE scaling '{}' is not supported", scaling)));
@@ -122,24 +237,26 @@ LlamaModel::LlamaModel(const std::string& path) : file_(std::make_unique<GgufFil
 
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
-  token_embd_ = matrix(f, "token_embd.weight", c.n_vocab, c.n_embd);
-  output_norm_ = norm_weights(f, "output_norm.weight", c.n_embd);
+  TensorLoader load(f);
+  token_embd_ = load.matrix("token_embd.weight", c.n_vocab, c.n_embd);
+  output_norm_ = load.norm("output_norm.weight", c.n_embd);
   tied_output_ = f.find_tensor("output.weight") == nullptr;
-  output_ = tied_output_ ? token_embd_ : matrix(f, "output.weight", c.n_vocab, c.n_embd);
+  output_ = tied_output_ ? token_embd_ : load.matrix("output.weight", c.n_vocab, c.n_embd);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
     layers_.push_back(Layer{
-        norm_weights(f, p + "attn_norm.weight", c.n_embd),
-        matrix(f, p + "attn_q.weight", q_dim, c.n_embd),
-        matrix(f, p + "attn_k.weight", kv_dim, c.n_embd),
-        matrix(f, p + "attn_v.weight", kv_dim, c.n_embd),
-        matrix(f, p + "attn_output.weight", c.n_embd, q_dim),
-        norm_weights(f, p + "ffn_norm.weight", c.n_embd),
-        matrix(f, p + "ffn_gate.weight", c.n_ff, c.n_embd),
-        matrix(f, p + "ffn_up.weight", c.n_ff, c.n_embd),
-        matrix(f, p + "ffn_down.weight", c.n_embd, c.n_ff),
+        load.norm(p + "attn_norm.weight", c.n_embd),
+        load.matrix(p + "attn_q.weight", q_dim, c.n_embd),
+        load.matrix(p + "attn_k.weight", kv_dim, c.n_embd),
+        load.matrix(p + "attn_v.weight", kv_dim, c.n_embd),
+        load.matrix(p + "attn_output.weight", c.n_embd, q_dim),
+        load.norm(p + "ffn_norm.weight", c.n_embd),
+        load.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd),
+        load.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd),
+        load.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff),
     });
   }
+  load.refuse_unused(c.n_layers);
 
   // θ_i = pos · base^(−2i / n_rot)
   for (int i = 0; i < c.n_rot / 2; ++i) {
@@ -196,6 +313,35 @@ void LlamaModel::output_logits(float* x, int n, float* logits, int n_threads) co
   const int d = config_.n_embd;
   for (int t = 0; t < n; ++t) rmsnorm(x + t * d, output_norm_, d, config_.rms_eps, x + t * d);
   matmul(output_, x, n, logits, n_threads);
+  // NaN logits would make argmax pick token 0 and every caller (generate,
+  // perplexity, passkey, tune, eval) carry on with garbage. Quantized weights
+  // are not scanned at load (that would read the whole file), so their NaN/Inf
+  // scales surface here. Runs on the calling thread, outside any OpenMP region.
+  const size_t vocab = static_cast<size_t>(config_.n_vocab);
+  const size_t total = static_cast<size_t>(n) * vocab;
+  for (size_t i = 0; i < total; ++i) {
+    if (!std::isfinite(logits[i])) {
+      throw Error(file_->describe(
+          fmt::format("non-finite logits (row {} of the {} in this call, vocabulary entry {}): {}",
+                      i / vocab, n, i % vocab, non_finite_cause())));
+    }
+  }
+}
+
+std::string LlamaModel::non_finite_cause() const {
+  std::vector<const WeightMatrix*> weights = {&token_embd_};
+  for (const Layer& L : layers_) {
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      weights.push_back(w);
+  }
+  if (!tied_output_) weights.push_back(&output_);
+  for (const WeightMatrix* w : weights) {
+    int64_t row = 0;
+    if (holds_non_finite(*w, &row)) {
+      return fmt::format("the weights hold NaN or Inf (tensor '{}', row {})", w->name, row);
+    }
+  }
+  return "no weight holds NaN or Inf, so an activation overflowed";
 }
 
 // ---------------------------------------------------------------------------

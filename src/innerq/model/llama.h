@@ -37,8 +37,13 @@ struct LlamaConfig {
 
 class LlamaModel {
  public:
-  // Opens and validates the GGUF file; throws innerq::Error naming it.
+  // Opens and validates the GGUF file; throws innerq::Error naming it. A file
+  // that cannot be a valid model is refused (docs/architecture.md, "GGUF
+  // files"): metadata out of range, tensors the model does not read, NaN/Inf
+  // in F32 weights.
   explicit LlamaModel(const std::string& path);
+  // The same, over a file already parsed (from memory in the fuzz target).
+  explicit LlamaModel(std::unique_ptr<GgufFile> file);
 
   const GgufFile& file() const { return *file_; }
   const LlamaConfig& config() const { return config_; }
@@ -70,7 +75,11 @@ class LlamaModel {
   void embed(std::span<const int> tokens, float* x) const;
   void rope(float* v, int n_heads, int pos) const;
   // x: [n, n_embd] in; logits: [n, n_vocab] out (x is normalized in place).
+  // Throws innerq::Error naming the file if any logit is NaN or Inf.
   void output_logits(float* x, int n, float* logits, int n_threads) const;
+  // Why logits came out non-finite: the first weight matrix holding NaN/Inf
+  // (a value, or a quantized block's scale), else an activation overflow.
+  std::string non_finite_cause() const;
 
   std::unique_ptr<GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
