@@ -288,5 +288,56 @@ TEST(KvCache, NonFiniteKeysAreRejectedWhenQuantized) {
   EXPECT_THROW(cache.append(0, k.data(), v.data(), 1), Error);
 }
 
+
+// A step that fails part-way through the layers leaves them at different
+// lengths; a cache marked failed refuses every use until clear().
+TEST(KvCache, FailedCacheRefusesUseUntilCleared) {
+  const CacheShape shape{3, 2, 64, 8};
+  KvCache cache(shape, parse_cache_spec("innerq").layer);
+  std::vector<float> k(128, 0.5f), v(128, -0.25f);
+  for (int l = 0; l < 3; ++l) cache.append(l, k.data(), v.data(), 1);
+  EXPECT_TRUE(cache.layers_agree());
+  cache.append(0, k.data(), v.data(), 1);  // layer 0 one token ahead
+  EXPECT_FALSE(cache.layers_agree());
+  cache.mark_failed("layer 1: test failure");
+  ASSERT_TRUE(cache.failed());
+  try {
+    cache.append(1, k.data(), v.data(), 1);
+    FAIL() << "append on a failed cache must throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1: test failure"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(cache.require_usable(), Error);
+  EXPECT_THROW(cache.check_append(1, k.data(), v.data(), 1), Error);
+  cache.clear();
+  EXPECT_FALSE(cache.failed());
+  EXPECT_EQ(cache.n_tokens(), 0);
+  EXPECT_TRUE(cache.layers_agree());
+  cache.append(0, k.data(), v.data(), 1);
+  EXPECT_EQ(cache.layer(0).n_tokens(), 1);
+}
+
+// check_append() refuses what append() refuses, and stores nothing.
+TEST(KvCache, CheckAppendRefusesWhatAppendRefusesAndStoresNothing) {
+  const CacheShape shape{2, 2, 64, 2};
+  for (const char* spec : {"f16", "q4_0:rot=kv", "kivi", "innerq"}) {
+    SCOPED_TRACE(spec);
+    KvCache cache(shape, parse_cache_spec(spec).layer);
+    std::vector<float> k(128, 0.5f), v(128, 0.5f);
+    cache.check_append(0, k.data(), v.data(), 1);
+    EXPECT_EQ(cache.layer(0).n_tokens(), 0);
+    k[5] = std::nanf("");
+    EXPECT_THROW(cache.check_append(0, k.data(), v.data(), 1), Error);
+    EXPECT_THROW(cache.append(0, k.data(), v.data(), 1), Error);
+    k[5] = 0.5f;
+    v[127] = 1e6f;  // beyond f16
+    EXPECT_THROW(cache.check_append(1, k.data(), v.data(), 1), Error);
+    v[127] = 0.5f;
+    EXPECT_THROW(cache.check_append(0, k.data(), v.data(), 3), Error);  // past max_tokens
+    EXPECT_EQ(cache.layer(0).n_tokens(), 0);
+    EXPECT_EQ(cache.layer(1).n_tokens(), 0);
+  }
+}
+
 }  // namespace
 }  // namespace innerq::kv

@@ -13,6 +13,7 @@
 
 #include "innerq/attn/cache_segments.h"
 #include "innerq/base/error.h"
+#include "innerq/base/parallel_errors.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/group_format.h"
 #include "innerq/kernels/hadamard.h"
@@ -177,26 +178,29 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   const size_t n_tasks = static_cast<size_t>(n_kv) * n_chunks;
   std::vector<float> part_m(n_tasks * nq), part_l(n_tasks * nq), part_o(n_tasks * nq * D, 0.0f);
 
+  ParallelErrors errors;  // resize() below may throw; no exception may leave the region
 #pragma omp parallel num_threads(n_threads)
   {
     // Kept across calls: a fresh multi-megabyte buffer per call would be
     // mapped and page-faulted anew every decode step.
     thread_local std::vector<float> scores;
 #pragma omp for schedule(dynamic, 1)
-    for (size_t task = 0; task < n_tasks; ++task) {
-      const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
-      const int a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
-      const size_t stride = static_cast<size_t>(b - a);
-      scores.resize(stride * nq);
-      const size_t q_off = static_cast<size_t>(h) * nq * D;
-      const HeadSegments& seg = heads[static_cast<size_t>(h)];
-      chunk_scores(seg.k, a, b, q_scaled.data() + q_off, q_norm.data() + q_off, nq, D,
-                   scores.data(), stride, options);
-      kernels::simd::softmax_partial({scores.data(), stride}, b - a, nq, &part_m[task * nq],
-                                     &part_l[task * nq]);
-      chunk_values(seg.v, a, b, scores.data(), stride, nq, D, &part_o[task * nq * D], options);
-    }
+    for (size_t task = 0; task < n_tasks; ++task)
+      errors.run([&] {
+        const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
+        const int a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
+        const size_t stride = static_cast<size_t>(b - a);
+        scores.resize(stride * nq);
+        const size_t q_off = static_cast<size_t>(h) * nq * D;
+        const HeadSegments& seg = heads[static_cast<size_t>(h)];
+        chunk_scores(seg.k, a, b, q_scaled.data() + q_off, q_norm.data() + q_off, nq, D,
+                     scores.data(), stride, options);
+        kernels::simd::softmax_partial({scores.data(), stride}, b - a, nq, &part_m[task * nq],
+                                       &part_l[task * nq]);
+        chunk_values(seg.v, a, b, scores.data(), stride, nq, D, &part_o[task * nq * D], options);
+      });
   }
+  errors.rethrow();
 
   // Merge: o = Σ_c e^{m_c − M}·o_c / Σ_c e^{m_c − M}·l_c.
   for (int h = 0; h < n_heads; ++h) {

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <omp.h>
+
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
@@ -169,9 +171,14 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
     }
   }
 
+  // Score rows per thread, allocated here: nothing inside the region may
+  // throw (docs/architecture.md, "Errors and threads").
+  const size_t per_thread = static_cast<size_t>(group) * stride;
+  std::vector<float> scores_all(static_cast<size_t>(std::max(n_threads, 1)) * per_thread);
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
-    std::vector<float> scores(static_cast<size_t>(group) * stride);
+    float* const scores =
+        scores_all.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
     const int64_t n_tasks = static_cast<int64_t>(n) * n_kv;  // (position, KV head)
 #pragma omp for schedule(dynamic, 4)
     for (int64_t task = n_tasks - 1; task >= 0; --task) {  // longest first
@@ -183,20 +190,20 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
       float* og = out + i * q_stride + static_cast<int64_t>(g) * group * hd;
       switch (group) {
         case 1:
-          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
           break;
         case 2:
-          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
           break;
         case 3:
-          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
           break;
         case 4:
-          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(), og);
+          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
           break;
         default:  // larger groups: one head at a time
           for (int h = 0; h < group; ++h) {
-            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores.data(),
+            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores,
                            og + h * hd);
           }
       }

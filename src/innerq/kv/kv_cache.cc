@@ -46,8 +46,35 @@ KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers
     throw Error(
         fmt::format("cache: {} layer configs for {} layers", layers.size(), shape.n_layers));
   }
-  for (const LayerConfig& c : layers) {
-    layers_.push_back(make_layer_cache(c, shape.n_kv_heads, shape.head_dim));
+  configs_ = layers;
+  clear();
+}
+
+void KvCache::clear() {
+  layers_.clear();
+  for (const LayerConfig& c : configs_) {
+    layers_.push_back(make_layer_cache(c, shape_.n_kv_heads, shape_.head_dim));
+  }
+  failure_.clear();
+}
+
+void KvCache::mark_failed(const std::string& why) {
+  if (failure_.empty()) failure_ = why.empty() ? std::string("unknown error") : why;
+}
+
+bool KvCache::layers_agree() const {
+  for (const auto& l : layers_) {
+    if (l->n_tokens() != n_tokens()) return false;
+  }
+  return true;
+}
+
+void KvCache::require_usable() const {
+  if (!failure_.empty()) {
+    throw Error(
+        fmt::format("cache: unusable since a step failed part-way through the layers ({}); "
+                    "clear it or start a new sequence",
+                    failure_));
   }
 }
 
@@ -55,11 +82,12 @@ KvCache::KvCache(const CacheShape& shape, const LayerConfig& all_layers)
     : KvCache(shape, std::vector<LayerConfig>(static_cast<size_t>(std::max(shape.n_layers, 0)),
                                               all_layers)) {}
 
-void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
+std::pair<const float*, const float*> KvCache::prepare(int layer, const float* k, const float* v,
+                                                       int n_tokens) const {
   if (layer < 0 || layer >= shape_.n_layers) {
     throw Error(fmt::format("cache: layer {} out of range (0..{})", layer, shape_.n_layers - 1));
   }
-  LayerCache& lc = *layers_[static_cast<size_t>(layer)];
+  const LayerCache& lc = *layers_[static_cast<size_t>(layer)];
   if (n_tokens < 0 || lc.n_tokens() + n_tokens > shape_.max_tokens) {
     throw Error(fmt::format("cache: appending {} tokens to {} exceeds the context of {} tokens",
                             n_tokens, lc.n_tokens(), shape_.max_tokens));
@@ -80,10 +108,7 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
     }
   }
   const LayerConfig& c = lc.config();
-  if (!c.rot_k && !c.rot_v) {
-    lc.append(k, v, n_tokens);
-    return;
-  }
+  if (!c.rot_k && !c.rot_v) return {k, v};
   // Rotated storage (kernels/hadamard.h): the rows are rotated first, and the
   // rotated values checked again (rotation keeps the norm, not the maximum).
   const size_t n = per_token * static_cast<size_t>(n_tokens);
@@ -110,7 +135,18 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
       }
     }
   }
-  lc.append(kk, vv, n_tokens);
+  return {kk, vv};
+}
+
+void KvCache::check_append(int layer, const float* k, const float* v, int n_tokens) const {
+  require_usable();
+  prepare(layer, k, v, n_tokens);
+}
+
+void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
+  require_usable();
+  const auto [kk, vv] = prepare(layer, k, v, n_tokens);
+  layers_[static_cast<size_t>(layer)]->append(kk, vv, n_tokens);
 }
 
 MemoryUsage KvCache::memory() const {

@@ -21,6 +21,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "innerq/kv/cache_spec.h"
@@ -86,8 +88,23 @@ class KvCache {
   // k, v: [n_tokens, n_kv_heads, head_dim] of one layer. Layers advance
   // independently; the model appends to every layer once per position.
   // Throws innerq::Error, leaving the cache unchanged, past max_tokens or on
-  // a NaN, ±Inf or (for every kind but f32) a value beyond ±65504.
+  // a NaN, ±Inf or (for every kind but f32) a value beyond ±65504 (checked
+  // after rotation where the layer stores rotated rows), or once failed().
   void append(int layer, const float* k, const float* v, int n_tokens);
+  // Everything append() checks, without storing: callers that append inside
+  // an OpenMP region validate first, outside it (docs/architecture.md,
+  // "Errors and threads").
+  void check_append(int layer, const float* k, const float* v, int n_tokens) const;
+
+  // A step that appends one position to every layer and fails part-way
+  // leaves the layers at different lengths. The model then marks the cache
+  // failed: append() and require_usable() throw, naming the first failure,
+  // until clear() empties it (same shape and configs).
+  void mark_failed(const std::string& why);
+  bool failed() const { return !failure_.empty(); }
+  bool layers_agree() const;  // every layer holds n_tokens() tokens
+  void require_usable() const;
+  void clear();
 
   const LayerCache& layer(int l) const { return *layers_[static_cast<size_t>(l)]; }
   MemoryUsage memory() const;
@@ -95,8 +112,15 @@ class KvCache {
   size_t bytes_f16_equivalent() const;
 
  private:
+  // Validates the input and returns the rows to store (rotated copies in
+  // thread-local buffers where the layer stores rotated rows).
+  std::pair<const float*, const float*> prepare(int layer, const float* k, const float* v,
+                                                int n_tokens) const;
+
   CacheShape shape_;
+  std::vector<LayerConfig> configs_;
   std::vector<std::unique_ptr<LayerCache>> layers_;
+  std::string failure_;
 };
 
 }  // namespace innerq::kv
