@@ -3,6 +3,8 @@
 #include "innerq/model/tokenizer.h"
 
 #include <algorithm>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <queue>
 
@@ -84,6 +86,7 @@ void gpt2_split(const std::vector<Utf8Char>& cs, size_t begin, size_t end, Emit&
 }  // namespace
 
 Tokenizer::Tokenizer(const GgufFile& file) {
+  std::fill(std::begin(byte_tokens_), std::end(byte_tokens_), -1);
   const std::string model = file.get_string("tokenizer.ggml.model", "");
   if (model == "llama") {
     kind_ = TokenizerKind::kSentencePiece;
@@ -128,17 +131,18 @@ Tokenizer::Tokenizer(const GgufFile& file) {
           file.describe("tokenizer.ggml.scores and tokenizer.ggml.tokens differ in length"));
     }
     for (const GgufValue& s : scores.array) scores_.push_back(static_cast<float>(s.f));
+    // Byte fallback: <0xXX> tokens of type byte (or of any type when the file
+    // has no token types). A vocabulary may lack some or all of them; a byte
+    // that needs a missing one is refused when it is tokenized.
+    const bool typed = file.find("tokenizer.ggml.token_type") != nullptr;
     for (int b = 0; b < 256; ++b) {
-      const auto it = token_ids_.find(fmt::format("<0x{:02X}>", b));
-      if (it == token_ids_.end()) {
-        throw Error(
-            file.describe(fmt::format("SentencePiece vocabulary lacks byte token <0x{:02X}>", b)));
-      }
-      byte_tokens_[b] = it->second;
+      const int id = find_token(fmt::format("<0x{:02X}>", b));
+      if (id < 0 || (typed && types_[static_cast<size_t>(id)] != kByte)) continue;
+      types_[static_cast<size_t>(id)] = kByte;
+      byte_tokens_[b] = id;
     }
     bos_ = token_id("tokenizer.ggml.bos_token_id", 1);
     eos_ = token_id("tokenizer.ggml.eos_token_id", 2);
-    unk_ = token_id("tokenizer.ggml.unknown_token_id", 0);
     add_bos_ = file.get_bool("tokenizer.ggml.add_bos_token", true);
     add_space_prefix_ = file.get_bool("tokenizer.ggml.add_space_prefix", true);
   } else {
@@ -162,20 +166,24 @@ Tokenizer::Tokenizer(const GgufFile& file) {
       byte_to_char_[b] = utf8_encode(cp);
       char_to_byte_[cp] = static_cast<unsigned char>(b);
     }
+    // Byte fallback: a byte's printable character, where it is a token.
+    for (int b = 0; b < 256; ++b) byte_tokens_[b] = plain_token(byte_to_char_[b]);
     bos_ = token_id("tokenizer.ggml.bos_token_id", -1);
     eos_ = token_id("tokenizer.ggml.eos_token_id", -1);
-    unk_ = token_id("tokenizer.ggml.unknown_token_id", -1);
     add_bos_ = file.get_bool("tokenizer.ggml.add_bos_token", false);
   }
 
   for (int id = 0; id < n; ++id) {
     const int t = types_[static_cast<size_t>(id)];
-    if ((t == kControl || t == kUserDefined) && !tokens_[static_cast<size_t>(id)].empty())
-      specials_.push_back(id);
+    const std::string& text = tokens_[static_cast<size_t>(id)];
+    if ((t == kControl || t == kUserDefined) && !text.empty())
+      specials_[static_cast<unsigned char>(text[0])].push_back(id);
   }
-  std::stable_sort(specials_.begin(), specials_.end(), [&](int a, int b) {
-    return tokens_[static_cast<size_t>(a)].size() > tokens_[static_cast<size_t>(b)].size();
-  });
+  for (std::vector<int>& ids : specials_) {
+    std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) {
+      return tokens_[static_cast<size_t>(a)].size() > tokens_[static_cast<size_t>(b)].size();
+    });
+  }
 }
 
 const char* Tokenizer::kind_name() const {
@@ -183,13 +191,23 @@ const char* Tokenizer::kind_name() const {
 }
 
 int Tokenizer::find_token(std::string_view text) const {
-  const auto it = token_ids_.find(std::string(text));
+  const auto it = token_ids_.find(text);
   return it == token_ids_.end() ? -1 : it->second;
 }
 
-bool Tokenizer::has_byte_token(unsigned char byte) const {
-  if (kind_ == TokenizerKind::kSentencePiece) return true;
-  return find_token(byte_to_char_[byte]) >= 0;
+int Tokenizer::plain_token(std::string_view text) const {
+  const int id = find_token(text);
+  return id >= 0 && types_[static_cast<size_t>(id)] == kNormal ? id : -1;
+}
+
+void Tokenizer::push_byte(unsigned char byte, size_t offset, std::vector<int>& out) const {
+  if (byte_tokens_[byte] < 0) {
+    throw Error(fmt::format(
+        "tokenizer: byte 0x{:02X} at offset {} of the text has no token in this vocabulary and "
+        "no byte fallback",
+        byte, offset));
+  }
+  out.push_back(byte_tokens_[byte]);
 }
 
 std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
@@ -204,18 +222,18 @@ std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
     if (end > start) {
       const std::string_view frag = text.substr(start, end - start);
       if (kind_ == TokenizerKind::kSentencePiece) {
-        tokenize_spm(frag, after_special, out);
+        tokenize_spm(frag, start, after_special, out);
       } else {
-        tokenize_bpe(frag, out);
+        tokenize_bpe(frag, start, out);
       }
       after_special = false;
     }
   };
-  if (parse_special && !specials_.empty()) {
+  if (parse_special) {
     size_t i = 0;
     while (i < text.size()) {
       int match = -1;
-      for (int id : specials_) {
+      for (int id : specials_[static_cast<unsigned char>(text[i])]) {
         const std::string& s = tokens_[static_cast<size_t>(id)];
         if (text.compare(i, s.size(), s) == 0) {
           match = id;
@@ -238,24 +256,26 @@ std::vector<int> Tokenizer::tokenize(std::string_view text, bool add_bos,
 }
 
 // ---------------------------------------------------------------------------
-// SentencePiece: best-score bigram merges over a linked list of pieces.
+// SentencePiece: best-score bigram merges over a linked list of pieces, the
+// candidate pairs in a max-heap (docs/architecture.md, "Tokenizers").
 // ---------------------------------------------------------------------------
 
-void Tokenizer::tokenize_spm(std::string_view text, bool space_prefix,
+void Tokenizer::tokenize_spm(std::string_view text, size_t offset, bool space_prefix,
                              std::vector<int>& out) const {
-  std::string s = replace_all(text, " ", kSpmSpace);
-  if (space_prefix && add_space_prefix_) s.insert(0, kSpmSpace);
+  const size_t prefix = space_prefix && add_space_prefix_ ? kSpmSpace.size() : 0;
+  std::string s(kSpmSpace.substr(0, prefix));
+  s += replace_all(text, " ", kSpmSpace);
 
+  // One piece per character; a byte that starts no valid UTF-8 sequence is a
+  // piece of its own, so an invalid byte never swallows a "▁" after it.
   struct Piece {
     int prev, next;
     size_t offset, length;  // length 0: merged into the piece on its left
   };
   std::vector<Piece> pieces;
-  for (size_t i = 0; i < s.size();) {
-    const size_t len = std::min(utf8_length(static_cast<unsigned char>(s[i])), s.size() - i);
-    pieces.push_back(
-        {static_cast<int>(pieces.size()) - 1, static_cast<int>(pieces.size()) + 1, i, len});
-    i += len;
+  for (const Utf8Char& c : utf8_chars(s)) {
+    const int i = static_cast<int>(pieces.size());
+    pieces.push_back({i - 1, i + 1, c.offset, c.length});
   }
   if (pieces.empty()) return;
   pieces.back().next = -1;
@@ -273,18 +293,22 @@ void Tokenizer::tokenize_spm(std::string_view text, bool space_prefix,
     if (left < 0 || right < 0) return;
     const Piece& l = pieces[static_cast<size_t>(left)];
     const Piece& r = pieces[static_cast<size_t>(right)];
-    const int id = find_token(std::string_view(s).substr(l.offset, l.length + r.length));
+    const int id = plain_token(std::string_view(s).substr(l.offset, l.length + r.length));
     if (id < 0) return;
     queue.push({scores_[static_cast<size_t>(id)], left, right, l.length + r.length});
   };
   for (size_t i = 1; i < pieces.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
 
+  // Each merge pushes at most two pairs, so the heap sees O(n) entries and
+  // the loop costs O(n log n). An entry is stale once either piece has
+  // changed: the left one absorbed its neighbour or the right one grew.
   while (!queue.empty()) {
     const Bigram b = queue.top();
     queue.pop();
     Piece& l = pieces[static_cast<size_t>(b.left)];
     Piece& r = pieces[static_cast<size_t>(b.right)];
-    if (l.length == 0 || r.length == 0 || l.length + r.length != b.length) continue;  // stale
+    if (l.length == 0 || r.length == 0 || l.next != b.right || l.length + r.length != b.length)
+      continue;
     l.length += r.length;
     r.length = 0;
     l.next = r.next;
@@ -293,14 +317,39 @@ void Tokenizer::tokenize_spm(std::string_view text, bool space_prefix,
     try_add(b.left, l.next);
   }
 
+  // The text offset of byte k of s: the prefix stands before offset 0, a
+  // "▁" for the space it replaced. Only needed to name a refused byte.
+  auto text_offset = [&](size_t k) {
+    size_t pos = prefix, i = 0;
+    if (k < pos) return offset;
+    for (; i < text.size(); ++i) {
+      pos += text[i] == ' ' ? kSpmSpace.size() : 1;
+      if (k < pos) break;
+    }
+    return offset + i;
+  };
   for (int i = 0; i >= 0; i = pieces[static_cast<size_t>(i)].next) {
     const Piece& p = pieces[static_cast<size_t>(i)];
     const std::string_view piece = std::string_view(s).substr(p.offset, p.length);
-    const int id = find_token(piece);
+    const int id = plain_token(piece);
     if (id >= 0) {
       out.push_back(id);
-    } else {
-      for (unsigned char byte : piece) out.push_back(byte_tokens_[byte]);
+      continue;
+    }
+    for (size_t k = p.offset; k < p.offset + p.length; ++k) {
+      const auto byte = static_cast<unsigned char>(s[k]);
+      if (byte_tokens_[byte] >= 0) {
+        out.push_back(byte_tokens_[byte]);
+        continue;
+      }
+      const size_t at = text_offset(k);
+      if (k < prefix || text[at - offset] == ' ') {
+        throw Error(fmt::format(
+            "tokenizer: the space mark \"{}\" for offset {} of the text has no token in this "
+            "vocabulary and no byte fallback (byte 0x{:02X})",
+            kSpmSpace, at, byte));
+      }
+      push_byte(byte, at, out);
     }
   }
 }
@@ -309,12 +358,12 @@ void Tokenizer::tokenize_spm(std::string_view text, bool space_prefix,
 // GPT-2 byte-level BPE.
 // ---------------------------------------------------------------------------
 
-void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int>& out) const {
+void Tokenizer::tokenize_bpe(std::string_view text, size_t offset, std::vector<int>& out) const {
   const std::vector<Utf8Char> cs = utf8_chars(text);
   auto emit = [&](size_t a, size_t b) {
     const size_t from = cs[a].offset;
     const size_t to = cs[b - 1].offset + cs[b - 1].length;
-    bpe_word(text.substr(from, to - from), out);
+    bpe_word(text.substr(from, to - from), offset + from, out);
   };
   if (!split_digits_) {
     gpt2_split(cs, 0, cs.size(), emit);
@@ -332,33 +381,79 @@ void Tokenizer::tokenize_bpe(std::string_view text, std::vector<int>& out) const
   gpt2_split(cs, seg, cs.size(), emit);
 }
 
-void Tokenizer::bpe_word(std::string_view word, std::vector<int>& out) const {
-  std::vector<std::string> symbols;
-  symbols.reserve(word.size());
-  for (unsigned char byte : word) symbols.push_back(byte_to_char_[byte]);
-  std::string key;
-  while (symbols.size() > 1) {
-    int best_rank = std::numeric_limits<int>::max();
-    size_t best = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      key.assign(symbols[i]).append(" ").append(symbols[i + 1]);
-      const auto it = merge_ranks_.find(key);
-      if (it != merge_ranks_.end() && it->second < best_rank) {
-        best_rank = it->second;
-        best = i;
-      }
-    }
-    if (best_rank == std::numeric_limits<int>::max()) break;
-    symbols[best] += symbols[best + 1];
-    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+// Merges by rank over a linked list of symbols, the candidate pairs in a
+// min-heap on (rank, position): the pair merged next is always the
+// lowest-ranked, leftmost one, as in a rescan of every pair, in O(n log n)
+// (docs/architecture.md, "Tokenizers").
+void Tokenizer::bpe_word(std::string_view word, size_t offset, std::vector<int>& out) const {
+  if (word.size() == 1) {
+    push_byte(static_cast<unsigned char>(word[0]), offset, out);
+    return;
   }
-  for (const std::string& sym : symbols) {
-    int id = find_token(sym);
-    if (id < 0) id = unk_;
-    if (id < 0)
-      throw Error(
-          fmt::format("tokenizer: piece '{}' is not in the vocabulary and there is no <unk>", sym));
-    out.push_back(id);
+  // The word with each byte written as its printable character; symbol i
+  // starts at byte i of the word and spans chars [begin, end) of `chars`.
+  std::string chars;
+  chars.reserve(2 * word.size());
+  struct Symbol {
+    size_t begin, end;
+    int prev, next;  // -1: none; a merged-away symbol has begin == end
+  };
+  std::vector<Symbol> syms;
+  syms.reserve(word.size());
+  for (unsigned char byte : word) {
+    const int i = static_cast<int>(syms.size());
+    syms.push_back({chars.size(), chars.size() + byte_to_char_[byte].size(), i - 1, i + 1});
+    chars += byte_to_char_[byte];
+  }
+  syms.back().next = -1;
+
+  struct Pair {
+    int rank, left, right;
+    size_t right_end;  // where the right symbol ended when the pair was seen
+    bool operator>(const Pair& o) const {
+      return rank > o.rank || (rank == o.rank && left > o.left);
+    }
+  };
+  std::priority_queue<Pair, std::vector<Pair>, std::greater<>> queue;
+  std::string key;
+  auto try_add = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const Symbol& l = syms[static_cast<size_t>(left)];
+    const Symbol& r = syms[static_cast<size_t>(right)];
+    key.assign(chars, l.begin, l.end - l.begin).append(" ").append(chars, r.begin, r.end - r.begin);
+    const auto it = merge_ranks_.find(key);
+    if (it != merge_ranks_.end()) queue.push({it->second, left, right, r.end});
+  };
+  for (size_t i = 1; i < syms.size(); ++i) try_add(static_cast<int>(i) - 1, static_cast<int>(i));
+
+  // Stale entries (either symbol merged away, or the right one grown) are
+  // skipped; each merge pushes at most two pairs.
+  while (!queue.empty()) {
+    const Pair p = queue.top();
+    queue.pop();
+    Symbol& l = syms[static_cast<size_t>(p.left)];
+    Symbol& r = syms[static_cast<size_t>(p.right)];
+    if (l.begin == l.end || r.begin == r.end || l.next != p.right || r.end != p.right_end) continue;
+    l.end = r.end;
+    l.next = r.next;
+    r.begin = r.end;
+    if (l.next >= 0) syms[static_cast<size_t>(l.next)].prev = p.left;
+    try_add(l.prev, p.left);
+    try_add(p.left, l.next);
+  }
+
+  // A symbol that is not a token (a merge whose result is missing from the
+  // vocabulary, or a lone byte without one) falls back to its bytes.
+  for (int i = 0; i >= 0; i = syms[static_cast<size_t>(i)].next) {
+    const Symbol& sym = syms[static_cast<size_t>(i)];
+    const int id = plain_token(std::string_view(chars).substr(sym.begin, sym.end - sym.begin));
+    if (id >= 0) {
+      out.push_back(id);
+      continue;
+    }
+    const size_t end = sym.next >= 0 ? static_cast<size_t>(sym.next) : word.size();
+    for (size_t k = static_cast<size_t>(i); k < end; ++k)
+      push_byte(static_cast<unsigned char>(word[k]), offset + k, out);
   }
 }
 
