@@ -13,7 +13,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstddef>
-#include <cstring>
 #include <limits>
 #include <set>
 #include <string_view>
@@ -136,47 +135,18 @@ class TensorLoader {
   std::set<std::string, std::less<>> used_;
 };
 
-// Whether a weight holds NaN/Inf: a value (F32, F16) or a block's scale or
-// offset (Q8_0, Q4_1; their codes are small integers). Sets *row to the
-// first such row.
+// Whether a weight holds NaN/Inf: a value, or (block formats) a scale or
+// offset, whichever format the matrix has, found by dequantizing each row.
+// Sets *row to the first such row. Reads the whole matrix: for error paths.
 bool holds_non_finite(const WeightMatrix& w, int64_t* row) {
-  const auto f16_non_finite = [](const uint8_t* p) {
-    f16_bits h;
-    std::memcpy(&h, p, sizeof(h));
-    return (h & 0x7C00) == 0x7C00;  // exponent all ones: Inf or NaN
-  };
-  const int64_t n_blocks = w.cols / kQuantBlock;
+  std::vector<float> values(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    const uint8_t* p = w.row(r);
-    bool bad = false;
-    switch (w.type) {
-      case GgmlType::kF32:
-        for (int64_t c = 0; c < w.cols && !bad; ++c) {
-          float v;
-          std::memcpy(&v, p + c * 4, sizeof(v));
-          bad = !std::isfinite(v);
-        }
-        break;
-      case GgmlType::kF16:
-        for (int64_t c = 0; c < w.cols && !bad; ++c) bad = f16_non_finite(p + c * 2);
-        break;
-      case GgmlType::kQ8_0:
-        for (int64_t b = 0; b < n_blocks && !bad; ++b)
-          bad = f16_non_finite(p + b * sizeof(BlockQ8_0) + offsetof(BlockQ8_0, d));
-        break;
-      case GgmlType::kQ4_1:
-        for (int64_t b = 0; b < n_blocks && !bad; ++b) {
-          const uint8_t* blk = p + b * sizeof(BlockQ4_1);
-          bad = f16_non_finite(blk + offsetof(BlockQ4_1, d)) ||
-                f16_non_finite(blk + offsetof(BlockQ4_1, m));
-        }
-        break;
-      default:
-        break;
-    }
-    if (bad) {
-      *row = r;
-      return true;
+    dequantize_row(w, r, values.data());
+    for (float v : values) {
+      if (!std::isfinite(v)) {
+        *row = r;
+        return true;
+      }
     }
   }
   return false;
