@@ -142,6 +142,8 @@ TEST(GgufSynthetic, EveryValueType) {
   const GgufValue& arr = f.get_array("arr", GgufType::kI32);
   ASSERT_EQ(arr.array.size(), 3u);
   EXPECT_EQ(arr.array[2].i, 3);
+  EXPECT_THROW(arr.array[3], Error);
+  EXPECT_THROW(GgufArray()[0], Error);
   const GgufValue& nested = f.get_array("nested", GgufType::kArray);
   ASSERT_EQ(nested.array.size(), 2u);
   EXPECT_EQ(nested.array[1].array[1].s, "c");

@@ -374,8 +374,8 @@ GgufValue GgufArray::decode(size_t pos, size_t* next) const {
 
 GgufValue GgufArray::operator[](size_t i) const {
   if (i >= count_) {
-    throw Error(
-        file_->describe(fmt::format("array index {} is out of range (size {})", i, count_)));
+    const std::string what = fmt::format("array index {} is out of range (size {})", i, count_);
+    throw Error(file_ != nullptr ? file_->describe(what) : what);
   }
   size_t pos = 0;
   if (const size_t stride = fixed_size(elem_type_); stride != 0) {

@@ -157,6 +157,7 @@ bool holds_non_finite(const WeightMatrix& w, int64_t* row) {
 LlamaModel::LlamaModel(const std::string& path) : LlamaModel(std::make_unique<GgufFile>(path)) {}
 
 LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
+  if (file_ == nullptr) throw Error("LlamaModel: no GGUF file given");
   const GgufFile& f = *file_;
   const std::string arch(f.get_string("general.architecture"));
   if (arch != "llama") {
