@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -13,58 +14,63 @@
 
 #include <hwy/targets.h>
 
+#include "../kernels/weight_block_samples.h"
+#include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
+#include "innerq/kernels/weight_blocks.h"
 
 namespace innerq::model {
 namespace {
+
+// The kernels' format of a block type of these tests.
+kernels::WeightFormat format_of(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return kernels::WeightFormat::kQ4_0;
+    case GgmlType::kQ4_1:
+      return kernels::WeightFormat::kQ4_1;
+    case GgmlType::kQ5_0:
+      return kernels::WeightFormat::kQ5_0;
+    case GgmlType::kQ5_1:
+      return kernels::WeightFormat::kQ5_1;
+    case GgmlType::kQ8_0:
+      return kernels::WeightFormat::kQ8_0;
+    case GgmlType::kQ2_K:
+      return kernels::WeightFormat::kQ2_K;
+    case GgmlType::kQ3_K:
+      return kernels::WeightFormat::kQ3_K;
+    case GgmlType::kQ4_K:
+      return kernels::WeightFormat::kQ4_K;
+    case GgmlType::kQ5_K:
+      return kernels::WeightFormat::kQ5_K;
+    case GgmlType::kQ6_K:
+      return kernels::WeightFormat::kQ6_K;
+    default:
+      EXPECT_EQ(type, GgmlType::kBF16) << "not a block type of these tests";
+      return kernels::WeightFormat::kBF16;
+  }
+}
 
 // Random rows in `type`'s byte layout.
 std::vector<uint8_t> random_matrix(GgmlType type, int64_t rows, int64_t cols, size_t* row_bytes,
                                    std::mt19937_64& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> byte(0, 255);
-  switch (type) {
-    case GgmlType::kF32:
-      *row_bytes = static_cast<size_t>(cols) * 4;
-      break;
-    case GgmlType::kF16:
-      *row_bytes = static_cast<size_t>(cols) * 2;
-      break;
-    case GgmlType::kQ8_0:
-      *row_bytes = static_cast<size_t>(cols / 32) * sizeof(BlockQ8_0);
-      break;
-    case GgmlType::kQ4_1:
-      *row_bytes = static_cast<size_t>(cols / 32) * sizeof(BlockQ4_1);
-      break;
-    default:
-      ADD_FAILURE();
-      break;
+  if (type != GgmlType::kF32 && type != GgmlType::kF16) {
+    const kernels::WeightFormat f = format_of(type);
+    const kernels::WeightFormatInfo info = kernels::weight_format_info(f);
+    *row_bytes = static_cast<size_t>(cols / info.block_values) * info.block_bytes;
+    return kernels::testing::random_rows(f, rows, cols, *row_bytes, rng);
   }
+  const size_t value_bytes = type == GgmlType::kF32 ? 4 : 2;
+  *row_bytes = static_cast<size_t>(cols) * value_bytes;
   std::vector<uint8_t> data(*row_bytes * static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    uint8_t* row = data.data() + static_cast<size_t>(r) * *row_bytes;
+  for (size_t i = 0; i < data.size() / value_bytes; ++i) {
+    const float v = normal(rng);
     if (type == GgmlType::kF32) {
-      for (int64_t c = 0; c < cols; ++c) {
-        const float v = normal(rng);
-        std::memcpy(row + 4 * c, &v, 4);
-      }
-    } else if (type == GgmlType::kF16) {
-      for (int64_t c = 0; c < cols; ++c) {
-        const f16_bits h = f32_to_f16(normal(rng));
-        std::memcpy(row + 2 * c, &h, 2);
-      }
+      std::memcpy(data.data() + 4 * i, &v, 4);
     } else {
-      for (size_t i = 0; i < *row_bytes; ++i) row[i] = static_cast<uint8_t>(byte(rng));
-      // Finite, realistic scales: d ~ 0.01..0.1, m ~ -0.5..0.
-      const size_t block = type == GgmlType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_1);
-      for (size_t b = 0; b < *row_bytes / block; ++b) {
-        const f16_bits d = f32_to_f16(0.01f + 0.09f * static_cast<float>(byte(rng)) / 255.0f);
-        std::memcpy(row + b * block, &d, 2);
-        if (type == GgmlType::kQ4_1) {
-          const f16_bits m = f32_to_f16(-0.5f * static_cast<float>(byte(rng)) / 255.0f);
-          std::memcpy(row + b * block + 2, &m, 2);
-        }
-      }
+      const f16_bits h = f32_to_f16(v);
+      std::memcpy(data.data() + 2 * i, &h, 2);
     }
   }
   return data;
@@ -75,6 +81,10 @@ struct Case {
   int64_t rows, cols;
   int n_tokens;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << ggml_type_name(c.type) << " " << c.rows << "x" << c.cols << " tokens=" << c.n_tokens;
+}
 
 class MatmulVsReference : public ::testing::TestWithParam<Case> {};
 
@@ -125,26 +135,45 @@ TEST_P(MatmulVsReference, MatchesWithinRoundingBound) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Formats, MatmulVsReference,
-    ::testing::Values(Case{GgmlType::kF32, 13, 172, 1}, Case{GgmlType::kF32, 13, 172, 5},
-                      Case{GgmlType::kF32, 64, 8, 3}, Case{GgmlType::kF16, 37, 96, 1},
-                      Case{GgmlType::kF16, 37, 100, 70}, Case{GgmlType::kQ8_0, 50, 576, 1},
-                      Case{GgmlType::kQ8_0, 50, 576, 9}, Case{GgmlType::kQ8_0, 7, 64, 131},
-                      Case{GgmlType::kQ4_1, 45, 576, 1}, Case{GgmlType::kQ4_1, 45, 1536, 2},
-                      Case{GgmlType::kQ4_1, 6, 64, 67}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      const Case& c = info.param;
-      std::ostringstream name;
-      name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t" << c.n_tokens;
-      return name.str();
-    });
+// Every type: decode (one token) and prefill (5 and 70 tokens: a partial
+// register tile and more than one 64-token block), row counts that leave
+// partial tiles and partial 16-row kernel calls.
+std::vector<Case> all_cases() {
+  std::vector<Case> cases = {
+      {GgmlType::kF32, 13, 172, 1}, {GgmlType::kF32, 13, 172, 5},  {GgmlType::kF32, 64, 8, 3},
+      {GgmlType::kF16, 37, 96, 1},  {GgmlType::kF16, 37, 100, 70}, {GgmlType::kQ8_0, 7, 64, 131},
+      {GgmlType::kQ4_1, 6, 64, 67}, {GgmlType::kBF16, 37, 100, 1}, {GgmlType::kBF16, 21, 100, 5},
+      {GgmlType::kBF16, 6, 36, 70},
+  };
+  for (const GgmlType type :
+       {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0}) {
+    cases.push_back({type, 45, 576, 1});
+    cases.push_back({type, 21, 96, 5});
+    cases.push_back({type, 6, 160, 70});
+  }
+  for (const GgmlType type :
+       {GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    cases.push_back({type, 37, 768, 1});
+    cases.push_back({type, 21, 512, 5});
+    cases.push_back({type, 6, 256, 70});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, MatmulVsReference, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           std::ostringstream name;
+                           name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t"
+                                << c.n_tokens;
+                           return name.str();
+                         });
 
 TEST(DequantizeRow, Q4_1NibbleOrder) {
-  BlockQ4_1 b{};
+  kernels::BlockQ4_1 b{};
   b.d = f32_to_f16(2.0f);
   b.m = f32_to_f16(-1.0f);
-  for (int i = 0; i < 16; ++i) b.q[i] = static_cast<uint8_t>(i | ((15 - i) << 4));
+  for (int i = 0; i < 16; ++i) b.qs[i] = static_cast<uint8_t>(i | ((15 - i) << 4));
   WeightMatrix w;
   w.type = GgmlType::kQ4_1;
   w.rows = 1;
@@ -157,6 +186,65 @@ TEST(DequantizeRow, Q4_1NibbleOrder) {
     EXPECT_EQ(out[i], 2.0f * i - 1.0f);
     EXPECT_EQ(out[16 + i], 2.0f * (15 - i) - 1.0f);
   }
+}
+
+// The message of the innerq::Error that weight_matrix(t) throws ("" if none).
+std::string weight_matrix_error(const GgufTensor& t) {
+  try {
+    weight_matrix(t);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+GgufTensor tensor_of(GgmlType type, int64_t cols, int64_t rows, size_t n_bytes) {
+  GgufTensor t;
+  t.name = "blk.3.ffn_down.weight";
+  t.type = type;
+  t.ne = {cols, rows};
+  t.n_elements = cols * rows;
+  t.n_bytes = n_bytes;
+  return t;
+}
+
+TEST(WeightMatrix, AcceptsEveryGgufWeightFormat) {
+  for (const GgmlType type :
+       {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
+        GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0, GgmlType::kQ2_K, GgmlType::kQ3_K,
+        GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
+    EXPECT_TRUE(weight_type_supported(type)) << ggml_type_name(type);
+  }
+  const WeightMatrix w = weight_matrix(tensor_of(GgmlType::kQ6_K, 512, 3, 3 * 2 * 210));
+  EXPECT_EQ(w.row_bytes, 2u * 210u);
+  EXPECT_EQ(w.rows, 3);
+  EXPECT_EQ(w.cols, 512);
+}
+
+TEST(WeightMatrix, RefusesTypesWithoutKernels) {
+  for (const GgmlType type : {GgmlType::kQ8_1, GgmlType::kQ8_K, GgmlType::kI8, GgmlType::kF64}) {
+    EXPECT_FALSE(weight_type_supported(type)) << ggml_type_name(type);
+    const std::string what = weight_matrix_error(tensor_of(type, 256, 2, 4096));
+    EXPECT_NE(what.find("blk.3.ffn_down.weight"), std::string::npos) << what;
+    EXPECT_NE(what.find(ggml_type_name(type)), std::string::npos) << what;
+  }
+}
+
+TEST(WeightMatrix, RefusesRowsThatAreNotWholeBlocks) {
+  // 288 = 9 blocks of 32 but not whole 256-value super-blocks.
+  const std::string what = weight_matrix_error(tensor_of(GgmlType::kQ4_K, 288, 2, 288));
+  EXPECT_NE(what.find("blk.3.ffn_down.weight"), std::string::npos) << what;
+  EXPECT_NE(what.find("Q4_K"), std::string::npos) << what;
+  EXPECT_NE(what.find("256"), std::string::npos) << what;
+  const std::string what32 = weight_matrix_error(tensor_of(GgmlType::kQ5_0, 48, 2, 44));
+  EXPECT_NE(what32.find("Q5_0"), std::string::npos) << what32;
+  EXPECT_NE(what32.find("32"), std::string::npos) << what32;
+}
+
+TEST(WeightMatrix, RefusesAByteSizeThatDoesNotMatchTheShape) {
+  const std::string what = weight_matrix_error(tensor_of(GgmlType::kQ2_K, 256, 4, 3 * 84));
+  EXPECT_NE(what.find("blk.3.ffn_down.weight"), std::string::npos) << what;
+  EXPECT_NE(what.find("252 bytes"), std::string::npos) << what;
 }
 
 }  // namespace

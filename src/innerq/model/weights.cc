@@ -1,14 +1,59 @@
 // innerq/model/weights.cc — matmul over ggml-format weights: scalar reference
 // and Highway kernels (self-including foreach_target pattern; one dispatch per
-// matmul call).
+// matmul call). The block formats are the kernels layer's
+// (kernels/weight_blocks.h); F32 and F16 are read here.
 #include "innerq/model/weights.h"
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/base/fp16.h"
+#include "innerq/kernels/weight_blocks.h"
+
+// Compiled once, not once per target.
+#ifndef INNERQ_MODEL_WEIGHTS_SHARED
+#define INNERQ_MODEL_WEIGHTS_SHARED
+namespace innerq::model {
+namespace {
+
+// The kernels' format of a block-quantized or BF16 type; nullopt for F32,
+// F16 and the types matmul cannot read.
+std::optional<kernels::WeightFormat> block_format(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return kernels::WeightFormat::kQ4_0;
+    case GgmlType::kQ4_1:
+      return kernels::WeightFormat::kQ4_1;
+    case GgmlType::kQ5_0:
+      return kernels::WeightFormat::kQ5_0;
+    case GgmlType::kQ5_1:
+      return kernels::WeightFormat::kQ5_1;
+    case GgmlType::kQ8_0:
+      return kernels::WeightFormat::kQ8_0;
+    case GgmlType::kQ2_K:
+      return kernels::WeightFormat::kQ2_K;
+    case GgmlType::kQ3_K:
+      return kernels::WeightFormat::kQ3_K;
+    case GgmlType::kQ4_K:
+      return kernels::WeightFormat::kQ4_K;
+    case GgmlType::kQ5_K:
+      return kernels::WeightFormat::kQ5_K;
+    case GgmlType::kQ6_K:
+      return kernels::WeightFormat::kQ6_K;
+    case GgmlType::kBF16:
+      return kernels::WeightFormat::kBF16;
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+}  // namespace innerq::model
+#endif  // INNERQ_MODEL_WEIGHTS_SHARED
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/model/weights.cc"
@@ -20,22 +65,12 @@ namespace innerq::model {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// At most 16 lanes, so one vector of codes never spans more than half a
-// 32-value block (the two nibble halves of Q4_1 are 16 bytes each).
+// At most 16 lanes (AVX-512); the tile keeps 4×4 accumulators in registers.
 using DF = hn::CappedTag<float, 16>;
 
 // Below this many multiply-adds a matmul runs on the calling thread: waking a
 // thread team costs more than the work (and far more on a busy machine).
 constexpr int64_t kMinParallelWork = 1 << 18;
-
-// One fp16 block scale in f32 with the target's conversion instruction (F16C
-// on x86), not the soft-float libgcc call that a scalar _Float16 cast becomes.
-HWY_INLINE float ScaleF32(const f16_bits& h) {
-  const hn::CappedTag<float, 1> d1;
-  const hn::Rebind<hwy::float16_t, decltype(d1)> dh1;
-  return hn::GetLane(
-      hn::PromoteTo(d1, hn::LoadU(dh1, reinterpret_cast<const hwy::float16_t*>(&h))));
-}
 
 // ---------------------------------------------------------------------------
 // Decode: one token, fused dequantize-and-dot per block.
@@ -70,81 +105,29 @@ float DotF16(DF df, const f16_bits* w, const float* x, int64_t n) {
   return sum;
 }
 
-float DotQ8_0(DF df, const BlockQ8_0* blocks, const float* x, int64_t n_blocks) {
-  const hn::Rebind<int8_t, DF> d8;
-  const hn::Rebind<int32_t, DF> di;
-  const size_t N = hn::Lanes(df);
-  auto total = hn::Zero(df);
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const BlockQ8_0& blk = blocks[b];
-    const float* xb = x + b * kQuantBlock;
-    auto acc = hn::Zero(df);
-    for (size_t i = 0; i < kQuantBlock; i += N) {
-      const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, blk.q + i)));
-      acc = hn::MulAdd(q, hn::LoadU(df, xb + i), acc);
-    }
-    total = hn::MulAdd(hn::Set(df, ScaleF32(blk.d)), acc, total);
-  }
-  return hn::GetLane(hn::SumOfLanes(df, total));
-}
-
-// x_sums: [n_blocks] Σ of x over each block, shared by every row.
-float DotQ4_1(DF df, const BlockQ4_1* blocks, const float* x, const float* x_sums,
-              int64_t n_blocks) {
-  const hn::Rebind<uint8_t, DF> d8;
-  const hn::Rebind<int32_t, DF> di;
-  const size_t N = hn::Lanes(df);
-  const auto low_mask = hn::Set(di, 15);
-  auto total = hn::Zero(df);
-  float offset = 0.0f;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const BlockQ4_1& blk = blocks[b];
-    const float* xb = x + b * kQuantBlock;
-    auto acc = hn::Zero(df);
-    for (size_t i = 0; i < kQuantBlock / 2; i += N) {
-      const auto q = hn::PromoteTo(di, hn::LoadU(d8, blk.q + i));
-      const auto lo = hn::ConvertTo(df, hn::And(q, low_mask));
-      const auto hi = hn::ConvertTo(df, hn::ShiftRight<4>(q));
-      acc = hn::MulAdd(lo, hn::LoadU(df, xb + i), acc);
-      acc = hn::MulAdd(hi, hn::LoadU(df, xb + kQuantBlock / 2 + i), acc);
-    }
-    total = hn::MulAdd(hn::Set(df, ScaleF32(blk.d)), acc, total);
-    offset += ScaleF32(blk.m) * x_sums[b];
-  }
-  return hn::GetLane(hn::SumOfLanes(df, total)) + offset;
-}
+// Rows per block-kernel call: one dispatch per 16 rows, not per dot product.
+constexpr int64_t kRowsPerKernelCall = 16;
 
 void MatvecImpl(const WeightMatrix& w, const float* x, float* y, int n_threads) {
   const DF df;
-  const int64_t n_blocks = w.cols / kQuantBlock;
-  std::vector<float> x_sums;
-  if (w.type == GgmlType::kQ4_1) {
-    x_sums.resize(static_cast<size_t>(n_blocks));
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      float s = 0.0f;
-      for (int i = 0; i < kQuantBlock; ++i) s += x[b * kQuantBlock + i];
-      x_sums[static_cast<size_t>(b)] = s;
-    }
-  }
   const bool parallel = w.rows * w.cols >= kMinParallelWork;
+  if (const std::optional<kernels::WeightFormat> format = block_format(w.type)) {
+    const int64_t n_calls = (w.rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (parallel)
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const int64_t r0 = c * kRowsPerKernelCall;
+      kernels::simd::dot_rows(*format, w.row(r0), w.row_bytes,
+                              std::min(kRowsPerKernelCall, w.rows - r0), x, w.cols, y + r0);
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (parallel)
   for (int64_t r = 0; r < w.rows; ++r) {
     const uint8_t* row = w.row(r);
-    switch (w.type) {
-      case GgmlType::kF32:
-        y[r] = DotF32(df, reinterpret_cast<const float*>(row), x, w.cols);
-        break;
-      case GgmlType::kF16:
-        y[r] = DotF16(df, reinterpret_cast<const f16_bits*>(row), x, w.cols);
-        break;
-      case GgmlType::kQ8_0:
-        y[r] = DotQ8_0(df, reinterpret_cast<const BlockQ8_0*>(row), x, n_blocks);
-        break;
-      case GgmlType::kQ4_1:
-        y[r] = DotQ4_1(df, reinterpret_cast<const BlockQ4_1*>(row), x, x_sums.data(), n_blocks);
-        break;
-      default:
-        break;  // rejected by weight_matrix()
+    if (w.type == GgmlType::kF32) {
+      y[r] = DotF32(df, reinterpret_cast<const float*>(row), x, w.cols);
+    } else {
+      y[r] = DotF16(df, reinterpret_cast<const f16_bits*>(row), x, w.cols);
     }
   }
 }
@@ -158,46 +141,15 @@ void MatvecImpl(const WeightMatrix& w, const float* x, float* y, int n_threads) 
 constexpr int kTileRows = 4;
 constexpr int kTokenBlock = 64;
 
-void DequantizeRowInto(const WeightMatrix& w, int64_t r, float* out) {
+// out: [cols], F16 row r in f32.
+void DequantizeF16RowInto(const WeightMatrix& w, int64_t r, float* out) {
   const DF df;
-  const size_t N = hn::Lanes(df);
-  const uint8_t* row = w.row(r);
-  switch (w.type) {
-    case GgmlType::kQ8_0: {
-      const hn::Rebind<int8_t, DF> d8;
-      const hn::Rebind<int32_t, DF> di;
-      const auto* blocks = reinterpret_cast<const BlockQ8_0*>(row);
-      for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const auto d = hn::Set(df, ScaleF32(blocks[b].d));
-        for (size_t i = 0; i < kQuantBlock; i += N) {
-          const auto q = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, blocks[b].q + i)));
-          hn::StoreU(hn::Mul(q, d), df, out + b * kQuantBlock + static_cast<int64_t>(i));
-        }
-      }
-      break;
-    }
-    case GgmlType::kQ4_1: {
-      const hn::Rebind<uint8_t, DF> d8;
-      const hn::Rebind<int32_t, DF> di;
-      const auto low_mask = hn::Set(di, 15);
-      const auto* blocks = reinterpret_cast<const BlockQ4_1*>(row);
-      for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const auto d = hn::Set(df, ScaleF32(blocks[b].d));
-        const auto m = hn::Set(df, ScaleF32(blocks[b].m));
-        float* ob = out + b * kQuantBlock;
-        for (size_t i = 0; i < kQuantBlock / 2; i += N) {
-          const auto q = hn::PromoteTo(di, hn::LoadU(d8, blocks[b].q + i));
-          hn::StoreU(hn::MulAdd(hn::ConvertTo(df, hn::And(q, low_mask)), d, m), df, ob + i);
-          hn::StoreU(hn::MulAdd(hn::ConvertTo(df, hn::ShiftRight<4>(q)), d, m), df,
-                     ob + kQuantBlock / 2 + i);
-        }
-      }
-      break;
-    }
-    default:
-      dequantize_row(w, r, out);
-      break;
-  }
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(w.row(r));
+  int64_t i = 0;
+  for (; i + N <= w.cols; i += N) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, out + i);
+  for (; i < w.cols; ++i) out[i] = f16_to_f32(reinterpret_cast<const f16_bits*>(w.row(r))[i]);
 }
 
 // Tokens per register tile: 4 where there are 32 vector registers (AVX-512:
@@ -239,6 +191,7 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
   const DF df;
   const int64_t cols = w.cols;
   const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
+  const std::optional<kernels::WeightFormat> format = block_format(w.type);
   const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
@@ -250,17 +203,21 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
         const int64_t r0 = tile_i * kTileRows;
         const int n_rows = static_cast<int>(std::min<int64_t>(kTileRows, w.rows - r0));
         const float* rows[kTileRows];
-        for (int r = 0; r < kTileRows; ++r) {
-          float* dst = tile.data() + r * cols;
-          if (r >= n_rows) {
-            std::fill(dst, dst + cols, 0.0f);
-            rows[r] = dst;
-          } else if (w.type == GgmlType::kF32) {
-            rows[r] = reinterpret_cast<const float*>(w.row(r0 + r));
-          } else {
-            DequantizeRowInto(w, r0 + r, dst);
-            rows[r] = dst;
+        for (int r = 0; r < kTileRows; ++r) rows[r] = tile.data() + r * cols;
+        if (format) {
+          kernels::simd::dequantize_rows(*format, w.row(r0), w.row_bytes, n_rows, cols, tile.data(),
+                                         static_cast<size_t>(cols));
+        } else {
+          for (int r = 0; r < n_rows; ++r) {
+            if (w.type == GgmlType::kF32) {
+              rows[r] = reinterpret_cast<const float*>(w.row(r0 + r));
+            } else {
+              DequantizeF16RowInto(w, r0 + r, tile.data() + r * cols);
+            }
           }
+        }
+        for (int r = n_rows; r < kTileRows; ++r) {
+          std::fill(tile.data() + r * cols, tile.data() + (r + 1) * cols, 0.0f);
         }
         for (int t = t0; t < t1; t += kTileTokens) {
           // Past the last token, repeat it (results dropped) to keep the tile full.
@@ -296,63 +253,59 @@ namespace innerq::model {
 HWY_EXPORT(MatmulImpl);
 
 bool weight_type_supported(GgmlType type) {
-  return type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kQ8_0 ||
-         type == GgmlType::kQ4_1;
+  return type == GgmlType::kF32 || type == GgmlType::kF16 || block_format(type).has_value();
 }
 
 WeightMatrix weight_matrix(const GgufTensor& tensor) {
   if (!weight_type_supported(tensor.type)) {
-    throw Error(fmt::format("tensor '{}': weight type {} is not supported (F32, F16, Q8_0, Q4_1)",
-                            tensor.name, ggml_type_name(tensor.type)));
+    throw Error(fmt::format(
+        "tensor '{}': weight type {} is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+        "Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+        tensor.name, ggml_type_name(tensor.type)));
   }
-  if (tensor.ne.size() > 2) {
+  if (tensor.ne.empty() || tensor.ne.size() > 2) {
     throw Error(fmt::format("tensor '{}': expected a matrix, got {} dimensions", tensor.name,
                             tensor.ne.size()));
+  }
+  int64_t block = 1;
+  size_t block_bytes = tensor.type == GgmlType::kF32 ? 4 : 2;
+  if (const std::optional<kernels::WeightFormat> format = block_format(tensor.type)) {
+    const kernels::WeightFormatInfo info = kernels::weight_format_info(*format);
+    block = info.block_values;
+    block_bytes = info.block_bytes;
   }
   WeightMatrix w;
   w.name = tensor.name;
   w.type = tensor.type;
   w.cols = tensor.ne[0];
   w.rows = tensor.rows();
-  w.row_bytes = tensor.n_bytes / static_cast<size_t>(w.rows);
+  if (w.cols <= 0 || w.rows <= 0 || w.cols % block != 0) {
+    throw Error(fmt::format("tensor '{}': rows of {} values are not whole {} blocks of {} values",
+                            tensor.name, w.cols, ggml_type_name(tensor.type), block));
+  }
+  w.row_bytes = static_cast<size_t>(w.cols / block) * block_bytes;
+  if (tensor.n_bytes / w.row_bytes != static_cast<size_t>(w.rows) ||
+      tensor.n_bytes % w.row_bytes != 0) {
+    throw Error(fmt::format("tensor '{}': {} bytes, but {} rows of {} {} values take {} bytes each",
+                            tensor.name, tensor.n_bytes, w.rows, w.cols,
+                            ggml_type_name(tensor.type), w.row_bytes));
+  }
   w.data = tensor.data;
   return w;
 }
 
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out) {
   const uint8_t* row = w.row(r);
-  switch (w.type) {
-    case GgmlType::kF32:
-      std::copy_n(reinterpret_cast<const float*>(row), w.cols, out);
-      break;
-    case GgmlType::kF16: {
-      const auto* h = reinterpret_cast<const f16_bits*>(row);
-      for (int64_t i = 0; i < w.cols; ++i) out[i] = f16_to_f32(h[i]);
-      break;
-    }
-    case GgmlType::kQ8_0: {
-      const auto* blocks = reinterpret_cast<const BlockQ8_0*>(row);
-      for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const float d = f16_to_f32(blocks[b].d);
-        for (int i = 0; i < kQuantBlock; ++i) out[b * kQuantBlock + i] = d * blocks[b].q[i];
-      }
-      break;
-    }
-    case GgmlType::kQ4_1: {
-      const auto* blocks = reinterpret_cast<const BlockQ4_1*>(row);
-      for (int64_t b = 0; b < w.cols / kQuantBlock; ++b) {
-        const float d = f16_to_f32(blocks[b].d);
-        const float m = f16_to_f32(blocks[b].m);
-        for (int i = 0; i < kQuantBlock / 2; ++i) {
-          out[b * kQuantBlock + i] = d * static_cast<float>(blocks[b].q[i] & 15) + m;
-          out[b * kQuantBlock + kQuantBlock / 2 + i] =
-              d * static_cast<float>(blocks[b].q[i] >> 4) + m;
-        }
-      }
-      break;
-    }
-    default:
-      throw Error(fmt::format("tensor '{}': cannot dequantize {}", w.name, ggml_type_name(w.type)));
+  if (const std::optional<kernels::WeightFormat> format = block_format(w.type)) {
+    kernels::simd::dequantize_rows(*format, row, w.row_bytes, 1, w.cols, out,
+                                   static_cast<size_t>(w.cols));
+  } else if (w.type == GgmlType::kF32) {
+    std::copy_n(reinterpret_cast<const float*>(row), w.cols, out);
+  } else if (w.type == GgmlType::kF16) {
+    const auto* h = reinterpret_cast<const f16_bits*>(row);
+    for (int64_t i = 0; i < w.cols; ++i) out[i] = f16_to_f32(h[i]);
+  } else {
+    throw Error(fmt::format("tensor '{}': cannot dequantize {}", w.name, ggml_type_name(w.type)));
   }
 }
 
@@ -361,9 +314,15 @@ void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n
 }
 
 void matmul_reference(const WeightMatrix& w, const float* x, int n_tokens, float* y) {
+  const std::optional<kernels::WeightFormat> format = block_format(w.type);
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    dequantize_row(w, r, row.data());
+    if (format) {
+      kernels::scalar::dequantize_rows(*format, w.row(r), w.row_bytes, 1, w.cols, row.data(),
+                                       row.size());
+    } else {
+      dequantize_row(w, r, row.data());
+    }
     for (int t = 0; t < n_tokens; ++t) {
       double sum = 0.0;
       for (int64_t c = 0; c < w.cols; ++c) sum += static_cast<double>(row[c]) * x[t * w.cols + c];

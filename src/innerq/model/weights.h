@@ -1,43 +1,39 @@
 // innerq/model/weights.h — weight matrices stored in ggml formats and the
 // products that read them in their stored form.
 //
-// Formats (one block = 32 consecutive values of a row; ggml's byte layout):
-//   F32   4 B/value
-//   F16   2 B/value
-//   Q8_0  { f16 d; i8 q[32] }          x = d·q                        8.5 bits/value
-//   Q4_1  { f16 d; f16 m; u8 q[16] }   x_j = d·(q[j] & 15) + m,
-//                                      x_{j+16} = d·(q[j] >> 4) + m    5.0 bits/value
+// Formats (ggml's byte layouts; value order and exact arithmetic of the block
+// formats in kernels/weight_blocks.h, docs/architecture.md "Weight formats"):
+//   type  values/block  bytes/block  bits/value  value
+//   F32        1            4         32
+//   F16        1            2         16
+//   BF16       1            2         16         upper half of an f32
+//   Q4_0      32           18          4.5       d·(q − 8),  q 4-bit
+//   Q4_1      32           20          5.0       d·q + m,    q 4-bit
+//   Q5_0      32           22          5.5       d·(q − 16), q 5-bit
+//   Q5_1      32           24          6.0       d·q + m,    q 5-bit
+//   Q8_0      32           34          8.5       d·q,        q int8
+//   Q2_K     256           84          2.625     d·sc·q − dmin·m per 16; sc, m 4-bit, q 2-bit
+//   Q3_K     256          110          3.4375    d·sc·q per 16; sc 6-bit signed, q ∈ [−4, 3]
+//   Q4_K     256          144          4.5       d·sc·q − dmin·m per 32; sc, m 6-bit, q 4-bit
+//   Q5_K     256          176          5.5       as Q4_K with q 5-bit
+//   Q6_K     256          210          6.5625    d·sc·(q − 32) per 16; sc int8, q 6-bit
+// (d, m, dmin fp16; a row's length must be a multiple of its block.)
 //
 // matmul() computes y = x·Wᵀ for a few tokens (decode: one token, fused
-// dequantize-and-dot per block, using Σx per block for Q4_1's offset) or many
+// dequantize-and-dot, kernels::simd::dot_rows for the block formats) or many
 // (prefill: a few rows at a time are expanded into a small f32 tile that every
 // token reuses). Whole matrices are never dequantized. Highway picks the SIMD
-// target once per call; rows are split over OpenMP threads.
+// target once per call (the block kernels once per 16 rows or per tile); rows
+// are split over OpenMP threads.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "innerq/base/fp16.h"
 #include "innerq/model/gguf.h"
 
 namespace innerq::model {
-
-inline constexpr int kQuantBlock = 32;
-
-struct BlockQ8_0 {
-  f16_bits d;
-  int8_t q[kQuantBlock];
-};
-static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block: 2 + 32 bytes");
-
-struct BlockQ4_1 {
-  f16_bits d;
-  f16_bits m;
-  uint8_t q[kQuantBlock / 2];
-};
-static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block: 2 + 2 + 16 bytes");
 
 // A row-major matrix [rows, cols] (ggml: ne0 = cols, ne1 = rows) in the mapped file.
 struct WeightMatrix {
@@ -55,10 +51,12 @@ struct WeightMatrix {
 bool weight_type_supported(GgmlType type);
 
 // Wraps a 2-D tensor; throws innerq::Error naming the tensor when its type is
-// unsupported or it is not a matrix.
+// unsupported, it is not a matrix, its rows are not whole blocks of its type,
+// or its byte size does not match its shape.
 WeightMatrix weight_matrix(const GgufTensor& tensor);
 
-// out: [cols] — row r in f32 (embedding lookups, tests).
+// out: [cols] — row r in f32 (embedding lookups, tests); bit for bit the
+// values of the scalar reference.
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out);
 
 // x: [n_tokens, cols], y: [n_tokens, rows]; y[t][r] = Σ_c W[r][c]·x[t][c].
