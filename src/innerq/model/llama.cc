@@ -23,6 +23,7 @@
 #include "innerq/attn/decode_attention.h"
 #include "innerq/attn/prefill_attention.h"
 #include "innerq/base/error.h"
+#include "innerq/base/parallel_errors.h"
 
 namespace innerq::model {
 namespace {
@@ -315,6 +316,28 @@ std::string LlamaModel::non_finite_cause() const {
   return "no weight holds NaN or Inf, so an activation overflowed";
 }
 
+namespace {
+
+// Runs step(l) for every layer. A step that throws after some layers took
+// the new positions leaves a cache's layers at different lengths; such a
+// cache is marked failed (kv_cache.h) before the error goes on, so it cannot
+// be read or extended as if it were whole (docs/architecture.md, "Errors and
+// threads").
+template <class Step>
+void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& step) {
+  int l = 0;
+  try {
+    for (; l < n_layers; ++l) step(l);
+  } catch (const std::exception& e) {
+    for (kv::KvCache* cache : caches) {
+      if (!cache->layers_agree()) cache->mark_failed(fmt::format("layer {}: {}", l, e.what()));
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // Prefill: the whole prompt at once
 // ---------------------------------------------------------------------------
@@ -325,8 +348,13 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
   const int n = static_cast<int>(tokens.size());
   if (n == 0) throw Error("prefill: empty prompt");
   for (const kv::KvCache* cache : caches) {
+    cache->require_usable();
     if (cache->n_tokens() != 0)
       throw Error("prefill: the cache must be empty (prefill continues no sequence)");
+    if (n > cache->shape().max_tokens) {
+      throw Error(fmt::format("prefill: {} prompt tokens do not fit the cache's context of {} (-c)",
+                              n, cache->shape().max_tokens));
+    }
   }
   const size_t d = static_cast<size_t>(c.n_embd);
   const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
@@ -343,7 +371,7 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
   std::vector<float> up(nn * c.n_ff);    // [n, n_ff]
 
   embed(tokens, x.data());
-  for (int l = 0; l < c.n_layers; ++l) {
+  for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
 
     // ---- attention ----
@@ -369,7 +397,7 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
     swiglu(gate.data(), up.data(), gate.size());
     matmul(L.w_down, gate.data(), n, xb.data(), n_threads);
     add_into(x.data(), xb.data(), x.size());
-  }
+  });
 
   // ---- output head ----
   if (all_logits) {
@@ -397,8 +425,22 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
   const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   const size_t nb = static_cast<size_t>(batch);
 
+  // Everything that can be checked before a layer takes the new token is
+  // checked here, so that a refused step leaves every cache as it was.
   std::vector<int> pos(nb);  // position of each sequence's new token
-  for (size_t b = 0; b < nb; ++b) pos[b] = caches[b]->n_tokens();
+  for (size_t b = 0; b < nb; ++b) {
+    const kv::KvCache& cache = *caches[b];
+    cache.require_usable();
+    pos[b] = cache.n_tokens();
+    if (pos[b] >= cache.shape().max_tokens) {
+      throw Error(
+          fmt::format("decode: sequence {} holds {} tokens, its whole context (-c)", b, pos[b]));
+    }
+    for (size_t a = 0; a < b; ++a) {
+      if (caches[a] == caches[b])
+        throw Error(fmt::format("decode: sequences {} and {} share one cache", a, b));
+    }
+  }
 
   std::vector<float> x(nb * d);          // [B, n_embd]
   std::vector<float> xb(nb * d);         // [B, n_embd]
@@ -410,7 +452,7 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
   std::vector<float> up(nb * c.n_ff);    // [B, n_ff]
 
   embed(tokens, x.data());
-  for (int l = 0; l < c.n_layers; ++l) {
+  for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
 
     // ---- attention through the cache ----
@@ -425,10 +467,20 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     // single-sequence call stays outside any OpenMP region: a parallel region
     // nested in an inactive one gets a second thread team, which competes
     // with the idle-spinning first one for the cores.
+    // Every sequence's new row is validated before any is stored, outside
+    // the parallel region (no exception may cross one): a bad row refuses
+    // the layer for the whole batch.
+    for (size_t b = 0; b < nb; ++b) {
+      rope(&q[b * q_dim], c.n_heads, pos[b]);
+      rope(&k[b * kv_dim], c.n_kv_heads, pos[b]);
+      try {
+        caches[b]->check_append(l, &k[b * kv_dim], &v[b * kv_dim], 1);
+      } catch (const Error& e) {
+        throw Error(fmt::format("decode: sequence {}, layer {}: {}", b, l, e.what()));
+      }
+    }
     const auto attend = [&](int b, int attn_threads) {
       const size_t bb = static_cast<size_t>(b);
-      rope(&q[bb * q_dim], c.n_heads, pos[bb]);
-      rope(&k[bb * kv_dim], c.n_kv_heads, pos[bb]);
       caches[bb]->append(l, &k[bb * kv_dim], &v[bb * kv_dim], 1);
       attn::decode_attention(caches[bb]->layer(l), &q[bb * q_dim], c.n_heads, &att[bb * q_dim],
                              attn::DecodeOptions{attn_threads});
@@ -438,8 +490,11 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
           int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
       attend(0, long_cache ? n_threads : 1);
     } else {
+      // What is left to fail here (memory) is carried out of the region.
+      ParallelErrors errors;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-      for (int b = 0; b < batch; ++b) attend(b, 1);
+      for (int b = 0; b < batch; ++b) errors.run([&] { attend(b, 1); });
+      errors.rethrow();
     }
     matmul(L.wo, att.data(), batch, xb.data(), n_threads);
     add_into(x.data(), xb.data(), x.size());
@@ -451,7 +506,7 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     swiglu(gate.data(), up.data(), gate.size());
     matmul(L.w_down, gate.data(), batch, xb.data(), n_threads);
     add_into(x.data(), xb.data(), x.size());
-  }
+  });
 
   // ---- output head ----
   logits.resize(nb * c.n_vocab);
