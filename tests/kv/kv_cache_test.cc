@@ -288,7 +288,6 @@ TEST(KvCache, NonFiniteKeysAreRejectedWhenQuantized) {
   EXPECT_THROW(cache.append(0, k.data(), v.data(), 1), Error);
 }
 
-
 // A step that fails part-way through the layers leaves them at different
 // lengths; a cache marked failed refuses every use until clear().
 TEST(KvCache, FailedCacheRefusesUseUntilCleared) {
@@ -337,6 +336,41 @@ TEST(KvCache, CheckAppendRefusesWhatAppendRefusesAndStoresNothing) {
     EXPECT_EQ(cache.layer(0).n_tokens(), 0);
     EXPECT_EQ(cache.layer(1).n_tokens(), 0);
   }
+}
+
+// The planned bytes equal a filled cache's, for every kind, at lengths
+// around every window and period boundary (and far past them).
+TEST(KvCache, PlannedMemoryEqualsAFilledCache) {
+  const int n_kv_heads = 2, head_dim = 64;
+  std::mt19937 rng(7);
+  for (const char* spec :
+       {"f32", "f16", "q8_0", "q4_0:rot=kv", "kivi", "kivi4", "innerq", "innerq-paper",
+        "innerq:k=4,v=4,g=32", "innerq:g=128,kg=32,sink=0,recent=16", "innerq:sink=5,recent=3",
+        "kivi:g=64,recent=128"}) {
+    SCOPED_TRACE(spec);
+    const LayerConfig c = parse_cache_spec(spec).layer;
+    std::vector<int> lengths = {0, 1, 15, 16, 17, 31, 32, 33, 127, 128, 129, 255, 256, 257};
+    for (int i = 0; i < 6; ++i) lengths.push_back(300 + static_cast<int>(rng() % 2500));
+    lengths.push_back(4096 + 77);
+    for (int n : lengths) {
+      KvCache real(CacheShape{1, n_kv_heads, head_dim, std::max(n, 1)}, c);
+      std::vector<float> rows(static_cast<size_t>(n) * n_kv_heads * head_dim);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      for (float& x : rows) x = normal(rng);
+      if (n > 0) real.append(0, rows.data(), rows.data(), n);
+      const MemoryUsage want = real.memory();
+      const MemoryUsage got = plan_layer_memory(c, n_kv_heads, head_dim, n);
+      EXPECT_EQ(got.codes, want.codes) << n;
+      EXPECT_EQ(got.metadata, want.metadata) << n;
+      EXPECT_EQ(got.windows, want.windows) << n;
+      EXPECT_EQ(got.norm, want.norm) << n;
+    }
+  }
+  // Far past what could be filled here: no allocation, just arithmetic.
+  const LayerConfig c = parse_cache_spec("innerq").layer;
+  const MemoryUsage big = plan_layer_memory(c, 8, 128, int64_t{1} << 24);
+  EXPECT_GT(big.total(), size_t{1} << 30);
+  EXPECT_THROW(plan_layer_memory(c, 8, 128, -1), Error);
 }
 
 }  // namespace

@@ -153,4 +153,52 @@ TEST(ModelCli, InfoDescribesTheModelAndCache) {
   EXPECT_NE(run.output.find("F32"), std::string::npos) << run.output;
 }
 
+// Issue "hardening", classes 1, 6, 7, 8: each message names the input and
+// what was expected; nothing is read or allocated without a bound first.
+TEST(ModelCli, HostileArgumentsGetClearErrors) {
+  const std::string empty = write_text("innerq_empty.txt", "");
+  const struct {
+    std::string args, expect;
+  } cases[] = {
+      {"generate -m stories260K -f /dev/zero", "is not a regular file"},
+      {"generate -m stories260K -f /tmp", "is a directory"},
+      {"generate -m stories260K -f " + empty, "is empty"},
+      {"generate -m stories260K -p hi -c -5", "-c -5 must be"},
+      {"generate -m stories260K -p hi -n 2147483647", "exceeds the limit of"},
+      {"generate -m stories260K -p hi -c 2000000000", "-c 2000000000 must be"},
+      {"info -m stories260K -c 99999999", "-c 99999999 must be"},
+      {"info -m stories260K -c -1", "-c -1 must be"},
+      {"perplexity -m stories260K -f /dev/zero --kv f32", "is not a regular file"},
+      {"bench attention --ctx 99999999k", "--ctx"},
+      {"bench attention --ctx 4000k --kv f16", "more than 80%"},
+      {"generate -m stories260K -p hi --kv innerq:k=4,k=3", "k"},
+      {"frobnicate", "unknown subcommand 'frobnicate'"},
+      {"", "give a subcommand"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const CliRun run = run_innerq(c.args);
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    EXPECT_EQ(run.output.find('\n'), run.output.size() - 1) << run.output;
+    EXPECT_NE(run.output.find(c.expect), std::string::npos) << run.output;
+    EXPECT_EQ(run.output.find("internal error"), std::string::npos) << run.output;
+  }
+  std::remove(empty.c_str());
+}
+
+// JSON stays valid whatever bytes the prompt or the model's text holds: an
+// invalid or cut UTF-8 sequence becomes U+FFFD, and the token ids carry the
+// exact output.
+TEST(ModelCli, GenerateJsonIsValidForBytesThatAreNotUtf8) {
+  const std::string prompt = write_text("innerq_bad_utf8.txt", "Once upon a \xe6\x97 time \xff");
+  const CliRun run =
+      run_innerq("generate -m stories260K -f " + prompt + " -n 8 --kv f16 --json", true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);  // throws on invalid UTF-8
+  EXPECT_NE(j["prompt"].get<std::string>().find("\xef\xbf\xbd"), std::string::npos) << j["prompt"];
+  EXPECT_EQ(j["tokens"].size(), j["n_generated"].get<size_t>());
+  EXPECT_TRUE(j.contains("text_utf8_valid"));
+  std::remove(prompt.c_str());
+}
+
 }  // namespace

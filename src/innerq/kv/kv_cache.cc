@@ -1,7 +1,9 @@
 // KvCache: one LayerCache per layer, built from the layer's configuration.
 #include "innerq/kv/kv_cache.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <limits>
 #include <vector>
 
@@ -153,6 +155,56 @@ MemoryUsage KvCache::memory() const {
   MemoryUsage m;
   for (const auto& l : layers_) m += l->memory();
   return m;
+}
+
+namespace {
+
+MemoryUsage filled_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
+                                int n_tokens) {
+  KvCache one(CacheShape{1, n_kv_heads, head_dim, std::max(n_tokens, 1)}, config);
+  if (n_tokens > 0) {
+    // Values do not change the storage; small distinct ones keep every
+    // kind's checks (range, rotation) satisfied.
+    std::vector<float> rows(static_cast<size_t>(n_tokens) * n_kv_heads * head_dim);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i % 7) * 0.125f;
+    one.append(0, rows.data(), rows.data(), n_tokens);
+  }
+  return one.memory();
+}
+
+MemoryUsage scaled(const MemoryUsage& m, size_t times) {
+  return {m.codes * times, m.metadata * times, m.windows * times, m.norm * times};
+}
+
+MemoryUsage difference(const MemoryUsage& a, const MemoryUsage& b) {
+  return {a.codes - b.codes, a.metadata - b.metadata, a.windows - b.windows, a.norm - b.norm};
+}
+
+}  // namespace
+
+MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
+                              int64_t n_tokens) {
+  if (n_tokens < 0) throw Error(fmt::format("cache plan: {} tokens is negative", n_tokens));
+  // Period: 16-token tiles, 32-value blocks, K and V groups, and the recent
+  // window (KIVI's key residual flushes whole groups when it reaches it).
+  int64_t period = 32;
+  for (const int n : {config.group, config.key_group(), config.recent}) {
+    if (n > 0) period = std::lcm(period, int64_t{n});
+  }
+  // Past the windows plus one whole period, storage grows by the same bytes
+  // every period.
+  const int64_t settled = int64_t{config.sink} + config.recent + 2 * period;
+  if (n_tokens <= settled + period) {
+    return filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(n_tokens));
+  }
+  const int64_t periods = (n_tokens - settled) / period;
+  const int64_t start = n_tokens - periods * period;  // in [settled, settled + period)
+  const MemoryUsage a = filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(start));
+  const MemoryUsage b =
+      filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(start + period));
+  MemoryUsage out = a;
+  out += scaled(difference(b, a), static_cast<size_t>(periods));
+  return out;
 }
 
 size_t KvCache::bytes_f16_equivalent() const {

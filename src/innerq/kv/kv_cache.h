@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -75,6 +76,15 @@ class LayerCache {
   int head_dim_;
   int n_tokens_ = 0;
 };
+
+// Bytes one layer with `config` takes holding n_tokens tokens, without
+// holding them: every kind's storage repeats with a period of P tokens (the
+// least common multiple of its tile and group sizes) once past its windows,
+// so two small caches of the same config are filled and the rest follows by
+// arithmetic. Equal to filling a real cache (kv_cache_test checks every kind
+// at many lengths). Throws innerq::Error for a config the shape cannot hold.
+MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
+                              int64_t n_tokens);
 
 class KvCache {
  public:

@@ -21,6 +21,7 @@
 #include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/tools/bench_attention.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 
 namespace innerq::tools {
@@ -106,9 +107,17 @@ std::vector<int> parse_counts(const std::string& text, const char* option, const
   return out;
 }
 
-// Best-of-three read bandwidth of a 1 GiB buffer on n_threads threads.
+// Bytes the bandwidth probe reads: 1 GiB (far past any L3 here), or a
+// quarter of the available memory on a smaller machine.
+size_t bandwidth_probe_bytes() {
+  return static_cast<size_t>(std::min<uint64_t>(
+      uint64_t{1} << 30, std::max<uint64_t>(available_memory_bytes() / 4, uint64_t{64} << 20)));
+}
+
+// Best-of-three read bandwidth of a bandwidth_probe_bytes() buffer on
+// n_threads threads.
 double measure_read_bandwidth_gbps(int n_threads) {
-  const size_t n = (size_t{1} << 30) / sizeof(uint64_t);
+  const size_t n = bandwidth_probe_bytes() / sizeof(uint64_t);
   std::vector<uint64_t> buffer(n);
 #pragma omp parallel for num_threads(n_threads)
   for (size_t i = 0; i < n; ++i) buffer[i] = i;
@@ -160,17 +169,6 @@ std::vector<std::vector<double>> time_interleaved(const std::vector<const kv::La
 
 int run_bench_attention_cpu(const BenchAttentionArgs& args) {
   const AttentionShape& s = args.shape;
-  const double bandwidth = measure_read_bandwidth_gbps(args.n_threads);
-  if (!args.json) {
-    fmt::print(
-        "decode attention, one layer: shape {} ({} query heads, {} KV heads, head_dim {}), "
-        "{} thread(s)\n",
-        s.name, s.n_heads, s.n_kv_heads, s.head_dim, args.n_threads);
-    fmt::print("memory read bandwidth (1 GiB, {} thread(s)): {:.1f} GB/s\n\n", args.n_threads,
-               bandwidth);
-    fmt::print("{:<30} {:>7} {:>10} {:>10} {:>8} {:>6} {:>9} {:>8}\n", "kv", "ctx", "us", "kv_MiB",
-               "GB/s", "of_bw", "rel_err", "vs_f16");
-  }
   // f16 is always timed: every ratio is measured in the same run.
   std::vector<kv::CacheSpec> specs = args.specs;
   const bool f16_listed = std::any_of(specs.begin(), specs.end(),
@@ -180,6 +178,28 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
                         [](const kv::CacheSpec& c) { return c.text == "f16"; });
   if (!f16_listed) specs.insert(specs.begin(), kv::parse_cache_spec("f16"));
 
+  // Everything one context allocates, planned before any of it is: the
+  // synthetic K/V and the f32 reference (3 × f32 rows) and each cache.
+  for (int ctx : args.contexts) {
+    uint64_t bytes =
+        uint64_t{3} * 2 * static_cast<uint64_t>(ctx) * s.n_kv_heads * s.head_dim * sizeof(float);
+    for (const kv::CacheSpec& spec : specs) {
+      bytes += kv::plan_layer_memory(spec.layers(1)[0], s.n_kv_heads, s.head_dim, ctx).total();
+    }
+    check_allocation(bytes, fmt::format("bench attention at --ctx {} ({} KV heads × head_dim {})",
+                                        ctx, s.n_kv_heads, s.head_dim));
+  }
+  const double bandwidth = measure_read_bandwidth_gbps(args.n_threads);
+  if (!args.json) {
+    fmt::print(
+        "decode attention, one layer: shape {} ({} query heads, {} KV heads, head_dim {}), "
+        "{} thread(s)\n",
+        s.name, s.n_heads, s.n_kv_heads, s.head_dim, args.n_threads);
+    fmt::print("memory read bandwidth ({} MiB, {} thread(s)): {:.1f} GB/s\n\n",
+               bandwidth_probe_bytes() >> 20, args.n_threads, bandwidth);
+    fmt::print("{:<30} {:>7} {:>10} {:>10} {:>8} {:>6} {:>9} {:>8}\n", "kv", "ctx", "us", "kv_MiB",
+               "GB/s", "of_bw", "rel_err", "vs_f16");
+  }
   nlohmann::json rows = nlohmann::json::array();
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 0.5f);
@@ -235,7 +255,7 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
       }
     }
   }
-  if (args.json) fmt::print("{}\n", rows.dump(2));
+  if (args.json) print_json(rows, 2);
   return 0;
 }
 

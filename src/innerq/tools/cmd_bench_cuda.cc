@@ -12,6 +12,7 @@
 #include <fmt/ranges.h>
 
 #include "innerq/tools/bench_attention.h"
+#include "innerq/tools/cli_util.h"
 
 #ifdef INNERQ_HAVE_CUDA
 #include <algorithm>
@@ -418,7 +419,7 @@ int run_bench_attention_cuda(const BenchAttentionArgs& args) {
       }
     }
   }
-  if (args.json) fmt::print("{}\n", rows.dump(2));
+  if (args.json) print_json(rows, 2);
   for (const std::string& p : problems) fmt::print(stderr, "innerq: error: {}\n", p);
   return problems.empty() ? 0 : 1;
 }

@@ -4,9 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +18,7 @@
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/sampler.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 
 namespace innerq::tools {
@@ -45,24 +44,24 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 void run_generate(const GenerateOptions& o) {
   if (o.n_predict < 0) throw Error(fmt::format("-n {} must be >= 0", o.n_predict));
   if (o.threads < 1) throw Error(fmt::format("-t {} must be >= 1", o.threads));
+  if (o.ctx < 0 || o.ctx > kMaxContextTokens) {
+    throw Error(fmt::format("-c {} must be 0 (the prompt plus -n) or a token count up to {}", o.ctx,
+                            kMaxContextTokens));
+  }
   const kv::CacheSpec spec = kv::parse_cache_spec(o.kv);
   model::Sampler sampler(o.sampling);
   const model::LlamaModel m(model::resolve_model_path(o.model));
   const model::Tokenizer& tok = m.tokenizer();
 
-  std::string user_text = o.prompt;
-  if (!o.prompt_file.empty()) {
-    std::ifstream in(o.prompt_file, std::ios::binary);
-    if (!in) throw Error(fmt::format("cannot read prompt file '{}'", o.prompt_file));
-    std::ostringstream s;
-    s << in.rdbuf();
-    user_text = s.str();
-  }
+  const std::string user_text =
+      o.prompt_file.empty() ? o.prompt : read_text_file(o.prompt_file, "prompt file");
   const std::string text = o.chat ? tok.chat_prompt(user_text) : user_text;
   const std::vector<int> prompt = tok.tokenize(text, tok.adds_bos(), /*parse_special=*/true);
   if (prompt.empty()) throw Error("the prompt is empty (give one with -p or -f)");
   const int n_prompt = static_cast<int>(prompt.size());
-  const int ctx = o.ctx > 0 ? o.ctx : n_prompt + std::max(1, o.n_predict);
+  const int ctx = o.ctx > 0 ? o.ctx
+                            : checked_token_sum(n_prompt, std::max(1, o.n_predict),
+                                                kMaxContextTokens, "the context (prompt + -n)");
   if (n_prompt >= ctx) {
     throw Error(fmt::format("the prompt has {} tokens, which does not fit the context of {} (-c)",
                             n_prompt, ctx));
@@ -114,10 +113,14 @@ void run_generate(const GenerateOptions& o) {
   const size_t kv_bytes = cache.memory().total();
   const size_t kv_f16 = cache.bytes_f16_equivalent();
   if (o.json) {
+    // Text fields carry invalid UTF-8 as U+FFFD (cli_util.h); "tokens" and
+    // "text_utf8_valid" tell a reader whether and how to get the exact bytes.
     nlohmann::json j = {{"model", o.model},
                         {"kv", spec.text},
-                        {"prompt", o.prompt},
+                        {"prompt", user_text},
                         {"text", out_text},
+                        {"text_utf8_valid", is_valid_utf8(out_text)},
+                        {"tokens", generated},
                         {"n_prompt", n_prompt},
                         {"n_generated", generated.size()},
                         {"stop", stop},
@@ -127,7 +130,7 @@ void run_generate(const GenerateOptions& o) {
                         {"kv_bytes", kv_bytes},
                         {"kv_bytes_f16", kv_f16},
                         {"threads", o.threads}};
-    fmt::print("{}\n", j.dump());
+    print_json(j);
     return;
   }
   fmt::print("\n");

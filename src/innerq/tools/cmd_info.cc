@@ -11,10 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "innerq/base/error.h"
+#include "innerq/base/fp16.h"
 #include "innerq/kv/cache_spec.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 
 namespace innerq::tools {
@@ -27,18 +29,14 @@ struct InfoOptions {
   bool json = false;
 };
 
-// Exact cache bytes of one layer with `config` holding `ctx` tokens: one
-// layer is filled (storage does not depend on the values).
+// Exact cache bytes of one layer with `config` holding `ctx` tokens, planned
+// by arithmetic (kv_cache.h): nothing of the cache's size is allocated.
 kv::MemoryUsage layer_memory(const model::LlamaModel& m, const kv::LayerConfig& config, int ctx,
                              size_t* f16_bytes) {
-  kv::CacheShape shape = m.cache_shape(ctx);
-  shape.n_layers = 1;
-  kv::KvCache one(shape, config);
-  const std::vector<float> zeros(static_cast<size_t>(ctx) * shape.n_kv_heads * shape.head_dim,
-                                 0.0f);
-  one.append(0, zeros.data(), zeros.data(), ctx);
-  *f16_bytes = one.bytes_f16_equivalent();
-  return one.memory();
+  const kv::CacheShape shape = m.cache_shape(std::max(ctx, 1));
+  *f16_bytes = static_cast<size_t>(ctx) * 2 /* K and V */ * shape.n_kv_heads * shape.head_dim *
+               sizeof(f16_bits);
+  return kv::plan_layer_memory(config, shape.n_kv_heads, shape.head_dim, ctx);
 }
 
 // Bytes of every layer (per-layer configs from the spec's overrides), each
@@ -98,16 +96,22 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
     }
     j["caches"].push_back(e);
   }
-  fmt::print("{}\n", j.dump(1));
+  print_json(j, 1);
 }
 
 void run_info(const InfoOptions& o) {
+  if (o.ctx < 0 || o.ctx > kMaxContextTokens) {
+    throw Error(
+        fmt::format("-c {} must be 0 (the model's training context) or a token count up "
+                    "to {}",
+                    o.ctx, kMaxContextTokens));
+  }
   const std::vector<kv::CacheSpec> specs = kv::parse_cache_spec_list(o.kv);
   const std::string path = model::resolve_model_path(o.model);
   const model::LlamaModel m(path);
   const model::GgufFile& f = m.file();
   const model::LlamaConfig& c = m.config();
-  const int ctx = o.ctx > 0 ? o.ctx : c.n_ctx_train;
+  const int ctx = o.ctx > 0 ? o.ctx : std::clamp(c.n_ctx_train, 1, kMaxContextTokens);
 
   if (o.json) {
     print_info_json(m, path, specs, ctx);

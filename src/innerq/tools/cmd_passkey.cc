@@ -29,6 +29,7 @@
 #include <memory>
 #include <random>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,6 +44,7 @@
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/sampler.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 #include "innerq/tools/eval.h"
 
@@ -106,17 +108,10 @@ void validate_options(const PasskeyOptions& o) {
 // The filler file's lines (with their '\n'); throws when it is missing or
 // holds no text.
 std::vector<std::string> read_lines(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(fmt::format(
-        "filler file '{}' does not exist or is not a regular file (scripts/fetch-data.sh "
-        "fetches the default)",
-        path));
-  }
-  std::ifstream in(path, std::ios::binary);
+  std::istringstream in(
+      read_text_file(path, "filler file (scripts/fetch-data.sh fetches the default)"));
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line + "\n");
-  if (in.bad()) throw Error(fmt::format("cannot read filler file '{}'", path));
   const bool has_text = std::any_of(lines.begin(), lines.end(), [](const std::string& l) {
     return std::any_of(l.begin(), l.end(), [](unsigned char c) { return !std::isspace(c); });
   });
@@ -267,8 +262,8 @@ void print_table(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& spec
   fmt::print("\n");
 }
 
-void print_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs,
-                const std::vector<std::vector<Trial>>& trials, const Results& results) {
+void print_report_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs,
+                       const std::vector<std::vector<Trial>>& trials, const Results& results) {
   nlohmann::json configs = nlohmann::json::array();
   for (size_t c = 0; c < specs.size(); ++c) {
     nlohmann::json by_length = nlohmann::json::array();
@@ -295,7 +290,7 @@ void print_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs
   const nlohmann::json out = {{"model", o.model},   {"file", o.file},       {"seed", o.seed},
                               {"trials", o.trials}, {"lengths", o.lengths}, {"configs", configs}};
   // Generated text may end inside a UTF-8 sequence: replace, do not throw.
-  fmt::print("{}\n", out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace));
+  tools::print_json(out, 1);
 }
 
 void run_passkey(const PasskeyOptions& o) {
@@ -334,7 +329,7 @@ void run_passkey(const PasskeyOptions& o) {
   }
   bar.finish();
   if (o.json) {
-    print_json(o, specs, trials, results);
+    print_report_json(o, specs, trials, results);
   } else {
     print_table(o, specs, results);
   }

@@ -31,6 +31,7 @@
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/sampler.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 #include "innerq/tools/eval.h"
 
@@ -83,7 +84,7 @@ void run_perplexity(const PerplexityOptions& o) {
                      {"ctx", o.ctx},
                      {"prefix", o.prefix}});
     }
-    fmt::print("{}\n", out.dump(1));
+    print_json(out, 1);
     return;
   }
   fmt::print("{}: {} chunks of {} tokens, prefix {}, {} scored tokens per config\n", o.file,

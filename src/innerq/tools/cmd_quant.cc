@@ -18,6 +18,7 @@
 
 #include "innerq/base/error.h"
 #include "innerq/quant/group_quant.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 
 namespace innerq::tools {
@@ -138,7 +139,7 @@ void run_quant(const QuantOptions& options) {
                                    {"sym_fraction", sym_fraction},
                                    {"quant_gbps", quant_gbps},
                                    {"dequant_gbps", dequant_gbps}};
-    fmt::print("{}\n", report.dump());
+    print_json(report);
     return;
   }
   fmt::print("innerq quant: b={} mode={} G={} dist={} n={}\n", format.bits,

@@ -34,6 +34,7 @@
 #include "innerq/kv/cache_spec.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
+#include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 #include "innerq/tools/eval.h"
 
@@ -243,7 +244,7 @@ void run_tune(const TuneOptions& o) {
     }
     for (const Uniform& u : uniform)
       j["uniform"].push_back({{"k_bits", u.k}, {"v_bits", u.v}, {"bits", u.bits}, {"kld", u.kld}});
-    fmt::print("{}\n", j.dump(1));
+    print_json(j, 1);
     return;
   }
   fmt::print(

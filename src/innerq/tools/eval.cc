@@ -17,6 +17,7 @@
 #include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/sampler.h"
+#include "innerq/tools/cli_util.h"
 
 namespace innerq::tools {
 namespace {
@@ -71,20 +72,8 @@ double EvalStats::ppl() const {
 }
 
 std::vector<int> tokenize_file(const model::LlamaModel& m, const std::string& path) {
-  constexpr std::uintmax_t kMaxBytes = std::uintmax_t{512} << 20;
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw Error(fmt::format("text file '{}' does not exist or is not a regular file", path));
-  }
-  const std::uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec || size > kMaxBytes) {
-    throw Error(fmt::format("text file '{}' is larger than {} MiB", path, kMaxBytes >> 20));
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (!in || in.bad()) throw Error(fmt::format("cannot read text file '{}'", path));
-  return m.tokenizer().tokenize(s.str(), /*add_bos=*/false, /*parse_special=*/false);
+  return m.tokenizer().tokenize(read_text_file(path, "text file"), /*add_bos=*/false,
+                                /*parse_special=*/false);
 }
 
 std::vector<EvalStats> evaluate(const model::LlamaModel& m, const std::vector<int>& tokens,

@@ -2,6 +2,7 @@
 // every error to one line on stderr with a non-zero exit code.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -32,6 +33,26 @@ int main(int argc, char** argv) {
   innerq::tools::add_bench_command(app);
   innerq::tools::add_tune_command(app);
   innerq::tools::add_passkey_command(app);
+
+  // CLI11 reports an unknown first word as "A subcommand is required"; name
+  // the word and the choices instead.
+  if (argc >= 2 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->check_name(argv[1]);
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      fmt::print(stderr,
+                 "innerq: unknown subcommand '{}' (expected one of: {}; see innerq --help)\n",
+                 argv[1], names);
+      return kExitBadInput;
+    }
+  } else if (argc < 2) {
+    fmt::print(stderr, "innerq: give a subcommand (see innerq --help)\n");
+    return kExitBadInput;
+  }
 
   try {
     app.parse(argc, argv);
