@@ -32,8 +32,9 @@
 // Arithmetic (identical in scalar:: and simd::, so dequantize agrees bit for
 // bit on every target, and with ggml's own dequantizers): the fp16 fields are
 // converted exactly, dl and ml are single f32 products, and a value is
-// fl(fl(dl·q) − ml) (or + m) — a product, then a sum, never fused. Only
-// non-finite fp16 scales may convert differently on targets without F16C.
+// fl(fl(dl·q) − ml) (or + m) — a product, then a sum, never fused. NaN/Inf
+// scales convert exactly too (targets without F16C use the scalar conversion),
+// so a non-finite scale always yields non-finite values.
 //
 // The dot product does not quantize the activations: simd::dot_rows
 // reconstructs each weight exactly as dequantize does, in registers, and
