@@ -255,6 +255,16 @@ std::vector<Case> reference_cases() {
       for (int n : {1, 40, 333, 1500}) cases.push_back({spec, s, n});
     }
   }
+  // Every head_dim that is a multiple of 32 up to 256 (Gemma 3: 256 with one
+  // KV head), each kind whose groups fit it, at two lengths.
+  for (const int head_dim : {32, 96, 160, 192, 224, 256}) {
+    const Shape s{head_dim == 256 ? 4 : 2, 1, head_dim};
+    for (const char* spec : specs) {
+      const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
+      if (head_dim % config.key_group() != 0) continue;
+      for (int n : {333, 1500}) cases.push_back({spec, s, n});
+    }
+  }
   cases.push_back({"f32", {8, 4, 8}, 300});  // stories260K's head_dim
   cases.push_back({"f16", {8, 4, 8}, 300});
   return cases;
