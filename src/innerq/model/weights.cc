@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include <fmt/core.h>
+#include <omp.h>
 
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
@@ -193,9 +195,14 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
   const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
   const std::optional<kernels::WeightFormat> format = block_format(w.type);
   const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
+  // Each thread's tile is allocated here: nothing inside the region may throw
+  // (docs/architecture.md, "Errors and threads").
+  const size_t tile_size = static_cast<size_t>(kTileRows * cols);
+  std::vector<float> tiles(static_cast<size_t>(std::max(n_threads, 1)) * tile_size);
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
-    std::vector<float> tile(static_cast<size_t>(kTileRows * cols));
+    const std::span<float> tile(
+        tiles.data() + static_cast<size_t>(omp_get_thread_num()) * tile_size, tile_size);
     for (int t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
       const int t1 = std::min(n_tokens, t0 + kTokenBlock);
 #pragma omp for schedule(static)
