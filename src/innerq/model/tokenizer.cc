@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <iterator>
-#include <limits>
+#include <cstdint>
 #include <queue>
 
 #include <fmt/core.h>
