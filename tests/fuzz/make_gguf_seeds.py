@@ -3,8 +3,8 @@
 
 The files come from the `gguf` package (llama.cpp's own writer, an encoder
 independent of innerq's reader): tiny Llama models that load and run (F32,
-F16, Q8_0, Q4_1; GPT-2 and SentencePiece vocabularies; tied and untied
-output), files one field away from valid (blocks beyond block_count, NaN
+F16, BF16, Q4_0, Q4_1, Q5_1, Q8_0; GPT-2 and SentencePiece vocabularies;
+tied and untied output), files one field away from valid (blocks beyond block_count, NaN
 metadata, NaN in a norm, a NaN block scale that only shows in the logits),
 and a file holding every metadata type. Each is a few KB, so the fuzzer
 mutates small inputs. The output is deterministic (fixed seeds).
@@ -151,6 +151,9 @@ def main():
                 wtype=Q.Q8_0, tied=True)
     write_model("model_q4_1_spm_2layers.gguf", n_embd=32, n_heads=4, n_kv_heads=2, n_ff=32,
                 n_layers=2, wtype=Q.Q4_1, vocab="spm")
+    for t in (Q.Q4_0, Q.Q5_1, Q.BF16):
+        write_model(f"model_{t.name.lower()}.gguf", n_embd=32, n_heads=4, n_kv_heads=2,
+                    n_ff=32, wtype=t)
     write_model("bad_block_count.gguf", n_layers=2, block_count=1)
     write_model("bad_rope_base.gguf", rope_base=float("nan"))
     write_model("bad_eps.gguf", eps=-1.0)
