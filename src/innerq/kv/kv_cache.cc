@@ -12,6 +12,7 @@
 #include "innerq/base/error.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kv/layer_caches.h"
+#include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::kv {
 namespace {
@@ -48,14 +49,32 @@ KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers
     throw Error(
         fmt::format("cache: {} layer configs for {} layers", layers.size(), shape.n_layers));
   }
+  if (!shape.windows.empty()) {
+    if (shape.windows.size() != static_cast<size_t>(shape.n_layers)) {
+      throw Error(fmt::format("cache shape: {} layer windows for {} layers", shape.windows.size(),
+                              shape.n_layers));
+    }
+    for (size_t l = 0; l < shape.windows.size(); ++l) {
+      if (shape.windows[l] < 0)
+        throw Error(
+            fmt::format("cache shape: layer {} window {} is negative", l, shape.windows[l]));
+    }
+  }
   configs_ = layers;
   clear();
 }
 
 void KvCache::clear() {
   layers_.clear();
-  for (const LayerConfig& c : configs_) {
-    layers_.push_back(make_layer_cache(c, shape_.n_kv_heads, shape_.head_dim));
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    const int window = shape_.window(l);
+    if (window > 0) {
+      layers_.push_back(
+          std::make_unique<WindowLayerCache>(window, shape_.n_kv_heads, shape_.head_dim));
+    } else {
+      layers_.push_back(
+          make_layer_cache(configs_[static_cast<size_t>(l)], shape_.n_kv_heads, shape_.head_dim));
+    }
   }
   failure_.clear();
 }
@@ -207,9 +226,25 @@ MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int hea
   return out;
 }
 
+MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens) {
+  if (n_tokens < 0) throw Error(fmt::format("cache plan: {} tokens is negative", n_tokens));
+  if (window <= 0) throw Error(fmt::format("cache plan: window {} must be positive", window));
+  // The ring's storage (window_layer_cache.h): K in whole 16-token tiles, V
+  // in rows, for the positions it holds.
+  const int64_t held = std::min<int64_t>(n_tokens, window);
+  const int64_t k_slots = (held + kTileRows - 1) / kTileRows * kTileRows;
+  MemoryUsage m;
+  m.windows = static_cast<size_t>((k_slots + held) * n_kv_heads * head_dim) * sizeof(f16_bits);
+  return m;
+}
+
 size_t KvCache::bytes_f16_equivalent() const {
   size_t tokens = 0;
-  for (const auto& l : layers_) tokens += static_cast<size_t>(l->n_tokens());
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    const int n = layers_[static_cast<size_t>(l)]->n_tokens();
+    const int window = shape_.window(l);
+    tokens += static_cast<size_t>(window > 0 ? std::min(n, window) : n);
+  }
   return tokens * 2 /* K and V */ * static_cast<size_t>(shape_.n_kv_heads) * shape_.head_dim *
          sizeof(f16_bits);
 }

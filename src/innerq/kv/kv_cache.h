@@ -35,6 +35,12 @@ struct CacheShape {
   int n_kv_heads = 0;
   int head_dim = 0;
   int max_tokens = 0;  // appending past this throws innerq::Error
+  // Per layer, or empty for none: w > 0 makes layer l a sliding-window layer
+  // that keeps only its last w positions, in f16, whatever its config
+  // (window_layer_cache.h; docs/architecture.md, "Sliding-window layers").
+  std::vector<int> windows = {};
+
+  int window(int layer) const { return windows.empty() ? 0 : windows[static_cast<size_t>(layer)]; }
 };
 
 // Bytes actually held for the current contents, by purpose.
@@ -85,10 +91,13 @@ class LayerCache {
 // at many lengths). Throws innerq::Error for a config the shape cannot hold.
 MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
                               int64_t n_tokens);
+// The same for a sliding-window layer of `window` positions.
+MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens);
 
 class KvCache {
  public:
   // One config per layer (size n_layers), or one config for all layers.
+  // Sliding-window layers (shape.window(l) > 0) ignore their config.
   KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers);
   KvCache(const CacheShape& shape, const LayerConfig& all_layers);
 
@@ -118,7 +127,8 @@ class KvCache {
 
   const LayerCache& layer(int l) const { return *layers_[static_cast<size_t>(l)]; }
   MemoryUsage memory() const;
-  // What the same tokens would take in a plain f16 cache (K and V, all layers).
+  // What the same tokens would take in a plain f16 cache (K and V, all
+  // layers; a sliding-window layer counts the positions it keeps).
   size_t bytes_f16_equivalent() const;
 
  private:
