@@ -1,10 +1,11 @@
 // attn::prefill_attention (written with the model layer) against a double
 // precision causal softmax, for MHA/GQA shapes and lengths that end inside and
-// on key-block boundaries.
+// on key-block boundaries, with and without a sliding window.
 #include "innerq/attn/prefill_attention.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -18,6 +19,7 @@ namespace {
 
 struct Shape {
   int n, heads, kv_heads, head_dim;
+  int window = 0;  // > 0: position i attends to the last `window` positions only
 };
 
 // out against a double-precision causal softmax over the same q, k, v.
@@ -33,21 +35,22 @@ void expect_matches_reference(const Shape& s, const std::vector<float>& q,
     for (int h = 0; h < s.heads; ++h) {
       const float* qi = &q[i * q_dim + h * s.head_dim];
       const int g = h / group;
-      std::vector<double> p(static_cast<size_t>(i + 1));
+      const int first = s.window > 0 ? std::max(0, i - s.window + 1) : 0;
+      std::vector<double> p(static_cast<size_t>(i + 1), 0.0);  // zero before `first`
       double mx = -INFINITY, sum = 0.0, q_norm = 0.0;
       for (int d = 0; d < s.head_dim; ++d) q_norm += std::fabs(qi[d]);
-      for (int j = 0; j <= i; ++j) {
+      for (int j = first; j <= i; ++j) {
         double dot = 0.0;
         for (int d = 0; d < s.head_dim; ++d)
           dot += double(qi[d]) * k[j * kv_dim + g * s.head_dim + d];
         p[j] = dot / std::sqrt(double(s.head_dim));
         mx = std::max(mx, p[j]);
       }
-      for (double& x : p) sum += (x = std::exp(x - mx));
+      for (int j = first; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
       double max_v = 0.0;
       for (int d = 0; d < s.head_dim; ++d) {
         double o = 0.0;
-        for (int j = 0; j <= i; ++j) {
+        for (int j = first; j <= i; ++j) {
           o += p[j] / sum * v[j * kv_dim + g * s.head_dim + d];
           max_v = std::max(max_v, std::fabs(double(v[j * kv_dim + g * s.head_dim + d])));
         }
@@ -80,25 +83,26 @@ TEST_P(PrefillVsReference, MatchesDoublePrecisionSoftmax) {
   for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     SCOPED_TRACE(hwy::TargetName(target));
-    prefill_attention({s.n, s.heads, s.kv_heads, s.head_dim}, q.data(), k.data(), v.data(),
-                      out.data(), 2);
+    prefill_attention({s.n, s.heads, s.kv_heads, s.head_dim, s.window}, q.data(), k.data(),
+                      v.data(), out.data(), 2);
     expect_matches_reference(s, q, k, v, out);
   }
   hwy::SetSupportedTargetsForTest(0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, PrefillVsReference,
-                         ::testing::Values(Shape{1, 2, 1, 8}, Shape{17, 8, 4, 8},
-                                           Shape{64, 4, 4, 16}, Shape{130, 9, 3, 64},
-                                           Shape{257, 6, 2, 32}, Shape{40, 8, 2, 16},
-                                           Shape{33, 10, 2, 8}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           const Shape& s = info.param;
-                           std::ostringstream name;
-                           name << "n" << s.n << "_h" << s.heads << "_kv" << s.kv_heads << "_d"
-                                << s.head_dim;
-                           return name.str();
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, PrefillVsReference,
+    ::testing::Values(Shape{1, 2, 1, 8}, Shape{17, 8, 4, 8}, Shape{64, 4, 4, 16},
+                      Shape{130, 9, 3, 64}, Shape{257, 6, 2, 32}, Shape{40, 8, 2, 16},
+                      Shape{33, 10, 2, 8}, Shape{40, 4, 1, 256, 20}, Shape{130, 9, 3, 64, 7},
+                      Shape{257, 6, 2, 32, 128}, Shape{17, 2, 1, 8, 1}, Shape{20, 2, 1, 16, 64}),
+    [](const ::testing::TestParamInfo<Shape>& info) {
+      const Shape& s = info.param;
+      std::ostringstream name;
+      name << "n" << s.n << "_h" << s.heads << "_kv" << s.kv_heads << "_d" << s.head_dim;
+      if (s.window > 0) name << "_w" << s.window;
+      return name.str();
+    });
 
 }  // namespace
 }  // namespace innerq::attn

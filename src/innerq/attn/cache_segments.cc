@@ -1,8 +1,10 @@
 // The segments of each cache kind (cache_segments.h).
 #include "innerq/attn/cache_segments.h"
 
+#include "innerq/base/error.h"
 #include "innerq/kernels/llama_blocks.h"
 #include "innerq/kv/layer_caches.h"
+#include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::attn {
 namespace {
@@ -59,6 +61,10 @@ Segment Segment::tail(int offset, int head_dim) const {
 }
 
 HeadSegments segments_of(const kv::LayerCache& cache, int head) {
+  // A ring holds positions in slot order and fewer than n_tokens() of them.
+  if (dynamic_cast<const kv::WindowLayerCache*>(&cache) != nullptr) {
+    throw Error("decode attention: a sliding-window layer is read by attn::window_attention");
+  }
   HeadSegments out;
   const int n = cache.n_tokens();
   switch (cache.kind()) {

@@ -152,6 +152,7 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
   const int n_kv = shape.n_kv_heads;
   const int hd = shape.head_dim;
   const int group = n_heads / n_kv;
+  const int window = shape.window;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_stride = static_cast<int64_t>(n_heads) * hd;  // between positions in q, out
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * hd;    // between positions in k, v
@@ -161,8 +162,10 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
   // Small prompts stay on the calling thread (waking a team costs more).
   const bool parallel = int64_t{n} * n * n_heads * hd >= (int64_t{1} << 18);
 
-  // kt: [n_kv][head_dim][stride] keys transposed, zero-padded past n.
-  std::vector<float> kt(static_cast<size_t>(n_kv) * hd * stride, 0.0f);
+  // kt: [n_kv][head_dim][stride] keys transposed, zero-padded past n, and one
+  // key block more: a sliding window's scores start at an unaligned column
+  // and may read up to a block past the last row.
+  std::vector<float> kt(static_cast<size_t>(n_kv) * hd * stride + block, 0.0f);
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (parallel)
   for (int g = 0; g < n_kv; ++g) {
     for (int j = 0; j < n; ++j) {
@@ -184,26 +187,28 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
     for (int64_t task = n_tasks - 1; task >= 0; --task) {  // longest first
       const int i = static_cast<int>(task / n_kv);
       const int g = static_cast<int>(task % n_kv);
+      const int first = window > 0 ? std::max(0, i - window + 1) : 0;  // first key attended
+      const int n_keys = i + 1 - first;
       const float* qg = q + i * q_stride + static_cast<int64_t>(g) * group * hd;  // [group][hd]
-      const float* ktg = kt.data() + static_cast<size_t>(g) * hd * stride;
-      const float* vg = v + static_cast<int64_t>(g) * hd;
+      const float* ktg = kt.data() + static_cast<size_t>(g) * hd * stride + first;
+      const float* vg = v + first * kv_stride + static_cast<int64_t>(g) * hd;
       float* og = out + i * q_stride + static_cast<int64_t>(g) * group * hd;
       switch (group) {
         case 1:
-          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
+          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
           break;
         case 2:
-          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
+          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
           break;
         case 3:
-          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
+          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
           break;
         case 4:
-          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores, og);
+          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
           break;
         default:  // larger groups: one head at a time
           for (int h = 0; h < group; ++h) {
-            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, i + 1, hd, scale, scores,
+            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores,
                            og + h * hd);
           }
       }
@@ -223,10 +228,10 @@ HWY_EXPORT(PrefillAttentionImpl);
 void prefill_attention(const PrefillShape& shape, const float* q, const float* k, const float* v,
                        float* out, int n_threads) {
   if (shape.n_tokens < 0 || shape.n_heads <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
-      shape.n_heads % shape.n_kv_heads != 0) {
-    throw Error(
-        fmt::format("prefill_attention: bad shape (tokens {}, heads {}, kv heads {}, head_dim {})",
-                    shape.n_tokens, shape.n_heads, shape.n_kv_heads, shape.head_dim));
+      shape.n_heads % shape.n_kv_heads != 0 || shape.window < 0) {
+    throw Error(fmt::format(
+        "prefill_attention: bad shape (tokens {}, heads {}, kv heads {}, head_dim {}, window {})",
+        shape.n_tokens, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.window));
   }
   HWY_DYNAMIC_DISPATCH(PrefillAttentionImpl)(shape, q, k, v, out, std::max(1, n_threads));
 }
