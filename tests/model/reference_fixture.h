@@ -46,7 +46,7 @@ inline void expect_tokenizer_matches(const LlamaModel& model, const nlohmann::js
 // 2·n_layers+1 residual updates is a sum of at most max(n_ff, n_embd) products
 // accumulated in f32 (γ_n ≈ n·ε), growing by the activations' size, which the
 // logits' RMS stands in for; sqrt(n) for the random-walk nature of rounding.
-inline double logit_tolerance(const LlamaConfig& c, const std::vector<double>& ref_row) {
+inline double logit_tolerance(const ModelDesc& c, const std::vector<double>& ref_row) {
   double ss = 0.0, max_abs = 0.0;
   for (double v : ref_row) {
     ss += v * v;

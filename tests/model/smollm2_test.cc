@@ -32,7 +32,7 @@ class SmolLM2 : public ::testing::Test {
 };
 
 TEST_F(SmolLM2, Config) {
-  const LlamaConfig& c = smollm2().config();
+  const ModelDesc& c = smollm2().config();
   EXPECT_EQ(c.n_layers, 30);
   EXPECT_EQ(c.n_embd, 576);
   EXPECT_EQ(c.n_heads, 9);

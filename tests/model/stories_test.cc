@@ -20,7 +20,7 @@ namespace {
 // Two f32 evaluations of the same sums in different orders: each of the
 // 2·n_layers+1 residual updates sums up to n_ff products (γ_n ≈ n·ε), relative
 // to the size of the logits.
-double reorder_tolerance(const LlamaConfig& c, const float* logits, int n) {
+double reorder_tolerance(const ModelDesc& c, const float* logits, int n) {
   double max_abs = 0.0;
   for (int j = 0; j < n; ++j)
     max_abs = std::max(max_abs, std::fabs(static_cast<double>(logits[j])));
@@ -33,7 +33,7 @@ const LlamaModel& stories() {
 }
 
 TEST(Stories260K, Config) {
-  const LlamaConfig& c = stories().config();
+  const ModelDesc& c = stories().config();
   EXPECT_EQ(c.n_layers, 5);
   EXPECT_EQ(c.n_embd, 64);
   EXPECT_EQ(c.n_heads, 8);

@@ -1,19 +1,29 @@
-// innerq/model/llama.cc — the Llama forward pass, top to bottom.
+// innerq/model/llama.cc — the forward pass, top to bottom, driven by the
+// model's description (arch.h); no step asks which architecture it runs.
 //
 // Per layer (x is the residual stream, [n_tokens, n_embd]):
+//   x  ×= embed_scale                      (once, after the embedding lookup)
 //   xb  = rmsnorm(x) · attn_norm
-//   q,k,v = xb·Wqᵀ, xb·Wkᵀ, xb·Wvᵀ; RoPE on q and k
-//   x  += attention(q, k, v)·Woᵀ          (prefill: f32 causal; decode: the cache)
+//   q,k,v = xb·Wqᵀ (+bq), xb·Wkᵀ (+bk), xb·Wvᵀ (+bv)
+//   q,k = rmsnorm per head · q_norm, k_norm   (qk_norm)
+//   RoPE on q and k with the layer's base; q ×= attn_scale·sqrt(head_dim)
+//   a   = attention(q, k, v)·Woᵀ           (prefill: f32 causal, windowed for
+//                                           sliding-window layers; decode: the cache)
+//   x  += post_norms ? rmsnorm(a) · post_attention_norm : a
 //   xb  = rmsnorm(x) · ffn_norm
-//   x  += (silu(xb·Wgateᵀ) ⊙ xb·Wupᵀ)·Wdownᵀ
+//   f   = (act(xb·Wgateᵀ) ⊙ xb·Wupᵀ)·Wdownᵀ   (act: silu or tanh-gelu)
+//   x  += post_norms ? rmsnorm(f) · post_ffw_norm : f
 // then logits = rmsnorm(x) · output_norm · Woutᵀ (Wout = token_embd when the
-// file has no output.weight).
+// file has no output.weight), soft-capped as c·tanh(logits/c) where the file
+// sets a final cap.
 #include "innerq/model/llama.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <numbers>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -22,8 +32,10 @@
 
 #include "innerq/attn/decode_attention.h"
 #include "innerq/attn/prefill_attention.h"
+#include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/base/parallel_errors.h"
+#include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::model {
 namespace {
@@ -43,9 +55,32 @@ void rmsnorm(const float* x, const float* w, int n, float eps, float* out) {
   for (int i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-// gate = silu(gate) ⊙ up
-void swiglu(float* gate, const float* up, size_t n) {
-  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+// Each of the n rows of x ([n, dim]) normalized in place.
+void rmsnorm_rows(float* x, const float* w, int n, int dim, float eps) {
+  for (int t = 0; t < n; ++t) {
+    float* row = x + static_cast<size_t>(t) * dim;
+    rmsnorm(row, w, dim, eps, row);
+  }
+}
+
+// gate = act(gate) ⊙ up
+void gated_activation(Activation act, float* gate, const float* up, size_t n) {
+  if (act == Activation::kSilu) {
+    for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    return;
+  }
+  const float c = std::sqrt(2.0f / std::numbers::pi_v<float>);
+  for (size_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.0f + std::tanh(c * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
+// Each row of x ([n, dim]) plus the bias b ([dim]).
+void add_bias(float* x, const float* b, int n, int dim) {
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < dim; ++i) x[static_cast<size_t>(t) * dim + i] += b[i];
+  }
 }
 
 void add_into(float* x, const float* y, size_t n) {
@@ -56,22 +91,13 @@ void add_into(float* x, const float* y, size_t n) {
 // Loading
 // ---------------------------------------------------------------------------
 
-// Largest count a config key may hold; every buffer it sizes also needs
-// tensors of that size in the file.
-constexpr int64_t kMaxCount = int64_t{1} << 24;
-
-// An integer config value in [lo, hi], checked as the type it is stored as.
-int config_int(const GgufFile& f, std::string_view key, int64_t lo, int64_t hi) {
-  return static_cast<int>(f.get_int(key, lo, hi));
-}
-
 // Hands out the tensors the model reads and remembers them, so that tensors
-// left over (blocks beyond llama.block_count, anything unknown) are refused
+// left over (blocks beyond <arch>.block_count, anything unknown) are refused
 // rather than silently ignored. F32 tensors are checked for NaN/Inf here:
-// in a quantized model they are only the small norm vectors.
+// in a quantized model they are only the small norm and bias vectors.
 class TensorLoader {
  public:
-  explicit TensorLoader(const GgufFile& f) : f_(f) {}
+  TensorLoader(const GgufFile& f, std::string arch) : f_(f), arch_(std::move(arch)) {}
 
   WeightMatrix matrix(const std::string& name, int64_t rows, int64_t cols) {
     const GgufTensor& t = take(name);
@@ -89,7 +115,8 @@ class TensorLoader {
     return w;
   }
 
-  const float* norm(const std::string& name, int n) {
+  // An F32 vector: a norm's weights, a bias, RoPE frequency factors.
+  const float* vector(const std::string& name, int n) {
     const GgufTensor& t = take(name);
     if (t.type != GgmlType::kF32 || t.ne.size() != 1 || t.ne[0] != n) {
       throw Error(f_.describe(fmt::format("tensor '{}' must be F32 [{}], got {} with {} elements",
@@ -108,11 +135,11 @@ class TensorLoader {
           std::from_chars(name.data() + 4, name.data() + name.size(), block).ec == std::errc() &&
           block >= static_cast<uint64_t>(n_layers)) {
         throw Error(
-            f_.describe(fmt::format("tensor '{}' belongs to block {}, but llama.block_count is {}",
-                                    name, block, n_layers)));
+            f_.describe(fmt::format("tensor '{}' belongs to block {}, but {}.block_count is {}",
+                                    name, block, arch_, n_layers)));
       }
       throw Error(f_.describe(fmt::format(
-          "tensor '{}' is not one a llama model reads (refused rather than ignored)", t.name)));
+          "tensor '{}' is not one a {} model reads (refused rather than ignored)", t.name, arch_)));
     }
   }
 
@@ -133,6 +160,7 @@ class TensorLoader {
   }
 
   const GgufFile& f_;
+  std::string arch_;
   std::set<std::string, std::less<>> used_;
 };
 
@@ -160,81 +188,68 @@ LlamaModel::LlamaModel(const std::string& path) : LlamaModel(std::make_unique<Gg
 LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
   if (file_ == nullptr) throw Error("LlamaModel: no GGUF file given");
   const GgufFile& f = *file_;
-  const std::string arch(f.get_string("general.architecture"));
-  if (arch != "llama") {
-    throw Error(f.describe(fmt::format("architecture '{}' is not supported (llama)", arch)));
-  }
-  LlamaConfig& c = config_;
-  c.n_layers = config_int(f, "llama.block_count", 1, kMaxCount);
-  c.n_embd = config_int(f, "llama.embedding_length", 1, kMaxCount);
-  c.n_heads = config_int(f, "llama.attention.head_count", 1, c.n_embd);
-  c.n_kv_heads =
-      static_cast<int>(f.get_int("llama.attention.head_count_kv", 1, c.n_heads, c.n_heads));
-  c.n_ff = config_int(f, "llama.feed_forward_length", 1, kMaxCount);
-  c.n_ctx_train = config_int(f, "llama.context_length", 1, kMaxCount);
-  if (c.n_embd % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0) {
-    throw Error(f.describe(fmt::format("embedding {} / heads {} / kv heads {} do not divide",
-                                       c.n_embd, c.n_heads, c.n_kv_heads)));
-  }
-  c.head_dim = c.n_embd / c.n_heads;
-  c.n_rot = static_cast<int>(f.get_int("llama.rope.dimension_count", 2, c.head_dim, c.head_dim));
-  if (c.n_rot % 2 != 0) {
-    throw Error(
-        f.describe(fmt::format("llama.rope.dimension_count {} must be even and at most head_dim {}",
-                               c.n_rot, c.head_dim)));
-  }
-  // Checked as read (a double beyond the float range would not convert):
-  // NaN or a base below 1 would otherwise surface as NaN keys in the cache.
-  const double base = f.get_float("llama.rope.freq_base", 10000.0);
-  if (!(base >= 1.0 && base <= std::numeric_limits<float>::max())) {
-    throw Error(f.describe(
-        fmt::format("llama.rope.freq_base = {} must be finite and at least 1 (RoPE frequencies "
-                    "base^(-2i/n_rot) then lie in (0, 1])",
-                    base)));
-  }
-  c.rope_base = static_cast<float>(base);
-  const double eps = f.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5);
-  if (!(eps > 0.0 && eps < 1.0) || static_cast<float>(eps) == 0.0f) {
-    throw Error(f.describe(fmt::format(
-        "llama.attention.layer_norm_rms_epsilon = {} must be in (0, 1) as an f32", eps)));
-  }
-  c.rms_eps = static_cast<float>(eps);
-  const std::string scaling = f.get_string("llama.rope.scaling.type", "none");
-  if (scaling != "none") {
-    throw Error(f.describe(fmt::format("RoPE scaling '{}' is not supported", scaling)));
-  }
-
+  config_ = read_model_desc(f);
+  ModelDesc& c = config_;
   tokenizer_ = std::make_unique<Tokenizer>(f);
   c.n_vocab = tokenizer_->n_vocab();
 
   const int q_dim = c.n_heads * c.head_dim;
   const int kv_dim = c.n_kv_heads * c.head_dim;
-  TensorLoader load(f);
+  TensorLoader load(f, c.arch);
   token_embd_ = load.matrix("token_embd.weight", c.n_vocab, c.n_embd);
-  output_norm_ = load.norm("output_norm.weight", c.n_embd);
+  output_norm_ = load.vector("output_norm.weight", c.n_embd);
   tied_output_ = f.find_tensor("output.weight") == nullptr;
   output_ = tied_output_ ? token_embd_ : load.matrix("output.weight", c.n_vocab, c.n_embd);
+
+  // Llama 3's RoPE scaling: the converter stores one factor per frequency
+  // (θ_i is divided by it) as rope_freqs.weight; every layer uses them.
+  std::vector<double> freq_factors(static_cast<size_t>(c.n_rot / 2), 1.0);
+  if (f.find_tensor("rope_freqs.weight") != nullptr) {
+    const float* factors = load.vector("rope_freqs.weight", c.n_rot / 2);
+    for (int i = 0; i < c.n_rot / 2; ++i) {
+      if (!(factors[i] > 0.0f)) {
+        throw Error(f.describe(fmt::format(
+            "tensor 'rope_freqs.weight' element {} is {}; RoPE frequency factors must be positive",
+            i, factors[i])));
+      }
+      freq_factors[static_cast<size_t>(i)] = factors[i];
+    }
+  }
+
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
-    layers_.push_back(Layer{
-        load.norm(p + "attn_norm.weight", c.n_embd),
-        load.matrix(p + "attn_q.weight", q_dim, c.n_embd),
-        load.matrix(p + "attn_k.weight", kv_dim, c.n_embd),
-        load.matrix(p + "attn_v.weight", kv_dim, c.n_embd),
-        load.matrix(p + "attn_output.weight", c.n_embd, q_dim),
-        load.norm(p + "ffn_norm.weight", c.n_embd),
-        load.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd),
-        load.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd),
-        load.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff),
-    });
+    Layer L;
+    L.attn_norm = load.vector(p + "attn_norm.weight", c.n_embd);
+    L.wq = load.matrix(p + "attn_q.weight", q_dim, c.n_embd);
+    L.wk = load.matrix(p + "attn_k.weight", kv_dim, c.n_embd);
+    L.wv = load.matrix(p + "attn_v.weight", kv_dim, c.n_embd);
+    L.wo = load.matrix(p + "attn_output.weight", c.n_embd, q_dim);
+    if (c.qkv_bias) {
+      L.bq = load.vector(p + "attn_q.bias", q_dim);
+      L.bk = load.vector(p + "attn_k.bias", kv_dim);
+      L.bv = load.vector(p + "attn_v.bias", kv_dim);
+    }
+    if (c.qk_norm) {
+      L.q_norm = load.vector(p + "attn_q_norm.weight", c.head_dim);
+      L.k_norm = load.vector(p + "attn_k_norm.weight", c.head_dim);
+    }
+    L.ffn_norm = load.vector(p + "ffn_norm.weight", c.n_embd);
+    L.w_gate = load.matrix(p + "ffn_gate.weight", c.n_ff, c.n_embd);
+    L.w_up = load.matrix(p + "ffn_up.weight", c.n_ff, c.n_embd);
+    L.w_down = load.matrix(p + "ffn_down.weight", c.n_embd, c.n_ff);
+    if (c.post_norms) {
+      L.post_attn_norm = load.vector(p + "post_attention_norm.weight", c.n_embd);
+      L.post_ffn_norm = load.vector(p + "post_ffw_norm.weight", c.n_embd);
+    }
+    // θ_i = pos · scale · base^(−2i / n_rot) / factor_i
+    const double base = c.layers[static_cast<size_t>(l)].rope_base;
+    for (int i = 0; i < c.n_rot / 2; ++i) {
+      L.inv_freq.push_back(static_cast<float>(c.rope_scale * std::pow(base, -2.0 * i / c.n_rot) /
+                                              freq_factors[static_cast<size_t>(i)]));
+    }
+    layers_.push_back(std::move(L));
   }
   load.refuse_unused(c.n_layers);
-
-  // θ_i = pos · base^(−2i / n_rot)
-  for (int i = 0; i < c.n_rot / 2; ++i) {
-    inv_freq_.push_back(
-        static_cast<float>(std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.n_rot)));
-  }
 }
 
 int64_t LlamaModel::n_params() const {
@@ -244,7 +259,27 @@ int64_t LlamaModel::n_params() const {
 }
 
 kv::CacheShape LlamaModel::cache_shape(int max_tokens) const {
-  return kv::CacheShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, max_tokens};
+  return kv::CacheShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, max_tokens,
+                        config_.windows()};
+}
+
+void LlamaModel::check_caches(std::span<kv::KvCache* const> caches) const {
+  const kv::CacheShape want = cache_shape(1);
+  for (size_t b = 0; b < caches.size(); ++b) {
+    const kv::CacheShape& got = caches[b]->shape();
+    if (got.n_layers != want.n_layers || got.n_kv_heads != want.n_kv_heads ||
+        got.head_dim != want.head_dim || got.windows != want.windows) {
+      const auto windowed = [](const kv::CacheShape& shape) {
+        return std::count_if(shape.windows.begin(), shape.windows.end(),
+                             [](int w) { return w > 0; });
+      };
+      throw Error(fmt::format(
+          "cache {}: {} layers, {} kv heads, head_dim {}, {} sliding-window layers do not match "
+          "the model's {}, {}, {}, {}; build it from the model's cache_shape()",
+          b, got.n_layers, got.n_kv_heads, got.head_dim, windowed(got), want.n_layers,
+          want.n_kv_heads, want.head_dim, windowed(want)));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -258,25 +293,34 @@ void LlamaModel::embed(std::span<const int> tokens, float* x) const {
     if (id < 0 || id >= config_.n_vocab) {
       throw Error(fmt::format("token id {} is outside the vocabulary of {}", id, config_.n_vocab));
     }
-    dequantize_row(token_embd_, id, x + t * static_cast<size_t>(config_.n_embd));
+    float* row = x + t * static_cast<size_t>(config_.n_embd);
+    dequantize_row(token_embd_, id, row);
+    if (config_.embed_scale != 1.0f) {
+      for (int i = 0; i < config_.n_embd; ++i) row[i] *= config_.embed_scale;
+    }
   }
 }
 
-// v: [n_heads, head_dim] at position pos. Adjacent pairs (v[2i], v[2i+1]) of
-// the first n_rot dims rotate by pos·θ_i (ggml's NORM RoPE; the GGUF
-// converter permutes HF's Q/K rows so that this matches HF's half-split RoPE).
-void LlamaModel::rope(float* v, int n_heads, int pos) const {
+// v: [n_heads, head_dim] at position pos. Pairs of the first n_rot dims
+// rotate by pos·θ_i: adjacent ones (v[2i], v[2i+1]) in ggml's NORM RoPE (the
+// GGUF converter permutes HF Llama's Q/K rows so that this matches HF's
+// half-split RoPE), (v[i], v[i + n_rot/2]) in NEOX (Qwen, Gemma).
+void LlamaModel::rope(const Layer& L, float* v, int n_heads, int pos) const {
   const int hd = config_.head_dim;
-  for (int i = 0; i < config_.n_rot / 2; ++i) {
-    const float angle = static_cast<float>(pos) * inv_freq_[static_cast<size_t>(i)];
+  const int half = config_.n_rot / 2;
+  const bool adjacent = config_.rope_style == RopeStyle::kAdjacentPairs;
+  for (int i = 0; i < half; ++i) {
+    const float angle = static_cast<float>(pos) * L.inv_freq[static_cast<size_t>(i)];
     const float cs = std::cos(angle);
     const float sn = std::sin(angle);
+    const int i0 = adjacent ? 2 * i : i;
+    const int i1 = adjacent ? 2 * i + 1 : i + half;
     for (int h = 0; h < n_heads; ++h) {
-      float* p = v + h * hd + 2 * i;
-      const float a = p[0];
-      const float b = p[1];
-      p[0] = a * cs - b * sn;
-      p[1] = a * sn + b * cs;
+      float* p = v + h * hd;
+      const float a = p[i0];
+      const float b = p[i1];
+      p[i0] = a * cs - b * sn;
+      p[i1] = a * sn + b * cs;
     }
   }
 }
@@ -297,6 +341,11 @@ void LlamaModel::output_logits(float* x, int n, float* logits, int n_threads) co
           fmt::format("non-finite logits (row {} of the {} in this call, vocabulary entry {}): {}",
                       i / vocab, n, i % vocab, non_finite_cause())));
     }
+  }
+  // After the check: the cap would turn an overflow to ±Inf into ±c.
+  if (config_.final_softcap > 0.0f) {
+    const float cap = config_.final_softcap;
+    for (size_t i = 0; i < total; ++i) logits[i] = cap * std::tanh(logits[i] / cap);
   }
 }
 
@@ -339,14 +388,95 @@ void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& s
 }  // namespace
 
 // ---------------------------------------------------------------------------
+// One layer's steps, shared by prefill and decode
+// ---------------------------------------------------------------------------
+
+// Activations of n rows (tokens of a prompt, or sequences of a batch).
+struct LlamaModel::Scratch {
+  Scratch(const ModelDesc& c, int n)
+      : xb(static_cast<size_t>(n) * c.n_embd),
+        q(static_cast<size_t>(n) * c.n_heads * c.head_dim),
+        k(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim),
+        v(k.size()),
+        att(q.size()),
+        gate(static_cast<size_t>(n) * c.n_ff),
+        up(gate.size()) {}
+
+  std::vector<float> xb;    // [n, n_embd]
+  std::vector<float> q;     // [n, n_heads, head_dim]
+  std::vector<float> k;     // [n, n_kv_heads, head_dim]
+  std::vector<float> v;     // [n, n_kv_heads, head_dim]
+  std::vector<float> att;   // [n, n_heads, head_dim]
+  std::vector<float> gate;  // [n, n_ff]
+  std::vector<float> up;    // [n, n_ff]
+};
+
+void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<const int> pos,
+                                  Scratch& s, int n_threads) const {
+  const ModelDesc& c = config_;
+  const int n = static_cast<int>(pos.size());
+  const int q_dim = c.n_heads * c.head_dim;
+  const int kv_dim = c.n_kv_heads * c.head_dim;
+  for (int t = 0; t < n; ++t) {
+    const size_t row = static_cast<size_t>(t) * c.n_embd;
+    rmsnorm(x + row, L.attn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
+  }
+  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads);
+  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads);
+  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads);
+  if (L.bq != nullptr) {
+    add_bias(s.q.data(), L.bq, n, q_dim);
+    add_bias(s.k.data(), L.bk, n, kv_dim);
+    add_bias(s.v.data(), L.bv, n, kv_dim);
+  }
+  if (L.q_norm != nullptr) {  // per head: [n·heads, head_dim] rows
+    rmsnorm_rows(s.q.data(), L.q_norm, n * c.n_heads, c.head_dim, c.rms_eps);
+    rmsnorm_rows(s.k.data(), L.k_norm, n * c.n_kv_heads, c.head_dim, c.rms_eps);
+  }
+  // Attention divides scores by sqrt(head_dim); q carries the rest.
+  const float q_scale = c.attn_scale * std::sqrt(static_cast<float>(c.head_dim));
+  for (int t = 0; t < n; ++t) {
+    float* qt = &s.q[static_cast<size_t>(t) * q_dim];
+    rope(L, qt, c.n_heads, pos[static_cast<size_t>(t)]);
+    rope(L, &s.k[static_cast<size_t>(t) * kv_dim], c.n_kv_heads, pos[static_cast<size_t>(t)]);
+    if (q_scale != 1.0f) {
+      for (int i = 0; i < q_dim; ++i) qt[i] *= q_scale;
+    }
+  }
+}
+
+void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Scratch& s,
+                                          int n_threads) const {
+  const ModelDesc& c = config_;
+  const size_t xn = static_cast<size_t>(n) * c.n_embd;
+  matmul(L.wo, s.att.data(), n, s.xb.data(), n_threads);
+  if (L.post_attn_norm != nullptr)
+    rmsnorm_rows(s.xb.data(), L.post_attn_norm, n, c.n_embd, c.rms_eps);
+  add_into(x, s.xb.data(), xn);
+
+  for (int t = 0; t < n; ++t) {
+    const size_t row = static_cast<size_t>(t) * c.n_embd;
+    rmsnorm(x + row, L.ffn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
+  }
+  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads);
+  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads);
+  gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff);
+  matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads);
+  if (L.post_ffn_norm != nullptr)
+    rmsnorm_rows(s.xb.data(), L.post_ffn_norm, n, c.n_embd, c.rms_eps);
+  add_into(x, s.xb.data(), xn);
+}
+
+// ---------------------------------------------------------------------------
 // Prefill: the whole prompt at once
 // ---------------------------------------------------------------------------
 
 void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
                          bool all_logits, std::vector<float>& logits, int n_threads) const {
-  const LlamaConfig& c = config_;
+  const ModelDesc& c = config_;
   const int n = static_cast<int>(tokens.size());
   if (n == 0) throw Error("prefill: empty prompt");
+  check_caches(caches);
   for (const kv::KvCache* cache : caches) {
     cache->require_usable();
     if (cache->n_tokens() != 0)
@@ -357,46 +487,21 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
     }
   }
   const size_t d = static_cast<size_t>(c.n_embd);
-  const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
-  const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   const size_t nn = static_cast<size_t>(n);
+  std::vector<int> pos(nn);
+  for (int t = 0; t < n; ++t) pos[static_cast<size_t>(t)] = t;
 
-  std::vector<float> x(nn * d);          // [n, n_embd] residual stream
-  std::vector<float> xb(nn * d);         // [n, n_embd]
-  std::vector<float> q(nn * q_dim);      // [n, n_heads, head_dim]
-  std::vector<float> k(nn * kv_dim);     // [n, n_kv_heads, head_dim]
-  std::vector<float> v(nn * kv_dim);     // [n, n_kv_heads, head_dim]
-  std::vector<float> att(nn * q_dim);    // [n, n_heads, head_dim]
-  std::vector<float> gate(nn * c.n_ff);  // [n, n_ff]
-  std::vector<float> up(nn * c.n_ff);    // [n, n_ff]
-
+  std::vector<float> x(nn * d);  // [n, n_embd] residual stream
+  Scratch s(c, n);
   embed(tokens, x.data());
   for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
-
-    // ---- attention ----
-    for (size_t t = 0; t < nn; ++t)
-      rmsnorm(&x[t * d], L.attn_norm, c.n_embd, c.rms_eps, &xb[t * d]);
-    matmul(L.wq, xb.data(), n, q.data(), n_threads);
-    matmul(L.wk, xb.data(), n, k.data(), n_threads);
-    matmul(L.wv, xb.data(), n, v.data(), n_threads);
-    for (int t = 0; t < n; ++t) {
-      rope(&q[t * q_dim], c.n_heads, t);
-      rope(&k[t * kv_dim], c.n_kv_heads, t);
-    }
-    attn::prefill_attention({n, c.n_heads, c.n_kv_heads, c.head_dim}, q.data(), k.data(), v.data(),
-                            att.data(), n_threads);
-    for (kv::KvCache* cache : caches) cache->append(l, k.data(), v.data(), n);
-    matmul(L.wo, att.data(), n, xb.data(), n_threads);
-    add_into(x.data(), xb.data(), x.size());
-
-    // ---- feed-forward (SwiGLU) ----
-    for (size_t t = 0; t < nn; ++t) rmsnorm(&x[t * d], L.ffn_norm, c.n_embd, c.rms_eps, &xb[t * d]);
-    matmul(L.w_gate, xb.data(), n, gate.data(), n_threads);
-    matmul(L.w_up, xb.data(), n, up.data(), n_threads);
-    swiglu(gate.data(), up.data(), gate.size());
-    matmul(L.w_down, gate.data(), n, xb.data(), n_threads);
-    add_into(x.data(), xb.data(), x.size());
+    attention_inputs(L, x.data(), pos, s, n_threads);
+    const attn::PrefillShape shape{n, c.n_heads, c.n_kv_heads, c.head_dim,
+                                   c.layers[static_cast<size_t>(l)].window};
+    attn::prefill_attention(shape, s.q.data(), s.k.data(), s.v.data(), s.att.data(), n_threads);
+    for (kv::KvCache* cache : caches) cache->append(l, s.k.data(), s.v.data(), n);
+    attention_output_and_ffn(L, x.data(), n, s, n_threads);
   });
 
   // ---- output head ----
@@ -415,11 +520,12 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
 
 void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
                         std::vector<float>& logits, int n_threads) const {
-  const LlamaConfig& c = config_;
+  const ModelDesc& c = config_;
   const int batch = static_cast<int>(tokens.size());
   if (batch == 0 || caches.size() != tokens.size()) {
     throw Error("decode: need one cache per token and at least one token");
   }
+  check_caches(caches);
   const size_t d = static_cast<size_t>(c.n_embd);
   const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
   const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
@@ -442,25 +548,15 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     }
   }
 
-  std::vector<float> x(nb * d);          // [B, n_embd]
-  std::vector<float> xb(nb * d);         // [B, n_embd]
-  std::vector<float> q(nb * q_dim);      // [B, n_heads, head_dim]
-  std::vector<float> k(nb * kv_dim);     // [B, n_kv_heads, head_dim]
-  std::vector<float> v(nb * kv_dim);     // [B, n_kv_heads, head_dim]
-  std::vector<float> att(nb * q_dim);    // [B, n_heads, head_dim]
-  std::vector<float> gate(nb * c.n_ff);  // [B, n_ff]
-  std::vector<float> up(nb * c.n_ff);    // [B, n_ff]
-
+  std::vector<float> x(nb * d);  // [B, n_embd] residual stream
+  Scratch s(c, batch);
   embed(tokens, x.data());
   for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
+    const bool windowed = c.layers[static_cast<size_t>(l)].window > 0;
+    attention_inputs(L, x.data(), pos, s, n_threads);
 
     // ---- attention through the cache ----
-    for (size_t b = 0; b < nb; ++b)
-      rmsnorm(&x[b * d], L.attn_norm, c.n_embd, c.rms_eps, &xb[b * d]);
-    matmul(L.wq, xb.data(), batch, q.data(), n_threads);
-    matmul(L.wk, xb.data(), batch, k.data(), n_threads);
-    matmul(L.wv, xb.data(), batch, v.data(), n_threads);
     // Several sequences: one thread per sequence (each cache is its own
     // object). One sequence: decode attention splits its cache over the
     // threads, unless the cache is too short to be worth waking them. The
@@ -471,19 +567,23 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     // the parallel region (no exception may cross one): a bad row refuses
     // the layer for the whole batch.
     for (size_t b = 0; b < nb; ++b) {
-      rope(&q[b * q_dim], c.n_heads, pos[b]);
-      rope(&k[b * kv_dim], c.n_kv_heads, pos[b]);
       try {
-        caches[b]->check_append(l, &k[b * kv_dim], &v[b * kv_dim], 1);
+        caches[b]->check_append(l, &s.k[b * kv_dim], &s.v[b * kv_dim], 1);
       } catch (const Error& e) {
         throw Error(fmt::format("decode: sequence {}, layer {}: {}", b, l, e.what()));
       }
     }
     const auto attend = [&](int b, int attn_threads) {
       const size_t bb = static_cast<size_t>(b);
-      caches[bb]->append(l, &k[bb * kv_dim], &v[bb * kv_dim], 1);
-      attn::decode_attention(caches[bb]->layer(l), &q[bb * q_dim], c.n_heads, &att[bb * q_dim],
-                             attn::DecodeOptions{attn_threads});
+      caches[bb]->append(l, &s.k[bb * kv_dim], &s.v[bb * kv_dim], 1);
+      const kv::LayerCache& layer = caches[bb]->layer(l);
+      if (windowed) {  // check_caches: the cache's layer l is a window ring
+        attn::window_attention(static_cast<const kv::WindowLayerCache&>(layer), &s.q[bb * q_dim],
+                               c.n_heads, &s.att[bb * q_dim]);
+      } else {
+        attn::decode_attention(layer, &s.q[bb * q_dim], c.n_heads, &s.att[bb * q_dim],
+                               attn::DecodeOptions{attn_threads});
+      }
     };
     if (batch == 1) {
       const bool long_cache =
@@ -496,16 +596,7 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
       for (int b = 0; b < batch; ++b) errors.run([&] { attend(b, 1); });
       errors.rethrow();
     }
-    matmul(L.wo, att.data(), batch, xb.data(), n_threads);
-    add_into(x.data(), xb.data(), x.size());
-
-    // ---- feed-forward (SwiGLU) ----
-    for (size_t b = 0; b < nb; ++b) rmsnorm(&x[b * d], L.ffn_norm, c.n_embd, c.rms_eps, &xb[b * d]);
-    matmul(L.w_gate, xb.data(), batch, gate.data(), n_threads);
-    matmul(L.w_up, xb.data(), batch, up.data(), n_threads);
-    swiglu(gate.data(), up.data(), gate.size());
-    matmul(L.w_down, gate.data(), batch, xb.data(), n_threads);
-    add_into(x.data(), xb.data(), x.size());
+    attention_output_and_ffn(L, x.data(), batch, s, n_threads);
   });
 
   // ---- output head ----

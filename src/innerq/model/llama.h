@@ -1,11 +1,14 @@
-// innerq/model/llama.h — a Llama-family model loaded from GGUF, running its
-// attention through innerq KV caches.
+// innerq/model/llama.h — a Llama-family model loaded from GGUF (llama, qwen2,
+// qwen3, gemma3; model/arch.h), running its attention through innerq KV
+// caches.
 //
 // Prefill runs the prompt in one batch with full-precision causal attention
 // and appends its post-RoPE K/V to the caches (the same K/V to each, so one
 // prefill can feed several cache configurations). Decode runs one token per
 // sequence, several sequences at once (each with its own cache), and reads
-// past tokens only through attn::decode_attention over the cache.
+// past tokens only through the cache: attn::decode_attention for global
+// layers, attn::window_attention for sliding-window layers, whose caches keep
+// only their window (cache_shape() says which layers those are).
 #pragma once
 
 #include <cstdint>
@@ -15,25 +18,12 @@
 #include <vector>
 
 #include "innerq/kv/kv_cache.h"
+#include "innerq/model/arch.h"
 #include "innerq/model/gguf.h"
 #include "innerq/model/tokenizer.h"
 #include "innerq/model/weights.h"
 
 namespace innerq::model {
-
-struct LlamaConfig {
-  int n_layers = 0;
-  int n_embd = 0;
-  int n_heads = 0;
-  int n_kv_heads = 0;
-  int head_dim = 0;
-  int n_ff = 0;
-  int n_vocab = 0;
-  int n_ctx_train = 0;
-  int n_rot = 0;  // leading dimensions of each head that RoPE rotates
-  float rope_base = 10000.0f;
-  float rms_eps = 1e-5f;
-};
 
 class LlamaModel {
  public:
@@ -46,11 +36,14 @@ class LlamaModel {
   explicit LlamaModel(std::unique_ptr<GgufFile> file);
 
   const GgufFile& file() const { return *file_; }
-  const LlamaConfig& config() const { return config_; }
+  const ModelDesc& config() const { return config_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   bool tied_output() const { return tied_output_; }
   int64_t n_params() const;
 
+  // The shape of this model's caches, with its sliding-window layers. Every
+  // cache given to prefill() or decode() must have this shape (but for
+  // max_tokens).
   kv::CacheShape cache_shape(int max_tokens) const;
 
   // tokens: [n] at positions 0..n-1; every cache must be empty and receives
@@ -66,14 +59,32 @@ class LlamaModel {
 
  private:
   struct Layer {
-    const float* attn_norm;  // [n_embd]
-    WeightMatrix wq, wk, wv, wo;
-    const float* ffn_norm;  // [n_embd]
-    WeightMatrix w_gate, w_up, w_down;
+    const float* attn_norm;                 // [n_embd]
+    WeightMatrix wq, wk, wv, wo;            // [q_dim | kv_dim | kv_dim, n_embd], [n_embd, q_dim]
+    const float* bq = nullptr;              // [q_dim]   qkv_bias
+    const float* bk = nullptr;              // [kv_dim]  qkv_bias
+    const float* bv = nullptr;              // [kv_dim]  qkv_bias
+    const float* q_norm = nullptr;          // [head_dim] qk_norm
+    const float* k_norm = nullptr;          // [head_dim] qk_norm
+    const float* post_attn_norm = nullptr;  // [n_embd] post_norms
+    const float* ffn_norm;                  // [n_embd]
+    WeightMatrix w_gate, w_up, w_down;      // [n_ff, n_embd] x2, [n_embd, n_ff]
+    const float* post_ffn_norm = nullptr;   // [n_embd] post_norms
+    std::vector<float> inv_freq;            // [n_rot / 2] RoPE frequencies of this layer
   };
+  struct Scratch;
 
+  void check_caches(std::span<kv::KvCache* const> caches) const;
+  // The attention inputs of n rows of x ([n, n_embd]) at positions pos:
+  // norm, projections, biases, q/k norms, RoPE; q also scaled so that the
+  // attention's 1/sqrt(head_dim) gives attn_scale.
+  void attention_inputs(const Layer& L, const float* x, std::span<const int> pos, Scratch& s,
+                        int n_threads) const;
+  // x += the attention output att (after Wo and the post-attention norm),
+  // then x += the FFN of x.
+  void attention_output_and_ffn(const Layer& L, float* x, int n, Scratch& s, int n_threads) const;
   void embed(std::span<const int> tokens, float* x) const;
-  void rope(float* v, int n_heads, int pos) const;
+  void rope(const Layer& L, float* v, int n_heads, int pos) const;
   // x: [n, n_embd] in; logits: [n, n_vocab] out (x is normalized in place).
   // Throws innerq::Error naming the file if any logit is NaN or Inf.
   void output_logits(float* x, int n, float* logits, int n_threads) const;
@@ -83,13 +94,12 @@ class LlamaModel {
 
   std::unique_ptr<GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  LlamaConfig config_;
+  ModelDesc config_;
   WeightMatrix token_embd_;
   const float* output_norm_ = nullptr;
   WeightMatrix output_;
   bool tied_output_ = false;
   std::vector<Layer> layers_;
-  std::vector<float> inv_freq_;  // [n_rot / 2] RoPE frequencies
 };
 
 }  // namespace innerq::model

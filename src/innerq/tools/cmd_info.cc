@@ -60,7 +60,7 @@ std::vector<kv::MemoryUsage> cache_memory(const model::LlamaModel& m, const kv::
 // The same facts as the text output, as one JSON object.
 void print_info_json(const model::LlamaModel& m, const std::string& path,
                      const std::vector<kv::CacheSpec>& specs, int ctx) {
-  const model::LlamaConfig& c = m.config();
+  const model::ModelDesc& c = m.config();
   nlohmann::json j;
   j["file"] = path;
   j["architecture"] = m.file().get_string("general.architecture");
@@ -110,7 +110,7 @@ void run_info(const InfoOptions& o) {
   const std::string path = model::resolve_model_path(o.model);
   const model::LlamaModel m(path);
   const model::GgufFile& f = m.file();
-  const model::LlamaConfig& c = m.config();
+  const model::ModelDesc& c = m.config();
   const int ctx = o.ctx > 0 ? o.ctx : std::clamp(c.n_ctx_train, 1, kMaxContextTokens);
 
   if (o.json) {
