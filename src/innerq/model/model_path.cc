@@ -2,6 +2,7 @@
 #include "innerq/model/model_path.h"
 
 #include <filesystem>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -28,11 +29,15 @@ fs::path repo_root() {
 
 std::string resolve_model_path(const std::string& name) {
   std::error_code ec;
-  if (name == "smollm2") {
-    const fs::path p = repo_root() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  // The models scripts/fetch-model.sh puts in models/.
+  for (const auto& [short_name, file] :
+       {std::pair<const char*, const char*>{"smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        std::pair<const char*, const char*>{"gemma3-270m", "gemma-3-270m-q4_k_m.gguf"}}) {
+    if (name != short_name) continue;
+    const fs::path p = repo_root() / "models" / file;
     if (!fs::exists(p, ec)) {
-      throw Error(fmt::format("model smollm2 not found at {}; run scripts/fetch-model.sh first",
-                              p.string()));
+      throw Error(fmt::format("model {} not found at {}; run scripts/fetch-model.sh {} first", name,
+                              p.string(), name));
     }
     return p.string();
   }

@@ -149,7 +149,8 @@ void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd =
       app.add_subcommand("generate", "Generate text from a GGUF model on a KV-cache config");
-  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+  cmd->add_option("-m,--model", o->model,
+                  "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   CLI::Option* prompt = cmd->add_option("-p,--prompt", o->prompt, "prompt text");
   CLI::Option* file = cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");

@@ -179,7 +179,8 @@ void run_info(const InfoOptions& o) {
 void add_info_command(CLI::App& app) {
   auto o = std::make_shared<InfoOptions>();
   CLI::App* cmd = app.add_subcommand("info", "Describe a GGUF model and its KV cache memory");
-  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+  cmd->add_option("-m,--model", o->model,
+                  "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   cmd->add_option("--kv", o->kv, "comma-separated cache specs to size")->capture_default_str();
   cmd->add_option("-c,--ctx", o->ctx, "context length (0 = the model's training context)")

@@ -341,7 +341,8 @@ void add_passkey_command(CLI::App& app) {
   auto o = std::make_shared<PasskeyOptions>();
   CLI::App* cmd = app.add_subcommand(
       "passkey", "Passkey retrieval through KV-cache configs (f16 always runs as the reference)");
-  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+  cmd->add_option("-m,--model", o->model,
+                  "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   cmd->add_option("-f,--file", o->file, "filler text file")->capture_default_str();
   cmd->add_option("--kv", o->kv, "comma-separated cache specs; f16 always runs as the reference")

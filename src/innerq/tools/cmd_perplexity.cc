@@ -107,7 +107,8 @@ void add_perplexity_command(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* cmd = app.add_subcommand(
       "perplexity", "Perplexity, KL divergence vs f16 and top-1 agreement of KV-cache configs");
-  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+  cmd->add_option("-m,--model", o->model,
+                  "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   cmd->add_option("-f,--file", o->file, "text file")->required();
   cmd->add_option("--kv", o->kv, "comma-separated cache specs; f16 always runs as the base")

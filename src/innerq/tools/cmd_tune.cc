@@ -277,7 +277,8 @@ void add_tune_command(CLI::App& app) {
       "tune",
       "Find per-layer K/V bit widths for a byte budget on calibration text (writes a layers "
       "file for --kv innerq:layers=FILE)");
-  cmd->add_option("-m,--model", o->model, "smollm2, stories260K, or a path to a GGUF file")
+  cmd->add_option("-m,--model", o->model,
+                  "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   cmd->add_option("-f,--file", o->file,
                   "calibration text (e.g. wikitext2/valid.txt; never the test split)")
