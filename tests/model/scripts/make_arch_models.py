@@ -107,10 +107,10 @@ def write_matrix(rng, writer, name, rows, cols, qtype, weights, transform=None):
     weights[name] = transform[1](values) if transform is not None else values
 
 
-def write_vector(writer, name, values, weights, stored=None):
-    """An F32 vector; weights[name] keeps `values` (float64 of the f32)."""
+def write_vector(writer, name, values, weights):
+    """An F32 vector; weights[name] keeps its values in float64."""
     v = np.asarray(values, dtype=np.float32)
-    writer.add_tensor(name, v if stored is None else np.asarray(stored, dtype=np.float32))
+    writer.add_tensor(name, v)
     weights[name] = v.astype(np.float64)
 
 
@@ -158,17 +158,31 @@ def llama3_inv_freq(base, hd, factor, low, high, old_ctx):
 
 
 def gelu_tanh(x):
-    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
 def forward(cfg, w, tokens, f16_window_kv=False):
     """Logits [n, vocab]. f16_window_kv rounds the K/V of windowed layers to
     float16 after RoPE (innerq's window caches)."""
+    return output_head(cfg, w.get("output.weight", w["token_embd.weight"]),
+                       hidden_states(cfg, w, tokens, f16_window_kv))
+
+
+def output_head(cfg, out_w, x):
+    """Logits [n, rows of out_w] of final hidden states x."""
+    logits = x @ out_w.T
+    if cfg.get("softcap"):
+        logits = cfg["softcap"] * np.tanh(logits / cfg["softcap"])
+    return logits
+
+
+def hidden_states(cfg, w, tokens, f16_window_kv=False):
+    """The final normalized hidden states [n, n_embd]."""
     n = len(tokens)
     hd, nh, nkv, eps = cfg["head_dim"], cfg["n_heads"], cfg["n_kv"], cfg["eps"]
     gemma = cfg["arch"] == "gemma3"
     pos = np.arange(n, dtype=np.float64)
-    x = w["token_embd.weight"][tokens].copy()
+    x = np.array(w["token_embd.weight"][tokens], dtype=np.float64)
     if gemma:
         x *= math.sqrt(cfg["n_embd"])
     for l in range(cfg["n_layers"]):
@@ -209,11 +223,7 @@ def forward(cfg, w, tokens, f16_window_kv=False):
         if gemma:
             f = rms_norm(f, w[p + "post_ffw_norm.weight"], eps)
         x = x + f
-    x = rms_norm(x, w["output_norm.weight"], eps)
-    logits = x @ w.get("output.weight", w["token_embd.weight"]).T
-    if cfg.get("softcap"):
-        logits = cfg["softcap"] * np.tanh(logits / cfg["softcap"])
-    return logits
+    return rms_norm(x, w["output_norm.weight"], eps)
 
 
 # ---------------------------------------------------------------------------
@@ -300,11 +310,9 @@ def build(case, out_dir, rng):
     gemma = arch == "gemma3"
 
     def norm(name, size):
-        if gemma:  # HF keeps w, the converter stores 1 + w; HF computes x̂·(1 + w)
-            hf = 0.2 * rng.standard_normal(size)
-            write_vector(wr, name, 1.0 + hf.astype(np.float32), w, stored=1.0 + hf.astype(np.float32))
-        else:
-            write_vector(wr, name, 1.0 + 0.2 * rng.standard_normal(size), w)
+        # Gemma's HF norms keep w and compute x̂·(1 + w); its converter stores
+        # 1 + w, which is what is written here and multiplied in forward().
+        write_vector(wr, name, 1.0 + 0.2 * rng.standard_normal(size), w)
 
     norm("output_norm.weight", n_embd)
     if not case["tied"]:
