@@ -41,6 +41,11 @@ class GgufWriter {
     for (const std::string& s : items) append(b, str(s));
     return set(key, GgufType::kArray, b);
   }
+  GgufWriter& set_bools(const std::string& key, const std::vector<bool>& items) {
+    std::vector<uint8_t> b = array_head(GgufType::kBool, items.size());
+    for (bool v : items) b.push_back(v ? 1 : 0);
+    return set(key, GgufType::kArray, b);
+  }
   GgufWriter& set_f32s(const std::string& key, const std::vector<float>& items) {
     std::vector<uint8_t> b = array_head(GgufType::kF32, items.size());
     for (float v : items) append(b, le(v));
@@ -180,6 +185,9 @@ struct TinyLlama {
   int n_vocab = 16;
   bool q8_0 = false;  // matrices in Q8_0 (n_embd and n_ff multiples of 32), else F32
   bool tied = false;  // no output.weight: the output head reuses token_embd
+  // general.architecture and the prefix of its keys; the tensors stay those
+  // of llama (other architectures then miss theirs).
+  std::string arch = "llama";
 };
 
 // F32 values in [-0.5, 0.5) from a fixed seed.
@@ -217,15 +225,16 @@ inline std::vector<uint8_t> q8_0_bytes(const std::vector<float>& v) {
 
 inline GgufWriter tiny_llama(const TinyLlama& m = {}) {
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
-  w.set_u32("llama.block_count", static_cast<uint32_t>(m.n_layers));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(m.n_embd));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(m.n_heads));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(m.n_kv_heads));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(m.n_ff));
-  w.set_u32("llama.context_length", 64);
-  w.set_f32("llama.rope.freq_base", 10000.0f);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  const std::string a = m.arch + ".";
+  w.set_string("general.architecture", m.arch);
+  w.set_u32(a + "block_count", static_cast<uint32_t>(m.n_layers));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(m.n_embd));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(m.n_heads));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(m.n_kv_heads));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(m.n_ff));
+  w.set_u32(a + "context_length", 64);
+  w.set_f32(a + "rope.freq_base", 10000.0f);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   w.set_string("tokenizer.ggml.model", "gpt2");
   std::vector<std::string> tokens;
   for (int i = 0; i < m.n_vocab; ++i) tokens.push_back(std::string(1, static_cast<char>('a' + i)));

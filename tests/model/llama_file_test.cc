@@ -21,6 +21,7 @@
 namespace innerq::model {
 namespace {
 
+using testing::f32_bytes;
 using testing::GgufWriter;
 using testing::tiny_llama;
 using testing::TinyLlama;
@@ -166,6 +167,62 @@ TEST(LlamaFile, NonFiniteQuantizedScaleGivesAnErrorNotNaNLogits) {
     std::vector<float> logits;
     EXPECT_THROW(m.decode(token, caches, logits, 1), Error) << name;
   }
+}
+
+// What the forward pass does not run is refused by name, not run wrongly.
+TEST(LlamaFile, ArchitecturesAndFeaturesItLacksAreRefused) {
+  GgufWriter other = tiny_llama();
+  other.set_string("general.architecture", "gemma2");
+  expect_refused(other, "arch", {"architecture 'gemma2'", "llama, qwen2, qwen3, gemma3"});
+  GgufWriter softcap = tiny_llama();
+  softcap.set_f32("llama.attn_logit_softcapping", 50.0f);
+  expect_refused(softcap, "softcap", {"llama.attn_logit_softcapping"});
+  GgufWriter yarn = tiny_llama();
+  yarn.set_string("llama.rope.scaling.type", "yarn");
+  expect_refused(yarn, "yarn", {"llama.rope.scaling.type", "'yarn'"});
+  GgufWriter linear = tiny_llama();
+  linear.set_string("llama.rope.scaling.type", "linear");
+  linear.set_f32("llama.rope.scaling.factor", 0.5f);
+  expect_refused(linear, "linear", {"llama.rope.scaling.factor"});
+  GgufWriter values = tiny_llama();
+  values.set_u32("llama.attention.value_length", 4);
+  expect_refused(values, "value_length", {"llama.attention.value_length"});
+  GgufWriter odd_heads = tiny_llama({.n_embd = 32, .n_heads = 3, .n_kv_heads = 3});
+  expect_refused(odd_heads, "heads", {"llama.attention.key_length"});
+}
+
+// Llama 3's frequency factors divide the RoPE angles: one positive factor per
+// rotated pair, or the file is refused.
+TEST(LlamaFile, RopeFrequencyFactorsArePositiveAndOnePerPair) {
+  GgufWriter zero = tiny_llama();  // head_dim 8: 4 pairs
+  zero.tensor("rope_freqs.weight", GgmlType::kF32, {4}, f32_bytes({1, 0, 2, 8}));
+  expect_refused(zero, "zero", {"'rope_freqs.weight'", "positive"});
+  GgufWriter short_one = tiny_llama();
+  short_one.tensor("rope_freqs.weight", GgmlType::kF32, {3}, f32_bytes({1, 2, 4}));
+  expect_refused(short_one, "short", {"'rope_freqs.weight'"});
+  GgufWriter good = tiny_llama();
+  good.tensor("rope_freqs.weight", GgmlType::kF32, {4}, f32_bytes({1, 1.5f, 4, 8}));
+  const Written file(good, "freqs");
+  EXPECT_EQ(prefill_two(LlamaModel(file.path())).size(), 32u);
+}
+
+// Each architecture's own tensors are required: a llama-shaped file that
+// calls itself qwen2 lacks the biases, gemma3 its q/k and post norms.
+TEST(LlamaFile, ArchitectureTensorsAreRequired) {
+  expect_refused(tiny_llama({.arch = "qwen2"}), "qwen2", {"'blk.0.attn_q.bias'"});
+  expect_refused(tiny_llama({.arch = "qwen3"}), "qwen3", {"'blk.0.attn_q_norm.weight'"});
+  expect_refused(tiny_llama({.arch = "gemma3"}), "gemma3", {"'blk.0.attn_q_norm.weight'"});
+}
+
+TEST(LlamaFile, SlidingWindowPatternHasOneEntryPerLayer) {
+  GgufWriter w = tiny_llama({.n_layers = 2, .arch = "gemma3"});
+  w.set_u32("gemma3.attention.sliding_window", 4);
+  w.set_bools("gemma3.attention.sliding_window_pattern", {true, false, true});
+  expect_refused(w, "pattern", {"gemma3.attention.sliding_window_pattern", "3 entries for 2"});
+  GgufWriter period = tiny_llama({.n_layers = 2, .arch = "gemma3"});
+  period.set_u32("gemma3.attention.sliding_window", 4);
+  period.set_u32("gemma3.attention.sliding_window_pattern", 3);
+  expect_refused(period, "period", {"gemma3.attention.sliding_window_pattern"});
 }
 
 }  // namespace
