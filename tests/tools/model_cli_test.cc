@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -151,6 +152,32 @@ TEST(ModelCli, InfoDescribesTheModelAndCache) {
   EXPECT_NE(run.output.find("parameters    292800"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("KV cache for 256 tokens"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("F32"), std::string::npos) << run.output;
+}
+
+// Gemma 3 270M (scripts/fetch-model.sh): its sliding-window layers, and their
+// cache memory bounded by the window while the global layers grow.
+TEST(ModelCli, InfoShowsSlidingWindowLayersAndTheirMemory) {
+  if (!std::ifstream("models/gemma-3-270m-q4_k_m.gguf")) {
+    GTEST_SKIP() << "models/gemma-3-270m-q4_k_m.gguf is missing (scripts/fetch-model.sh)";
+  }
+  const CliRun run = run_innerq("info -m gemma3-270m -c 8192 --kv f16,innerq");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* want :
+       {"architecture  gemma3 (RoPE half split (NEOX), GeGLU (tanh), per-head q/k norm",
+        "18: 15 sliding-window (0-4, 6-10, 12-16; 512 positions, RoPE base 10000), 3 global "
+        "(5, 11, 17)",
+        "head_dim 256", "Q4_K    27 tensors", "layers 0-4           524288 bytes each  window 512",
+        "layer  5            8388608 bytes       f16"}) {
+    EXPECT_NE(run.output.find(want), std::string::npos) << want << " not in:\n" << run.output;
+  }
+  const CliRun json = run_innerq("info -m gemma3-270m -c 8192 --kv f16 --json", true);
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  const nlohmann::json j = nlohmann::json::parse(json.output);
+  EXPECT_EQ(j.at("window_layers"), 15);
+  const std::vector<size_t> bytes = j.at("caches").at(0).at("layer_bytes");
+  ASSERT_EQ(bytes.size(), 18u);
+  // 512 positions x (K + V) x 256 dims x 2 bytes; 8192 positions globally.
+  for (size_t l = 0; l < 18; ++l) EXPECT_EQ(bytes[l], l % 6 == 5 ? 8388608u : 524288u) << l;
 }
 
 // Issue "hardening", classes 1, 6, 7, 8: each message names the input and

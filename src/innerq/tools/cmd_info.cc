@@ -29,31 +29,82 @@ struct InfoOptions {
   bool json = false;
 };
 
-// Exact cache bytes of one layer with `config` holding `ctx` tokens, planned
-// by arithmetic (kv_cache.h): nothing of the cache's size is allocated.
-kv::MemoryUsage layer_memory(const model::LlamaModel& m, const kv::LayerConfig& config, int ctx,
-                             size_t* f16_bytes) {
+// Exact cache bytes of each layer holding `ctx` tokens, planned by arithmetic
+// (kv_cache.h): nothing of the cache's size is allocated. Layers take their
+// config from the spec's overrides; a sliding-window layer keeps its window
+// in f16 whatever the spec says. f16_bytes: what the same tokens take as f16
+// (a windowed layer counts the positions it keeps).
+struct LayerPlan {
+  kv::MemoryUsage memory;
+  size_t f16_bytes = 0;
+  std::string what;  // the layer's cache, e.g. "window 512, f16" or the config
+};
+
+std::vector<LayerPlan> cache_plan(const model::LlamaModel& m, const kv::CacheSpec& spec, int ctx) {
   const kv::CacheShape shape = m.cache_shape(std::max(ctx, 1));
-  *f16_bytes = static_cast<size_t>(ctx) * 2 /* K and V */ * shape.n_kv_heads * shape.head_dim *
-               sizeof(f16_bits);
-  return kv::plan_layer_memory(config, shape.n_kv_heads, shape.head_dim, ctx);
+  const std::vector<kv::LayerConfig> layers = spec.layers(shape.n_layers);
+  std::map<std::string, kv::MemoryUsage> measured;  // each distinct config planned once
+  std::vector<LayerPlan> out;
+  for (int l = 0; l < shape.n_layers; ++l) {
+    const int window = shape.window(l);
+    const int64_t held = window > 0 ? std::min(ctx, window) : ctx;
+    LayerPlan p;
+    p.f16_bytes = static_cast<size_t>(held) * 2 /* K and V */ * shape.n_kv_heads * shape.head_dim *
+                  sizeof(f16_bits);
+    if (window > 0) {
+      p.what = fmt::format("window {}, f16", window);
+      p.memory = kv::plan_window_layer_memory(window, shape.n_kv_heads, shape.head_dim, ctx);
+    } else {
+      p.what = kv::describe(layers[static_cast<size_t>(l)]);
+      auto it = measured.find(p.what);
+      if (it == measured.end()) {
+        it = measured
+                 .emplace(p.what, kv::plan_layer_memory(layers[static_cast<size_t>(l)],
+                                                        shape.n_kv_heads, shape.head_dim, ctx))
+                 .first;
+      }
+      p.memory = it->second;
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
-// Bytes of every layer (per-layer configs from the spec's overrides), each
-// distinct config measured once.
-std::vector<kv::MemoryUsage> cache_memory(const model::LlamaModel& m, const kv::CacheSpec& spec,
-                                          int ctx, size_t* f16_bytes) {
-  const std::vector<kv::LayerConfig> layers = spec.layers(m.config().n_layers);
-  std::map<std::string, kv::MemoryUsage> measured;
-  std::vector<kv::MemoryUsage> out;
-  size_t f16_layer = 0;
-  for (const kv::LayerConfig& c : layers) {
-    const std::string key = kv::describe(c);
-    auto it = measured.find(key);
-    if (it == measured.end()) it = measured.emplace(key, layer_memory(m, c, ctx, &f16_layer)).first;
-    out.push_back(it->second);
+// Tensor counts and values per weight type.
+std::map<std::string, std::pair<int, int64_t>> weight_types(const model::GgufFile& f) {
+  std::map<std::string, std::pair<int, int64_t>> types;
+  for (const model::GgufTensor& t : f.tensors()) {
+    auto& e = types[model::ggml_type_name(t.type)];
+    e.first += 1;
+    e.second += t.n_elements;
   }
-  *f16_bytes = f16_layer * layers.size();
+  return types;
+}
+
+// "0-4, 6-10, 12-16" for the layers where pick(l) holds.
+template <class Pick>
+std::string layer_ranges(int n_layers, Pick&& pick) {
+  std::string out;
+  for (int l = 0; l < n_layers; ++l) {
+    if (!pick(l)) continue;
+    int last = l;
+    while (last + 1 < n_layers && pick(last + 1)) ++last;
+    out += fmt::format("{}{}", out.empty() ? "" : ", ",
+                       last == l ? fmt::format("{}", l) : fmt::format("{}-{}", l, last));
+    l = last;
+  }
+  return out;
+}
+
+// What the forward pass does besides the plain Llama block.
+std::string arch_features(const model::ModelDesc& c) {
+  std::string out = fmt::format("RoPE {}, {}", model::rope_style_name(c.rope_style),
+                                model::activation_name(c.activation));
+  if (c.qkv_bias) out += ", q/k/v biases";
+  if (c.qk_norm) out += ", per-head q/k norm";
+  if (c.post_norms) out += ", post-attention and post-FFN norms";
+  if (c.embed_scale != 1.0f) out += fmt::format(", embeddings x {:.4g}", c.embed_scale);
+  if (c.final_softcap > 0.0f) out += fmt::format(", logits soft-capped at {}", c.final_softcap);
   return out;
 }
 
@@ -63,25 +114,38 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
   const model::ModelDesc& c = m.config();
   nlohmann::json j;
   j["file"] = path;
-  j["architecture"] = m.file().get_string("general.architecture");
+  j["architecture"] = c.arch;
   j["layers"] = c.n_layers;
   j["embedding"] = c.n_embd;
   j["heads"] = c.n_heads;
   j["kv_heads"] = c.n_kv_heads;
   j["head_dim"] = c.head_dim;
+  j["feed_forward"] = c.n_ff;
+  j["rope_style"] = model::rope_style_name(c.rope_style);
+  j["activation"] = model::activation_name(c.activation);
+  j["layer_windows"] = nlohmann::json::array();
+  j["layer_rope_bases"] = nlohmann::json::array();
+  for (const model::LayerDesc& l : c.layers) {
+    j["layer_windows"].push_back(l.window);
+    j["layer_rope_bases"].push_back(l.rope_base);
+  }
+  j["window_layers"] = c.n_window_layers();
+  for (const auto& [name, e] : weight_types(m.file())) {
+    j["weight_types"][name] = {{"tensors", e.first}, {"values", e.second}};
+  }
   j["parameters"] = m.n_params();
   j["ctx"] = ctx;
   j["caches"] = nlohmann::json::array();
   for (const kv::CacheSpec& spec : specs) {
     nlohmann::json e;
     e["kv"] = spec.text;
-    size_t f16_bytes = 0;
     try {
-      const std::vector<kv::MemoryUsage> per_layer = cache_memory(m, spec, ctx, &f16_bytes);
       kv::MemoryUsage mem;
-      for (const kv::MemoryUsage& l : per_layer) {
-        mem += l;
-        e["layer_bytes"].push_back(l.total());
+      size_t f16_bytes = 0;
+      for (const LayerPlan& l : cache_plan(m, spec, ctx)) {
+        mem += l.memory;
+        f16_bytes += l.f16_bytes;
+        e["layer_bytes"].push_back(l.memory.total());
       }
       e["bytes"] = mem.total();
       e["codes"] = mem.codes;
@@ -119,22 +183,30 @@ void run_info(const InfoOptions& o) {
   }
   fmt::print("file          {} ({:.1f} MB, GGUF v{})\n", path, f.file_size() / 1e6, f.version());
   fmt::print("name          {}\n", f.get_string("general.name", "-"));
-  fmt::print("architecture  {}\n", f.get_string("general.architecture"));
-  fmt::print("layers        {}\n", c.n_layers);
+  fmt::print("architecture  {} ({})\n", c.arch, arch_features(c));
+  const auto windowed = [&](int l) { return c.layers[static_cast<size_t>(l)].window > 0; };
+  if (c.n_window_layers() == 0) {
+    fmt::print("layers        {}\n", c.n_layers);
+  } else {
+    const model::LayerDesc& w = *std::find_if(
+        c.layers.begin(), c.layers.end(), [](const model::LayerDesc& l) { return l.window > 0; });
+    fmt::print(
+        "layers        {}: {} sliding-window ({}; {} positions, RoPE base {}), {} global ({})\n",
+        c.n_layers, c.n_window_layers(), layer_ranges(c.n_layers, windowed), w.window, w.rope_base,
+        c.n_layers - c.n_window_layers(),
+        layer_ranges(c.n_layers, [&](int l) { return !windowed(l); }));
+  }
   fmt::print("embedding     {}  (heads {}, kv heads {}, head_dim {}, GQA {}:1)\n", c.n_embd,
              c.n_heads, c.n_kv_heads, c.head_dim, c.n_heads / c.n_kv_heads);
   fmt::print("feed-forward  {}\n", c.n_ff);
-  fmt::print("rope          base {}, {} rotated dims (adjacent pairs)\n", c.rope_base, c.n_rot);
+  fmt::print(
+      "rope          base {}, {} rotated dims{}{}\n", c.rope_base, c.n_rot,
+      c.rope_scale != 1.0f ? fmt::format(", linear scaling x{}", 1.0f / c.rope_scale) : "",
+      f.find_tensor("rope_freqs.weight") != nullptr ? ", frequency factors (rope_freqs)" : "");
   fmt::print("context       {} (training)\n", c.n_ctx_train);
   fmt::print("parameters    {} ({:.1f} M){}\n", m.n_params(), m.n_params() / 1e6,
              m.tied_output() ? ", output tied to token_embd" : "");
-  std::map<std::string, std::pair<int, int64_t>> types;  // type -> (tensors, elements)
-  for (const model::GgufTensor& t : f.tensors()) {
-    auto& e = types[model::ggml_type_name(t.type)];
-    e.first += 1;
-    e.second += t.n_elements;
-  }
-  for (const auto& [name, e] : types) {
+  for (const auto& [name, e] : weight_types(f)) {
     fmt::print("weights       {:<5} {:>4} tensors, {:>11} values\n", name, e.first, e.second);
   }
   const model::Tokenizer& tok = m.tokenizer();
@@ -142,34 +214,43 @@ void run_info(const InfoOptions& o) {
              tok.pre_tokenizer().empty() ? "" : fmt::format(" (pre: {})", tok.pre_tokenizer()),
              tok.n_vocab(), tok.bos(), tok.eos(), tok.adds_bos() ? ", adds BOS" : "");
 
-  fmt::print("\nKV cache for {} tokens:\n", ctx);
+  fmt::print("\nKV cache for {} tokens{}:\n", ctx,
+             c.n_window_layers() > 0 ? " (sliding-window layers keep their window in f16)" : "");
   fmt::print("{:<24} {:>14} {:>12} {:>10} {:>8} {:>8}\n", "kv", "bytes", "codes", "metadata",
              "windows", "vs f16");
-  std::vector<std::pair<kv::CacheSpec, std::vector<kv::MemoryUsage>>> per_layer_specs;
+  std::vector<std::pair<std::string, std::vector<LayerPlan>>> per_layer_specs;
   for (const kv::CacheSpec& spec : specs) {
-    size_t f16_bytes = 0;
-    kv::MemoryUsage mem;
-    std::vector<kv::MemoryUsage> per_layer;
+    std::vector<LayerPlan> plan;
     try {
-      per_layer = cache_memory(m, spec, ctx, &f16_bytes);
+      plan = cache_plan(m, spec, ctx);
     } catch (const Error& e) {  // e.g. head_dim smaller than the spec's group
       fmt::print("{:<24} not available: {}\n", spec.text, e.what());
       continue;
     }
-    for (const kv::MemoryUsage& l : per_layer) mem += l;
-    if (!spec.overrides.empty()) per_layer_specs.push_back({spec, per_layer});
+    kv::MemoryUsage mem;
+    size_t f16_bytes = 0;
+    for (const LayerPlan& l : plan) {
+      mem += l.memory;
+      f16_bytes += l.f16_bytes;
+    }
+    if (!spec.overrides.empty() || c.n_window_layers() > 0)
+      per_layer_specs.push_back({spec.text, plan});
     fmt::print("{:<24} {:>14} {:>12} {:>10} {:>8.1f}% {:>7.2f}x\n", spec.text, mem.total(),
                mem.codes, mem.metadata,
                100.0 * static_cast<double>(mem.windows) / std::max<size_t>(1, mem.total()),
                static_cast<double>(f16_bytes) / std::max<size_t>(1, mem.total()));
   }
-  // Specs with per-layer overrides: each layer's config and bytes.
-  for (const auto& [spec, per_layer] : per_layer_specs) {
-    const std::vector<kv::LayerConfig> layers = spec.layers(c.n_layers);
-    fmt::print("\nper layer, {}:\n", spec.text);
-    for (size_t l = 0; l < layers.size(); ++l) {
-      fmt::print("  layer {:>3}  {:>12} bytes  {}\n", l, per_layer[l].total(),
-                 kv::describe(layers[l]));
+  // Specs whose layers differ (overrides, sliding windows): each run of
+  // layers with the same cache, and its bytes per layer.
+  for (const auto& [text, plan] : per_layer_specs) {
+    fmt::print("\nper layer, {}:\n", text);
+    for (size_t l = 0; l < plan.size(); ++l) {
+      size_t last = l;
+      while (last + 1 < plan.size() && plan[last + 1].what == plan[l].what) ++last;
+      fmt::print("  layer{} {:<7} {:>12} bytes{}  {}\n", last == l ? " " : "s",
+                 last == l ? fmt::format("{}", l) : fmt::format("{}-{}", l, last),
+                 plan[l].memory.total(), last == l ? "     " : " each", plan[l].what);
+      l = last;
     }
   }
 }
