@@ -40,6 +40,16 @@ void operator delete(void* p) noexcept {
 void operator delete(void* p, size_t) noexcept {
   std::free(p);
 }
+// The nothrow forms too (std::stable_sort's buffer uses them): every form
+// must come from the same malloc/free pair, or AddressSanitizer reports an
+// alloc-dealloc mismatch between its own operator new and this delete.
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  g_allocated_bytes.fetch_add(n, std::memory_order_relaxed);
+  return std::malloc(n == 0 ? 1 : n);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
