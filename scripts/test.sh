@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh checkout: installs missing Debian
-# packages, fetches the default model and the evaluation text (the quality
-# gate, label `model`, scores SmolLM2 on it), builds with warnings as errors (and
-# the CUDA backend when nvcc is present, whose tests skip without a GPU), and
-# runs every test but the `slow` label; then the same suite under ASan + UBSan
-# and the fuzzers (label `fuzz`, about a minute each).
+# packages, fetches the models (SmolLM2, Gemma 3 270M) and the evaluation text
+# (the quality gate, label `model`, scores SmolLM2 on it), builds with warnings
+# as errors (and the CUDA backend when nvcc is present, whose tests skip
+# without a GPU), and runs every test but the `slow` label; then the same
+# suite under ASan + UBSan and the fuzzers (label `fuzz`, about a minute each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
