@@ -26,8 +26,8 @@ workload() {  # $1: policy (VAR=value), $2: name
   esac
 }
 
-policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=10000:innerq (10k spins)"
-          "GOMP_SPINCOUNT=1000:1k spins" "OMP_WAIT_POLICY=passive:passive")
+policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=10000:10k spins"
+          "GOMP_SPINCOUNT=1000:innerq (1k spins)" "OMP_WAIT_POLICY=passive:passive")
 results="$(mktemp)"
 for rep in $(seq "$REPS"); do
   for busy in 0 1; do

@@ -22,8 +22,11 @@ cmake --preset ci -DINNERQ_CUDA="$cuda" >/dev/null
 cmake --build --preset ci -j "$(nproc)"
 ctest --preset ci -j "$(nproc)"
 
-# The same suite under AddressSanitizer + UBSan (clang), then each libFuzzer
-# target for INNERQ_FUZZ_SECONDS (60 s) from its seed corpus (tests/fuzz).
+# The same suite under AddressSanitizer + UBSan (clang) but for the `model`
+# label (the quality gate and tune evaluate SmolLM2 for minutes under ASan;
+# the model code they run is covered by the model tests on stories260K and
+# the synthetic files), then each libFuzzer target for INNERQ_FUZZ_SECONDS
+# (60 s) from its seed corpus (tests/fuzz).
 echo "test: the default suite under ASan + UBSan, then the fuzzers" >&2
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$(nproc)"

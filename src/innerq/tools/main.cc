@@ -1,6 +1,9 @@
 // innerq — command-line entry point. Parses the subcommand, runs it, and maps
 // every error to one line on stderr with a non-zero exit code.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -17,9 +20,30 @@ namespace {
 constexpr int kExitInternal = 1;
 constexpr int kExitBadInput = 2;
 
+// OpenMP threads that wait at a barrier spin before they sleep; libgomp's
+// default is long (300000 spins, a fraction of a millisecond). With another
+// busy process on the same cores, a spinning thread burns the time slice its
+// team mate needs, and every parallel region costs scheduler latency: a
+// perplexity run was 8x slower beside a build. Bounded spinning keeps the
+// idle speed (regions follow each other within microseconds) and degrades
+// gracefully under load (docs/architecture.md, "Threads under contention";
+// scripts/bench-contention.sh measures both). libgomp reads its settings when
+// it loads, before main, so the program sets GOMP_SPINCOUNT and re-executes
+// itself once; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+constexpr const char* kSpinCount = "1000";
+
+void bound_openmp_spinning(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  if (::setenv("GOMP_SPINCOUNT", kSpinCount, 1) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  // execv returned: carry on with libgomp's defaults rather than fail.
+  ::unsetenv("GOMP_SPINCOUNT");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  bound_openmp_spinning(argv);
   CLI::App app{
       "innerq — 2-4 bit KV caches with inner-dimension group quantization (InnerQ),\n"
       "fused decode attention, and side-by-side baselines (f16, KIVI, q8_0/q4_0)."};
