@@ -2,7 +2,7 @@
 # How innerq's OpenMP threads behave beside another busy process (issue
 # "hardening", class 9; docs/architecture.md, "Threads under contention").
 # Runs two workloads on SmolLM2 with 2 threads under four wait policies, each
-# alone and beside one busy process, interleaved so machine noise lands on
+# alone and beside one and two busy processes, interleaved so noise lands on
 # all alike, and prints seconds (median of --reps) and ratios to the default
 # policy alone. Usage: bash scripts/bench-contention.sh [innerq binary] [reps]
 set -euo pipefail
@@ -13,7 +13,7 @@ REPS="${2:-3}"
 bash scripts/fetch-model.sh >/dev/null
 bash scripts/fetch-data.sh >/dev/null
 TEXT="$(mktemp)"
-trap 'rm -f "$TEXT"; kill $BUSY 2>/dev/null || true' EXIT
+trap 'rm -f "$TEXT"; [ -n "$BUSY" ] && kill $BUSY 2>/dev/null; true' EXIT
 head -c 200000 data/wikitext2/test.raw.txt >"$TEXT"
 BUSY=""
 
@@ -26,15 +26,17 @@ workload() {  # $1: policy (VAR=value), $2: name
   esac
 }
 
-policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=10000:10k spins"
-          "GOMP_SPINCOUNT=1000:innerq (1k spins)" "OMP_WAIT_POLICY=passive:passive")
+# INNERQ_BENCH_AUTO=1 sets nothing, so innerq chooses (tools/main.cc).
+policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=1000:1k spins"
+          "OMP_WAIT_POLICY=passive:passive" "INNERQ_BENCH_AUTO=1:innerq (probe, then one of those)")
 results="$(mktemp)"
 for rep in $(seq "$REPS"); do
-  for busy in 0 1; do
-    if [ "$busy" = 1 ]; then
+  for busy in 0 1 2; do
+    BUSY=""
+    for _ in $(seq "$busy"); do
       ( while :; do :; done ) &
-      BUSY=$!
-    fi
+      BUSY="$BUSY $!"
+    done
     for w in decode perplexity; do
       for p in "${policies[@]}"; do
         t0=$EPOCHREALTIME
@@ -42,7 +44,7 @@ for rep in $(seq "$REPS"); do
         echo "$w|$busy|${p#*:}|$t0|$EPOCHREALTIME" >>"$results"
       done
     done
-    if [ "$busy" = 1 ]; then kill "$BUSY"; wait "$BUSY" 2>/dev/null || true; BUSY=""; fi
+    if [ -n "$BUSY" ]; then kill $BUSY; wait $BUSY 2>/dev/null || true; BUSY=""; fi
   done
   echo "bench-contention: round $rep of $REPS done" >&2
 done
@@ -55,11 +57,13 @@ for line in open(sys.argv[1]):
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"CPU: {cpu}; 2 threads; median of {len(next(iter(rows.values())))} runs; "
       "ratio = time / (libgomp default, alone)")
-print(f"{'workload':<11} {'wait policy':<28} {'alone s':>8} {'busy s':>8} {'alone x':>8} {'busy x':>8}")
+print(f"{'workload':<11} {'wait policy':<36} {'alone s':>8} {'+1 busy':>8} {'+2 busy':>8}"
+      f" {'alone x':>8} {'+1 x':>6} {'+2 x':>6}")
 for w in ("decode", "perplexity"):
     base = statistics.median(rows[(w, 0, "libgomp default (300k spins)")])
     for pol in dict.fromkeys(p for (ww, _, p) in rows if ww == w):
-        a = statistics.median(rows[(w, 0, pol)]); b = statistics.median(rows[(w, 1, pol)])
-        print(f"{w:<11} {pol:<28} {a:8.2f} {b:8.2f} {a/base:8.2f} {b/base:8.2f}")
+        t = [statistics.median(rows[(w, b, pol)]) for b in (0, 1, 2)]
+        print(f"{w:<11} {pol:<36} {t[0]:8.2f} {t[1]:8.2f} {t[2]:8.2f}"
+              f" {t[0]/base:8.2f} {t[1]/base:6.2f} {t[2]/base:6.2f}")
 PY
 rm -f "$results"
