@@ -169,6 +169,47 @@ TEST(LlamaFile, NonFiniteQuantizedScaleGivesAnErrorNotNaNLogits) {
   }
 }
 
+// A NaN scale in layer 1's K weight makes its keys NaN after layer 0 took
+// the token: the error names the model and the tensor (not just "cache:
+// layer 1 key nan"), and the cache whose layers now disagree refuses use.
+TEST(LlamaFile, NonFiniteKeysNameTheModelAndLeaveNoHalfWrittenCache) {
+  GgufWriter w = tiny_llama({.n_layers = 2, .q8_0 = true});
+  std::vector<uint8_t>& blocks = w.tensor_data("blk.1.attn_k.weight");
+  for (size_t b = 0; b < blocks.size(); b += 34) {  // every block's d = NaN
+    blocks[b] = 0x00;
+    blocks[b + 1] = 0x7E;
+  }
+  const Written file(w, "knan");
+  const LlamaModel m(file.path());
+  const auto expect_named = [&](const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(file.path()), std::string::npos) << what;
+    EXPECT_NE(what.find("layer 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("'blk.1.attn_k.weight'"), std::string::npos) << what;
+  };
+  kv::KvCache cache(m.cache_shape(8), kv::parse_cache_spec("f32").layer);
+  kv::KvCache* caches[] = {&cache};
+  std::vector<float> logits;
+  const int tokens[] = {1, 2};
+  try {
+    m.prefill(tokens, caches, false, logits, 1);
+    ADD_FAILURE() << "prefill stored NaN keys";
+  } catch (const Error& e) {
+    expect_named(e);
+  }
+  EXPECT_TRUE(cache.failed());  // layer 0 holds the prompt, layer 1 does not
+  EXPECT_THROW(m.decode(std::vector<int>{3}, caches, logits, 1), Error);
+  cache.clear();
+  EXPECT_FALSE(cache.failed());
+  try {
+    m.decode(std::vector<int>{3}, caches, logits, 1);
+    ADD_FAILURE() << "decode stored NaN keys";
+  } catch (const Error& e) {
+    expect_named(e);
+  }
+  EXPECT_TRUE(cache.failed());
+}
+
 // What the forward pass does not run is refused by name, not run wrongly.
 TEST(LlamaFile, ArchitecturesAndFeaturesItLacksAreRefused) {
   GgufWriter other = tiny_llama();

@@ -365,6 +365,17 @@ std::string LlamaModel::non_finite_cause() const {
   return "no weight holds NaN or Inf, so an activation overflowed";
 }
 
+// A cache refused a layer's new K/V rows (not finite, or beyond f16): the
+// model's weights or activations are at fault, so the error names the file
+// and the first weight holding NaN/Inf (a scan of the whole model, on this
+// error path only).
+Error LlamaModel::refused_rows(const char* step, int sequence, int layer, const Error& e) const {
+  const std::string where = sequence < 0
+                                ? fmt::format("{}, layer {}", step, layer)
+                                : fmt::format("{}: sequence {}, layer {}", step, sequence, layer);
+  return Error(file_->describe(fmt::format("{}: {}; {}", where, e.what(), non_finite_cause())));
+}
+
 namespace {
 
 // Runs step(l) for every layer. A step that throws after some layers took
@@ -500,7 +511,13 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
     const attn::PrefillShape shape{n, c.n_heads, c.n_kv_heads, c.head_dim,
                                    c.layers[static_cast<size_t>(l)].window};
     attn::prefill_attention(shape, s.q.data(), s.k.data(), s.v.data(), s.att.data(), n_threads);
-    for (kv::KvCache* cache : caches) cache->append(l, s.k.data(), s.v.data(), n);
+    for (kv::KvCache* cache : caches) {
+      try {
+        cache->append(l, s.k.data(), s.v.data(), n);
+      } catch (const Error& e) {
+        throw refused_rows("prefill", -1, l, e);
+      }
+    }
     attention_output_and_ffn(L, x.data(), n, s, n_threads);
   });
 
@@ -570,7 +587,7 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
       try {
         caches[b]->check_append(l, &s.k[b * kv_dim], &s.v[b * kv_dim], 1);
       } catch (const Error& e) {
-        throw Error(fmt::format("decode: sequence {}, layer {}: {}", b, l, e.what()));
+        throw refused_rows("decode", static_cast<int>(b), l, e);
       }
     }
     const auto attend = [&](int b, int attn_threads) {

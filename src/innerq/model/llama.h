@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/arch.h"
 #include "innerq/model/gguf.h"
@@ -91,6 +92,7 @@ class LlamaModel {
   // Why logits came out non-finite: the first weight matrix holding NaN/Inf
   // (a value, or a quantized block's scale), else an activation overflow.
   std::string non_finite_cause() const;
+  Error refused_rows(const char* step, int sequence, int layer, const Error& e) const;
 
   std::unique_ptr<GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
