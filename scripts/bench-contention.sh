@@ -26,9 +26,10 @@ workload() {  # $1: policy (VAR=value), $2: name
   esac
 }
 
-# INNERQ_BENCH_AUTO=1 sets nothing, so innerq chooses (tools/main.cc).
-policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=1000:1k spins"
-          "OMP_WAIT_POLICY=passive:passive" "INNERQ_BENCH_AUTO=1:innerq (probe, then one of those)")
+# INNERQ_BENCH_DEFAULT=1 sets nothing, so innerq applies its own setting
+# (tools/main.cc: 1000 spins).
+policies=("GOMP_SPINCOUNT=300000:libgomp default (300k spins)" "GOMP_SPINCOUNT=10000:10k spins"
+          "OMP_WAIT_POLICY=passive:passive" "INNERQ_BENCH_DEFAULT=1:innerq (1k spins)")
 results="$(mktemp)"
 for rep in $(seq "$REPS"); do
   for busy in 0 1 2; do
