@@ -22,41 +22,12 @@
 namespace innerq::model {
 namespace {
 
-// The kernels' format of a block type of these tests.
-kernels::WeightFormat format_of(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ4_0:
-      return kernels::WeightFormat::kQ4_0;
-    case GgmlType::kQ4_1:
-      return kernels::WeightFormat::kQ4_1;
-    case GgmlType::kQ5_0:
-      return kernels::WeightFormat::kQ5_0;
-    case GgmlType::kQ5_1:
-      return kernels::WeightFormat::kQ5_1;
-    case GgmlType::kQ8_0:
-      return kernels::WeightFormat::kQ8_0;
-    case GgmlType::kQ2_K:
-      return kernels::WeightFormat::kQ2_K;
-    case GgmlType::kQ3_K:
-      return kernels::WeightFormat::kQ3_K;
-    case GgmlType::kQ4_K:
-      return kernels::WeightFormat::kQ4_K;
-    case GgmlType::kQ5_K:
-      return kernels::WeightFormat::kQ5_K;
-    case GgmlType::kQ6_K:
-      return kernels::WeightFormat::kQ6_K;
-    default:
-      EXPECT_EQ(type, GgmlType::kBF16) << "not a block type of these tests";
-      return kernels::WeightFormat::kBF16;
-  }
-}
-
 // Random rows in `type`'s byte layout.
 std::vector<uint8_t> random_matrix(GgmlType type, int64_t rows, int64_t cols, size_t* row_bytes,
                                    std::mt19937_64& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   if (type != GgmlType::kF32 && type != GgmlType::kF16) {
-    const kernels::WeightFormat f = format_of(type);
+    const kernels::WeightFormat f = *block_format(type);
     const kernels::WeightFormatInfo info = kernels::weight_format_info(f);
     *row_bytes = static_cast<size_t>(cols / info.block_values) * info.block_bytes;
     return kernels::testing::random_rows(f, rows, cols, *row_bytes, rng);

@@ -16,47 +16,6 @@
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/weight_blocks.h"
 
-// Compiled once, not once per target.
-#ifndef INNERQ_MODEL_WEIGHTS_SHARED
-#define INNERQ_MODEL_WEIGHTS_SHARED
-namespace innerq::model {
-namespace {
-
-// The kernels' format of a block-quantized or BF16 type; nullopt for F32,
-// F16 and the types matmul cannot read.
-std::optional<kernels::WeightFormat> block_format(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ4_0:
-      return kernels::WeightFormat::kQ4_0;
-    case GgmlType::kQ4_1:
-      return kernels::WeightFormat::kQ4_1;
-    case GgmlType::kQ5_0:
-      return kernels::WeightFormat::kQ5_0;
-    case GgmlType::kQ5_1:
-      return kernels::WeightFormat::kQ5_1;
-    case GgmlType::kQ8_0:
-      return kernels::WeightFormat::kQ8_0;
-    case GgmlType::kQ2_K:
-      return kernels::WeightFormat::kQ2_K;
-    case GgmlType::kQ3_K:
-      return kernels::WeightFormat::kQ3_K;
-    case GgmlType::kQ4_K:
-      return kernels::WeightFormat::kQ4_K;
-    case GgmlType::kQ5_K:
-      return kernels::WeightFormat::kQ5_K;
-    case GgmlType::kQ6_K:
-      return kernels::WeightFormat::kQ6_K;
-    case GgmlType::kBF16:
-      return kernels::WeightFormat::kBF16;
-    default:
-      return std::nullopt;
-  }
-}
-
-}  // namespace
-}  // namespace innerq::model
-#endif  // INNERQ_MODEL_WEIGHTS_SHARED
-
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/model/weights.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -258,6 +217,35 @@ HWY_AFTER_NAMESPACE();
 namespace innerq::model {
 
 HWY_EXPORT(MatmulImpl);
+
+std::optional<kernels::WeightFormat> block_format(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return kernels::WeightFormat::kQ4_0;
+    case GgmlType::kQ4_1:
+      return kernels::WeightFormat::kQ4_1;
+    case GgmlType::kQ5_0:
+      return kernels::WeightFormat::kQ5_0;
+    case GgmlType::kQ5_1:
+      return kernels::WeightFormat::kQ5_1;
+    case GgmlType::kQ8_0:
+      return kernels::WeightFormat::kQ8_0;
+    case GgmlType::kQ2_K:
+      return kernels::WeightFormat::kQ2_K;
+    case GgmlType::kQ3_K:
+      return kernels::WeightFormat::kQ3_K;
+    case GgmlType::kQ4_K:
+      return kernels::WeightFormat::kQ4_K;
+    case GgmlType::kQ5_K:
+      return kernels::WeightFormat::kQ5_K;
+    case GgmlType::kQ6_K:
+      return kernels::WeightFormat::kQ6_K;
+    case GgmlType::kBF16:
+      return kernels::WeightFormat::kBF16;
+    default:
+      return std::nullopt;
+  }
+}
 
 bool weight_type_supported(GgmlType type) {
   return type == GgmlType::kF32 || type == GgmlType::kF16 || block_format(type).has_value();

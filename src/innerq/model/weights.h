@@ -29,8 +29,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "innerq/kernels/weight_blocks.h"
 #include "innerq/model/gguf.h"
 
 namespace innerq::model {
@@ -49,6 +51,10 @@ struct WeightMatrix {
 
 // Whether matmul() and dequantize_row() support `type`.
 bool weight_type_supported(GgmlType type);
+
+// The kernels' format of a block-quantized or BF16 type; nullopt for F32,
+// F16 and the types matmul cannot read.
+std::optional<kernels::WeightFormat> block_format(GgmlType type);
 
 // Wraps a 2-D tensor; throws innerq::Error naming the tensor when its type is
 // unsupported, it is not a matrix, its rows are not whole blocks of its type,
