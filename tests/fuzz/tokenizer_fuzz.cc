@@ -24,6 +24,7 @@
 #include "innerq/base/error.h"
 #include "innerq/model/gguf.h"
 #include "innerq/model/tokenizer.h"
+#include "../model/spm_round_trip.h"
 
 namespace {
 
@@ -32,7 +33,7 @@ using innerq::model::Tokenizer;
 using innerq::model::TokenizerKind;
 
 constexpr size_t kMaxInput = size_t{64} << 10;
-constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // "▁"
+using innerq::model::testing::kSpmSpace;
 
 struct Model {
   std::string path;
@@ -100,19 +101,6 @@ const std::vector<Model>& models() {
   __builtin_trap();
 }
 
-std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
-  std::string out;
-  for (size_t i = 0; i < text.size();) {
-    if (text.substr(i, from.size()) == from) {
-      out += to;
-      i += from.size();
-    } else {
-      out += text[i++];
-    }
-  }
-  return out;
-}
-
 void check(const Model& m, std::string_view x, bool parse_special) {
   const Tokenizer& tok = m.tok;
   std::vector<int> ids;
@@ -139,7 +127,7 @@ void check(const Model& m, std::string_view x, bool parse_special) {
       if (rendered != x) fail(m, x, "rendered pieces of tokenize(x, parse_special) != x");
     }
   } else if (m.spm_round_trip && !parse_special) {
-    if (tok.decode(ids) != replace_all(x, kSpmSpace, " "))
+    if (tok.decode(ids) != innerq::model::testing::spm_round_trip(x))
       fail(m, x, "decode(tokenize(x)) != x with \"▁\" read as a space");
   }
 }
