@@ -196,9 +196,9 @@ TEST(ModelCli, HostileArgumentsGetClearErrors) {
       {"info -m stories260K -c 99999999", "-c 99999999 must be"},
       {"info -m stories260K -c -1", "-c -1 must be"},
       {"perplexity -m stories260K -f /dev/zero --kv f32", "is not a regular file"},
-      {"bench attention --ctx 99999999k", "--ctx"},
+      {"bench attention --ctx 99999999k", "is not a token count between 1 and"},
       {"bench attention --ctx 4000k --kv f16", "more than 80%"},
-      {"generate -m stories260K -p hi --kv innerq:k=4,k=3", "k"},
+      {"generate -m stories260K -p hi --kv innerq:k=4,k=3", "key 'k' is given twice"},
       {"frobnicate", "unknown subcommand 'frobnicate'"},
       {"", "give a subcommand"},
   };
