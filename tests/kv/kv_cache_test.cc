@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "innerq/base/error.h"
+#include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/quant_kernels.h"
 #include "innerq/kv/layer_caches.h"
 
@@ -371,6 +372,32 @@ TEST(KvCache, PlannedMemoryEqualsAFilledCache) {
   const MemoryUsage big = plan_layer_memory(c, 8, 128, int64_t{1} << 24);
   EXPECT_GT(big.total(), size_t{1} << 30);
   EXPECT_THROW(plan_layer_memory(c, 8, 128, -1), Error);
+}
+
+// Rotation keeps a row's norm, not its maximum: a key whose rotation puts
+// 100000 in one element has elements of only ±12500 (100000/√64), so it fits
+// f16 element by element; a rotated cache must refuse it, an unrotated one
+// takes it.
+TEST(KvCache, RotatedRowsAreCheckedAfterRotation) {
+  const CacheShape shape{1, 1, 64, 4};
+  std::vector<float> k(64, 0.0f), v(64, 0.5f);
+  k[5] = 100000.0f;
+  kernels::simd::hadamard_rotate(k.data(), 1, 64, /*inverse=*/true);
+  for (float x : k) ASSERT_LE(std::fabs(x), 12501.0f);
+  KvCache plain(shape, parse_cache_spec("f16").layer);
+  plain.check_append(0, k.data(), v.data(), 1);
+  plain.append(0, k.data(), v.data(), 1);
+  const std::vector<float> small(64, 1000.0f);  // norm 8000: accepted without rotating
+  for (const char* spec : {"f16:rot=k", "q4_0:rot=kv", "innerq"}) {
+    SCOPED_TRACE(spec);
+    KvCache rotated(shape, parse_cache_spec(spec).layer);
+    EXPECT_THROW(rotated.check_append(0, k.data(), v.data(), 1), Error);
+    EXPECT_THROW(rotated.append(0, k.data(), v.data(), 1), Error);
+    EXPECT_EQ(rotated.layer(0).n_tokens(), 0);
+    rotated.check_append(0, small.data(), v.data(), 1);
+    rotated.append(0, small.data(), v.data(), 1);
+    EXPECT_EQ(rotated.layer(0).n_tokens(), 1);
+  }
 }
 
 }  // namespace

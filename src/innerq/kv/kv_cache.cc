@@ -103,8 +103,7 @@ KvCache::KvCache(const CacheShape& shape, const LayerConfig& all_layers)
     : KvCache(shape, std::vector<LayerConfig>(static_cast<size_t>(std::max(shape.n_layers, 0)),
                                               all_layers)) {}
 
-std::pair<const float*, const float*> KvCache::prepare(int layer, const float* k, const float* v,
-                                                       int n_tokens) const {
+void KvCache::validate(int layer, const float* k, const float* v, int n_tokens) const {
   if (layer < 0 || layer >= shape_.n_layers) {
     throw Error(fmt::format("cache: layer {} out of range (0..{})", layer, shape_.n_layers - 1));
   }
@@ -128,46 +127,56 @@ std::pair<const float*, const float*> KvCache::prepare(int layer, const float* k
       }
     }
   }
+  // Rotated storage (kernels/hadamard.h) keeps a row's norm, not its maximum:
+  // a rotated element is at most the row's L2 norm, so only a row whose norm
+  // could exceed the limit is rotated here to check it exactly.
   const LayerConfig& c = lc.config();
-  if (!c.rot_k && !c.rot_v) return {k, v};
-  // Rotated storage (kernels/hadamard.h): the rows are rotated first, and the
-  // rotated values checked again (rotation keeps the norm, not the maximum).
-  const size_t n = per_token * static_cast<size_t>(n_tokens);
-  thread_local std::vector<float> rk, rv;
-  const float* kk = k;
-  const float* vv = v;
-  if (c.rot_k) {
-    rk.assign(k, k + n);
-    kernels::simd::hadamard_rotate(rk.data(), n / shape_.head_dim, shape_.head_dim, false);
-    kk = rk.data();
-  }
-  if (c.rot_v) {
-    rv.assign(v, v + n);
-    kernels::simd::hadamard_rotate(rv.data(), n / shape_.head_dim, shape_.head_dim, false);
-    vv = rv.data();
-  }
-  for (const std::vector<float>* x : {c.rot_k ? &rk : nullptr, c.rot_v ? &rv : nullptr}) {
+  const size_t D = static_cast<size_t>(shape_.head_dim);
+  const size_t n_rows = static_cast<size_t>(n_tokens) * shape_.n_kv_heads;
+  for (const float* x : {c.rot_k ? k : nullptr, c.rot_v ? v : nullptr}) {
     if (x == nullptr) continue;
-    for (size_t i = 0; i < n; ++i) {
-      if (!(std::fabs((*x)[i]) <= limit)) {
-        throw Error(fmt::format("cache: layer {} rotated {} {} at token {} exceeds ±{}", layer,
-                                x == &rk ? "key" : "value", (*x)[i],
-                                static_cast<size_t>(lc.n_tokens()) + i / per_token, limit));
+    for (size_t r = 0; r < n_rows; ++r) {
+      double norm2 = 0.0;
+      for (size_t i = 0; i < D; ++i) norm2 += static_cast<double>(x[r * D + i]) * x[r * D + i];
+      if (std::sqrt(norm2) <= 0.999 * limit) continue;
+      std::vector<float> row(x + r * D, x + (r + 1) * D);
+      kernels::simd::hadamard_rotate(row.data(), 1, D, false);
+      for (size_t i = 0; i < D; ++i) {
+        if (!(std::fabs(row[i]) <= limit)) {
+          throw Error(fmt::format("cache: layer {} rotated {} {} at token {} exceeds ±{}", layer,
+                                  x == k ? "key" : "value", row[i],
+                                  static_cast<size_t>(lc.n_tokens()) + r / shape_.n_kv_heads,
+                                  limit));
+        }
       }
     }
   }
-  return {kk, vv};
 }
 
 void KvCache::check_append(int layer, const float* k, const float* v, int n_tokens) const {
   require_usable();
-  prepare(layer, k, v, n_tokens);
+  validate(layer, k, v, n_tokens);
 }
 
 void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
   require_usable();
-  const auto [kk, vv] = prepare(layer, k, v, n_tokens);
-  layers_[static_cast<size_t>(layer)]->append(kk, vv, n_tokens);
+  validate(layer, k, v, n_tokens);
+  LayerCache& lc = *layers_[static_cast<size_t>(layer)];
+  const LayerConfig& c = lc.config();
+  if (!c.rot_k && !c.rot_v) {
+    lc.append(k, v, n_tokens);
+    return;
+  }
+  // Rotated storage: the rows go in rotated (decode rotates the query and
+  // rotates the output back).
+  const size_t n = static_cast<size_t>(n_tokens) * shape_.n_kv_heads * shape_.head_dim;
+  thread_local std::vector<float> rk, rv;
+  const auto rotated = [&](const float* x, std::vector<float>& buffer) {
+    buffer.assign(x, x + n);
+    kernels::simd::hadamard_rotate(buffer.data(), n / shape_.head_dim, shape_.head_dim, false);
+    return buffer.data();
+  };
+  lc.append(c.rot_k ? rotated(k, rk) : k, c.rot_v ? rotated(v, rv) : v, n_tokens);
 }
 
 MemoryUsage KvCache::memory() const {

@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "innerq/kv/cache_spec.h"
@@ -132,10 +131,8 @@ class KvCache {
   size_t bytes_f16_equivalent() const;
 
  private:
-  // Validates the input and returns the rows to store (rotated copies in
-  // thread-local buffers where the layer stores rotated rows).
-  std::pair<const float*, const float*> prepare(int layer, const float* k, const float* v,
-                                                int n_tokens) const;
+  // What check_append() checks, on any cache.
+  void validate(int layer, const float* k, const float* v, int n_tokens) const;
 
   CacheShape shape_;
   std::vector<LayerConfig> configs_;
