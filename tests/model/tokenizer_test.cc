@@ -815,5 +815,18 @@ TEST(StoriesTokenizer, EveryByteStringRoundTripsUpToTheSpaceMark) {
   }
 }
 
+// utf8_valid (the JSON output's text_utf8_valid): a real U+FFFD is valid,
+// a byte utf8_chars() had to replace is not.
+TEST(Utf8, ValidOnlyWhenNoByteWasReplaced) {
+  for (const char* ok :
+       {"", "abc", "\xE6\x97\xA5\xE6\x9C\xAC", "\xEF\xBF\xBD", "\xF0\x9F\x98\x80"}) {
+    EXPECT_TRUE(utf8_valid(ok)) << hex(ok);
+  }
+  for (const char* bad :
+       {"\xFF", "a\xE6\x97", "\xC0\x80", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\x80"}) {
+    EXPECT_FALSE(utf8_valid(bad)) << hex(bad);
+  }
+}
+
 }  // namespace
 }  // namespace innerq::model

@@ -66,6 +66,13 @@ std::vector<Utf8Char> utf8_chars(std::string_view text) {
   return out;
 }
 
+bool utf8_valid(std::string_view text) {
+  for (const Utf8Char& c : utf8_chars(text)) {
+    if (c.codepoint == kReplacement && c.length == 1) return false;
+  }
+  return true;
+}
+
 std::string utf8_encode(uint32_t cp) {
   std::string s;
   if (cp < 0x80) {

@@ -26,6 +26,9 @@ struct Utf8Char {
 };
 
 std::vector<Utf8Char> utf8_chars(std::string_view text);
+// Whether every byte of text belongs to a valid UTF-8 sequence (shortest
+// form, no surrogates, at most U+10FFFF): utf8_chars() replaced none.
+bool utf8_valid(std::string_view text);
 std::string utf8_encode(uint32_t codepoint);
 // Bytes of the UTF-8 sequence that starts with `lead` (1 for invalid leads).
 size_t utf8_length(unsigned char lead);

@@ -5,7 +5,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -28,9 +27,6 @@ std::string read_text_file(const std::string& path, const char* what,
 // print model text also print its token ids, from which the exact bytes
 // follow.
 void print_json(const nlohmann::json& j, int indent = -1);
-
-// Whether s is valid UTF-8 (shortest forms, no surrogates, at most U+10FFFF).
-bool is_valid_utf8(std::string_view s);
 
 // a + b for token counts given by the user, refused past `limit` instead of
 // wrapping: `what` names the sum in the error.

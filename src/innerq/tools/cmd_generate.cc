@@ -18,6 +18,7 @@
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/sampler.h"
+#include "innerq/model/unicode.h"
 #include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 
@@ -119,7 +120,7 @@ void run_generate(const GenerateOptions& o) {
                         {"kv", spec.text},
                         {"prompt", user_text},
                         {"text", out_text},
-                        {"text_utf8_valid", is_valid_utf8(out_text)},
+                        {"text_utf8_valid", model::utf8_valid(out_text)},
                         {"tokens", generated},
                         {"n_prompt", n_prompt},
                         {"n_generated", generated.size()},
