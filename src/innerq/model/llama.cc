@@ -574,12 +574,6 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
     attention_inputs(L, x.data(), pos, s, n_threads);
 
     // ---- attention through the cache ----
-    // Several sequences: one thread per sequence (each cache is its own
-    // object). One sequence: decode attention splits its cache over the
-    // threads, unless the cache is too short to be worth waking them. The
-    // single-sequence call stays outside any OpenMP region: a parallel region
-    // nested in an inactive one gets a second thread team, which competes
-    // with the idle-spinning first one for the cores.
     // Every sequence's new row is validated before any is stored, outside
     // the parallel region (no exception may cross one): a bad row refuses
     // the layer for the whole batch.
@@ -602,6 +596,12 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
                                attn::DecodeOptions{attn_threads});
       }
     };
+    // Several sequences: one thread per sequence (each cache is its own
+    // object). One sequence: decode attention splits its cache over the
+    // threads, unless the cache is too short to be worth waking them. The
+    // single-sequence call stays outside any OpenMP region: a parallel region
+    // nested in an inactive one gets a second thread team, which competes
+    // with the idle-spinning first one for the cores.
     if (batch == 1) {
       const bool long_cache =
           int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
