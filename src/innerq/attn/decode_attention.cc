@@ -31,12 +31,18 @@ constexpr int kMinChunk = 512;
 #define INNERQ_KERNEL(name, ...) \
   (options.scalar_kernels ? kernels::scalar::name(__VA_ARGS__) : kernels::simd::name(__VA_ARGS__))
 
-void check_shape(const kv::LayerCache& cache, int n_heads) {
+// The number of positions attended to (n_visible, or all when 0).
+int check_shape(const kv::LayerCache& cache, int n_heads, int n_visible) {
   if (n_heads <= 0 || n_heads % cache.n_kv_heads() != 0) {
     throw Error(fmt::format("decode attention: {} query heads cannot share {} KV heads", n_heads,
                             cache.n_kv_heads()));
   }
   if (cache.n_tokens() == 0) throw Error("decode attention: the cache is empty");
+  if (n_visible < 0 || n_visible > cache.n_tokens()) {
+    throw Error(fmt::format("decode attention: {} visible positions, the cache holds {}",
+                            n_visible, cache.n_tokens()));
+  }
+  return n_visible > 0 ? n_visible : cache.n_tokens();
 }
 
 // Scores of tokens [a, b) from the segments that overlap them.
@@ -138,8 +144,8 @@ std::vector<int> chunk_cuts(int n, int origin, int n_kv_heads, int n_threads) {
 
 void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
                       const DecodeOptions& options) {
-  check_shape(cache, n_heads);
-  const int n = cache.n_tokens(), D = cache.head_dim(), n_kv = cache.n_kv_heads();
+  const int n = check_shape(cache, n_heads, options.n_visible);
+  const int D = cache.head_dim(), n_kv = cache.n_kv_heads();
   const int nq = n_heads / n_kv;
   const int n_threads = std::max(1, options.n_threads);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -375,9 +381,9 @@ std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head)
 }
 
 void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,
-                                float* out) {
-  check_shape(cache, n_heads);
-  const int n = cache.n_tokens(), D = cache.head_dim();
+                                float* out, int n_visible) {
+  const int n = check_shape(cache, n_heads, n_visible);
+  const int D = cache.head_dim();
   const int nq = n_heads / cache.n_kv_heads();
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   for (int kv_head = 0; kv_head < cache.n_kv_heads(); ++kv_head) {

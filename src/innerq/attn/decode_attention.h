@@ -19,6 +19,10 @@ struct DecodeOptions {
   // Run the same chunked algorithm with the scalar reference kernels (tests
   // compare it with the SIMD kernels, kernel by kernel).
   bool scalar_kernels = false;
+  // > 0: attend to positions [0, n_visible) only, as a query at position
+  // n_visible − 1 does while later positions of the same chunk are already
+  // stored (chunked prefill, model/llama.h). 0: every cached position.
+  int n_visible = 0;
 };
 
 // q:   [n_heads, head_dim] post-RoPE query of the newest position
@@ -30,7 +34,7 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
 // Scalar reference of the same computation for every cache kind: dequantizes
 // each region in double precision and runs a plain softmax. Slow; for tests.
 void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,
-                                float* out);
+                                float* out, int n_visible = 0);
 
 // The cache's contents as the reference sees them, [n_tokens][head_dim] in
 // double: every region decoded from its layout, InnerQ keys multiplied back by
