@@ -50,9 +50,11 @@ void check_spec(std::string_view input, const innerq::kv::CacheSpec& spec) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 4096) return 0;  // specs are short; keep each run bounded
   const std::string_view input(reinterpret_cast<const char*>(data), size);
-  // `layers=FILE` reads a file named by the input: keep runs independent of
-  // the file system (the layers-file reader has its own tests).
-  if (input.find("layers") != std::string_view::npos) return 0;
+  // `layers=FILE` and `kfactors=FILE` read a file named by the input: keep
+  // runs independent of the file system (both readers have their own tests).
+  if (input.find("layers") != std::string_view::npos ||
+      input.find("kfactors") != std::string_view::npos)
+    return 0;
   try {
     check_spec(input, innerq::kv::parse_cache_spec(input));
   } catch (const innerq::Error&) {

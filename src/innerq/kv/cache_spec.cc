@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/kv/key_factors.h"
 #include "innerq/quant/group_quant.h"
 
 namespace innerq::kv {
@@ -156,6 +157,8 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
         throw Error(fmt::format(
             "cache spec '{}': kg={} is not a supported group size (32, 64, 128)", spec, c.k_group));
       }
+    } else if (is_innerq && key == "kfactors") {
+      c.key_factors = std::make_shared<const KeyFactors>(read_key_factors(std::string(value)));
     } else if (key == "rot") {
       const Rotation r = parse_rot(spec, value);
       c.rot_k = r.k;
@@ -164,7 +167,8 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       *layers_file = std::string(value);
     } else {
       const char* allowed =
-          is_innerq ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, rot, layers"
+          is_innerq
+              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, kfactors, rot, layers"
           : is_kivi ? "g, recent, rot, layers"
                     : "rot, layers";
       throw Error(fmt::format("cache spec '{}': unknown key '{}' for {} (allowed keys: {})", spec,
@@ -172,6 +176,8 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
     }
     pos = comma + 1;
   }
+  if (c.key_factors)
+    check_key_factors_frame(*c.key_factors, c, fmt::format("cache spec '{}'", spec));
   if (is_kivi && c.recent % c.group != 0) {
     throw Error(fmt::format("cache spec '{}': recent={} must be a multiple of g={} for kivi", spec,
                             c.recent, c.group));
@@ -331,7 +337,7 @@ static std::string_view mode_name(QuantMode m) {
   return quant::quant_mode_name(m);
 }
 
-static const char* knorm_name(KeyNorm n) {
+const char* key_norm_name(KeyNorm n) {
   return n == KeyNorm::kOff ? "off" : n == KeyNorm::kRms ? "rms" : "sqrtmax";
 }
 
@@ -342,11 +348,12 @@ static const char* rot_name(const LayerConfig& c) {
 std::string describe(const LayerConfig& c) {
   std::string out = cache_kind_name(c.kind);
   if (c.kind == CacheKind::kInnerQ) {
-    out +=
-        fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
-                    c.v_bits, mode_name(c.v_mode), c.group, c.sink, c.recent, knorm_name(c.knorm));
+    out += fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
+                       c.v_bits, mode_name(c.v_mode), c.group, c.sink, c.recent,
+                       key_norm_name(c.knorm));
     if (c.k_group > 0 && c.k_group != c.group) out += fmt::format(" kg{}", c.k_group);
     if (c.kcenter) out += " kcenter";
+    if (c.key_factors) out += fmt::format(" kfactors={}", c.key_factors->path);
   } else if (c.kind == CacheKind::kKivi) {
     out += fmt::format(" {}-bit g{} recent{}", c.k_bits, c.group, c.recent);
   }
@@ -360,9 +367,10 @@ std::string spec_string(const LayerConfig& c) {
     case CacheKind::kInnerQ: {
       return fmt::format(
           "innerq-paper:k={},v={},kmode={},vmode={},g={},kg={},sink={},recent={},knorm={},"
-          "kcenter={},rot={}",
+          "kcenter={},rot={}{}",
           c.k_bits, c.v_bits, mode_name(c.k_mode), mode_name(c.v_mode), c.group, c.key_group(),
-          c.sink, c.recent, knorm_name(c.knorm), c.kcenter ? "on" : "off", rot);
+          c.sink, c.recent, key_norm_name(c.knorm), c.kcenter ? "on" : "off", rot,
+          c.key_factors ? ",kfactors=" + c.key_factors->path : "");
     }
     case CacheKind::kKivi:
       return fmt::format("{}:g={},recent={},rot={}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,

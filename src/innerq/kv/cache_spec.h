@@ -7,7 +7,14 @@
 //   keys (innerq, innerq-paper): k, v (bits: 2 3 4 8), kmode, vmode
 //                  (sym|asym|hybrid), g (32 64 128), kg (K's own group size,
 //                  32 64 128; default g), sink, recent (tokens ≥ 0),
-//                  knorm (off|sqrtmax|rms), kcenter (on|off)
+//                  knorm (off|sqrtmax|rms), kcenter (on|off),
+//                  kfactors=FILE: the key mean and factors of every layer
+//                  and KV head read from FILE (written by `innerq
+//                  calibrate`, kv/key_factors.h) instead of computed per
+//                  sequence, so equal prefixes store equal bytes; FILE must
+//                  have been calibrated with the same knorm, kcenter and
+//                  rot (of K). It is read once, when the spec is parsed;
+//                  overrides on top of the base share it
 //   keys (kivi, kivi4): g, recent (the fp16 residual length)
 //   keys (every name): rot (off|k|v|kv): randomized Hadamard rotation of K
 //                  and/or V along head_dim (kernels/hadamard.h);
@@ -24,6 +31,7 @@
 // specs throw innerq::Error naming the field and the allowed values.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +42,7 @@ namespace innerq::kv {
 
 enum class CacheKind { kF32, kF16, kQ8_0, kQ4_0, kKivi, kInnerQ };
 enum class KeyNorm { kOff, kSqrtMax, kRms };
+struct KeyFactors;  // kv/key_factors.h
 
 // One layer's configuration. Fields that a kind does not use are ignored.
 struct LayerConfig {
@@ -50,6 +59,9 @@ struct LayerConfig {
   bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
   bool rot_k = false;    // keys stored rotated (query rotated at decode)
   bool rot_v = false;    // values stored rotated (output rotated back)
+  // Calibrated key mean and factors (kfactors=FILE), or null: computed per
+  // sequence at the first flush. Immutable, shared by every layer using it.
+  std::shared_ptr<const KeyFactors> key_factors;
 
   int key_group() const { return k_group > 0 ? k_group : group; }
 };
@@ -79,9 +91,11 @@ LayerConfig default_innerq_config();
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs);
 
 const char* cache_kind_name(CacheKind kind);
+const char* key_norm_name(KeyNorm norm);  // "off", "sqrtmax", "rms"
 
 // A short canonical description of one layer's config, e.g.
-// "innerq k3sym v2hybrid g32 sink32 recent96 knorm=sqrtmax rot=k".
+// "innerq k3sym v2hybrid g32 sink32 recent96 knorm=sqrtmax rot=k"
+// (plus " kfactors=FILE" when calibrated factors are used).
 std::string describe(const LayerConfig& c);
 
 // A spec string that parses back to exactly `c`, with every field spelled
