@@ -2,12 +2,18 @@
 // one layer over synthetic caches, every cache config timed in the same run,
 // with bytes read, GB/s against this machine's measured read bandwidth, the
 // error against unquantized attention and the speedup over f16.
+// `innerq bench decode`: the model decoding a batch of sequences at a given
+// context, tokens/s per cache config against f16 in the same run, and the
+// process's peak memory growth against the planned cache bytes.
+#include <malloc.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -20,6 +26,8 @@
 #include "innerq/attn/decode_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
+#include "innerq/model/llama.h"
+#include "innerq/model/model_path.h"
 #include "innerq/tools/bench_attention.h"
 #include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
@@ -259,6 +267,239 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// bench decode
+// ---------------------------------------------------------------------------
+
+struct BenchDecodeArgs {
+  std::string model = "smollm2";
+  std::string batches = "1,4,16";
+  std::string contexts = "1024,4096";
+  std::string specs = "f16,innerq";
+  int steps = 32;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  bool json = false;
+};
+
+// This process's resident memory from /proc/self/status, in bytes: VmRSS now
+// and VmHWM, its peak since start or since reset_peak_rss().
+struct ResidentMemory {
+  uint64_t rss = 0, peak = 0;
+};
+
+ResidentMemory read_resident_memory() {
+  std::ifstream status("/proc/self/status");
+  ResidentMemory m;
+  std::string key;
+  uint64_t kib = 0;
+  while (status >> key) {
+    if (key == "VmRSS:" && status >> kib) m.rss = kib << 10;
+    if (key == "VmHWM:" && status >> kib) m.peak = kib << 10;
+  }
+  if (m.rss == 0 || m.peak == 0) throw Error("bench decode: /proc/self/status has no VmRSS/VmHWM");
+  return m;
+}
+
+// Linux resets VmHWM to the current RSS when "5" is written to
+// /proc/self/clear_refs. Returns false where that is refused.
+bool reset_peak_rss() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (f == nullptr) return false;
+  const bool ok = std::fputs("5", f) >= 0;
+  return std::fclose(f) == 0 && ok;
+}
+
+// The bytes B sequences of `n_tokens` take in caches of `layers` on model
+// `desc`'s shape, by the cache's own plan (kv::plan_layer_memory, and
+// plan_window_layer_memory for sliding-window layers): what the memory
+// measured below is compared with.
+uint64_t planned_cache_bytes(const kv::CacheShape& shape,
+                             const std::vector<kv::LayerConfig>& layers, int n_tokens, int batch) {
+  uint64_t per_sequence = 0;
+  for (int l = 0; l < shape.n_layers; ++l) {
+    const int w = shape.window(l);
+    per_sequence +=
+        (w > 0 ? kv::plan_window_layer_memory(w, shape.n_kv_heads, shape.head_dim, n_tokens)
+               : kv::plan_layer_memory(layers[static_cast<size_t>(l)], shape.n_kv_heads,
+                                       shape.head_dim, n_tokens))
+            .total();
+  }
+  return per_sequence * static_cast<uint64_t>(batch);
+}
+
+// The per-step buffers one decode call of `batch` sequences holds that this
+// benchmark can name: the model's scratch activations (LlamaModel::Scratch:
+// x, xb, q, k, v, att, gate, up) and the logits [batch, n_vocab].
+uint64_t decode_workspace_bytes(const model::ModelDesc& d, int batch) {
+  const uint64_t q = static_cast<uint64_t>(d.n_heads) * d.head_dim;
+  const uint64_t kv = static_cast<uint64_t>(d.n_kv_heads) * d.head_dim;
+  const uint64_t per_row = 2 * static_cast<uint64_t>(d.n_embd) + 2 * q + 2 * kv +
+                           2 * static_cast<uint64_t>(d.n_ff) + static_cast<uint64_t>(d.n_vocab);
+  return per_row * static_cast<uint64_t>(batch) * sizeof(float);
+}
+
+struct DecodeRun {
+  double seconds = 0.0;      // the timed steps, all sequences
+  uint64_t kv_bytes = 0;     // memory().total() of every cache after the steps
+  uint64_t planned = 0;      // planned_cache_bytes + decode_workspace_bytes
+  uint64_t peak_growth = 0;  // VmHWM after − VmRSS before the caches were built
+  uint64_t held_growth = 0;  // VmRSS after − VmRSS before
+  bool peak_reset = false;   // whether VmHWM could be reset before the caches were built
+};
+
+// Builds `batch` caches of `spec`, fills each to `ctx` tokens by appending
+// k/v ([ctx, n_kv_heads, head_dim], the same to every layer and sequence:
+// what attention reads costs the same whatever the values), decodes one
+// untimed step and then `steps` timed steps of the whole batch (each
+// sequence's next token is its greedy choice), and measures memory around it.
+DecodeRun run_decode(const model::LlamaModel& m, const kv::CacheSpec& spec, int batch, int ctx,
+                     int steps, const std::vector<float>& k, const std::vector<float>& v,
+                     int threads) {
+  const model::ModelDesc& d = m.config();
+  const kv::CacheShape shape = m.cache_shape(ctx + steps + 1);
+  const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers);
+  DecodeRun run;
+  run.planned =
+      planned_cache_bytes(shape, layers, ctx + steps + 1, batch) + decode_workspace_bytes(d, batch);
+  malloc_trim(0);  // what earlier runs freed goes back to the system first
+  run.peak_reset = reset_peak_rss();
+  const ResidentMemory before = read_resident_memory();
+  {
+    std::vector<std::unique_ptr<kv::KvCache>> owned;
+    std::vector<kv::KvCache*> caches;
+    const int row = d.n_kv_heads * d.head_dim;
+    constexpr int kFillChunk = 256;  // tokens appended per call: bounds the append's own buffers
+    for (int b = 0; b < batch; ++b) {
+      owned.push_back(std::make_unique<kv::KvCache>(shape, layers));
+      caches.push_back(owned.back().get());
+      for (int l = 0; l < d.n_layers; ++l) {
+        for (int t = 0; t < ctx; t += kFillChunk) {
+          const int n = std::min(kFillChunk, ctx - t);
+          const size_t at = static_cast<size_t>(t) * row;
+          caches.back()->append(l, k.data() + at, v.data() + at, n);
+        }
+      }
+    }
+    std::vector<int> tokens(static_cast<size_t>(batch),
+                            m.tokenizer().bos() >= 0 ? m.tokenizer().bos() : 0);
+    std::vector<float> logits;
+    const auto next_tokens = [&] {
+      const size_t V = logits.size() / static_cast<size_t>(batch);
+      for (int b = 0; b < batch; ++b) {
+        const float* r = logits.data() + static_cast<size_t>(b) * V;
+        tokens[static_cast<size_t>(b)] = static_cast<int>(std::max_element(r, r + V) - r);
+      }
+    };
+    m.decode(tokens, caches, logits, threads);  // untimed: first-touch of this batch's buffers
+    next_tokens();
+    const auto start = std::chrono::steady_clock::now();
+    for (int s = 0; s < steps; ++s) {
+      m.decode(tokens, caches, logits, threads);
+      next_tokens();
+    }
+    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (const kv::KvCache* c : caches) run.kv_bytes += c->memory().total();
+    const ResidentMemory after = read_resident_memory();
+    run.peak_growth = after.peak > before.rss ? after.peak - before.rss : 0;
+    run.held_growth = after.rss > before.rss ? after.rss - before.rss : 0;
+  }
+  return run;
+}
+
+int run_bench_decode(const BenchDecodeArgs& args) {
+  const std::vector<int> batches = parse_counts(args.batches, "-b", "a batch size", 4096, false);
+  const std::vector<int> contexts =
+      parse_counts(args.contexts, "--ctx", "a token count", kMaxContextTokens, true);
+  if (args.steps < 1 || args.steps > 1 << 20) {
+    throw Error(fmt::format("-n {} must be between 1 and {}", args.steps, 1 << 20));
+  }
+  std::vector<kv::CacheSpec> specs = kv::parse_cache_spec_list(args.specs);
+  const bool f16_listed = std::any_of(specs.begin(), specs.end(),
+                                      [](const kv::CacheSpec& c) { return c.text == "f16"; });
+  std::stable_partition(specs.begin(), specs.end(),
+                        [](const kv::CacheSpec& c) { return c.text == "f16"; });
+  if (!f16_listed) specs.insert(specs.begin(), kv::parse_cache_spec("f16"));
+
+  const model::LlamaModel m(model::resolve_model_path(args.model));
+  const model::ModelDesc& d = m.config();
+  for (int ctx : contexts) {
+    checked_token_sum(ctx, int64_t{args.steps} + 1, kMaxContextTokens, "--ctx plus -n");
+    for (int batch : batches) {
+      for (const kv::CacheSpec& spec : specs) {
+        const kv::CacheShape shape = m.cache_shape(ctx + args.steps + 1);
+        check_allocation(
+            planned_cache_bytes(shape, spec.layers(d.n_layers), ctx + args.steps + 1, batch),
+            fmt::format("bench decode: {} caches '{}' of {} tokens", batch, spec.text, ctx));
+      }
+    }
+  }
+  // Weights are mapped from the file: one decode step first touches every
+  // page of them, so that the memory measured later is the caches' own.
+  {
+    kv::KvCache warm(m.cache_shape(2), kv::parse_cache_spec("f16").layer);
+    kv::KvCache* caches[] = {&warm};
+    std::vector<float> logits;
+    m.decode(std::vector<int>{0}, caches, logits, args.threads);
+  }
+  if (!args.json) {
+    fmt::print(
+        "decode: {} ({}, {} layers, {} KV heads, head_dim {}), {} thread(s), {} timed "
+        "steps after 1 untimed\n",
+        args.model, d.arch, d.n_layers, d.n_kv_heads, d.head_dim, args.threads, args.steps);
+    fmt::print(
+        "caches filled to ctx with synthetic K/V, then the model decodes every sequence "
+        "of the batch per step\n");
+    fmt::print(
+        "plan: the cache plan (kv::plan_layer_memory) at ctx+n+1 tokens plus the named "
+        "decode buffers;\npeak: VmHWM after the steps minus VmRSS before the caches were "
+        "built (peak reset there)\n\n");
+    fmt::print("{:<24} {:>5} {:>6} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>8}\n", "kv", "batch",
+               "ctx", "tok/s", "ms/step", "vs_f16", "kv_MiB", "plan_MiB", "peak_MiB", "vs_plan");
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  std::vector<float> k, v;
+  for (int ctx : contexts) {
+    fill_synthetic_kv(ctx, d.n_kv_heads, d.head_dim, 7 + static_cast<unsigned>(ctx), k, v);
+    for (int batch : batches) {
+      double f16_tps = 0.0;
+      for (size_t i = 0; i < specs.size(); ++i) {
+        const DecodeRun r = run_decode(m, specs[i], batch, ctx, args.steps, k, v, args.threads);
+        const double tps = static_cast<double>(batch) * args.steps / r.seconds;
+        if (i == 0) f16_tps = tps;
+        if (i == 0 && !f16_listed) continue;
+        const double vs_plan = 100.0 * (static_cast<double>(r.peak_growth) - r.planned) / r.planned;
+        rows.push_back({{"kv", specs[i].text},
+                        {"batch", batch},
+                        {"ctx", ctx},
+                        {"steps", args.steps},
+                        {"tokens_per_s", tps},
+                        {"ms_per_step", 1e3 * r.seconds / args.steps},
+                        {"speedup_vs_f16", tps / f16_tps},
+                        {"kv_bytes", r.kv_bytes},
+                        {"planned_bytes", r.planned},
+                        {"peak_rss_growth_bytes", r.peak_growth},
+                        {"rss_growth_bytes", r.held_growth},
+                        {"peak_vs_plan_pct", vs_plan},
+                        {"peak_reset", r.peak_reset},
+                        {"model", args.model},
+                        {"threads", args.threads}});
+        if (!args.json) {
+          constexpr double kMiB = 1 << 20;
+          fmt::print(
+              "{:<24} {:>5} {:>6} {:>9.1f} {:>8.2f} {:>6.2f}x {:>9.1f} {:>9.1f} {:>9.1f} "
+              "{:>+7.1f}%{}\n",
+              specs[i].text, batch, ctx, tps, 1e3 * r.seconds / args.steps, tps / f16_tps,
+              r.kv_bytes / kMiB, r.planned / kMiB, r.peak_growth / kMiB, vs_plan,
+              r.peak_reset ? "" : " (peak not reset)");
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  if (args.json) print_json(rows, 2);
+  return 0;
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -308,6 +549,34 @@ void add_bench_command(CLI::App& app) {
     a.json = args->json;
     const int code =
         args->device == "cuda" ? run_bench_attention_cuda(a) : run_bench_attention_cpu(a);
+    if (code != 0) throw CLI::RuntimeError(code);
+  });
+
+  auto dargs = std::make_shared<BenchDecodeArgs>();
+  CLI::App* decode = bench->add_subcommand(
+      "decode",
+      "Time the model decoding a batch of sequences at a context length, for each cache\n"
+      "config: tokens/s (batch x steps / time), ms per step and the ratio to f16 measured in\n"
+      "the same run. Caches are filled with synthetic K/V (attention costs the same whatever\n"
+      "the values). Also the process's peak memory growth while the caches are built and\n"
+      "decoded, against the planned cache bytes plus the decode buffers.");
+  decode
+      ->add_option("-m,--model", dargs->model,
+                   "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
+      ->capture_default_str();
+  decode->add_option("-b,--batch", dargs->batches, "Comma-separated batch sizes (sequences)")
+      ->capture_default_str();
+  decode->add_option("--ctx", dargs->contexts, "Comma-separated context lengths in tokens (4k ok)")
+      ->capture_default_str();
+  decode->add_option("--kv", dargs->specs, "Comma-separated cache specs (f16 is always timed)")
+      ->capture_default_str();
+  decode->add_option("-n,--steps", dargs->steps, "Timed decode steps")->capture_default_str();
+  decode->add_option("-t,--threads", dargs->threads, "CPU threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  decode->add_flag("--json", dargs->json, "Print a JSON array of rows");
+  decode->callback([dargs] {
+    const int code = run_bench_decode(*dargs);
     if (code != 0) throw CLI::RuntimeError(code);
   });
 }

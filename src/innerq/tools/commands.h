@@ -17,5 +17,6 @@ void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_tune_command(CLI::App& app);
 void add_passkey_command(CLI::App& app);
+void add_calibrate_command(CLI::App& app);
 
 }  // namespace innerq::tools

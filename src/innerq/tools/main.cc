@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   innerq::tools::add_bench_command(app);
   innerq::tools::add_tune_command(app);
   innerq::tools::add_passkey_command(app);
+  innerq::tools::add_calibrate_command(app);
 
   // CLI11 reports an unknown first word as "A subcommand is required"; name
   // the word and the choices instead.
