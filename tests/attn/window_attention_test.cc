@@ -95,6 +95,57 @@ TEST(WindowAttention, MatchesDoublePrecisionOverTheLastWindow) {
   }
 }
 
+// A chunk of new positions (WindowChunk, copied from the ring before the
+// chunk is appended): position N + i attends to the last `window` positions
+// up to its own, as decode would after appending it alone. Chunks shorter
+// and longer than the window, from an empty ring, a partly filled one and a
+// wrapped one; the same tolerance as decode above.
+TEST(WindowAttention, ChunkSeesTheLastWindowUpToEachPosition) {
+  for (const Shape& s :
+       {Shape{4, 1, 256, 20}, Shape{8, 2, 64, 7}, Shape{6, 3, 128, 16}, Shape{4, 4, 32, 1}}) {
+    std::mt19937_64 rng(static_cast<uint64_t>(s.head_dim * 17 + s.window));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const size_t kv_dim = static_cast<size_t>(s.kv_heads) * s.head_dim;
+    const size_t q_dim = static_cast<size_t>(s.heads) * s.head_dim;
+    for (const int held : {0, 3, s.window - 1, s.window + 5, 3 * s.window + 2}) {
+      for (const int n_chunk : {1, 2, s.window, s.window + 9}) {
+        const int n = held + n_chunk;
+        std::vector<float> k(static_cast<size_t>(n) * kv_dim), v(k.size());
+        for (float& x : k) x = normal(rng);
+        for (float& x : v) x = normal(rng);
+        std::vector<float> q(static_cast<size_t>(n_chunk) * q_dim);
+        for (float& x : q) x = 2.0f * normal(rng);
+        kv::WindowLayerCache ring(s.window, s.kv_heads, s.head_dim);
+        if (held > 0) ring.append(k.data(), v.data(), held);
+        WindowChunk chunk;
+        chunk.begin(ring, n_chunk);
+        ring.append(&k[static_cast<size_t>(held) * kv_dim], &v[static_cast<size_t>(held) * kv_dim],
+                    n_chunk);
+        chunk.add_chunk(&k[static_cast<size_t>(held) * kv_dim],
+                        &v[static_cast<size_t>(held) * kv_dim]);
+        EXPECT_EQ(chunk.n_past(), std::min(held, s.window - 1));
+        std::vector<float> out(q_dim), out_ref(q_dim);
+        for (int i = 0; i < n_chunk; ++i) {
+          const std::vector<float> qi(q.begin() + static_cast<long>(i * q_dim),
+                                      q.begin() + static_cast<long>((i + 1) * q_dim));
+          window_chunk_attention(chunk, i, qi.data(), s.heads, out.data());
+          window_chunk_attention_reference(chunk, i, qi.data(), s.heads, out_ref.data());
+          const std::vector<double> want = expected(s, held + i + 1, qi, k, v);
+          double q_norm = 0.0;
+          for (float x : qi) q_norm = std::max(q_norm, double{std::fabs(x)});
+          const double tol = s.head_dim * std::ldexp(1.0, -24) * q_norm * 5.0 * 5.0 * 8.0 + 1e-6;
+          for (size_t j = 0; j < out.size(); ++j) {
+            ASSERT_NEAR(out[j], want[j], tol) << "window " << s.window << " held " << held
+                                              << " chunk " << n_chunk << " position " << i;
+            ASSERT_NEAR(out_ref[j], want[j], 1e-6) << "reference, position " << i;
+          }
+        }
+        EXPECT_THROW(window_chunk_attention(chunk, n_chunk, q.data(), s.heads, out.data()), Error);
+      }
+    }
+  }
+}
+
 TEST(WindowAttention, RefusesWhatItCannotRead) {
   kv::WindowLayerCache cache(8, 2, 32);
   std::vector<float> row(64, 0.5f), q(128, 1.0f), out(128);

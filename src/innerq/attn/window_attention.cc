@@ -1,5 +1,6 @@
-// Decode attention over a sliding-window layer's ring (window_attention.h):
-// the plain f16 kernels of decode attention, over one chunk.
+// Decode attention over a sliding-window layer's ring, and of a chunk of new
+// positions over a copy of it (window_attention.h): the plain f16 kernels of
+// decode attention.
 #include "innerq/attn/window_attention.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/attn_kernels.h"
+#include "innerq/kernels/f16_convert.h"
 #include "innerq/kernels/tile_format.h"
 
 namespace innerq::attn {
@@ -22,6 +24,31 @@ void check_shape(const kv::WindowLayerCache& cache, int n_heads) {
                             cache.n_kv_heads()));
   }
   if (cache.n_held() == 0) throw Error("window attention: the cache is empty");
+}
+
+// o_h = softmax_t(q_h·k_t / sqrt(D)) · v over n positions, in double; k(h, t,
+// c) and v(h, t, c) give the element of position t seen by query head h.
+template <class KeyAt, class ValueAt>
+void reference_attention(const float* q, int n_heads, int D, int n, float* out, KeyAt k_at,
+                         ValueAt v_at) {
+  std::vector<double> s(static_cast<size_t>(n));
+  for (int h = 0; h < n_heads; ++h) {
+    const float* qh = q + static_cast<size_t>(h) * D;
+    double mx = -INFINITY;
+    for (int t = 0; t < n; ++t) {
+      double dot = 0.0;
+      for (int c = 0; c < D; ++c) dot += double{qh[c]} * k_at(h, t, c);
+      s[static_cast<size_t>(t)] = dot / std::sqrt(static_cast<double>(D));
+      mx = std::max(mx, s[static_cast<size_t>(t)]);
+    }
+    double sum = 0.0;
+    for (double& x : s) sum += (x = std::exp(x - mx));
+    for (int c = 0; c < D; ++c) {
+      double o = 0.0;
+      for (int t = 0; t < n; ++t) o += s[static_cast<size_t>(t)] * v_at(h, t, c);
+      out[static_cast<size_t>(h) * D + c] = static_cast<float>(o / sum);
+    }
+  }
 }
 
 }  // namespace
@@ -56,31 +83,128 @@ void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_h
 void window_attention_reference(const kv::WindowLayerCache& cache, const float* q, int n_heads,
                                 float* out) {
   check_shape(cache, n_heads);
-  const int n = cache.n_held(), D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
-  std::vector<double> s(static_cast<size_t>(n));
-  for (int h = 0; h < n_heads; ++h) {
-    const int g = h / nq;
-    const f16_bits* kt = cache.k_tiles(g);
-    const f16_bits* vr = cache.v_rows(g);
-    const float* qh = q + static_cast<size_t>(h) * D;
-    double mx = -INFINITY;
-    for (int t = 0; t < n; ++t) {
-      const f16_bits* tile = kt + static_cast<size_t>(t / kTileRows) * D * kTileRows;
-      double dot = 0.0;
+  const int D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
+  reference_attention(
+      q, n_heads, D, cache.n_held(), out,
+      [&](int h, int t, int c) {
+        const f16_bits* tile =
+            cache.k_tiles(h / nq) + static_cast<size_t>(t / kTileRows) * D * kTileRows;
+        return f16_to_f32(tile[c * kTileRows + t % kTileRows]);
+      },
+      [&](int h, int t, int c) {
+        return f16_to_f32(cache.v_rows(h / nq)[static_cast<size_t>(t) * D + c]);
+      });
+}
+
+// ---------------------------------------------------------------------------
+// A chunk of new positions
+// ---------------------------------------------------------------------------
+
+void WindowChunk::begin(const kv::WindowLayerCache& ring, int n_chunk) {
+  if (n_chunk <= 0) throw Error(fmt::format("window chunk: {} positions", n_chunk));
+  window_ = ring.window();
+  n_kv_heads_ = ring.n_kv_heads();
+  head_dim_ = ring.head_dim();
+  n_chunk_ = n_chunk;
+  // The chunk's first query (position N) sees N − window + 1..N.
+  const int N = ring.n_tokens();
+  n_past_ = std::min(N, window_ - 1);
+  const size_t need = static_cast<size_t>(n_kv_heads_) * (n_past_ + n_chunk_) * head_dim_;
+  if (k_.size() < need) {
+    k_.resize(need);
+    v_.resize(need);
+  }
+  const int D = head_dim_;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const f16_bits* tiles = ring.k_tiles(h);
+    const f16_bits* rows = ring.v_rows(h);
+    f16_bits* k = k_.data() + head_offset(h);
+    f16_bits* v = v_.data() + head_offset(h);
+    for (int t = 0; t < n_past_; ++t) {
+      const int slot = (N - n_past_ + t) % window_;  // position p lives in slot p mod window
+      const f16_bits* tile = tiles + static_cast<size_t>(slot / kTileRows) * D * kTileRows;
       for (int c = 0; c < D; ++c)
-        dot += double{qh[c]} * f16_to_f32(tile[c * kTileRows + t % kTileRows]);
-      s[static_cast<size_t>(t)] = dot / std::sqrt(static_cast<double>(D));
-      mx = std::max(mx, s[static_cast<size_t>(t)]);
-    }
-    double sum = 0.0;
-    for (double& x : s) sum += (x = std::exp(x - mx));
-    for (int c = 0; c < D; ++c) {
-      double o = 0.0;
-      for (int t = 0; t < n; ++t)
-        o += s[static_cast<size_t>(t)] * f16_to_f32(vr[static_cast<size_t>(t) * D + c]);
-      out[static_cast<size_t>(h) * D + c] = static_cast<float>(o / sum);
+        k[static_cast<size_t>(t) * D + c] = tile[c * kTileRows + slot % kTileRows];
+      std::copy_n(rows + static_cast<size_t>(slot) * D, D, v + static_cast<size_t>(t) * D);
     }
   }
+}
+
+void WindowChunk::add_chunk(const float* k, const float* v) {
+  const int D = head_dim_;
+  const size_t per_token = static_cast<size_t>(n_kv_heads_) * D;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    for (int i = 0; i < n_chunk_; ++i) {
+      const size_t src = static_cast<size_t>(i) * per_token + static_cast<size_t>(h) * D;
+      const size_t dst = head_offset(h) + static_cast<size_t>(n_past_ + i) * D;
+      kernels::f32_to_f16(k + src, static_cast<size_t>(D), k_.data() + dst);
+      kernels::f32_to_f16(v + src, static_cast<size_t>(D), v_.data() + dst);
+    }
+  }
+}
+
+namespace {
+
+// Rows [first, last) of the chunk's K/V that its position i sees.
+struct VisibleRows {
+  int first, last;
+};
+
+VisibleRows visible_rows(const WindowChunk& chunk, int i, int n_heads) {
+  if (i < 0 || i >= chunk.n_chunk()) {
+    throw Error(fmt::format("window chunk attention: position {} outside the chunk of {}", i,
+                            chunk.n_chunk()));
+  }
+  if (n_heads <= 0 || n_heads % chunk.n_kv_heads() != 0) {
+    throw Error(fmt::format("window chunk attention: {} query heads cannot share {} KV heads",
+                            n_heads, chunk.n_kv_heads()));
+  }
+  const int last = chunk.n_past() + i + 1;
+  return {std::max(0, last - chunk.window()), last};
+}
+
+}  // namespace
+
+void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
+                            float* out) {
+  const auto [first, last] = visible_rows(chunk, i, n_heads);
+  const int n = last - first, D = chunk.head_dim(), nq = n_heads / chunk.n_kv_heads();
+  const size_t row0 = static_cast<size_t>(first) * D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const size_t stride = static_cast<size_t>(n);
+  // Kept across calls, as in window_attention.
+  thread_local std::vector<float> q_scaled, scores, m, l;
+  q_scaled.resize(static_cast<size_t>(nq) * D);
+  scores.resize(stride * nq);
+  m.resize(static_cast<size_t>(nq));
+  l.resize(static_cast<size_t>(nq));
+  for (int g = 0; g < chunk.n_kv_heads(); ++g) {
+    const float* qg = q + static_cast<size_t>(g) * nq * D;  // [nq][D]
+    for (size_t j = 0; j < q_scaled.size(); ++j) q_scaled[j] = qg[j] * scale;
+    kernels::simd::k_scores_rows(chunk.k_rows(g) + row0, n, {q_scaled.data(), nq, D},
+                                 {scores.data(), stride});
+    kernels::simd::softmax_partial({scores.data(), stride}, n, nq, m.data(), l.data());
+    float* og = out + static_cast<size_t>(g) * nq * D;
+    std::fill(og, og + static_cast<size_t>(nq) * D, 0.0f);
+    kernels::simd::v_accumulate_rows(chunk.v_rows(g) + row0, n, nq, D, {scores.data(), stride}, og);
+    for (int h = 0; h < nq; ++h) {
+      const float inv = 1.0f / l[static_cast<size_t>(h)];
+      for (int c = 0; c < D; ++c) og[h * D + c] *= inv;
+    }
+  }
+}
+
+void window_chunk_attention_reference(const WindowChunk& chunk, int i, const float* q, int n_heads,
+                                      float* out) {
+  const auto [first, last] = visible_rows(chunk, i, n_heads);
+  const int D = chunk.head_dim(), nq = n_heads / chunk.n_kv_heads();
+  const auto at = [&](const f16_bits* rows, int t, int c) {
+    return f16_to_f32(rows[static_cast<size_t>(first + t) * D + c]);
+  };
+  reference_attention(
+      q, n_heads, D, last - first, out,
+      [&](int h, int t, int c) { return at(chunk.k_rows(h / nq), t, c); },
+      [&](int h, int t, int c) { return at(chunk.v_rows(h / nq), t, c); });
 }
 
 }  // namespace innerq::attn
