@@ -6,8 +6,9 @@
 // CTest into the build tree; the JSON path arrives in INNERQ_ARCH_REFERENCE).
 //
 // Prefill must match the exact reference at every position and vocabulary
-// entry. Decode (one token at a time, and two sequences in one batch) must
-// match the reference whose windowed layers keep K/V in f16, as innerq's
+// entry. Decode (one token at a time, and two sequences in one batch) and
+// extend (chunks through the cache) must match the reference whose windowed
+// layers keep K/V in f16, as innerq's
 // window caches do; global layers use f32 caches. The tolerance is the f32
 // rounding bound of reference_fixture.h.
 #include <gtest/gtest.h>
@@ -120,10 +121,45 @@ void expect_decode_matches(const LlamaModel& m, const nlohmann::json& c, int bat
   }
 }
 
+// The positions from decode_from on through extend (chunked prefill), in
+// chunks of 3, 1, 25 and 6 tokens: after a prefill of decode_from tokens, or
+// all from an empty cache. A chunk of 25 is longer than Gemma 3's test window
+// of 20, so the ring overwrites positions the chunk's first queries still see.
+void expect_extend_matches(const LlamaModel& m, const nlohmann::json& c, bool prefill_first) {
+  const std::vector<int> tokens = c.at("tokens");
+  const int from = c.at("decode_from");
+  const int n = static_cast<int>(tokens.size());
+  const std::string name = c.at("name").get<std::string>() +
+                           (prefill_first ? " extend after prefill" : " extend from empty");
+  kv::KvCache cache(m.cache_shape(n), kv::parse_cache_spec("f32").layer);
+  kv::KvCache* caches[] = {&cache};
+  LlamaModel::Workspace ws;
+  std::vector<float> logits;
+  if (prefill_first)
+    m.prefill(std::span(tokens).first(static_cast<size_t>(from)), caches, false, logits, 2);
+  const nlohmann::json& ref = c.at("decode_logits");
+  const int sizes[] = {3, 1, 25, 6};
+  for (int i = 0; cache.n_tokens() < n; ++i) {
+    const int held = cache.n_tokens();
+    const int size = std::min(sizes[i % 4], n - held);
+    m.extend(std::span(tokens).subspan(static_cast<size_t>(held), static_cast<size_t>(size)), cache,
+             true, logits, 2, ws);
+    // Rows of positions held.. that the reference has (from decode_from on).
+    for (int t = std::max(held, from); t < held + size; ++t) {
+      const nlohmann::json row = nlohmann::json::array({ref.at(static_cast<size_t>(t - from))});
+      if (!rows_match(m, logits, row, static_cast<size_t>(t - held),
+                      name + ", position " + std::to_string(t)))
+        return;
+    }
+  }
+}
+
 void expect_matches(const LlamaModel& m, const nlohmann::json& c) {
   expect_prefill_matches(m, c);
   expect_decode_matches(m, c, 1);
   expect_decode_matches(m, c, 2);
+  expect_extend_matches(m, c, true);
+  expect_extend_matches(m, c, false);
 }
 
 TEST_F(ArchReference, Llama3RopeFactors) {

@@ -250,6 +250,7 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) 
     layers_.push_back(std::move(L));
   }
   load.refuse_unused(c.n_layers);
+  shape_ = kv::CacheShape{c.n_layers, c.n_kv_heads, c.head_dim, 1, c.windows()};
 }
 
 int64_t LlamaModel::n_params() const {
@@ -259,12 +260,15 @@ int64_t LlamaModel::n_params() const {
 }
 
 kv::CacheShape LlamaModel::cache_shape(int max_tokens) const {
-  return kv::CacheShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, max_tokens,
-                        config_.windows()};
+  kv::CacheShape shape = shape_;
+  shape.max_tokens = max_tokens;
+  return shape;
 }
 
 void LlamaModel::check_caches(std::span<kv::KvCache* const> caches) const {
-  const kv::CacheShape want = cache_shape(1);
+  // Compared with the shape kept from construction: building one per call
+  // would allocate its windows every decode step.
+  const kv::CacheShape& want = shape_;
   for (size_t b = 0; b < caches.size(); ++b) {
     const kv::CacheShape& got = caches[b]->shape();
     if (got.n_layers != want.n_layers || got.n_kv_heads != want.n_kv_heads ||
@@ -402,28 +406,30 @@ void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& s
 // One layer's steps, shared by prefill and decode
 // ---------------------------------------------------------------------------
 
-// Activations of n rows (tokens of a prompt, or sequences of a batch).
-struct LlamaModel::Scratch {
-  Scratch(const ModelDesc& c, int n)
-      : xb(static_cast<size_t>(n) * c.n_embd),
-        q(static_cast<size_t>(n) * c.n_heads * c.head_dim),
-        k(static_cast<size_t>(n) * c.n_kv_heads * c.head_dim),
-        v(k.size()),
-        att(q.size()),
-        gate(static_cast<size_t>(n) * c.n_ff),
-        up(gate.size()) {}
+LlamaModel::Workspace::Workspace(const LlamaModel& m, int rows, int sequences) {
+  reserve(m.config(), rows, sequences);
+}
 
-  std::vector<float> xb;    // [n, n_embd]
-  std::vector<float> q;     // [n, n_heads, head_dim]
-  std::vector<float> k;     // [n, n_kv_heads, head_dim]
-  std::vector<float> v;     // [n, n_kv_heads, head_dim]
-  std::vector<float> att;   // [n, n_heads, head_dim]
-  std::vector<float> gate;  // [n, n_ff]
-  std::vector<float> up;    // [n, n_ff]
-};
+void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences) {
+  const size_t n = static_cast<size_t>(rows);
+  const auto at_least = [](auto& buffer, size_t size) {
+    if (buffer.size() < size) buffer.resize(size);
+  };
+  at_least(x, n * c.n_embd);
+  at_least(xb, n * c.n_embd);
+  at_least(q, n * c.n_heads * c.head_dim);
+  at_least(k, n * c.n_kv_heads * c.head_dim);
+  at_least(v, n * c.n_kv_heads * c.head_dim);
+  at_least(att, n * c.n_heads * c.head_dim);
+  at_least(gate, n * c.n_ff);
+  at_least(up, n * c.n_ff);
+  at_least(tokens, n);
+  at_least(pos, n);
+  at_least(windows, static_cast<size_t>(sequences));
+}
 
 void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<const int> pos,
-                                  Scratch& s, int n_threads) const {
+                                  Workspace& s, int n_threads) const {
   const ModelDesc& c = config_;
   const int n = static_cast<int>(pos.size());
   const int q_dim = c.n_heads * c.head_dim;
@@ -456,7 +462,7 @@ void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<cons
   }
 }
 
-void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Scratch& s,
+void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Workspace& s,
                                           int n_threads) const {
   const ModelDesc& c = config_;
   const size_t xn = static_cast<size_t>(n) * c.n_embd;
@@ -499,15 +505,16 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
   }
   const size_t d = static_cast<size_t>(c.n_embd);
   const size_t nn = static_cast<size_t>(n);
-  std::vector<int> pos(nn);
+  // Once per prompt: prefill allocates its own buffers.
+  Workspace s;
+  s.reserve(c, n, 0);
+  const std::span<int> pos(s.pos.data(), nn);
   for (int t = 0; t < n; ++t) pos[static_cast<size_t>(t)] = t;
-
-  std::vector<float> x(nn * d);  // [n, n_embd] residual stream
-  Scratch s(c, n);
-  embed(tokens, x.data());
+  float* x = s.x.data();  // [n, n_embd] residual stream
+  embed(tokens, x);
   for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
-    attention_inputs(L, x.data(), pos, s, n_threads);
+    attention_inputs(L, x, pos, s, n_threads);
     const attn::PrefillShape shape{n, c.n_heads, c.n_kv_heads, c.head_dim,
                                    c.layers[static_cast<size_t>(l)].window};
     attn::prefill_attention(shape, s.q.data(), s.k.data(), s.v.data(), s.att.data(), n_threads);
@@ -518,107 +525,195 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
         throw refused_rows("prefill", -1, l, e);
       }
     }
-    attention_output_and_ffn(L, x.data(), n, s, n_threads);
+    attention_output_and_ffn(L, x, n, s, n_threads);
   });
 
   // ---- output head ----
   if (all_logits) {
     logits.resize(nn * c.n_vocab);
-    output_logits(x.data(), n, logits.data(), n_threads);
+    output_logits(x, n, logits.data(), n_threads);
   } else {
     logits.resize(static_cast<size_t>(c.n_vocab));
-    output_logits(&x[(nn - 1) * d], 1, logits.data(), n_threads);
+    output_logits(x + (nn - 1) * d, 1, logits.data(), n_threads);
   }
 }
 
 // ---------------------------------------------------------------------------
-// Decode: one new token for each of B sequences
+// Decode and extend: new tokens through the caches
 // ---------------------------------------------------------------------------
 
 void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
                         std::vector<float>& logits, int n_threads) const {
-  const ModelDesc& c = config_;
-  const int batch = static_cast<int>(tokens.size());
-  if (batch == 0 || caches.size() != tokens.size()) {
+  Workspace ws;
+  decode(tokens, caches, logits, n_threads, ws);
+}
+
+void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
+                        std::vector<float>& logits, int n_threads, Workspace& ws) const {
+  if (tokens.empty() || caches.size() != tokens.size()) {
     throw Error("decode: need one cache per token and at least one token");
   }
+  const int batch = static_cast<int>(tokens.size());
+  check_new_tokens(1, caches, "decode");
+  ws.reserve(config_, batch, batch);
+  std::copy(tokens.begin(), tokens.end(), ws.tokens.begin());
+  forward_cached(1, caches, /*all_logits=*/true, logits, n_threads, ws, "decode");
+}
+
+void LlamaModel::extend(std::span<const int> tokens, kv::KvCache& cache, bool all_logits,
+                        std::vector<float>& logits, int n_threads, Workspace& ws) const {
+  kv::KvCache* caches[] = {&cache};
+  extend(tokens, caches, all_logits, logits, n_threads, ws);
+}
+
+void LlamaModel::extend(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
+                        bool all_logits, std::vector<float>& logits, int n_threads,
+                        Workspace& ws) const {
+  if (tokens.empty()) throw Error("extend: no tokens");
+  if (caches.empty()) throw Error("extend: no cache");
+  const int n = static_cast<int>(tokens.size());
+  const int batch = static_cast<int>(caches.size());
+  check_new_tokens(n, caches, "extend");
+  if (int64_t{n} * batch > std::numeric_limits<int>::max()) {
+    throw Error(
+        fmt::format("extend: {} tokens for each of {} caches are too many for one call", n, batch));
+  }
+  ws.reserve(config_, n * batch, batch);
+  for (int b = 0; b < batch; ++b)
+    std::copy(tokens.begin(), tokens.end(), ws.tokens.begin() + static_cast<ptrdiff_t>(b) * n);
+  forward_cached(n, caches, all_logits, logits, n_threads, ws, "extend");
+}
+
+// Everything that can be checked before a layer takes the new tokens, so
+// that a refused step leaves every cache as it was.
+void LlamaModel::check_new_tokens(int n_new, std::span<kv::KvCache* const> caches,
+                                  const char* step) const {
   check_caches(caches);
+  for (size_t b = 0; b < caches.size(); ++b) {
+    const kv::KvCache& cache = *caches[b];
+    cache.require_usable();
+    const int held = cache.n_tokens();
+    if (n_new > cache.shape().max_tokens - held) {
+      throw Error(n_new == 1
+                      ? fmt::format("{}: sequence {} holds {} tokens, its whole context (-c)", step,
+                                    b, held)
+                      : fmt::format("{}: sequence {} holds {} tokens; {} more do not fit "
+                                    "its context of {} (-c)",
+                                    step, b, held, n_new, cache.shape().max_tokens));
+    }
+    for (size_t a = 0; a < b; ++a) {
+      if (caches[a] == caches[b])
+        throw Error(fmt::format("{}: sequences {} and {} share one cache", step, a, b));
+    }
+  }
+}
+
+void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches, bool all_logits,
+                                std::vector<float>& logits, int n_threads, Workspace& ws,
+                                const char* step) const {
+  const ModelDesc& c = config_;
+  const int batch = static_cast<int>(caches.size());
+  const int rows = batch * n_new;  // row b·n_new + i: token i of cache b
   const size_t d = static_cast<size_t>(c.n_embd);
   const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
   const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
   const size_t nb = static_cast<size_t>(batch);
+  const size_t n = static_cast<size_t>(n_new);
 
-  // Everything that can be checked before a layer takes the new token is
-  // checked here, so that a refused step leaves every cache as it was.
-  std::vector<int> pos(nb);  // position of each sequence's new token
   for (size_t b = 0; b < nb; ++b) {
-    const kv::KvCache& cache = *caches[b];
-    cache.require_usable();
-    pos[b] = cache.n_tokens();
-    if (pos[b] >= cache.shape().max_tokens) {
-      throw Error(
-          fmt::format("decode: sequence {} holds {} tokens, its whole context (-c)", b, pos[b]));
-    }
-    for (size_t a = 0; a < b; ++a) {
-      if (caches[a] == caches[b])
-        throw Error(fmt::format("decode: sequences {} and {} share one cache", a, b));
-    }
+    const int held = caches[b]->n_tokens();
+    for (size_t i = 0; i < n; ++i) ws.pos[b * n + i] = held + static_cast<int>(i);
   }
 
-  std::vector<float> x(nb * d);  // [B, n_embd] residual stream
-  Scratch s(c, batch);
-  embed(tokens, x.data());
+  float* x = ws.x.data();  // [rows, n_embd] residual stream
+  embed(std::span<const int>(ws.tokens.data(), static_cast<size_t>(rows)), x);
+  const std::span<const int> pos(ws.pos.data(), static_cast<size_t>(rows));
   for_each_layer(c.n_layers, caches, [&](int l) {
     const Layer& L = layers_[static_cast<size_t>(l)];
     const bool windowed = c.layers[static_cast<size_t>(l)].window > 0;
-    attention_inputs(L, x.data(), pos, s, n_threads);
+    // A window ring read by several new tokens at once: from a copy of what
+    // it holds, taken before the append overwrites any of it.
+    const bool window_chunk = windowed && n_new > 1;
+    attention_inputs(L, x, pos, ws, n_threads);
 
-    // ---- attention through the cache ----
-    // Every sequence's new row is validated before any is stored, outside
-    // the parallel region (no exception may cross one): a bad row refuses
-    // the layer for the whole batch.
+    // ---- store the new K/V ----
+    // Every sequence's new rows are validated before any is stored, outside
+    // the parallel region (no exception may cross one): bad rows refuse the
+    // layer for the whole batch.
     for (size_t b = 0; b < nb; ++b) {
       try {
-        caches[b]->check_append(l, &s.k[b * kv_dim], &s.v[b * kv_dim], 1);
+        caches[b]->check_append(l, &ws.k[b * n * kv_dim], &ws.v[b * n * kv_dim], n_new);
       } catch (const Error& e) {
-        throw refused_rows("decode", static_cast<int>(b), l, e);
+        throw refused_rows(step, static_cast<int>(b), l, e);
       }
     }
-    const auto attend = [&](int b, int attn_threads) {
+    const auto store = [&](int b) {
       const size_t bb = static_cast<size_t>(b);
-      caches[bb]->append(l, &s.k[bb * kv_dim], &s.v[bb * kv_dim], 1);
-      const kv::LayerCache& layer = caches[bb]->layer(l);
-      if (windowed) {  // check_caches: the cache's layer l is a window ring
-        attn::window_attention(static_cast<const kv::WindowLayerCache&>(layer), &s.q[bb * q_dim],
-                               c.n_heads, &s.att[bb * q_dim]);
+      const auto& ring = static_cast<const kv::WindowLayerCache&>(caches[bb]->layer(l));
+      if (window_chunk) ws.windows[bb].begin(ring, n_new);  // check_caches: a window ring
+      caches[bb]->append(l, &ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim], n_new);
+      if (window_chunk) ws.windows[bb].add_chunk(&ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim]);
+    };
+    // ---- attention through the cache ----
+    // Row r = b·n_new + i attends to cache b up to its own position.
+    const auto attend = [&](int r, int attn_threads) {
+      const size_t rr = static_cast<size_t>(r);
+      const int b = r / n_new, i = r % n_new;
+      const kv::LayerCache& layer = caches[static_cast<size_t>(b)]->layer(l);
+      if (window_chunk) {
+        attn::window_chunk_attention(ws.windows[static_cast<size_t>(b)], i, &ws.q[rr * q_dim],
+                                     c.n_heads, &ws.att[rr * q_dim]);
+      } else if (windowed) {
+        attn::window_attention(static_cast<const kv::WindowLayerCache&>(layer), &ws.q[rr * q_dim],
+                               c.n_heads, &ws.att[rr * q_dim]);
       } else {
-        attn::decode_attention(layer, &s.q[bb * q_dim], c.n_heads, &s.att[bb * q_dim],
-                               attn::DecodeOptions{attn_threads});
+        // One new token sees the whole cache; a chunk's token i must not see
+        // the chunk's later tokens, already stored.
+        attn::DecodeOptions options;
+        options.n_threads = attn_threads;
+        options.n_visible = n_new == 1 ? 0 : ws.pos[rr] + 1;
+        attn::decode_attention(layer, &ws.q[rr * q_dim], c.n_heads, &ws.att[rr * q_dim], options);
       }
     };
-    // Several sequences: one thread per sequence (each cache is its own
-    // object). One sequence: decode attention splits its cache over the
-    // threads, unless the cache is too short to be worth waking them. The
-    // single-sequence call stays outside any OpenMP region: a parallel region
-    // nested in an inactive one gets a second thread team, which competes
-    // with the idle-spinning first one for the cores.
-    if (batch == 1) {
+    // Several rows: one thread per row (each cache is its own object; the
+    // rows of one cache only read it). One row: decode attention splits its
+    // cache over the threads, unless the cache is too short to be worth
+    // waking them. The single-row call stays outside any OpenMP region: a
+    // parallel region nested in an inactive one gets a second thread team,
+    // which competes with the idle-spinning first one for the cores.
+    if (rows == 1) {
+      store(0);
       const bool long_cache =
-          int64_t{pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
+          int64_t{ws.pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
       attend(0, long_cache ? n_threads : 1);
     } else {
-      // What is left to fail here (memory) is carried out of the region.
+      // What is left to fail here (memory) is carried out of the regions.
       ParallelErrors errors;
+      if (batch == 1) {
+        store(0);
+      } else {
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-      for (int b = 0; b < batch; ++b) errors.run([&] { attend(b, 1); });
+        for (int b = 0; b < batch; ++b) errors.run([&] { store(b); });
+        errors.rethrow();
+      }
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+      for (int r = 0; r < rows; ++r) errors.run([&] { attend(r, 1); });
       errors.rethrow();
     }
-    attention_output_and_ffn(L, x.data(), batch, s, n_threads);
+    attention_output_and_ffn(L, x, rows, ws, n_threads);
   });
 
   // ---- output head ----
-  logits.resize(nb * c.n_vocab);
-  output_logits(x.data(), batch, logits.data(), n_threads);
+  const size_t V = static_cast<size_t>(c.n_vocab);
+  if (all_logits || n_new == 1) {
+    logits.resize(static_cast<size_t>(rows) * V);
+    output_logits(x, rows, logits.data(), n_threads);
+    return;
+  }
+  // Each cache's last new row, gathered (the FFN is done with xb).
+  for (size_t b = 0; b < nb; ++b) std::copy_n(x + (b * n + n - 1) * d, d, ws.xb.data() + b * d);
+  logits.resize(nb * V);
+  output_logits(ws.xb.data(), batch, logits.data(), n_threads);
 }
 
 }  // namespace innerq::model

@@ -8,7 +8,15 @@
 // sequence, several sequences at once (each with its own cache), and reads
 // past tokens only through the cache: attn::decode_attention for global
 // layers, attn::window_attention for sliding-window layers, whose caches keep
-// only their window (cache_shape() says which layers those are).
+// only their window (cache_shape() says which layers those are). Extend sends
+// a chunk of new tokens through caches that may already hold a sequence
+// (chunked prefill, a new chat turn, teacher-forced scoring): the chunk's K/V
+// is stored first, then each new token attends to the stored (quantized)
+// cache up to its own position, as decode would have seen it.
+//
+// decode() and extend() take their buffers from a Workspace the caller keeps,
+// so a generation loop allocates nothing per token in this layer once the
+// workspace has seen its largest call.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/arch.h"
@@ -28,6 +37,34 @@ namespace innerq::model {
 
 class LlamaModel {
  public:
+  // The buffers of one forward pass: residual stream, activations, positions
+  // and the sliding-window chunks of rows = sequences × tokens per call. A
+  // call that needs more rows than it holds grows it (once); smaller calls
+  // reuse it. One per calling thread; not tied to one model's weights, but
+  // sized by a model's shape.
+  class Workspace {
+   public:
+    Workspace() = default;
+    // Sized for calls of up to `rows` rows over up to `sequences` caches.
+    Workspace(const LlamaModel& m, int rows, int sequences);
+
+   private:
+    friend class LlamaModel;
+    void reserve(const ModelDesc& c, int rows, int sequences);
+
+    std::vector<float> x;                    // [rows, n_embd] residual stream
+    std::vector<float> xb;                   // [rows, n_embd]
+    std::vector<float> q;                    // [rows, n_heads, head_dim]
+    std::vector<float> k;                    // [rows, n_kv_heads, head_dim]
+    std::vector<float> v;                    // [rows, n_kv_heads, head_dim]
+    std::vector<float> att;                  // [rows, n_heads, head_dim]
+    std::vector<float> gate;                 // [rows, n_ff]
+    std::vector<float> up;                   // [rows, n_ff]
+    std::vector<int> tokens;                 // [rows]
+    std::vector<int> pos;                    // [rows]
+    std::vector<attn::WindowChunk> windows;  // [sequences], sliding-window layers
+  };
+
   // Opens and validates the GGUF file; throws innerq::Error naming it. A file
   // that cannot be a valid model is refused (docs/architecture.md, "GGUF
   // files"): metadata out of range, tensors the model does not read, NaN/Inf
@@ -56,7 +93,24 @@ class LlamaModel {
   // One token per sequence: tokens[b] goes to caches[b] at position
   // caches[b]->n_tokens(). logits: [B, n_vocab].
   void decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
+              std::vector<float>& logits, int n_threads, Workspace& ws) const;
+  // The same with a workspace of its own (allocates per call).
+  void decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
               std::vector<float>& logits, int n_threads) const;
+
+  // tokens: [n] appended to every cache at its positions n_tokens()...; the
+  // caches may be empty or hold a sequence, and each receives the same
+  // tokens (teacher-forced scoring of several configs). Token i attends to
+  // what its cache holds at positions 0..n_tokens()+i, as decode would have
+  // read it, except that the chunk was stored before any of its tokens
+  // attended (a quantized cache may already have flushed some of them).
+  // logits: [B, n, n_vocab] when all_logits, else [B, n_vocab] of each
+  // cache's last new position. A chunk that does not fit a cache's
+  // max_tokens is refused before anything is stored.
+  void extend(std::span<const int> tokens, std::span<kv::KvCache* const> caches, bool all_logits,
+              std::vector<float>& logits, int n_threads, Workspace& ws) const;
+  void extend(std::span<const int> tokens, kv::KvCache& cache, bool all_logits,
+              std::vector<float>& logits, int n_threads, Workspace& ws) const;
 
  private:
   struct Layer {
@@ -73,17 +127,23 @@ class LlamaModel {
     const float* post_ffn_norm = nullptr;   // [n_embd] post_norms
     std::vector<float> inv_freq;            // [n_rot / 2] RoPE frequencies of this layer
   };
-  struct Scratch;
-
   void check_caches(std::span<kv::KvCache* const> caches) const;
   // The attention inputs of n rows of x ([n, n_embd]) at positions pos:
   // norm, projections, biases, q/k norms, RoPE; q also scaled so that the
   // attention's 1/sqrt(head_dim) gives attn_scale.
-  void attention_inputs(const Layer& L, const float* x, std::span<const int> pos, Scratch& s,
+  void attention_inputs(const Layer& L, const float* x, std::span<const int> pos, Workspace& s,
                         int n_threads) const;
   // x += the attention output att (after Wo and the post-attention norm),
   // then x += the FFN of x.
-  void attention_output_and_ffn(const Layer& L, float* x, int n, Scratch& s, int n_threads) const;
+  void attention_output_and_ffn(const Layer& L, float* x, int n, Workspace& s, int n_threads) const;
+  // Throws, before anything is stored, unless every cache can take n_new
+  // more tokens (usable, room left, no cache twice).
+  void check_new_tokens(int n_new, std::span<kv::KvCache* const> caches, const char* step) const;
+  // decode and extend: n_new tokens for each cache (row b·n_new + i holds
+  // token i of cache b, ws.tokens), through the caches.
+  void forward_cached(int n_new, std::span<kv::KvCache* const> caches, bool all_logits,
+                      std::vector<float>& logits, int n_threads, Workspace& ws,
+                      const char* step) const;
   void embed(std::span<const int> tokens, float* x) const;
   void rope(const Layer& L, float* v, int n_heads, int pos) const;
   // x: [n, n_embd] in; logits: [n, n_vocab] out (x is normalized in place).
@@ -102,6 +162,7 @@ class LlamaModel {
   WeightMatrix output_;
   bool tied_output_ = false;
   std::vector<Layer> layers_;
+  kv::CacheShape shape_;  // cache_shape() but for max_tokens
 };
 
 }  // namespace innerq::model

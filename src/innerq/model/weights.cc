@@ -155,13 +155,20 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
   const std::optional<kernels::WeightFormat> format = block_format(w.type);
   const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
   // Each thread's tile is allocated here: nothing inside the region may throw
-  // (docs/architecture.md, "Errors and threads").
+  // (docs/architecture.md, "Errors and threads"). Kept across calls, so that
+  // a chunked forward pass allocates nothing once it has seen its widest
+  // matrix (model/llama.h, Workspace).
   const size_t tile_size = static_cast<size_t>(kTileRows * cols);
-  std::vector<float> tiles(static_cast<size_t>(std::max(n_threads, 1)) * tile_size);
+  // (Inside the region a thread_local names each thread's own: the threads
+  // share the calling thread's buffer through a plain pointer.)
+  thread_local std::vector<float> tile_buffer;
+  if (tile_buffer.size() < static_cast<size_t>(std::max(n_threads, 1)) * tile_size)
+    tile_buffer.resize(static_cast<size_t>(std::max(n_threads, 1)) * tile_size);
+  float* const tiles = tile_buffer.data();
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
-    const std::span<float> tile(
-        tiles.data() + static_cast<size_t>(omp_get_thread_num()) * tile_size, tile_size);
+    const std::span<float> tile(tiles + static_cast<size_t>(omp_get_thread_num()) * tile_size,
+                                tile_size);
     for (int t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
       const int t1 = std::min(n_tokens, t0 + kTokenBlock);
 #pragma omp for schedule(static)

@@ -1,0 +1,190 @@
+// No per-token heap allocation in the model layer: with a Workspace, 50
+// decode steps (and 10 chunks of extend) allocate exactly as often as the
+// lower layers' own calls in those steps — KvCache::check_append/append and
+// attn::decode_attention, replayed alone on a cache in the same state — so
+// the model's forward pass itself allocates nothing. What those lower layers
+// allocate is printed, not hidden.
+//
+// Its own binary: it replaces the global operator new to count.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "innerq/attn/decode_attention.h"
+#include "innerq/kv/cache_spec.h"
+#include "innerq/kv/kv_cache.h"
+#include "innerq/model/llama.h"
+#include "innerq/model/model_path.h"
+
+namespace {
+
+std::atomic<bool> counting{false};
+std::atomic<long> allocations{0};
+
+void* counted_alloc(std::size_t size) {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+
+void* counted_aligned_alloc(std::size_t size, std::align_val_t align) {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
+  const std::size_t a = static_cast<std::size_t>(align);
+  if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a)) return p;
+  throw std::bad_alloc();
+}
+
+}  // namespace
+
+void* operator new(std::size_t size) {
+  return counted_alloc(size);
+}
+void* operator new[](std::size_t size) {
+  return counted_alloc(size);
+}
+void* operator new(std::size_t size, std::align_val_t a) {
+  return counted_aligned_alloc(size, a);
+}
+void* operator new[](std::size_t size, std::align_val_t a) {
+  return counted_aligned_alloc(size, a);
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+
+namespace innerq::model {
+namespace {
+
+// Allocations made while f runs.
+template <class F>
+long count_allocations(F&& f) {
+  allocations = 0;
+  counting = true;
+  f();
+  counting = false;
+  return allocations.load();
+}
+
+const LlamaModel& stories() {
+  static const LlamaModel model(resolve_model_path("stories260K"));
+  return model;
+}
+
+struct Counts {
+  long model = 0;      // the model's calls (decode or extend)
+  long append = 0;     // check_append + append, replayed alone
+  long attention = 0;  // decode_attention, replayed alone
+};
+
+// `steps` calls of n_new tokens (n_new == 1: decode, else extend) after a
+// warm-up, and the same lower-layer calls on a twin cache. The whole run is
+// done once uncounted first, so that buffers kept per thread across calls
+// (decode attention's scores) have grown to their largest in every OpenMP
+// thread: growing them is not a per-token allocation, and the replay on the
+// calling thread alone would not grow them in the same places.
+Counts measure(const char* spec, int n_new, int steps, int n_threads) {
+  const LlamaModel& m = stories();
+  const ModelDesc& c = m.config();
+  const int warm = 8, ctx = warm + n_new * (steps + 1);
+  const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
+  LlamaModel::Workspace ws(m, n_new, 1);
+  std::vector<float> logits;
+  std::vector<int> tokens(static_cast<size_t>(n_new));
+  const auto step = [&](kv::KvCache& cache, int s) {
+    for (int i = 0; i < n_new; ++i) tokens[static_cast<size_t>(i)] = 1 + (s * n_new + i) % 400;
+    if (n_new == 1) {
+      kv::KvCache* caches[] = {&cache};
+      m.decode(tokens, caches, logits, n_threads, ws);
+    } else {
+      m.extend(tokens, cache, true, logits, n_threads, ws);
+    }
+  };
+  const auto start = [&](kv::KvCache& cache) {
+    kv::KvCache* caches[] = {&cache};
+    m.prefill(std::vector<int>(static_cast<size_t>(warm), 5), caches, false, logits, n_threads);
+    step(cache, 0);
+  };
+  kv::KvCache first(m.cache_shape(ctx), config), cache(m.cache_shape(ctx), config);
+  start(first);
+  for (int s = 1; s <= steps; ++s) step(first, s);
+  start(cache);
+  Counts counts;
+  counts.model = count_allocations([&] {
+    for (int s = 1; s <= steps; ++s) step(cache, s);
+  });
+
+  // The twin: the same token counts before, then the lower layers' calls of
+  // each step, with rows of the same shapes.
+  kv::KvCache twin(m.cache_shape(ctx), config);
+  const size_t kv_dim = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  std::vector<float> k(kv_dim * std::max(warm, n_new), 0.25f), v(k.size(), 0.5f);
+  std::vector<float> q(static_cast<size_t>(c.n_heads) * c.head_dim, 0.1f), out(q.size());
+  const auto append_all = [&](int n) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      twin.check_append(l, k.data(), v.data(), n);
+      twin.append(l, k.data(), v.data(), n);
+    }
+  };
+  const auto attend_all = [&](int n) {
+    for (int l = 0; l < c.n_layers; ++l) {
+      for (int i = 0; i < n; ++i) {
+        attn::DecodeOptions options;
+        options.n_threads = 1;
+        options.n_visible = n == 1 ? 0 : twin.n_tokens() - n + i + 1;
+        attn::decode_attention(twin.layer(l), q.data(), c.n_heads, out.data(), options);
+      }
+    }
+  };
+  append_all(warm);
+  append_all(n_new);
+  attend_all(n_new);
+  for (int s = 1; s <= steps; ++s) {
+    counts.append += count_allocations([&] { append_all(n_new); });
+    counts.attention += count_allocations([&] { attend_all(n_new); });
+  }
+  std::printf(
+      "%s, %d token(s) per call, %d threads, %d calls: model %ld allocations; the lower "
+      "layers alone: append %ld, decode_attention %ld\n",
+      spec, n_new, n_threads, steps, counts.model, counts.append, counts.attention);
+  return counts;
+}
+
+TEST(DecodeAllocations, TheModelLayerAllocatesNothingPerToken) {
+  for (const char* spec : {"f32", "f16"}) {
+    for (int threads : {1, 2}) {
+      const Counts decode = measure(spec, 1, 50, threads);
+      EXPECT_EQ(decode.model, decode.append + decode.attention) << spec << " decode";
+      const Counts extend = measure(spec, 16, 10, threads);
+      EXPECT_EQ(extend.model, extend.append + extend.attention) << spec << " extend";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace innerq::model
