@@ -7,11 +7,11 @@
 #include <random>
 #include <vector>
 
-#include "innerq/attn/cache_segments.h"
 #include "innerq/attn/decode_attention.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/kv/layer_caches.h"
+#include "innerq/kv/segments.h"
 
 namespace innerq {
 namespace {
@@ -33,8 +33,12 @@ const kv::KvCache& cache_for(const char* spec) {
     k[i] = normal(rng) * (i % kHeadDim == 5 ? 20.0f : 1.0f);
     v[i] = normal(rng);
   }
-  auto cache = std::make_unique<kv::KvCache>(kv::CacheShape{1, 1, kHeadDim, kTokens},
-                                             kv::parse_cache_spec(spec).layer);
+  // One block for the whole run: the kernels are timed over one long
+  // segment, not over the 256-token blocks of the default pool.
+  const kv::CacheShape shape{1, 1, kHeadDim, kTokens};
+  const std::vector<kv::LayerConfig> configs{kv::parse_cache_spec(spec).layer};
+  auto cache =
+      std::make_unique<kv::KvCache>(std::make_shared<kv::KvPool>(shape, configs, 1, kTokens));
   cache->append(0, k.data(), v.data(), kTokens);
   caches.emplace_back(spec, std::move(cache));
   return *caches.back().second;
@@ -42,8 +46,9 @@ const kv::KvCache& cache_for(const char* spec) {
 
 // The largest K (or V) segment of the cache: the quantized middle, or the
 // whole plain region.
-attn::Segment bulk(const char* spec, bool keys) {
-  const attn::HeadSegments s = attn::segments_of(cache_for(spec).layer(0), 0);
+kv::Segment bulk(const char* spec, bool keys) {
+  kv::HeadSegments s;
+  cache_for(spec).layer(0).segments(0, s);
   const auto& list = keys ? s.k : s.v;
   return *std::max_element(list.begin(), list.end(),
                            [](const auto& a, const auto& b) { return a.length < b.length; });
@@ -55,27 +60,27 @@ size_t segment_bytes(const char* spec, bool keys) {
 }
 
 void run_k(benchmark::State& state, const char* spec) {
-  const attn::Segment s = bulk(spec, true);
+  const kv::Segment s = bulk(spec, true);
   std::vector<float> q(kQueryHeads * kHeadDim, 0.1f),
       scores(static_cast<size_t>(kQueryHeads) * s.length);
   const kernels::QueryHeads heads{q.data(), kQueryHeads, kHeadDim};
   const kernels::HeadRows out{scores.data(), static_cast<size_t>(s.length)};
   for (auto _ : state) {
     switch (s.form) {
-      case attn::SegmentForm::kTilesF16:
+      case kv::SegmentForm::kTilesF16:
         kernels::simd::k_scores_tiles(static_cast<const f16_bits*>(s.data), s.length, heads, out);
         break;
-      case attn::SegmentForm::kQ8_0:
+      case kv::SegmentForm::kQ8_0:
         kernels::simd::k_scores_blocks(static_cast<const BlockQ8_0*>(s.data), s.length, heads, out);
         break;
-      case attn::SegmentForm::kQ4_0:
+      case kv::SegmentForm::kQ4_0:
         kernels::simd::k_scores_blocks(static_cast<const BlockQ4_0*>(s.data), s.length, heads, out);
         break;
-      case attn::SegmentForm::kInnerQK:
+      case kv::SegmentForm::kInnerQK:
         kernels::simd::k_scores_innerq(s.tile, static_cast<const uint8_t*>(s.data), s.length, heads,
                                        out);
         break;
-      case attn::SegmentForm::kKiviK:
+      case kv::SegmentForm::kKiviK:
         kernels::simd::k_scores_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data), s.length,
                                      heads, out);
         break;
@@ -89,30 +94,30 @@ void run_k(benchmark::State& state, const char* spec) {
 }
 
 void run_v(benchmark::State& state, const char* spec) {
-  const attn::Segment s = bulk(spec, false);
+  const kv::Segment s = bulk(spec, false);
   std::vector<float> p(static_cast<size_t>(kQueryHeads) * s.length, 1.0f / s.length),
       o(kQueryHeads * kHeadDim, 0.0f);
   const kernels::ConstHeadRows w{p.data(), static_cast<size_t>(s.length)};
   for (auto _ : state) {
     switch (s.form) {
-      case attn::SegmentForm::kRowsF16:
+      case kv::SegmentForm::kRowsF16:
         kernels::simd::v_accumulate_rows(static_cast<const f16_bits*>(s.data), s.length,
                                          kQueryHeads, kHeadDim, w, o.data());
         break;
-      case attn::SegmentForm::kQ8_0:
+      case kv::SegmentForm::kQ8_0:
         kernels::simd::v_accumulate_blocks(static_cast<const BlockQ8_0*>(s.data), s.length,
                                            kQueryHeads, kHeadDim, w, o.data());
         break;
-      case attn::SegmentForm::kQ4_0:
+      case kv::SegmentForm::kQ4_0:
         kernels::simd::v_accumulate_blocks(static_cast<const BlockQ4_0*>(s.data), s.length,
                                            kQueryHeads, kHeadDim, w, o.data());
         break;
-      case attn::SegmentForm::kInnerQV:
+      case kv::SegmentForm::kInnerQV:
         kernels::simd::v_accumulate_innerq(s.tile, static_cast<const uint8_t*>(s.data),
                                            s.length / s.tile.group, kQueryHeads, kHeadDim, w,
                                            o.data());
         break;
-      case attn::SegmentForm::kKiviV:
+      case kv::SegmentForm::kKiviV:
         kernels::simd::v_accumulate_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data),
                                          s.length, kQueryHeads, kHeadDim, w, o.data());
         break;

@@ -126,9 +126,10 @@ TEST(InnerQCache, WindowsFlushAndOrderOverRandomAppends) {
     const float* f = cache.key_norm(h);
     std::vector<float> scales;
     for (int i = 0; i < cache.k_middle_tokens(); i += 97) {
-      const std::vector<float> x = decode_tile_row(
-          cache.k_format(), config.k_mode,
-          cache.k_tiles(h) + (i / kTileRows) * cache.k_format().bytes(), i % kTileRows, &scales);
+      const std::vector<float> x =
+          decode_tile_row(cache.k_format(), config.k_mode,
+                          cache.k_tiles(h).data() + (i / kTileRows) * cache.k_format().bytes(),
+                          i % kTileRows, &scales);
       for (int c = 0; c < kDim; ++c) {
         // Within s/2, or s for a clipped positive extreme (sym rule), plus rounding.
         const float bound = scales[static_cast<size_t>(c / G)] * f[c] * 1.01f;
@@ -216,9 +217,9 @@ TEST(KvCache, MemoryIsTheSumOfTheParts) {
         break;
       case CacheKind::kKivi: {
         const int kq = n / c.recent * c.recent, vq = n - c.recent;
-        // Code buffers carry a 16-byte tail pad once they hold a record.
-        want.codes = heads * (static_cast<size_t>(kq + vq) * kDim * c.k_bits / 8 +
-                              (kq > 0 ? 16 : 0) + (vq > 0 ? 16 : 0));
+        // (The kernels' 16-byte tail pad is part of each block's region,
+        // counted by reserved_bytes(), not by the contents.)
+        want.codes = heads * (static_cast<size_t>(kq + vq) * kDim * c.k_bits / 8);
         want.metadata = heads * static_cast<size_t>(kq + vq) * (kDim / c.group) * 4;
         want.windows = heads * static_cast<size_t>(n - kq + n - vq) * f16_row;
         break;

@@ -11,7 +11,7 @@
 
 #include <fmt/core.h>
 
-#include "innerq/attn/cache_segments.h"
+#include "innerq/kv/segments.h"
 #include "innerq/base/error.h"
 #include "innerq/base/parallel_errors.h"
 #include "innerq/kernels/attn_kernels.h"
@@ -21,6 +21,10 @@
 
 namespace innerq::attn {
 namespace {
+
+using kv::HeadSegments;
+using kv::Segment;
+using kv::SegmentForm;
 
 // Chunk cuts are multiples of this many tokens from the segments' origin, so
 // they fall on 16-token tiles and on G-token blocks for every G ≤ 128.
@@ -39,8 +43,8 @@ int check_shape(const kv::LayerCache& cache, int n_heads, int n_visible) {
   }
   if (cache.n_tokens() == 0) throw Error("decode attention: the cache is empty");
   if (n_visible < 0 || n_visible > cache.n_tokens()) {
-    throw Error(fmt::format("decode attention: {} visible positions, the cache holds {}",
-                            n_visible, cache.n_tokens()));
+    throw Error(fmt::format("decode attention: {} visible positions, the cache holds {}", n_visible,
+                            cache.n_tokens()));
   }
   return n_visible > 0 ? n_visible : cache.n_tokens();
 }
@@ -150,8 +154,15 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   const int n_threads = std::max(1, options.n_threads);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
-  std::vector<HeadSegments> heads;
-  for (int h = 0; h < n_kv; ++h) heads.push_back(segments_of(cache, h));
+  // Reused across calls (the segment lists keep their capacity): a decode
+  // step does not allocate for them.
+  // (The parallel region below reads the calling thread's lists through
+  // this reference; naming the thread_local there would give each worker
+  // its own empty one.)
+  thread_local std::vector<HeadSegments> reused_heads;
+  std::vector<HeadSegments>& heads = reused_heads;
+  if (heads.size() < static_cast<size_t>(n_kv)) heads.resize(static_cast<size_t>(n_kv));
+  for (int h = 0; h < n_kv; ++h) cache.segments(h, heads[static_cast<size_t>(h)]);
   const std::vector<int> cuts = chunk_cuts(n, heads[0].origin, n_kv, n_threads);
   const int n_chunks = static_cast<int>(cuts.size()) - 1;
 
@@ -356,7 +367,8 @@ std::vector<double> dequantize_all(const std::vector<Segment>& segments, int n, 
 }  // namespace
 
 std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
-  const HeadSegments seg = segments_of(cache, kv_head);
+  HeadSegments seg;
+  cache.segments(kv_head, seg);
   std::vector<double> rows =
       dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm);
   if (seg.key_mean != nullptr) {  // every stored key is K − μ
@@ -370,7 +382,8 @@ std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
 }
 
 std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head) {
-  const HeadSegments seg = segments_of(cache, kv_head);
+  HeadSegments seg;
+  cache.segments(kv_head, seg);
   std::vector<double> rows =
       dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), seg.key_norm);
   if (cache.config().rot_v) {

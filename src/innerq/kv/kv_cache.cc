@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <numeric>
 #include <limits>
 #include <vector>
@@ -11,31 +13,108 @@
 
 #include "innerq/base/error.h"
 #include "innerq/kernels/hadamard.h"
+#include "innerq/kernels/llama_blocks.h"
+#include "innerq/kernels/tile_format.h"
 #include "innerq/kv/layer_caches.h"
 #include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::kv {
-namespace {
-
-std::unique_ptr<LayerCache> make_layer_cache(const LayerConfig& c, int n_kv_heads, int head_dim) {
-  switch (c.kind) {
-    case CacheKind::kF32:
-      return std::make_unique<F32LayerCache>(c, n_kv_heads, head_dim);
-    case CacheKind::kF16:
-      return std::make_unique<F16LayerCache>(c, n_kv_heads, head_dim);
-    case CacheKind::kQ8_0:
-      return std::make_unique<Q8_0LayerCache>(c, n_kv_heads, head_dim);
-    case CacheKind::kQ4_0:
-      return std::make_unique<Q4_0LayerCache>(c, n_kv_heads, head_dim);
-    case CacheKind::kKivi:
-      return std::make_unique<KiviLayerCache>(c, n_kv_heads, head_dim);
-    case CacheKind::kInnerQ:
-      return std::make_unique<InnerQLayerCache>(c, n_kv_heads, head_dim);
+// ---------------------------------------------------------------------------
+// Byte streams
+// ---------------------------------------------------------------------------
+void ByteReader::bytes(void* out, size_t n) {
+  if (left() < n) {
+    throw Error(fmt::format("{}: the data ends early (truncated: {} more bytes expected, {} left)",
+                            what_, n, left()));
   }
-  throw Error("unknown cache kind");
+  std::memcpy(out, p_, n);
+  p_ += n;
 }
 
-}  // namespace
+int ByteReader::get_int(const char* field, int lo, int hi) {
+  const int32_t x = get<int32_t>();
+  if (x < lo || x > hi) {
+    throw Error(fmt::format("{}: {} {} is outside {}..{}", what_, field, x, lo, hi));
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------------------
+// LayerCache: the block table
+// ---------------------------------------------------------------------------
+LayerCache::~LayerCache() {
+  for (int id : blocks_) pool_->release(id);
+}
+
+LayerCache::LayerCache(const LayerCache& o)
+    : config_(o.config_),
+      n_kv_heads_(o.n_kv_heads_),
+      head_dim_(o.head_dim_),
+      n_tokens_(o.n_tokens_),
+      own_pool_(o.own_pool_),
+      pool_(o.pool_),
+      block_tokens_(o.block_tokens_),
+      layout_(o.layout_) {
+  blocks_.reserve(o.blocks_.capacity());
+  for (int id : o.blocks_) {
+    pool_->retain(id);
+    blocks_.push_back(id);
+  }
+}
+
+size_t LayerCache::reserved_bytes() const {
+  return blocks_bytes();
+}
+
+void LayerCache::use_blocks(const BlockLayout& layout, BlockPool* pool, int block_tokens) {
+  layout_ = layout;
+  block_tokens_ = block_tokens;
+  if (pool == nullptr) {
+    own_pool_ =
+        std::make_shared<BlockPool>(fmt::format("{} layer cache", cache_kind_name(config_.kind)),
+                                    layout.block_bytes(n_kv_heads_), 4, /*growable=*/true);
+    pool = own_pool_.get();
+  } else if (pool->block_bytes() != layout.block_bytes(n_kv_heads_)) {
+    throw Error(fmt::format("{} layer cache: pool blocks of {} bytes, the layer needs {}",
+                            cache_kind_name(config_.kind), pool->block_bytes(),
+                            layout.block_bytes(n_kv_heads_)));
+  }
+  pool_ = pool;
+  blocks_.reserve(64);
+}
+
+uint8_t* LayerCache::writable(int j) {
+  if (j == static_cast<int>(blocks_.size())) blocks_.push_back(pool_->acquire());
+  int& id = blocks_[static_cast<size_t>(j)];
+  if (pool_->refs(id) > 1) {  // shared with a fork: copy before writing
+    const int mine = pool_->acquire();
+    std::memcpy(pool_->data(mine), pool_->data(id), pool_->block_bytes());
+    pool_->release(id);
+    id = mine;
+  }
+  return pool_->data(id);
+}
+
+void LayerCache::keep_blocks(int n_keep) {
+  while (static_cast<int>(blocks_.size()) > n_keep) {
+    pool_->release(blocks_.back());
+    blocks_.pop_back();
+  }
+}
+
+void LayerCache::save_blocks(ByteWriter& out) const {
+  out.put<int32_t>(static_cast<int32_t>(blocks_.size()));
+  for (int id : blocks_) out.bytes(pool_->data(id), pool_->block_bytes());
+}
+
+void LayerCache::load_blocks(ByteReader& in, int expected) {
+  const int n = in.get_int("blocks", expected, expected);
+  keep_blocks(0);
+  for (int j = 0; j < n; ++j) {
+    if (in.left() < pool_->block_bytes()) in.bytes(nullptr, pool_->block_bytes());  // throws
+    in.bytes(writable(j), pool_->block_bytes());
+  }
+}
 
 KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers) : shape_(shape) {
   if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
@@ -61,19 +140,35 @@ KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers
     }
   }
   configs_ = layers;
+  // A private pool that grows in slabs of up to 16 blocks: a single sequence
+  // never holds more than its plan, and pages become resident as written.
+  const MemoryPlan plan = plan_memory(shape_, configs_);
+  const int64_t slab = std::clamp<int64_t>(plan.pool_blocks(1, shape_.max_tokens), 1, 16);
+  pool_ = std::make_shared<KvPool>(shape_, configs_, slab, kDefaultBlockTokens, false, true);
+  clear();
+}
+
+KvCache::KvCache(std::shared_ptr<KvPool> pool, int max_tokens)
+    : shape_(pool->shape()), configs_(pool->configs()), pool_(std::move(pool)) {
+  if (max_tokens < 0) throw Error(fmt::format("cache: max tokens {} is negative", max_tokens));
+  if (max_tokens > 0) shape_.max_tokens = max_tokens;
   clear();
 }
 
 void KvCache::clear() {
   layers_.clear();
+  const int64_t max_blocks =
+      (int64_t{shape_.max_tokens} + pool_->block_tokens() - 1) / pool_->block_tokens();
   for (int l = 0; l < shape_.n_layers; ++l) {
     const int window = shape_.window(l);
     if (window > 0) {
       layers_.push_back(
           std::make_unique<WindowLayerCache>(window, shape_.n_kv_heads, shape_.head_dim));
     } else {
-      layers_.push_back(
-          make_layer_cache(configs_[static_cast<size_t>(l)], shape_.n_kv_heads, shape_.head_dim));
+      layers_.push_back(make_layer_cache(configs_[static_cast<size_t>(l)], shape_.n_kv_heads,
+                                         shape_.head_dim, pool_->layer(l), pool_->block_tokens()));
+      // The block table never grows during decode.
+      layers_.back()->reserve_blocks(static_cast<int>(std::min<int64_t>(max_blocks, 1 << 20)));
     }
   }
   failure_.clear();
@@ -179,60 +274,399 @@ void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
   lc.append(c.rot_k ? rotated(k, rk) : k, c.rot_v ? rotated(v, rv) : v, n_tokens);
 }
 
+size_t KvCache::reserved_bytes() const {
+  size_t bytes = 0;
+  for (const auto& l : layers_) bytes += l->reserved_bytes();
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------
+// Sequence operations
+// ---------------------------------------------------------------------------
+std::unique_ptr<KvCache> KvCache::fork() const {
+  require_usable();
+  auto child = std::make_unique<KvCache>(pool_, shape_.max_tokens);
+  for (size_t l = 0; l < layers_.size(); ++l) child->layers_[l] = layers_[l]->clone();
+  return child;
+}
+
+void KvCache::truncate(int n_drop) {
+  int shortest = n_tokens();
+  for (const auto& l : layers_) shortest = std::min(shortest, l->n_tokens());
+  if (n_drop < 0 || n_drop > shortest) {
+    throw Error(fmt::format("cache: cannot drop {} tokens of a sequence of {}", n_drop, shortest));
+  }
+  truncate_to(shortest - n_drop);
+}
+
+void KvCache::truncate_to(int n) {
+  for (const auto& l : layers_) {
+    if (n < 0 || n > l->n_tokens()) {
+      throw Error(
+          fmt::format("cache: cannot truncate to {} tokens: a layer holds {}", n, l->n_tokens()));
+    }
+  }
+  // Sliding-window layers refuse before anything changes.
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    const LayerCache& lc = *layers_[static_cast<size_t>(l)];
+    if (shape_.window(l) > 0 && lc.n_tokens() != n && lc.n_tokens() > shape_.window(l)) {
+      throw Error(fmt::format(
+          "cache: layer {} is a sliding-window layer whose ring of {} has wrapped; positions "
+          "{}..{} cannot be dropped",
+          l, shape_.window(l), n, lc.n_tokens() - 1));
+    }
+  }
+  for (const auto& l : layers_) l->truncate(n);
+  failure_.clear();
+}
+
+namespace {
+
+constexpr char kSeqMagic[8] = {'I', 'N', 'N', 'E', 'R', 'Q', 'K', 'V'};
+constexpr uint32_t kSeqVersion = 1;
+
+uint64_t fnv1a64(const uint8_t* p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+void put_string(ByteWriter& w, const std::string& s) {
+  w.put<uint32_t>(static_cast<uint32_t>(s.size()));
+  w.bytes(s.data(), s.size());
+}
+
+std::string get_string(ByteReader& r) {
+  const uint32_t n = r.get<uint32_t>();
+  if (n > r.left() || n > 4096)
+    throw Error(fmt::format("{}: a config string of {} bytes", r.what(), n));
+  std::string s(n, '\0');
+  r.bytes(s.data(), n);
+  return s;
+}
+
+}  // namespace
+
+void KvCache::save(const std::string& path) const {
+  require_usable();
+  if (!layers_agree()) throw Error("cache save: the layers hold different numbers of tokens");
+  ByteWriter w;
+  w.bytes(kSeqMagic, sizeof kSeqMagic);
+  w.put<uint32_t>(kSeqVersion);
+  for (const int x :
+       {shape_.n_layers, shape_.n_kv_heads, shape_.head_dim, pool_->block_tokens(), n_tokens()}) {
+    w.put<int32_t>(x);
+  }
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    w.put<int32_t>(shape_.window(l));
+    put_string(w, spec_string(configs_[static_cast<size_t>(l)]));
+  }
+  for (const auto& l : layers_) l->save(w);
+  std::string& bytes = w.str();
+  const uint64_t sum = fnv1a64(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  bytes.append(reinterpret_cast<const char*>(&sum), sizeof sum);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!f.good()) throw Error(fmt::format("cache save: cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw Error(fmt::format("cache save: cannot rename {} to {}", tmp, path));
+  }
+}
+
+void KvCache::load(const std::string& path) {
+  if (n_tokens() != 0 || failed()) {
+    throw Error(fmt::format("cache load: {}: the cache must be empty", path));
+  }
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) throw Error(fmt::format("cache load: cannot open {}", path));
+  const std::streamoff size = f.tellg();
+  const size_t header = sizeof kSeqMagic + 4;
+  if (size < static_cast<std::streamoff>(header + 8)) {
+    throw Error(fmt::format("cache load: {}: {} bytes is too short for a sequence file", path,
+                            static_cast<long long>(size)));
+  }
+  std::vector<uint8_t> data(static_cast<size_t>(size));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(data.data()), size);
+  if (!f) throw Error(fmt::format("cache load: cannot read {}", path));
+  if (std::memcmp(data.data(), kSeqMagic, sizeof kSeqMagic) != 0) {
+    throw Error(fmt::format("cache load: {} is not an innerq sequence file (bad magic)", path));
+  }
+  uint32_t version = 0;
+  std::memcpy(&version, data.data() + sizeof kSeqMagic, 4);
+  if (version != kSeqVersion) {
+    throw Error(fmt::format("cache load: {}: version {}, this build reads version {}", path,
+                            version, kSeqVersion));
+  }
+  uint64_t sum = 0;
+  std::memcpy(&sum, data.data() + data.size() - 8, 8);
+  if (fnv1a64(data.data(), data.size() - 8) != sum) {
+    throw Error(
+        fmt::format("cache load: {}: checksum mismatch (the file is corrupted or "
+                    "truncated)",
+                    path));
+  }
+  ByteReader r(data.data() + header, data.size() - header - 8, "cache load: " + path);
+  const auto expect = [&](const char* field, int want) {
+    const int32_t got = r.get<int32_t>();
+    if (got != want) {
+      throw Error(fmt::format("cache load: {}: {} {}, this cache has {}", path, field, got, want));
+    }
+  };
+  expect("layers", shape_.n_layers);
+  expect("KV heads", shape_.n_kv_heads);
+  expect("head_dim", shape_.head_dim);
+  expect("block tokens", pool_->block_tokens());
+  const int n = r.get_int("tokens", 0, shape_.max_tokens);
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    expect("window", shape_.window(l));
+    const std::string spec = get_string(r);
+    const std::string mine = spec_string(configs_[static_cast<size_t>(l)]);
+    if (spec != mine) {
+      throw Error(fmt::format("cache load: {}: layer {} was saved as '{}', this cache is '{}'",
+                              path, l, spec, mine));
+    }
+  }
+  try {
+    for (const auto& l : layers_) {
+      l->load(r);
+      if (l->n_tokens() != n) {
+        throw Error(fmt::format("cache load: {}: a layer holds {} tokens, the header says {}", path,
+                                l->n_tokens(), n));
+      }
+    }
+    if (r.left() != 0) {
+      throw Error(fmt::format("cache load: {}: {} bytes after the last layer", path, r.left()));
+    }
+  } catch (...) {
+    clear();
+    throw;
+  }
+}
+
 MemoryUsage KvCache::memory() const {
   MemoryUsage m;
   for (const auto& l : layers_) m += l->memory();
   return m;
 }
 
+// ---------------------------------------------------------------------------
+// Memory planning
+// ---------------------------------------------------------------------------
 namespace {
 
-MemoryUsage filled_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
-                                int n_tokens) {
-  KvCache one(CacheShape{1, n_kv_heads, head_dim, std::max(n_tokens, 1)}, config);
-  if (n_tokens > 0) {
-    // Values do not change the storage; small distinct ones keep every
-    // kind's checks (range, rotation) satisfied.
-    std::vector<float> rows(static_cast<size_t>(n_tokens) * n_kv_heads * head_dim);
-    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i % 7) * 0.125f;
-    one.append(0, rows.data(), rows.data(), n_tokens);
+int64_t div_up64(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Checks that a cache of `config` can be built for this shape (the same
+// checks the constructors make), without building one.
+void check_plannable(const LayerConfig& c, int n_kv_heads, int head_dim, int block_tokens) {
+  if (n_kv_heads <= 0 || head_dim <= 0) {
+    throw Error(fmt::format("cache plan: {} KV heads of head_dim {}", n_kv_heads, head_dim));
   }
-  return one.memory();
-}
-
-MemoryUsage scaled(const MemoryUsage& m, size_t times) {
-  return {m.codes * times, m.metadata * times, m.windows * times, m.norm * times};
-}
-
-MemoryUsage difference(const MemoryUsage& a, const MemoryUsage& b) {
-  return {a.codes - b.codes, a.metadata - b.metadata, a.windows - b.windows, a.norm - b.norm};
+  const auto need = [&](bool ok, const std::string& what) {
+    if (!ok) throw Error(fmt::format("{} cache: {}", cache_kind_name(c.kind), what));
+  };
+  need(block_tokens > 0 && block_tokens % kTileRows == 0,
+       fmt::format("block of {} tokens is not a positive multiple of {}", block_tokens, kTileRows));
+  switch (c.kind) {
+    case CacheKind::kQ8_0:
+    case CacheKind::kQ4_0:
+      need(head_dim % kLlamaBlock == 0,
+           fmt::format("head_dim {} is not a multiple of {}", head_dim, kLlamaBlock));
+      break;
+    case CacheKind::kKivi:
+      need(head_dim % c.group == 0,
+           fmt::format("head_dim {} is not a multiple of g={}", head_dim, c.group));
+      need(block_tokens % c.group == 0,
+           fmt::format("block of {} tokens is not a multiple of g={}", block_tokens, c.group));
+      break;
+    case CacheKind::kInnerQ:
+      need(head_dim % c.key_group() == 0 && head_dim % kTileRows == 0,
+           fmt::format("head_dim {} is not a multiple of the key group {} and of {}", head_dim,
+                       c.key_group(), kTileRows));
+      need(block_tokens % c.group == 0,
+           fmt::format("block of {} tokens is not a multiple of g={}", block_tokens, c.group));
+      break;
+    default:
+      break;
+  }
 }
 
 }  // namespace
 
+LayerPlan plan_layer(const LayerConfig& c, int n_kv_heads, int head_dim, int64_t n,
+                     int block_tokens) {
+  if (n < 0) throw Error(fmt::format("cache plan: {} tokens is negative", n));
+  check_plannable(c, n_kv_heads, head_dim, block_tokens);
+  const size_t H = static_cast<size_t>(n_kv_heads), D = static_cast<size_t>(head_dim);
+  const size_t row = D * sizeof(f16_bits);  // one f16 window row
+  LayerPlan p;
+  int64_t window_rows = 0;  // live f16 rows per head (K and V together)
+  switch (c.kind) {
+    case CacheKind::kF32:
+    case CacheKind::kF16: {
+      p.k_middle = p.v_middle = n;
+      const size_t elem = c.kind == CacheKind::kF32 ? sizeof(float) : sizeof(f16_bits);
+      p.content.windows =
+          static_cast<size_t>(div_up64(n, kTileRows) * kTileRows + n) * D * H * elem;
+      break;
+    }
+    case CacheKind::kQ8_0:
+    case CacheKind::kQ4_0: {
+      p.k_middle = p.v_middle = n;
+      const size_t blocks = 2 * static_cast<size_t>(n) * (D / kLlamaBlock) * H;
+      p.content.codes = blocks * (c.kind == CacheKind::kQ8_0 ? 32 : 16);
+      p.content.metadata = blocks * sizeof(f16_bits);
+      break;
+    }
+    case CacheKind::kKivi: {
+      const int64_t G = c.group, M = std::max(c.recent, c.group), P = M / G * G;
+      p.k_middle = n >= M ? (1 + (n - M) / P) * P : 0;  // K flushes P tokens on reaching M
+      p.v_middle = std::max<int64_t>(0, n - c.recent);  // V keeps `recent`
+      const size_t records =
+          static_cast<size_t>(p.k_middle / G) * D + static_cast<size_t>(p.v_middle) * (D / G);
+      const size_t meta = group_meta_bytes(QuantMode::kAsymmetric);
+      const size_t rec = group_record_bytes(c.k_bits, c.group, QuantMode::kAsymmetric);
+      p.content.metadata = records * meta * H;
+      p.content.codes = records * (rec - meta) * H;
+      window_rows = (n - p.k_middle) + (n - p.v_middle);
+      p.window_bytes = static_cast<size_t>(M + c.recent + 1) * row * H;
+      break;
+    }
+    case CacheKind::kInnerQ: {
+      const int64_t s = std::min<int64_t>(n, c.sink), after = n - s, R = c.recent, G = c.group;
+      p.k_middle = std::max<int64_t>(0, after - R);
+      p.v_middle = after >= R ? (after - R) / G * G : 0;
+      const TileFormat kf{c.k_bits, c.key_group(), head_dim / c.key_group(),
+                          mode_has_zero(c.k_mode)};
+      const TileFormat vf{c.v_bits, c.group, 1, mode_has_zero(c.v_mode)};
+      const size_t k_tiles = static_cast<size_t>(div_up64(p.k_middle, kTileRows));
+      const size_t v_tiles = static_cast<size_t>(p.v_middle / G) * (D / kTileRows);
+      p.content.codes = (k_tiles * kf.code_bytes() + v_tiles * vf.code_bytes()) * H;
+      p.content.metadata = (k_tiles * kf.meta_bytes() + v_tiles * vf.meta_bytes()) * H;
+      window_rows = 2 * s + (after - p.k_middle) + (after - p.v_middle);
+      if (p.k_middle > 0) {
+        p.norm_bytes = (c.knorm != KeyNorm::kOff ? 1 : 0) * H * D * sizeof(float) +
+                       (c.kcenter ? 1 : 0) * H * D * sizeof(float);
+      }
+      p.content.norm = p.norm_bytes;
+      p.window_bytes = static_cast<size_t>(2 * c.sink + (R + 1) + (R + G)) * row * H;
+      break;
+    }
+  }
+  p.content.windows += static_cast<size_t>(window_rows) * row * H;
+  p.block_bytes = layer_block_layout(c, head_dim, block_tokens).block_bytes(n_kv_heads);
+  p.blocks = div_up64(std::max(p.k_middle, p.v_middle), block_tokens);
+  return p;
+}
+
 MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
                               int64_t n_tokens) {
-  if (n_tokens < 0) throw Error(fmt::format("cache plan: {} tokens is negative", n_tokens));
-  // Period: 16-token tiles, 32-value blocks, K and V groups, and the recent
-  // window (KIVI's key residual flushes whole groups when it reaches it).
-  int64_t period = 32;
-  for (const int n : {config.group, config.key_group(), config.recent}) {
-    if (n > 0) period = std::lcm(period, int64_t{n});
+  return plan_layer(config, n_kv_heads, head_dim, n_tokens).content;
+}
+
+MemoryPlan plan_memory(const CacheShape& shape, const std::vector<LayerConfig>& configs,
+                       int block_tokens) {
+  if (configs.size() != static_cast<size_t>(shape.n_layers)) {
+    throw Error(
+        fmt::format("cache plan: {} layer configs for {} layers", configs.size(), shape.n_layers));
   }
-  // Past the windows plus one whole period, storage grows by the same bytes
-  // every period.
-  const int64_t settled = int64_t{config.sink} + config.recent + 2 * period;
-  if (n_tokens <= settled + period) {
-    return filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(n_tokens));
+  MemoryPlan plan{shape, configs, block_tokens};
+  for (int l = 0; l < shape.n_layers; ++l) {
+    if (shape.window(l) == 0) plan.layer(l, 0);  // refuses configs the shape cannot hold
   }
-  const int64_t periods = (n_tokens - settled) / period;
-  const int64_t start = n_tokens - periods * period;  // in [settled, settled + period)
-  const MemoryUsage a = filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(start));
-  const MemoryUsage b =
-      filled_layer_memory(config, n_kv_heads, head_dim, static_cast<int>(start + period));
-  MemoryUsage out = a;
-  out += scaled(difference(b, a), static_cast<size_t>(periods));
-  return out;
+  return plan;
+}
+
+LayerPlan MemoryPlan::layer(int l, int64_t n_tokens) const {
+  const int window = shape.window(l);
+  if (window > 0) {  // the ring: per-sequence, not pooled
+    LayerPlan p;
+    p.content = plan_window_layer_memory(window, shape.n_kv_heads, shape.head_dim, n_tokens);
+    p.window_bytes = p.content.total();
+    return p;
+  }
+  return plan_layer(configs[static_cast<size_t>(l)], shape.n_kv_heads, shape.head_dim, n_tokens,
+                    block_tokens);
+}
+
+size_t MemoryPlan::sequence_bytes(int64_t n_tokens) const {
+  size_t bytes = 0;
+  for (int l = 0; l < shape.n_layers; ++l) bytes += layer(l, n_tokens).reserved();
+  return bytes;
+}
+
+int64_t MemoryPlan::pool_blocks(int n_seqs, int64_t n_tokens) const {
+  int64_t blocks = 0;
+  for (int l = 0; l < shape.n_layers; ++l) blocks = std::max(blocks, layer(l, n_tokens).blocks);
+  return blocks * n_seqs;
+}
+
+size_t MemoryPlan::bytes(int n_seqs, int64_t n_tokens) const {
+  const int64_t blocks = pool_blocks(n_seqs, n_tokens);
+  size_t bytes = 0;
+  for (int l = 0; l < shape.n_layers; ++l) {
+    const LayerPlan p = layer(l, n_tokens);
+    bytes += static_cast<size_t>(blocks) * p.block_bytes +
+             static_cast<size_t>(n_seqs) * (p.window_bytes + p.norm_bytes);
+  }
+  return bytes;
+}
+
+int64_t MemoryPlan::tokens_for_budget(size_t budget, int n_seqs) const {
+  if (n_seqs <= 0) throw Error(fmt::format("cache plan: {} sequences", n_seqs));
+  int64_t lo = 0, hi = int64_t{1} << 24;  // bytes() grows with the tokens
+  if (bytes(n_seqs, 1) > budget) return 0;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (bytes(n_seqs, mid) <= budget)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// ---------------------------------------------------------------------------
+// KvPool
+// ---------------------------------------------------------------------------
+KvPool::KvPool(const CacheShape& shape, const std::vector<LayerConfig>& configs, int64_t n_blocks,
+               int block_tokens, bool prefault, bool growable)
+    : shape_(shape), configs_(configs), block_tokens_(block_tokens), n_blocks_(n_blocks) {
+  const MemoryPlan plan = plan_memory(shape, configs, block_tokens);
+  if (n_blocks <= 0 || n_blocks > (1 << 30)) {
+    throw Error(fmt::format("KV pool: {} blocks per layer is not in 1..2^30", n_blocks));
+  }
+  for (int l = 0; l < shape.n_layers; ++l) {
+    if (shape.window(l) > 0) {
+      pools_.push_back(nullptr);
+      continue;
+    }
+    const size_t block_bytes = plan.layer(l, 0).block_bytes;
+    pools_.push_back(std::make_unique<BlockPool>(fmt::format("KV pool (layer {})", l), block_bytes,
+                                                 static_cast<int>(n_blocks), growable));
+    if (prefault) pools_.back()->prefault();
+  }
+}
+
+std::shared_ptr<KvPool> KvPool::for_sequences(const CacheShape& shape,
+                                              const std::vector<LayerConfig>& configs, int n_seqs,
+                                              int64_t n_tokens, bool prefault) {
+  const MemoryPlan plan = plan_memory(shape, configs);
+  return std::make_shared<KvPool>(shape, configs,
+                                  std::max<int64_t>(1, plan.pool_blocks(n_seqs, n_tokens)),
+                                  kDefaultBlockTokens, prefault);
+}
+
+size_t KvPool::bytes() const {
+  size_t bytes = 0;
+  for (const auto& p : pools_) bytes += p ? p->bytes() : 0;
+  return bytes;
 }
 
 MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens) {

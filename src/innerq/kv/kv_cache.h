@@ -25,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "innerq/kv/block_pool.h"
 #include "innerq/kv/cache_spec.h"
+#include "innerq/kv/segments.h"
 
 namespace innerq::kv {
 
@@ -58,47 +60,225 @@ struct MemoryUsage {
   }
 };
 
-// One layer's K/V for all its KV heads. Concrete types live in layer_caches.h.
+// Bytes of one block's regions for one KV head: K and V for block_tokens
+// middle slots, each rounded up to kRegionAlign (block_pool.h).
+struct BlockLayout {
+  size_t k_region = 0;
+  size_t v_region = 0;
+  size_t block_bytes(int n_kv_heads) const {
+    return (k_region + v_region) * static_cast<size_t>(n_kv_heads);
+  }
+};
+
+// Little-endian byte stream of a saved sequence (KvCache::save); the reader
+// throws innerq::Error naming `what` when the data ends early.
+class ByteWriter {
+ public:
+  template <typename T>
+  void put(const T& x) {
+    bytes(&x, sizeof(T));
+  }
+  void bytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+  std::string& str() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class ByteReader {
+ public:
+  ByteReader(const uint8_t* data, size_t size, std::string what)
+      : p_(data), end_(data + size), what_(std::move(what)) {}
+  template <typename T>
+  T get() {
+    T x;
+    bytes(&x, sizeof(T));
+    return x;
+  }
+  void bytes(void* out, size_t n);
+  // An int read from the stream, refused unless lo <= x <= hi.
+  int get_int(const char* field, int lo, int hi);
+  size_t left() const { return static_cast<size_t>(end_ - p_); }
+  const std::string& what() const { return what_; }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+  std::string what_;
+};
+
+// One layer's K/V for all its KV heads. Concrete types live in layer_caches.h
+// (and window_layer_cache.h); attention reads them only through segments().
 class LayerCache {
  public:
   LayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
       : config_(config), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {}
-  virtual ~LayerCache() = default;
+  virtual ~LayerCache();
 
   // k, v: [n_tokens, n_kv_heads, head_dim]
   virtual void append(const float* k, const float* v, int n_tokens) = 0;
+  // Bytes of the stored contents, by purpose (quantized codes and metadata of
+  // the tokens held, live window rows, factors): what "bits per value" uses.
   virtual MemoryUsage memory() const = 0;
+  // Bytes this sequence holds for the layer: whole pool blocks, window
+  // buffers at their capacity, factors. What memory planning predicts.
+  virtual size_t reserved_bytes() const;
+  // The head's tokens as segments in token order (segments.h); clears and
+  // refills `out`.
+  virtual void segments(int head, HeadSegments& out) const = 0;
+  // A copy that shares this one's pool blocks (copy-on-write).
+  virtual std::unique_ptr<LayerCache> clone() const = 0;
+  // Keeps the first n_tokens tokens (0 <= n_tokens <= n_tokens()); see
+  // KvCache::truncate for what happens to quantized groups and windows.
+  virtual void truncate(int n_tokens) = 0;
+  // The state of the sequence (not the config) as bytes, and back into an
+  // empty cache of the same config; load() throws innerq::Error on data that
+  // is not a state of this config.
+  virtual void save(ByteWriter& out) const = 0;
+  virtual void load(ByteReader& in) = 0;
 
   const LayerConfig& config() const { return config_; }
   CacheKind kind() const { return config_.kind; }
   int n_kv_heads() const { return n_kv_heads_; }
   int head_dim() const { return head_dim_; }
   int n_tokens() const { return n_tokens_; }
+  int block_tokens() const { return block_tokens_; }
+  int n_blocks_held() const { return static_cast<int>(blocks_.size()); }
+  const BlockLayout& block_layout() const { return layout_; }
+  // The pool block id of block j (0 <= j < n_blocks_held()).
+  int block_id(int j) const { return blocks_[static_cast<size_t>(j)]; }
+  // Room in the block table for n blocks, so appends never reallocate it.
+  void reserve_blocks(int n) { blocks_.reserve(static_cast<size_t>(n)); }
 
  protected:
+  LayerCache(const LayerCache& other);  // shares the blocks (clone)
+  LayerCache& operator=(const LayerCache&) = delete;
+
+  // Blocks of `layout` from `pool`, or from a private growable pool when
+  // pool is null (a standalone cache).
+  void use_blocks(const BlockLayout& layout, BlockPool* pool, int block_tokens);
+  // Region of head h in block j for writing: takes block j from the pool
+  // when j == n_blocks_held(), copies it first when it is shared.
+  uint8_t* k_write(int j, int head) { return writable(j) + region(head); }
+  uint8_t* v_write(int j, int head) { return writable(j) + region(head) + layout_.k_region; }
+  const uint8_t* k_read(int j, int head) const {
+    return pool_->data(blocks_[static_cast<size_t>(j)]) + region(head);
+  }
+  const uint8_t* v_read(int j, int head) const { return k_read(j, head) + layout_.k_region; }
+  // Gives back blocks [n_keep, n_blocks_held()).
+  void keep_blocks(int n_keep);
+  size_t blocks_bytes() const { return blocks_.size() * layout_.block_bytes(n_kv_heads_); }
+  void save_blocks(ByteWriter& out) const;
+  void load_blocks(ByteReader& in, int expected);
+
   LayerConfig config_;
   int n_kv_heads_;
   int head_dim_;
   int n_tokens_ = 0;
+
+ private:
+  uint8_t* writable(int j);
+  size_t region(int head) const {
+    return static_cast<size_t>(head) * (layout_.k_region + layout_.v_region);
+  }
+
+  std::shared_ptr<BlockPool> own_pool_;  // standalone caches only
+  BlockPool* pool_ = nullptr;
+  int block_tokens_ = 0;
+  BlockLayout layout_;
+  std::vector<int> blocks_;  // the block table
 };
 
-// Bytes one layer with `config` takes holding n_tokens tokens, without
-// holding them: every kind's storage repeats with a period of P tokens (the
-// least common multiple of its tile and group sizes) once past its windows,
-// so two small caches of the same config are filled and the rest follows by
-// arithmetic. Equal to filling a real cache (kv_cache_test checks every kind
-// at many lengths). Throws innerq::Error for a config the shape cannot hold.
+// ---------------------------------------------------------------------------
+// Memory planning: arithmetic only, no cache is built (docs/architecture.md,
+// "Memory planning").
+// ---------------------------------------------------------------------------
+
+// What one layer of `config` holds for a sequence of n_tokens tokens.
+struct LayerPlan {
+  int64_t k_middle = 0, v_middle = 0;  // tokens in quantized (or plain) block storage
+  int64_t blocks = 0;                  // pool blocks: ceil(max(k, v middle) / B)
+  size_t block_bytes = 0;              // bytes of one block (all KV heads)
+  size_t window_bytes = 0;             // per-sequence window buffers at capacity
+  size_t norm_bytes = 0;               // key factors / means once computed
+  MemoryUsage content;                 // == LayerCache::memory() of a filled cache
+  size_t reserved() const {
+    return static_cast<size_t>(blocks) * block_bytes + window_bytes + norm_bytes;
+  }
+};
+// Throws innerq::Error for a config the shape cannot hold, or n_tokens < 0.
+LayerPlan plan_layer(const LayerConfig& config, int n_kv_heads, int head_dim, int64_t n_tokens,
+                     int block_tokens = kDefaultBlockTokens);
+// Content bytes only (plan_layer(...).content).
 MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
                               int64_t n_tokens);
-// The same for a sliding-window layer of `window` positions.
+// The same for a sliding-window layer of `window` positions (its ring is
+// per-sequence storage, not pooled).
 MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens);
+
+// A whole cache shape: per-layer blocks and windows, and the budgets.
+struct MemoryPlan {
+  CacheShape shape;
+  std::vector<LayerConfig> configs;
+  int block_tokens = kDefaultBlockTokens;
+
+  LayerPlan layer(int l, int64_t n_tokens) const;
+  // Bytes one sequence of n tokens holds (blocks + windows + factors + rings).
+  size_t sequence_bytes(int64_t n_tokens) const;
+  // Pool blocks per layer so that n_seqs sequences of n tokens each fit.
+  int64_t pool_blocks(int n_seqs, int64_t n_tokens) const;
+  // Bytes of such a pool (all layers) plus the sequences' windows: what
+  // KvPool + KvCache allocate for them.
+  size_t bytes(int n_seqs, int64_t n_tokens) const;
+  // The most tokens per sequence that n_seqs sequences can hold in `bytes`
+  // (0 if not even one token fits).
+  int64_t tokens_for_budget(size_t bytes, int n_seqs) const;
+};
+MemoryPlan plan_memory(const CacheShape& shape, const std::vector<LayerConfig>& configs,
+                       int block_tokens = kDefaultBlockTokens);
+
+// The block pools of every global layer of one cache shape, shared by the
+// sequences (KvCache) built on it. One BlockPool per layer, each with the
+// same number of blocks; sliding-window layers take none.
+class KvPool {
+ public:
+  // n_blocks per layer, fixed. prefault: write every page now (benchmarks
+  // that compare resident memory with the plan); otherwise pages become
+  // resident as blocks are first written.
+  // growable: blocks come in slabs of n_blocks as needed (a single
+  // sequence's private pool) instead of a fixed count.
+  KvPool(const CacheShape& shape, const std::vector<LayerConfig>& configs, int64_t n_blocks,
+         int block_tokens = kDefaultBlockTokens, bool prefault = false, bool growable = false);
+  // Sized by the plan for n_seqs sequences of n_tokens each.
+  static std::shared_ptr<KvPool> for_sequences(const CacheShape& shape,
+                                               const std::vector<LayerConfig>& configs, int n_seqs,
+                                               int64_t n_tokens, bool prefault = false);
+
+  const CacheShape& shape() const { return shape_; }
+  const std::vector<LayerConfig>& configs() const { return configs_; }
+  int block_tokens() const { return block_tokens_; }
+  BlockPool* layer(int l) const { return pools_[static_cast<size_t>(l)].get(); }
+  size_t bytes() const;
+  int64_t n_blocks() const { return n_blocks_; }
+
+ private:
+  CacheShape shape_;
+  std::vector<LayerConfig> configs_;
+  int block_tokens_;
+  int64_t n_blocks_;
+  std::vector<std::unique_ptr<BlockPool>> pools_;
+};
 
 class KvCache {
  public:
   // One config per layer (size n_layers), or one config for all layers.
-  // Sliding-window layers (shape.window(l) > 0) ignore their config.
+  // Sliding-window layers (shape.window(l) > 0) ignore their config. The
+  // cache has a private growable pool (a single sequence).
   KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers);
   KvCache(const CacheShape& shape, const LayerConfig& all_layers);
+  // A sequence in a shared pool, of at most max_tokens tokens (0: the pool's
+  // shape.max_tokens).
+  explicit KvCache(std::shared_ptr<KvPool> pool, int max_tokens = 0);
 
   const CacheShape& shape() const { return shape_; }
   int n_tokens() const { return layers_.empty() ? 0 : layers_[0]->n_tokens(); }
@@ -117,27 +297,63 @@ class KvCache {
   // A step that appends one position to every layer and fails part-way
   // leaves the layers at different lengths. The model then marks the cache
   // failed: append() and require_usable() throw, naming the first failure,
-  // until clear() empties it (same shape and configs).
+  // until clear() empties it (same shape and configs) or truncate() brings
+  // every layer back to one length.
   void mark_failed(const std::string& why);
   bool failed() const { return !failure_.empty(); }
   bool layers_agree() const;  // every layer holds n_tokens() tokens
   void require_usable() const;
   void clear();
 
+  // ---- sequence operations (docs/architecture.md, "Sequence operations") ----
+  // A new sequence with the same tokens, sharing this one's blocks: a block
+  // is copied when either writes to it (copy-on-write). Windows and factors
+  // are copied.
+  std::unique_ptr<KvCache> fork() const;
+  // Drops the last n_drop tokens of every layer (0 <= n_drop <= the shortest
+  // layer). Tokens still in f16 windows go exactly; quantized tokens are
+  // removed per token where the format stores tokens separately (InnerQ K,
+  // KIVI V, q8_0, q4_0, f16) and per group where a group spans tokens (InnerQ
+  // V, KIVI K): the kept tokens of a cut group are dequantized back into the
+  // f16 window. Tokens that moved from a window into quantized storage stay
+  // quantized, and key factors/means stay as computed. Sliding-window layers
+  // refuse when a dropped position overwrote one that must come back.
+  // Clears failed(): a failed step is undone by truncating to the shortest
+  // layer (truncate_to(n)).
+  void truncate(int n_drop);
+  void truncate_to(int n_tokens);  // every layer to n_tokens
+  // Writes the sequence to `path` (versioned binary, checksummed), and reads
+  // one back into this (empty) cache of the same shape and configs. A file
+  // that is truncated, corrupted, of another version or of another config is
+  // refused with innerq::Error naming it and what is wrong.
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+
   const LayerCache& layer(int l) const { return *layers_[static_cast<size_t>(l)]; }
   MemoryUsage memory() const;
+  // Bytes this sequence holds: its blocks, windows, factors, rings
+  // (MemoryPlan::sequence_bytes predicts it).
+  size_t reserved_bytes() const;
   // What the same tokens would take in a plain f16 cache (K and V, all
   // layers; a sliding-window layer counts the positions it keeps).
   size_t bytes_f16_equivalent() const;
+  const std::shared_ptr<KvPool>& pool() const { return pool_; }
 
  private:
   // What check_append() checks, on any cache.
   void validate(int layer, const float* k, const float* v, int n_tokens) const;
+  void check_shape_and_configs() const;
 
   CacheShape shape_;
   std::vector<LayerConfig> configs_;
-  std::vector<std::unique_ptr<LayerCache>> layers_;
+  std::shared_ptr<KvPool> pool_;                     // declared before layers_: outlives them
+  std::vector<std::unique_ptr<LayerCache>> layers_;  // hold blocks of pool_
   std::string failure_;
 };
+
+// The layer cache of `config` (the kind registry, layer_caches.cc): pool
+// null for a private one.
+std::unique_ptr<LayerCache> make_layer_cache(const LayerConfig& config, int n_kv_heads,
+                                             int head_dim, BlockPool* pool, int block_tokens);
 
 }  // namespace innerq::kv

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include <fmt/core.h>
 
@@ -23,10 +24,31 @@ size_t at(int head, int head_dim, int n_kv_heads, int token) {
 // ---------------------------------------------------------------------------
 // F16Rows
 // ---------------------------------------------------------------------------
+F16Rows::F16Rows(int head_dim, int capacity)
+    : head_dim_(head_dim),
+      bound_(capacity),
+      data_(static_cast<size_t>(std::max(capacity, 0)) * static_cast<size_t>(head_dim)) {}
+
+f16_bits* F16Rows::slot_for_push() {
+  const size_t D = static_cast<size_t>(head_dim_);
+  if (static_cast<size_t>(front_ + count_ + 1) * D > data_.size()) {
+    if (front_ > 0) {  // move the live rows to the start (bounded by the window)
+      std::memmove(data_.data(), data_.data() + static_cast<size_t>(front_) * D,
+                   static_cast<size_t>(count_) * D * sizeof(f16_bits));
+      front_ = 0;
+    } else {  // only an append longer than the window gets here
+      data_.resize(std::max<size_t>(2 * data_.size(), static_cast<size_t>(count_ + 1) * D));
+    }
+  }
+  return data_.data() + static_cast<size_t>(front_ + count_++) * D;
+}
+
 void F16Rows::push(const float* row) {
-  const size_t end = data_.size();
-  data_.resize(end + static_cast<size_t>(head_dim_));
-  kernels::f32_to_f16(row, static_cast<size_t>(head_dim_), data_.data() + end);
+  kernels::f32_to_f16(row, static_cast<size_t>(head_dim_), slot_for_push());
+}
+
+void F16Rows::push_f16(const f16_bits* row) {
+  std::memcpy(slot_for_push(), row, static_cast<size_t>(head_dim_) * sizeof(f16_bits));
 }
 
 void F16Rows::to_f32(int first, int n, float* out) const {
@@ -48,46 +70,107 @@ void F16Rows::subtract(const float* mu) {
 
 void F16Rows::pop_front(int n) {
   front_ += n;
-  // Compact once the dead prefix outgrows the live rows: amortized O(1).
-  if (front_ > size() && front_ > 64) {
-    data_.erase(data_.begin(), data_.begin() + static_cast<ptrdiff_t>(front_) * head_dim_);
-    front_ = 0;
+  count_ -= n;
+  if (count_ == 0) front_ = 0;
+}
+
+void F16Rows::pop_back(int n) {
+  count_ -= n;
+  if (count_ == 0) front_ = 0;
+}
+
+void F16Rows::trim() {
+  const size_t D = static_cast<size_t>(head_dim_);
+  if (data_.size() <= static_cast<size_t>(bound_) * D || count_ > bound_) return;
+  std::vector<f16_bits> fresh(static_cast<size_t>(bound_) * D);
+  std::copy(row(0), row(0) + static_cast<size_t>(count_) * D, fresh.begin());
+  data_.swap(fresh);
+  front_ = 0;
+}
+
+void F16Rows::save(ByteWriter& out) const {
+  out.put<int32_t>(count_);
+  if (count_ > 0) out.bytes(row(0), bytes());
+}
+
+void F16Rows::load(ByteReader& in, int max_rows) {
+  const int n = in.get_int("window rows", 0, max_rows);
+  pop_back(count_);
+  std::vector<f16_bits> r(static_cast<size_t>(head_dim_));
+  for (int i = 0; i < n; ++i) {
+    in.bytes(r.data(), r.size() * sizeof(f16_bits));
+    push_f16(r.data());
+  }
+  trim();
+}
+
+namespace {
+
+size_t round_region(size_t bytes) {
+  return (bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
+}
+
+int div_up(int64_t a, int64_t b) {
+  return static_cast<int>((a + b - 1) / b);
+}
+
+void check_block_tokens(const LayerConfig& c, int block_tokens, int token_group) {
+  if (block_tokens <= 0 || block_tokens % kTileRows != 0 ||
+      (token_group > 0 && block_tokens % token_group != 0)) {
+    throw Error(fmt::format("{} cache: block of {} tokens is not a positive multiple of {}{}",
+                            cache_kind_name(c.kind), block_tokens, kTileRows,
+                            token_group > 0 ? fmt::format(" and of g={}", token_group) : ""));
   }
 }
+
+Segment rows_f16(const F16Rows& rows, int start) {
+  return {
+      SegmentForm::kRowsF16, start, rows.size(), 1, rows.size() > 0 ? rows.row(0) : nullptr, {}};
+}
+
+// Reads n_tokens (int) and checks it against the cache's context bound.
+constexpr int kMaxSavedTokens = 1 << 24;
+
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // f32 / f16
 // ---------------------------------------------------------------------------
 template <typename T>
-PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
-    : LayerCache(config, n_kv_heads, head_dim),
-      k_(static_cast<size_t>(n_kv_heads)),
-      v_(static_cast<size_t>(n_kv_heads)) {}
+BlockLayout PlainLayerCache<T>::layout(const LayerConfig&, int head_dim, int block_tokens) {
+  const size_t bytes = static_cast<size_t>(block_tokens) * head_dim * sizeof(T);
+  return {round_region(bytes), round_region(bytes)};
+}
+
+template <typename T>
+PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim,
+                                    BlockPool* pool, int block_tokens)
+    : LayerCache(config, n_kv_heads, head_dim) {
+  check_block_tokens(config, block_tokens, 0);
+  use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
+}
 
 template <typename T>
 void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
-  const int D = head_dim_;
-  std::vector<T> krow(static_cast<size_t>(D));
+  const int D = head_dim_, B = block_tokens();
   for (int h = 0; h < n_kv_heads_; ++h) {
-    auto& kt = k_[static_cast<size_t>(h)];
-    auto& vr = v_[static_cast<size_t>(h)];
     for (int i = 0; i < n_tokens; ++i) {
-      const int t = n_tokens_ + i;
-      if (t % kTileRows == 0) kt.resize(kt.size() + static_cast<size_t>(D) * kTileRows, T{});
-      T* tile = kt.data() + static_cast<size_t>(t / kTileRows) * D * kTileRows;
+      const int t = n_tokens_ + i, j = t / B, r = t % B;
+      T* tile =
+          reinterpret_cast<T*>(k_write(j, h)) + static_cast<size_t>(r / kTileRows) * D * kTileRows;
+      T* vrow = reinterpret_cast<T*>(v_write(j, h)) + static_cast<size_t>(r) * D;
       const float* ksrc = k + at(h, D, n_kv_heads_, i);
       const float* vsrc = v + at(h, D, n_kv_heads_, i);
-      const size_t end = vr.size();
-      vr.resize(end + static_cast<size_t>(D));
-      if constexpr (std::is_same_v<T, float>) {
-        std::copy(ksrc, ksrc + D, krow.begin());
-        std::copy(vsrc, vsrc + D, vr.begin() + static_cast<ptrdiff_t>(end));
-      } else {
-        kernels::f32_to_f16(ksrc, static_cast<size_t>(D), krow.data());
-        kernels::f32_to_f16(vsrc, static_cast<size_t>(D), vr.data() + end);
+      for (int c = 0; c < D; ++c) {
+        if constexpr (std::is_same_v<T, float>) {
+          tile[c * kTileRows + r % kTileRows] = ksrc[c];
+          vrow[c] = vsrc[c];
+        } else {
+          tile[c * kTileRows + r % kTileRows] = f32_to_f16(ksrc[c]);
+        }
       }
-      for (int c = 0; c < D; ++c)
-        tile[c * kTileRows + t % kTileRows] = krow[static_cast<size_t>(c)];
+      if constexpr (!std::is_same_v<T, float>)
+        kernels::f32_to_f16(vsrc, static_cast<size_t>(D), vrow);
     }
   }
   n_tokens_ += n_tokens;
@@ -96,11 +179,43 @@ void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
 template <typename T>
 MemoryUsage PlainLayerCache<T>::memory() const {
   MemoryUsage m;
-  for (int h = 0; h < n_kv_heads_; ++h) {
-    m.windows +=
-        (k_[static_cast<size_t>(h)].size() + v_[static_cast<size_t>(h)].size()) * sizeof(T);
-  }
+  const size_t k_slots = static_cast<size_t>(div_up(n_tokens_, kTileRows)) * kTileRows;
+  m.windows = (k_slots + static_cast<size_t>(n_tokens_)) * head_dim_ * n_kv_heads_ * sizeof(T);
   return m;
+}
+
+template <typename T>
+void PlainLayerCache<T>::segments(int head, HeadSegments& out) const {
+  out.k.clear();
+  out.v.clear();
+  out.key_norm = out.key_mean = nullptr;
+  out.origin = 0;
+  const int B = block_tokens();
+  const SegmentForm kf = std::is_same_v<T, float> ? SegmentForm::kTilesF32 : SegmentForm::kTilesF16;
+  const SegmentForm vf = std::is_same_v<T, float> ? SegmentForm::kRowsF32 : SegmentForm::kRowsF16;
+  for (int j = 0; j * B < n_tokens_; ++j) {
+    const int len = std::min(B, n_tokens_ - j * B);
+    out.k.push_back({kf, j * B, len, kTileRows, k_read(j, head), {}});
+    out.v.push_back({vf, j * B, len, 1, v_read(j, head), {}});
+  }
+}
+
+template <typename T>
+void PlainLayerCache<T>::truncate(int n_tokens) {
+  n_tokens_ = n_tokens;
+  keep_blocks(div_up(n_tokens, block_tokens()));
+}
+
+template <typename T>
+void PlainLayerCache<T>::save(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  save_blocks(out);
+}
+
+template <typename T>
+void PlainLayerCache<T>::load(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
+  load_blocks(in, div_up(n_tokens_, block_tokens()));
 }
 
 template class PlainLayerCache<float>;
@@ -110,30 +225,39 @@ template class PlainLayerCache<f16_bits>;
 // q8_0 / q4_0
 // ---------------------------------------------------------------------------
 template <typename Block>
+BlockLayout LlamaBlockLayerCache<Block>::layout(const LayerConfig&, int head_dim,
+                                                int block_tokens) {
+  const size_t bytes = static_cast<size_t>(block_tokens) *
+                       static_cast<size_t>(head_dim / kLlamaBlock) * sizeof(Block);
+  return {round_region(bytes), round_region(bytes)};
+}
+
+template <typename Block>
 LlamaBlockLayerCache<Block>::LlamaBlockLayerCache(const LayerConfig& config, int n_kv_heads,
-                                                  int head_dim)
-    : LayerCache(config, n_kv_heads, head_dim),
-      k_(static_cast<size_t>(n_kv_heads)),
-      v_(static_cast<size_t>(n_kv_heads)) {
+                                                  int head_dim, BlockPool* pool, int block_tokens)
+    : LayerCache(config, n_kv_heads, head_dim) {
   if (head_dim % kLlamaBlock != 0) {
     throw Error(fmt::format("{} cache: head_dim {} is not a multiple of {}",
                             cache_kind_name(config.kind), head_dim, kLlamaBlock));
   }
+  check_block_tokens(config, block_tokens, 0);
+  use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
 }
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::append(const float* k, const float* v, int n_tokens) {
-  const int nb = head_dim_ / kLlamaBlock;
+  const int nb = head_dim_ / kLlamaBlock, B = block_tokens();
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
-      for (auto [src, dst] :
-           {std::pair{k, &k_[static_cast<size_t>(h)]}, std::pair{v, &v_[static_cast<size_t>(h)]}}) {
-        const float* row = src + at(h, head_dim_, n_kv_heads_, i);
-        for (int b = 0; b < nb; ++b) {
-          Block blk;
-          quantize_block(row + b * kLlamaBlock, &blk);
-          dst->push_back(blk);
-        }
+      const int t = n_tokens_ + i, j = t / B;
+      const size_t off = static_cast<size_t>(t % B) * nb;
+      Block* kd = reinterpret_cast<Block*>(k_write(j, h)) + off;
+      Block* vd = reinterpret_cast<Block*>(v_write(j, h)) + off;
+      const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
+      const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
+      for (int b = 0; b < nb; ++b) {
+        quantize_block(krow + b * kLlamaBlock, kd + b);
+        quantize_block(vrow + b * kLlamaBlock, vd + b);
       }
     }
   }
@@ -142,13 +266,45 @@ void LlamaBlockLayerCache<Block>::append(const float* k, const float* v, int n_t
 
 template <typename Block>
 MemoryUsage LlamaBlockLayerCache<Block>::memory() const {
+  const size_t blocks =
+      2 * static_cast<size_t>(n_tokens_) * (head_dim_ / kLlamaBlock) * n_kv_heads_;
   MemoryUsage m;
-  for (int h = 0; h < n_kv_heads_; ++h) {
-    const size_t blocks = k_[static_cast<size_t>(h)].size() + v_[static_cast<size_t>(h)].size();
-    m.codes += blocks * sizeof(Block::qs);
-    m.metadata += blocks * sizeof(f16_bits);
-  }
+  m.codes = blocks * sizeof(Block::qs);
+  m.metadata = blocks * sizeof(f16_bits);
   return m;
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::segments(int head, HeadSegments& out) const {
+  out.k.clear();
+  out.v.clear();
+  out.key_norm = out.key_mean = nullptr;
+  out.origin = 0;
+  const int B = block_tokens();
+  const SegmentForm f = std::is_same_v<Block, BlockQ8_0> ? SegmentForm::kQ8_0 : SegmentForm::kQ4_0;
+  for (int j = 0; j * B < n_tokens_; ++j) {
+    const int len = std::min(B, n_tokens_ - j * B);
+    out.k.push_back({f, j * B, len, 1, k_read(j, head), {}});
+    out.v.push_back({f, j * B, len, 1, v_read(j, head), {}});
+  }
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::truncate(int n_tokens) {
+  n_tokens_ = n_tokens;
+  keep_blocks(div_up(n_tokens, block_tokens()));
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::save(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  save_blocks(out);
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::load(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
+  load_blocks(in, div_up(n_tokens_, block_tokens()));
 }
 
 template class LlamaBlockLayerCache<BlockQ8_0>;
@@ -157,28 +313,30 @@ template class LlamaBlockLayerCache<BlockQ4_0>;
 // ---------------------------------------------------------------------------
 // KIVI
 // ---------------------------------------------------------------------------
-// Grows a record buffer by `bytes`, keeping kRecordTailPad zero bytes after
-// the last record; returns where the new records go.
-static uint8_t* grow_records(std::vector<uint8_t>& buffer, size_t bytes) {
-  const size_t used = buffer.empty() ? 0 : buffer.size() - kernels::kRecordTailPad;
-  buffer.resize(used + bytes + kernels::kRecordTailPad, 0);
-  return buffer.data() + used;
-}
-
 static kernels::GroupSpec kivi_spec(const LayerConfig& c) {
   return {c.k_bits, c.group, QuantMode::kAsymmetric};
 }
 
-KiviLayerCache::KiviLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+BlockLayout KiviLayerCache::layout(const LayerConfig& c, int head_dim, int block_tokens) {
+  const size_t rec = kivi_spec(c).record_bytes();
+  return {round_region(static_cast<size_t>(block_tokens / c.group) * head_dim * rec +
+                       kernels::kRecordTailPad),
+          round_region(static_cast<size_t>(block_tokens) * (head_dim / c.group) * rec +
+                       kernels::kRecordTailPad)};
+}
+
+KiviLayerCache::KiviLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim,
+                               BlockPool* pool, int block_tokens)
     : LayerCache(config, n_kv_heads, head_dim),
-      k_codes_(static_cast<size_t>(n_kv_heads)),
-      v_codes_(static_cast<size_t>(n_kv_heads)),
-      k_res_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
-      v_res_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)) {
+      k_res_(static_cast<size_t>(n_kv_heads),
+             F16Rows(head_dim, std::max(config.recent, config.group))),
+      v_res_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim, config.recent + 1)) {
   if (head_dim % config.group != 0) {
     throw Error(
         fmt::format("kivi cache: head_dim {} is not a multiple of g={}", head_dim, config.group));
   }
+  check_block_tokens(config, block_tokens, config.group);
+  use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
 }
 
 size_t KiviLayerCache::k_block_bytes() const {
@@ -195,41 +353,48 @@ void KiviLayerCache::append(const float* k, const float* v, int n_tokens) {
     auto& kr = k_res_[static_cast<size_t>(h)];
     auto& vr = v_res_[static_cast<size_t>(h)];
     for (int i = 0; i < n_tokens; ++i) {
+      const int held = n_tokens_ + i + 1;  // tokens of this head after the push
       kr.push(k + at(h, head_dim_, n_kv_heads_, i));
       vr.push(v + at(h, head_dim_, n_kv_heads_, i));
       // K: the residual flushes whole once it holds R tokens (R = 0: every G).
-      if (kr.size() >= std::max(R, G)) flush_k(h, kr.size() / G * G);
-      if (vr.size() > R) flush_v(h, vr.size() - R);
+      if (kr.size() >= std::max(R, G)) flush_k(h, kr.size() / G * G, held - kr.size());
+      if (vr.size() > R) flush_v(h, vr.size() - R, held - vr.size());
     }
+    kr.trim();
+    vr.trim();
   }
   n_tokens_ += n_tokens;
   k_quant_tokens_ = n_tokens_ - k_res_[0].size();
   v_quant_tokens_ = n_tokens_ - v_res_[0].size();
 }
 
-void KiviLayerCache::flush_k(int head, int n_tokens) {
+void KiviLayerCache::flush_k(int head, int n_tokens, int mid) {
   const kernels::GroupSpec spec = kivi_spec(config_);
-  const int G = config_.group, D = head_dim_;
+  const int G = config_.group, D = head_dim_, B = block_tokens();
   auto& res = k_res_[static_cast<size_t>(head)];
-  auto& codes = k_codes_[static_cast<size_t>(head)];
-  std::vector<float> block(static_cast<size_t>(G) * D);
+  thread_local std::vector<float> block;
+  block.resize(static_cast<size_t>(G) * D);
   for (int b = 0; b < n_tokens / G; ++b) {
+    const int m = mid + b * G;
     res.to_f32(b * G, G, block.data());
-    kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D),
-                                        grow_records(codes, k_block_bytes()));
+    kernels::simd::quantize_token_block(
+        spec, block.data(), static_cast<size_t>(D),
+        k_write(m / B, head) + static_cast<size_t>(m % B / G) * k_block_bytes());
   }
   res.pop_front(n_tokens);
 }
 
-void KiviLayerCache::flush_v(int head, int n_tokens) {
+void KiviLayerCache::flush_v(int head, int n_tokens, int mid) {
   const kernels::GroupSpec spec = kivi_spec(config_);
+  const int B = block_tokens();
   auto& res = v_res_[static_cast<size_t>(head)];
-  auto& codes = v_codes_[static_cast<size_t>(head)];
-  std::vector<float> row(static_cast<size_t>(head_dim_));
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(head_dim_));
   for (int t = 0; t < n_tokens; ++t) {
+    const int m = mid + t;
     res.to_f32(t, 1, row.data());
     kernels::simd::quantize_row(spec, row.data(), static_cast<size_t>(head_dim_ / config_.group),
-                                grow_records(codes, v_row_bytes()));
+                                v_write(m / B, head) + static_cast<size_t>(m % B) * v_row_bytes());
   }
   res.pop_front(n_tokens);
 }
@@ -239,30 +404,166 @@ MemoryUsage KiviLayerCache::memory() const {
   const kernels::GroupSpec spec = kivi_spec(config_);
   const size_t records = static_cast<size_t>(k_quant_tokens_ / config_.group) * head_dim_ +
                          static_cast<size_t>(v_quant_tokens_) * (head_dim_ / config_.group);
+  const size_t meta = group_meta_bytes(spec.mode);
   for (int h = 0; h < n_kv_heads_; ++h) {
     const size_t hs = static_cast<size_t>(h);
-    const size_t held = k_codes_[hs].size() + v_codes_[hs].size();  // records + tail pads
-    m.metadata += records * group_meta_bytes(spec.mode);
-    m.codes += held - records * group_meta_bytes(spec.mode);
+    m.metadata += records * meta;
+    m.codes += records * (spec.record_bytes() - meta);
     m.windows += k_res_[hs].bytes() + v_res_[hs].bytes();
   }
   return m;
 }
 
+size_t KiviLayerCache::reserved_bytes() const {
+  size_t bytes = blocks_bytes();
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    bytes += k_res_[static_cast<size_t>(h)].reserved_bytes() +
+             v_res_[static_cast<size_t>(h)].reserved_bytes();
+  }
+  return bytes;
+}
+
+void KiviLayerCache::segments(int head, HeadSegments& out) const {
+  out.k.clear();
+  out.v.clear();
+  out.key_norm = out.key_mean = nullptr;
+  out.origin = 0;
+  const int B = block_tokens(), G = config_.group;
+  for (int j = 0; j * B < std::max(k_quant_tokens_, v_quant_tokens_); ++j) {
+    const int k_len = std::min(B, k_quant_tokens_ - j * B);
+    const int v_len = std::min(B, v_quant_tokens_ - j * B);
+    if (k_len > 0) {
+      Segment s{SegmentForm::kKiviK, j * B, k_len, G, k_read(j, head), {}};
+      s.bits = bits();
+      s.group = G;
+      out.k.push_back(s);
+    }
+    if (v_len > 0) {
+      Segment s{SegmentForm::kKiviV, j * B, v_len, 1, v_read(j, head), {}};
+      s.bits = bits();
+      s.group = G;
+      out.v.push_back(s);
+    }
+  }
+  out.k.push_back(rows_f16(k_residual(head), k_quant_tokens_));
+  out.v.push_back(rows_f16(v_residual(head), v_quant_tokens_));
+}
+
+std::vector<uint8_t> KiviLayerCache::k_blocks(int head) const {
+  std::vector<uint8_t> out;
+  const int B = block_tokens(), G = config_.group;
+  for (int m = 0; m < k_quant_tokens_; m += G) {
+    const uint8_t* p = k_read(m / B, head) + static_cast<size_t>(m % B / G) * k_block_bytes();
+    out.insert(out.end(), p, p + k_block_bytes());
+  }
+  return out;
+}
+
+std::vector<uint8_t> KiviLayerCache::v_rows(int head) const {
+  std::vector<uint8_t> out;
+  const int B = block_tokens();
+  for (int m = 0; m < v_quant_tokens_; ++m) {
+    const uint8_t* p = v_read(m / B, head) + static_cast<size_t>(m % B) * v_row_bytes();
+    out.insert(out.end(), p, p + v_row_bytes());
+  }
+  return out;
+}
+
+void KiviLayerCache::truncate(int n) {
+  const int G = config_.group, B = block_tokens(), D = head_dim_;
+  const int k_q = n >= k_quant_tokens_ ? k_quant_tokens_ : n / G * G;
+  const int v_q = std::min(n, v_quant_tokens_);
+  std::vector<float> block(static_cast<size_t>(G) * D);
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    auto& kr = k_res_[static_cast<size_t>(h)];
+    auto& vr = v_res_[static_cast<size_t>(h)];
+    if (n >= k_quant_tokens_) {
+      kr.pop_back(n_tokens_ - n);
+    } else {  // the kept tokens of a cut K group go back to f16, dequantized
+      kr.pop_back(kr.size());
+      if (n > k_q) {
+        kernels::simd::dequantize_token_block(
+            kivi_spec(config_),
+            k_read(k_q / B, h) + static_cast<size_t>(k_q % B / G) * k_block_bytes(),
+            static_cast<size_t>(D), block.data());
+        for (int t = 0; t < n - k_q; ++t) kr.push(block.data() + static_cast<size_t>(t) * D);
+      }
+    }
+    if (n >= v_quant_tokens_) {
+      vr.pop_back(n_tokens_ - n);
+    } else {
+      vr.pop_back(vr.size());
+    }
+  }
+  n_tokens_ = n;
+  k_quant_tokens_ = k_q;
+  v_quant_tokens_ = v_q;
+  keep_blocks(div_up(std::max(k_q, v_q), B));
+}
+
+void KiviLayerCache::save(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  out.put<int32_t>(k_quant_tokens_);
+  out.put<int32_t>(v_quant_tokens_);
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    k_res_[static_cast<size_t>(h)].save(out);
+    v_res_[static_cast<size_t>(h)].save(out);
+  }
+  save_blocks(out);
+}
+
+void KiviLayerCache::load(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
+  k_quant_tokens_ = in.get_int("quantized K tokens", 0, n_tokens_);
+  v_quant_tokens_ = in.get_int("quantized V tokens", 0, n_tokens_);
+  if (k_quant_tokens_ % config_.group != 0) {
+    throw Error(fmt::format("{}: quantized K tokens {} is not a multiple of g={}", in.what(),
+                            k_quant_tokens_, config_.group));
+  }
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    auto& kr = k_res_[static_cast<size_t>(h)];
+    auto& vr = v_res_[static_cast<size_t>(h)];
+    kr.load(in, n_tokens_);
+    vr.load(in, n_tokens_);
+    if (kr.size() != n_tokens_ - k_quant_tokens_ || vr.size() != n_tokens_ - v_quant_tokens_) {
+      throw Error(
+          fmt::format("{}: KIVI residual rows do not add up to {} tokens", in.what(), n_tokens_));
+    }
+  }
+  load_blocks(in, div_up(std::max(k_quant_tokens_, v_quant_tokens_), block_tokens()));
+}
+
 // ---------------------------------------------------------------------------
 // InnerQ
 // ---------------------------------------------------------------------------
-InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim)
+namespace {
+
+TileFormat innerq_k_format(const LayerConfig& c, int head_dim) {
+  return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode)};
+}
+
+TileFormat innerq_v_format(const LayerConfig& c) {
+  return {c.v_bits, c.group, 1, mode_has_zero(c.v_mode)};
+}
+
+}  // namespace
+
+BlockLayout InnerQLayerCache::layout(const LayerConfig& c, int head_dim, int block_tokens) {
+  return {round_region(static_cast<size_t>(block_tokens / kTileRows) *
+                       innerq_k_format(c, head_dim).bytes()),
+          round_region(static_cast<size_t>(block_tokens / c.group) * (head_dim / kTileRows) *
+                       innerq_v_format(c).bytes())};
+}
+
+InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim,
+                                   BlockPool* pool, int block_tokens)
     : LayerCache(config, n_kv_heads, head_dim),
-      k_fmt_{config.k_bits, config.key_group(), head_dim / config.key_group(),
-             mode_has_zero(config.k_mode)},
-      v_fmt_{config.v_bits, config.group, 1, mode_has_zero(config.v_mode)},
-      k_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
-      v_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
-      k_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
-      v_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim)),
-      k_mid_(static_cast<size_t>(n_kv_heads)),
-      v_mid_(static_cast<size_t>(n_kv_heads)),
+      k_fmt_(innerq_k_format(config, head_dim)),
+      v_fmt_(innerq_v_format(config)),
+      k_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim, config.sink)),
+      v_sink_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim, config.sink)),
+      k_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim, config.recent + 1)),
+      v_recent_(static_cast<size_t>(n_kv_heads), F16Rows(head_dim, config.recent + config.group)),
       ones_(static_cast<size_t>(head_dim), 1.0f) {
   if (head_dim % config.key_group() != 0) {
     throw Error(fmt::format("innerq cache: head_dim {} is not a multiple of the key group {}",
@@ -272,6 +573,15 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
     throw Error(
         fmt::format("innerq cache: head_dim {} is not a multiple of {}", head_dim, kTileRows));
   }
+  check_block_tokens(config, block_tokens, config.group);
+  use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
+  const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
+  records_.resize(std::max(
+      k_fmt_.n_groups * spec.record_bytes(),
+      static_cast<size_t>(head_dim) *
+          kernels::GroupSpec{config_.v_bits, config_.group, config_.v_mode}.record_bytes()));
+  scaled_.resize(static_cast<size_t>(head_dim));
+  row_.resize(static_cast<size_t>(head_dim));
 }
 
 const float* InnerQLayerCache::key_norm(int head) const {
@@ -280,15 +590,14 @@ const float* InnerQLayerCache::key_norm(int head) const {
 
 void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
   const int S = config_.sink, R = config_.recent, G = config_.group;
-  std::vector<float> centered(config_.kcenter ? static_cast<size_t>(head_dim_) : 0);
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
       const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
       if (const float* mu = key_mean(h)) {  // keys after the first flush are stored centered
         for (int c = 0; c < head_dim_; ++c) {
-          centered[static_cast<size_t>(c)] = std::clamp(krow[c] - mu[c], -kF16Max, kF16Max);
+          row_[static_cast<size_t>(c)] = std::clamp(krow[c] - mu[c], -kF16Max, kF16Max);
         }
-        krow = centered.data();
+        krow = row_.data();
       }
       const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
       if (n_tokens_ + i < S) {
@@ -304,7 +613,11 @@ void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
     // the result is the same as flushing after each token.
     const int k_excess = k_recent_[static_cast<size_t>(h)].size() - R;
     if (k_excess > 0) flush_k(h, k_excess);
-    while (v_recent_[static_cast<size_t>(h)].size() >= R + G) flush_v(h);
+    for (int mid = v_mid_tokens_; v_recent_[static_cast<size_t>(h)].size() >= R + G; mid += G) {
+      flush_v(h, mid);
+    }
+    k_recent_[static_cast<size_t>(h)].trim();
+    v_recent_[static_cast<size_t>(h)].trim();
   }
   n_tokens_ += n_tokens;
   k_mid_tokens_ = n_tokens_ - sink_tokens() - k_recent_[0].size();
@@ -330,7 +643,7 @@ void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows)
 
 void InnerQLayerCache::flush_k(int head, int n_tokens) {
   auto& recent = k_recent_[static_cast<size_t>(head)];
-  const int D = head_dim_;
+  const int D = head_dim_, B = block_tokens();
   if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
     key_norm_.resize(static_cast<size_t>(n_kv_heads_));
   }
@@ -340,74 +653,81 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   const bool first_center = config_.kcenter && key_mean_[static_cast<size_t>(head)].empty();
   const bool first_norm =
       config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
-  std::vector<float> rows(
-      static_cast<size_t>(first_norm || first_center ? recent.size() : n_tokens) * D);
-  recent.to_f32(0, static_cast<int>(rows.size() / D), rows.data());
+  const int n_rows = first_norm || first_center ? recent.size() : n_tokens;
+  rows_.resize(static_cast<size_t>(n_rows) * D);
+  recent.to_f32(0, n_rows, rows_.data());
   if (first_center) {
-    const int n_rows = static_cast<int>(rows.size() / D);
     std::vector<double> sum(static_cast<size_t>(D), 0.0);
     for (int t = 0; t < n_rows; ++t)
       for (int c = 0; c < D; ++c)
-        sum[static_cast<size_t>(c)] += rows[static_cast<size_t>(t) * D + c];
+        sum[static_cast<size_t>(c)] += rows_[static_cast<size_t>(t) * D + c];
     std::vector<float>& mu = key_mean_[static_cast<size_t>(head)];
     mu.resize(static_cast<size_t>(D));
     for (int c = 0; c < D; ++c)
       mu[static_cast<size_t>(c)] = static_cast<float>(sum[static_cast<size_t>(c)] / n_rows);
     for (int t = 0; t < n_rows; ++t)
       for (int c = 0; c < D; ++c) {
-        float& x = rows[static_cast<size_t>(t) * D + c];
+        float& x = rows_[static_cast<size_t>(t) * D + c];
         x = std::clamp(x - mu[static_cast<size_t>(c)], -kF16Max, kF16Max);
       }
     // What stays in f16 is centered too, so every region holds K − μ.
     k_sink_[static_cast<size_t>(head)].subtract(mu.data());
     recent.subtract(mu.data());
   }
-  if (first_norm) compute_key_norm(head, rows.data(), static_cast<int>(rows.size() / D));
+  if (first_norm) compute_key_norm(head, rows_.data(), n_rows);
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
-  std::vector<uint8_t> records(k_fmt_.n_groups * spec.record_bytes());
-  std::vector<float> scaled(static_cast<size_t>(D));
-  auto& tiles = k_mid_[static_cast<size_t>(head)];
   // Every head flushes the same tokens, so the member is this head's count
   // until append() updates it after all heads.
   const int mid = k_mid_tokens_;
   for (int t = 0; t < n_tokens; ++t) {
     for (int c = 0; c < D; ++c)
-      scaled[static_cast<size_t>(c)] = rows[static_cast<size_t>(t) * D + c] / f[c];
-    kernels::simd::quantize_row(spec, scaled.data(), static_cast<size_t>(k_fmt_.n_groups),
-                                records.data());
+      scaled_[static_cast<size_t>(c)] = rows_[static_cast<size_t>(t) * D + c] / f[c];
+    kernels::simd::quantize_row(spec, scaled_.data(), static_cast<size_t>(k_fmt_.n_groups),
+                                records_.data());
     const int slot = mid + t;  // index of this token in the middle region
-    if (slot % kTileRows == 0) tiles.resize(tiles.size() + k_fmt_.bytes(), 0);
-    tile_store_row(k_fmt_, records.data(), tiles.data() + (slot / kTileRows) * k_fmt_.bytes(),
-                   slot % kTileRows);
+    tile_store_row(
+        k_fmt_, records_.data(),
+        k_write(slot / B, head) + static_cast<size_t>(slot % B / kTileRows) * k_fmt_.bytes(),
+        slot % kTileRows);
   }
   recent.pop_front(n_tokens);
 }
 
-void InnerQLayerCache::flush_v(int head) {
+uint8_t* InnerQLayerCache::v_group_for_write(int head, int mid) {
+  const int B = block_tokens();
+  return v_write(mid / B, head) +
+         static_cast<size_t>(mid % B / config_.group) * (head_dim_ / kTileRows) * v_fmt_.bytes();
+}
+
+const uint8_t* InnerQLayerCache::v_group(int head, int mid) const {
+  const int B = block_tokens();
+  return v_read(mid / B, head) +
+         static_cast<size_t>(mid % B / config_.group) * (head_dim_ / kTileRows) * v_fmt_.bytes();
+}
+
+void InnerQLayerCache::flush_v(int head, int mid) {
   auto& recent = v_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, G = config_.group;
-  std::vector<float> block(static_cast<size_t>(G) * D);
-  recent.to_f32(0, G, block.data());
+  rows_.resize(static_cast<size_t>(G) * D);
+  recent.to_f32(0, G, rows_.data());
   const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
-  std::vector<uint8_t> records(static_cast<size_t>(D) * spec.record_bytes());
-  kernels::simd::quantize_token_block(spec, block.data(), static_cast<size_t>(D), records.data());
-  auto& blocks = v_mid_[static_cast<size_t>(head)];
-  const size_t off = blocks.size();
-  blocks.resize(off + static_cast<size_t>(D / kTileRows) * v_fmt_.bytes(), 0);
+  kernels::simd::quantize_token_block(spec, rows_.data(), static_cast<size_t>(D), records_.data());
+  uint8_t* group = v_group_for_write(head, mid);
   for (int c = 0; c < D; ++c) {
-    tile_store_row(v_fmt_, records.data() + c * spec.record_bytes(),
-                   blocks.data() + off + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
+    tile_store_row(v_fmt_, records_.data() + c * spec.record_bytes(),
+                   group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
   }
   recent.pop_front(G);
 }
 
 MemoryUsage InnerQLayerCache::memory() const {
   MemoryUsage m;
+  const size_t k_tiles = static_cast<size_t>(div_up(k_mid_tokens_, kTileRows));
+  const size_t v_tiles =
+      static_cast<size_t>(v_mid_tokens_ / config_.group) * (head_dim_ / kTileRows);
   for (int h = 0; h < n_kv_heads_; ++h) {
     const size_t hs = static_cast<size_t>(h);
-    const size_t k_tiles = k_mid_[hs].size() / k_fmt_.bytes();
-    const size_t v_tiles = v_mid_[hs].size() / v_fmt_.bytes();
     m.codes += k_tiles * k_fmt_.code_bytes() + v_tiles * v_fmt_.code_bytes();
     m.metadata += k_tiles * k_fmt_.meta_bytes() + v_tiles * v_fmt_.meta_bytes();
     m.windows +=
@@ -416,6 +736,198 @@ MemoryUsage InnerQLayerCache::memory() const {
   if (!key_norm_.empty()) m.norm = static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
   if (!key_mean_.empty()) m.norm += static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
   return m;
+}
+
+size_t InnerQLayerCache::reserved_bytes() const {
+  size_t bytes = blocks_bytes() + memory().norm;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    bytes += k_sink_[hs].reserved_bytes() + v_sink_[hs].reserved_bytes() +
+             k_recent_[hs].reserved_bytes() + v_recent_[hs].reserved_bytes();
+  }
+  return bytes;
+}
+
+void InnerQLayerCache::segments(int head, HeadSegments& out) const {
+  out.k.clear();
+  out.v.clear();
+  const int S = sink_tokens(), B = block_tokens();
+  out.k.push_back(rows_f16(k_sink(head), 0));
+  out.v.push_back(rows_f16(v_sink(head), 0));
+  for (int j = 0; j * B < std::max(k_mid_tokens_, v_mid_tokens_); ++j) {
+    const int k_len = std::min(B, k_mid_tokens_ - j * B);
+    const int v_len = std::min(B, v_mid_tokens_ - j * B);
+    if (k_len > 0) {
+      out.k.push_back(
+          {SegmentForm::kInnerQK, S + j * B, k_len, kTileRows, k_read(j, head), k_fmt_});
+    }
+    if (v_len > 0) {
+      out.v.push_back(
+          {SegmentForm::kInnerQV, S + j * B, v_len, config_.group, v_read(j, head), v_fmt_});
+    }
+  }
+  out.k.push_back(rows_f16(k_recent(head), S + k_mid_tokens_));
+  out.v.push_back(rows_f16(v_recent(head), S + v_mid_tokens_));
+  out.key_norm = key_norm(head);
+  out.key_mean = key_mean(head);
+  out.origin = S;
+}
+
+std::vector<uint8_t> InnerQLayerCache::k_tiles(int head) const {
+  std::vector<uint8_t> out;
+  const int B = block_tokens();
+  for (int m = 0; m < k_mid_tokens_; m += kTileRows) {
+    const uint8_t* p =
+        k_read(m / B, head) + static_cast<size_t>(m % B / kTileRows) * k_fmt_.bytes();
+    out.insert(out.end(), p, p + k_fmt_.bytes());
+  }
+  return out;
+}
+
+std::vector<uint8_t> InnerQLayerCache::v_blocks(int head) const {
+  std::vector<uint8_t> out;
+  const size_t group_bytes = static_cast<size_t>(head_dim_ / kTileRows) * v_fmt_.bytes();
+  for (int m = 0; m < v_mid_tokens_; m += config_.group) {
+    const uint8_t* p = v_group(head, m);
+    out.insert(out.end(), p, p + group_bytes);
+  }
+  return out;
+}
+
+void InnerQLayerCache::truncate(int n) {
+  const int S = sink_tokens(), G = config_.group, D = head_dim_;
+  const int after = std::max(0, n - S);  // tokens kept past the sink
+  const int k_mid = std::min(after, k_mid_tokens_);
+  const int v_mid = after >= v_mid_tokens_ ? v_mid_tokens_ : after / G * G;
+  const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    if (n < S) {
+      k_sink_[hs].pop_back(S - n);
+      v_sink_[hs].pop_back(S - n);
+    }
+    if (after >= k_mid_tokens_) {
+      k_recent_[hs].pop_back(k_recent_[hs].size() - (after - k_mid_tokens_));
+    } else {
+      k_recent_[hs].pop_back(k_recent_[hs].size());
+    }
+    if (after >= v_mid_tokens_) {
+      v_recent_[hs].pop_back(v_recent_[hs].size() - (after - v_mid_tokens_));
+    } else {  // the kept tokens of a cut V group go back to f16, dequantized
+      v_recent_[hs].pop_back(v_recent_[hs].size());
+      if (after > v_mid) {
+        const uint8_t* group = v_group(h, v_mid);
+        for (int c = 0; c < D; ++c) {
+          tile_load_row(v_fmt_, group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows,
+                        records_.data() + c * spec.record_bytes());
+        }
+        rows_.resize(static_cast<size_t>(G) * D);
+        kernels::simd::dequantize_token_block(spec, records_.data(), static_cast<size_t>(D),
+                                              rows_.data());
+        for (int t = 0; t < after - v_mid; ++t) {
+          v_recent_[hs].push(rows_.data() + static_cast<size_t>(t) * D);
+        }
+      }
+    }
+  }
+  n_tokens_ = n;
+  k_mid_tokens_ = k_mid;
+  v_mid_tokens_ = v_mid;
+  keep_blocks(div_up(std::max(k_mid, v_mid), block_tokens()));
+}
+
+void InnerQLayerCache::save(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  out.put<int32_t>(k_mid_tokens_);
+  out.put<int32_t>(v_mid_tokens_);
+  for (const auto* rows : {&k_sink_, &v_sink_, &k_recent_, &v_recent_}) {
+    for (const F16Rows& r : *rows) r.save(out);
+  }
+  for (const auto* factors : {&key_norm_, &key_mean_}) {
+    out.put<uint8_t>(factors->empty() ? 0 : 1);
+    for (const auto& f : *factors) {
+      out.put<int32_t>(static_cast<int32_t>(f.size()));
+      out.bytes(f.data(), f.size() * sizeof(float));
+    }
+  }
+  save_blocks(out);
+}
+
+void InnerQLayerCache::load(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
+  k_mid_tokens_ = in.get_int("K middle tokens", 0, n_tokens_);
+  v_mid_tokens_ = in.get_int("V middle tokens", 0, n_tokens_);
+  if (v_mid_tokens_ % config_.group != 0) {
+    throw Error(fmt::format("{}: V middle tokens {} is not a multiple of g={}", in.what(),
+                            v_mid_tokens_, config_.group));
+  }
+  for (auto* rows : {&k_sink_, &v_sink_, &k_recent_, &v_recent_}) {
+    for (F16Rows& r : *rows) r.load(in, n_tokens_);
+  }
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    const int s = k_sink_[hs].size();
+    if (s != sink_tokens() || v_sink_[hs].size() != s || s > config_.sink ||
+        k_recent_[hs].size() != n_tokens_ - s - k_mid_tokens_ ||
+        v_recent_[hs].size() != n_tokens_ - s - v_mid_tokens_) {
+      throw Error(
+          fmt::format("{}: InnerQ windows do not add up to {} tokens", in.what(), n_tokens_));
+    }
+  }
+  for (auto* factors : {&key_norm_, &key_mean_}) {
+    factors->clear();
+    if (in.get<uint8_t>() == 0) continue;
+    factors->resize(static_cast<size_t>(n_kv_heads_));
+    for (auto& f : *factors) {
+      f.resize(static_cast<size_t>(in.get_int("factor count", head_dim_, head_dim_)));
+      in.bytes(f.data(), f.size() * sizeof(float));
+      for (float x : f) {
+        if (!std::isfinite(x))
+          throw Error(fmt::format("{}: a key factor is not finite", in.what()));
+      }
+    }
+  }
+  load_blocks(in, div_up(std::max(k_mid_tokens_, v_mid_tokens_), block_tokens()));
+}
+
+// ---------------------------------------------------------------------------
+// The kind registry: the one place that maps a CacheKind to its class.
+// ---------------------------------------------------------------------------
+std::unique_ptr<LayerCache> make_layer_cache(const LayerConfig& c, int n_kv_heads, int head_dim,
+                                             BlockPool* pool, int block_tokens) {
+  switch (c.kind) {
+    case CacheKind::kF32:
+      return std::make_unique<F32LayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+    case CacheKind::kF16:
+      return std::make_unique<F16LayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+    case CacheKind::kQ8_0:
+      return std::make_unique<Q8_0LayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+    case CacheKind::kQ4_0:
+      return std::make_unique<Q4_0LayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+    case CacheKind::kKivi:
+      return std::make_unique<KiviLayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+    case CacheKind::kInnerQ:
+      return std::make_unique<InnerQLayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);
+  }
+  throw Error("unknown cache kind");
+}
+
+BlockLayout layer_block_layout(const LayerConfig& c, int head_dim, int block_tokens) {
+  switch (c.kind) {
+    case CacheKind::kF32:
+      return F32LayerCache::layout(c, head_dim, block_tokens);
+    case CacheKind::kF16:
+      return F16LayerCache::layout(c, head_dim, block_tokens);
+    case CacheKind::kQ8_0:
+      return Q8_0LayerCache::layout(c, head_dim, block_tokens);
+    case CacheKind::kQ4_0:
+      return Q4_0LayerCache::layout(c, head_dim, block_tokens);
+    case CacheKind::kKivi:
+      return KiviLayerCache::layout(c, head_dim, block_tokens);
+    case CacheKind::kInnerQ:
+      return InnerQLayerCache::layout(c, head_dim, block_tokens);
+  }
+  throw Error("unknown cache kind");
 }
 
 }  // namespace innerq::kv

@@ -5,60 +5,96 @@
 // each region's accessors count tokens from that region's first token.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/llama_blocks.h"
 #include "innerq/kernels/tile_format.h"
+#include "innerq/kv/block_pool.h"
 #include "innerq/kv/kv_cache.h"
+#include "innerq/kv/segments.h"
 
 namespace innerq::kv {
 
 // ---------------------------------------------------------------------------
-// Growable f16 rows [n][head_dim] — sink windows, recent windows, residuals.
+// f16 rows [n][head_dim] — sink windows, recent windows, residuals. A
+// per-sequence buffer of fixed capacity (the window's bound, allocated and
+// zeroed at construction, so decode never allocates); only an append larger
+// than the window (a prefill) grows it, and trim() gives the excess back.
 // ---------------------------------------------------------------------------
 class F16Rows {
  public:
-  explicit F16Rows(int head_dim = 0) : head_dim_(head_dim) {}
+  F16Rows(int head_dim = 0, int capacity = 0);
   void push(const float* row);  // [head_dim]
+  void push_f16(const f16_bits* row);
   // Rows [first, first + n) in f32: out [n][head_dim].
   void to_f32(int first, int n, float* out) const;
   void pop_front(int n);  // drops the oldest n rows
+  void pop_back(int n);   // drops the newest n rows
   // Every live row r becomes f16(r − mu) (mu: [head_dim]), clamped to ±65504.
   void subtract(const float* mu);
-  int size() const { return static_cast<int>(data_.size() / head_dim_) - front_; }
+  // Back to `capacity` rows of storage when an append grew it beyond and the
+  // live rows fit again.
+  void trim();
+  int size() const { return count_; }
+  int capacity() const { return static_cast<int>(data_.size() / std::max(head_dim_, 1)); }
   const f16_bits* row(int i) const {
     return data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
   }
   // Bytes held by live rows.
   size_t bytes() const { return static_cast<size_t>(size()) * head_dim_ * sizeof(f16_bits); }
+  // Bytes reserved (what the sequence holds in memory for this window).
+  size_t reserved_bytes() const { return data_.size() * sizeof(f16_bits); }
+  // Live rows as a count and raw f16, and back (at most max_rows rows).
+  void save(ByteWriter& out) const;
+  void load(ByteReader& in, int max_rows);
 
  private:
+  f16_bits* slot_for_push();
+
   int head_dim_;
-  int front_ = 0;  // rows before front_ are dead; compacted lazily
+  int bound_;      // rows reserved at construction
+  int front_ = 0;  // rows before front_ are dead; compacted when the end is reached
+  int count_ = 0;
   std::vector<f16_bits> data_;
 };
 
+// The members every pooled kind declares (docs/architecture.md, "The block
+// pool"): a constructor taking an optional pool, and the LayerCache virtuals.
+#define INNERQ_LAYER_CACHE_MEMBERS(Class)                                                   \
+  Class(const LayerConfig& config, int n_kv_heads, int head_dim, BlockPool* pool = nullptr, \
+        int block_tokens = kDefaultBlockTokens);                                            \
+  static BlockLayout layout(const LayerConfig& config, int head_dim, int block_tokens);     \
+  void append(const float* k, const float* v, int n_tokens) override;                       \
+  MemoryUsage memory() const override;                                                      \
+  void segments(int head, HeadSegments& out) const override;                                \
+  std::unique_ptr<LayerCache> clone() const override {                                      \
+    return std::make_unique<Class>(*this);                                                  \
+  }                                                                                         \
+  void truncate(int n_tokens) override;                                                     \
+  void save(ByteWriter& out) const override;                                                \
+  void load(ByteReader& in) override;
+
 // ---------------------------------------------------------------------------
-// f32 / f16: one plain region. K is kept in 16-token tiles transposed to
-// [tile][head_dim][16] so the score kernel puts lanes over tokens; V is
-// row-major [token][head_dim] so p·V puts lanes over channels.
+// f32 / f16: one plain region, all in blocks. K is kept in 16-token tiles
+// transposed to [tile][head_dim][16] so the score kernel puts lanes over
+// tokens; V is row-major [token][head_dim] so p·V puts lanes over channels.
 // ---------------------------------------------------------------------------
 template <typename T>
 class PlainLayerCache final : public LayerCache {
  public:
-  PlainLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim);
-  void append(const float* k, const float* v, int n_tokens) override;
-  MemoryUsage memory() const override;
+  INNERQ_LAYER_CACHE_MEMBERS(PlainLayerCache)
 
-  const T* k_tiles(int head) const {
-    return k_[static_cast<size_t>(head)].data();
-  }  // [tiles][D][16]
-  const T* v_rows(int head) const { return v_[static_cast<size_t>(head)].data(); }  // [n][D]
-
- private:
-  std::vector<std::vector<T>> k_, v_;
+  // Block j of head h: K [B/16][D][16], V [B][D].
+  const T* k_tiles(int block, int head) const {
+    return reinterpret_cast<const T*>(k_read(block, head));
+  }
+  const T* v_rows(int block, int head) const {
+    return reinterpret_cast<const T*>(v_read(block, head));
+  }
 };
 
 using F32LayerCache = PlainLayerCache<float>;
@@ -71,16 +107,7 @@ using F16LayerCache = PlainLayerCache<f16_bits>;
 template <typename Block>
 class LlamaBlockLayerCache final : public LayerCache {
  public:
-  LlamaBlockLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim);
-  void append(const float* k, const float* v, int n_tokens) override;
-  MemoryUsage memory() const override;
-
-  // [n_tokens][head_dim / 32] blocks
-  const Block* k_blocks(int head) const { return k_[static_cast<size_t>(head)].data(); }
-  const Block* v_blocks(int head) const { return v_[static_cast<size_t>(head)].data(); }
-
- private:
-  std::vector<std::vector<Block>> k_, v_;
+  INNERQ_LAYER_CACHE_MEMBERS(LlamaBlockLayerCache)
 };
 
 using Q8_0LayerCache = LlamaBlockLayerCache<BlockQ8_0>;
@@ -88,19 +115,19 @@ using Q4_0LayerCache = LlamaBlockLayerCache<BlockQ4_0>;
 
 // ---------------------------------------------------------------------------
 // KIVI (outer grouping), asymmetric, G = `group` (32), b = k_bits = v_bits.
-//   K: blocks of G tokens; per channel one group along the tokens. A block is
-//      head_dim group records, channel-major (record c = channel c).
+//   K: G-token groups; per channel one group along the tokens. A group block
+//      is head_dim records, channel-major (record c = channel c).
 //   V: per token head_dim/G group records along channels (a quantized row).
 //   Residual: the newest tokens in f16. K's residual holds up to `recent`
-//   tokens and flushes all of them (whole G-token blocks) when it reaches
+//   tokens and flushes all of them (whole G-token groups) when it reaches
 //   `recent`; V's residual keeps exactly `recent` and flushes one token at a
 //   time (KIVI's released behaviour).
+// Middle slot m of K (of V) is the m-th quantized token of K (of V); block j
+// holds slots [jB, (j+1)B) of both.
 // ---------------------------------------------------------------------------
 class KiviLayerCache final : public LayerCache {
  public:
-  KiviLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim);
-  void append(const float* k, const float* v, int n_tokens) override;
-  MemoryUsage memory() const override;
+  INNERQ_LAYER_CACHE_MEMBERS(KiviLayerCache)
 
   int bits() const { return config_.k_bits; }
   int group() const { return config_.group; }
@@ -108,17 +135,18 @@ class KiviLayerCache final : public LayerCache {
   size_t v_row_bytes() const;    // head_dim/G records of one token
   int k_quant_tokens() const { return k_quant_tokens_; }
   int v_quant_tokens() const { return v_quant_tokens_; }
-  const uint8_t* k_blocks(int head) const { return k_codes_[static_cast<size_t>(head)].data(); }
-  const uint8_t* v_rows(int head) const { return v_codes_[static_cast<size_t>(head)].data(); }
   const F16Rows& k_residual(int head) const { return k_res_[static_cast<size_t>(head)]; }
   const F16Rows& v_residual(int head) const { return v_res_[static_cast<size_t>(head)]; }
+  size_t reserved_bytes() const override;
+  // The quantized K groups (V rows) of a head, contiguous, in token order.
+  std::vector<uint8_t> k_blocks(int head) const;
+  std::vector<uint8_t> v_rows(int head) const;
 
  private:
-  void flush_k(int head, int n_tokens);
-  void flush_v(int head, int n_tokens);
+  void flush_k(int head, int n_tokens, int mid);
+  void flush_v(int head, int n_tokens, int mid);
 
   int k_quant_tokens_ = 0, v_quant_tokens_ = 0;
-  std::vector<std::vector<uint8_t>> k_codes_, v_codes_;
   std::vector<F16Rows> k_res_, v_res_;
 };
 
@@ -130,6 +158,9 @@ class KiviLayerCache final : public LayerCache {
 //   V: sink (f16) | middle: G-token blocks, each D/16 tiles of 16 channels,
 //      one group per channel along the G tokens | recent (f16, between
 //      `recent` and recent+G−1 tokens once full; flushes G tokens at a time).
+// The middles live in pool blocks (block j: K middle slots [jB, (j+1)B) as
+// B/16 tiles, V middle slots of the same range as B/G G-token blocks); sink
+// and recent windows are per-sequence f16 buffers (F16Rows).
 // Key normalization f[c] (per KV head) is computed once, when the first key
 // is quantized, over every non-sink key present at that moment (the keys
 // being quantized and the recent window): sqrtmax: f = sqrt(max|K|); rms:
@@ -143,9 +174,7 @@ class KiviLayerCache final : public LayerCache {
 // ---------------------------------------------------------------------------
 class InnerQLayerCache final : public LayerCache {
  public:
-  InnerQLayerCache(const LayerConfig& config, int n_kv_heads, int head_dim);
-  void append(const float* k, const float* v, int n_tokens) override;
-  MemoryUsage memory() const override;
+  INNERQ_LAYER_CACHE_MEMBERS(InnerQLayerCache)
 
   const TileFormat& k_format() const { return k_fmt_; }
   const TileFormat& v_format() const { return v_fmt_; }
@@ -155,15 +184,18 @@ class InnerQLayerCache final : public LayerCache {
   int k_recent_tokens() const { return n_tokens_ - sink_tokens() - k_mid_tokens_; }
   int v_recent_tokens() const { return n_tokens_ - sink_tokens() - v_mid_tokens_; }
   bool has_key_norm() const { return !key_norm_.empty(); }
+  size_t reserved_bytes() const override;
 
   const F16Rows& k_sink(int head) const { return k_sink_[static_cast<size_t>(head)]; }
   const F16Rows& v_sink(int head) const { return v_sink_[static_cast<size_t>(head)]; }
   const F16Rows& k_recent(int head) const { return k_recent_[static_cast<size_t>(head)]; }
   const F16Rows& v_recent(int head) const { return v_recent_[static_cast<size_t>(head)]; }
-  // K middle: ceil(k_middle_tokens / 16) tiles of k_format().bytes().
-  const uint8_t* k_tiles(int head) const { return k_mid_[static_cast<size_t>(head)].data(); }
-  // V middle: v_middle_tokens / G blocks, each head_dim/16 tiles of v_format().bytes().
-  const uint8_t* v_blocks(int head) const { return v_mid_[static_cast<size_t>(head)].data(); }
+  // K middle of a head, contiguous: ceil(k_middle_tokens / 16) tiles of
+  // k_format().bytes().
+  std::vector<uint8_t> k_tiles(int head) const;
+  // V middle of a head, contiguous: v_middle_tokens / G blocks, each
+  // head_dim/16 tiles of v_format().bytes().
+  std::vector<uint8_t> v_blocks(int head) const;
   // Per-channel key factors f [head_dim] (all ones when knorm=off or before
   // the first key is quantized).
   const float* key_norm(int head) const;
@@ -177,16 +209,26 @@ class InnerQLayerCache final : public LayerCache {
 
  private:
   void flush_k(int head, int n_tokens);
-  void flush_v(int head);
+  void flush_v(int head, int mid);
+  // The G-token V group at middle slot `mid` (a multiple of G).
+  uint8_t* v_group_for_write(int head, int mid);
+  const uint8_t* v_group(int head, int mid) const;
   void compute_key_norm(int head, const float* rows, int n_rows);  // rows: [n_rows][D]
 
   TileFormat k_fmt_, v_fmt_;
   int k_mid_tokens_ = 0, v_mid_tokens_ = 0;
   std::vector<F16Rows> k_sink_, v_sink_, k_recent_, v_recent_;
-  std::vector<std::vector<uint8_t>> k_mid_, v_mid_;
   std::vector<std::vector<float>> key_norm_;  // [heads][D], empty until computed
   std::vector<std::vector<float>> key_mean_;  // [heads][D], empty until computed
   std::vector<float> ones_;                   // [D] of 1.0
+  // Reused by append/flush so that decoding does not allocate.
+  std::vector<float> row_, rows_, scaled_;
+  std::vector<uint8_t> records_;
 };
+
+#undef INNERQ_LAYER_CACHE_MEMBERS
+
+// Block regions of a layer of `config` (the kind registry, layer_caches.cc).
+BlockLayout layer_block_layout(const LayerConfig& config, int head_dim, int block_tokens);
 
 }  // namespace innerq::kv

@@ -66,4 +66,55 @@ MemoryUsage WindowLayerCache::memory() const {
   return m;
 }
 
+void WindowLayerCache::segments(int, HeadSegments&) const {
+  // A ring holds positions in slot order and fewer than n_tokens() of them.
+  throw Error("decode attention: a sliding-window layer is read by attn::window_attention");
+}
+
+void WindowLayerCache::truncate(int n_tokens) {
+  if (n_tokens == n_tokens_) return;
+  if (n_tokens_ > window_) {
+    throw Error(fmt::format(
+        "window cache: cannot drop positions {}..{} of a sliding-window layer whose ring of {} "
+        "has wrapped (the positions they overwrote are gone)",
+        n_tokens, n_tokens_ - 1, window_));
+  }
+  // Slots follow positions until the ring wraps: the rows past n_tokens are
+  // simply no longer held.
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    auto& kt = k_[static_cast<size_t>(h)];
+    auto& vr = v_[static_cast<size_t>(h)];
+    kt.resize(static_cast<size_t>((n_tokens + kTileRows - 1) / kTileRows) * head_dim_ * kTileRows);
+    vr.resize(static_cast<size_t>(n_tokens) * head_dim_);
+  }
+  n_tokens_ = n_tokens;
+}
+
+void WindowLayerCache::save(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    for (const auto* x : {&k_[static_cast<size_t>(h)], &v_[static_cast<size_t>(h)]}) {
+      out.put<int64_t>(static_cast<int64_t>(x->size()));
+      out.bytes(x->data(), x->size() * sizeof(f16_bits));
+    }
+  }
+}
+
+void WindowLayerCache::load(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, 1 << 24);
+  const int64_t held = std::min(n_tokens_, window_);
+  const int64_t k_want = (held + kTileRows - 1) / kTileRows * kTileRows * head_dim_;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    for (auto* x : {&k_[static_cast<size_t>(h)], &v_[static_cast<size_t>(h)]}) {
+      const int64_t n = in.get<int64_t>();
+      if (n != (x == &k_[static_cast<size_t>(h)] ? k_want : held * head_dim_)) {
+        throw Error(fmt::format("{}: a sliding-window ring of {} values does not hold {} tokens",
+                                in.what(), n, n_tokens_));
+      }
+      x->resize(static_cast<size_t>(n));
+      in.bytes(x->data(), x->size() * sizeof(f16_bits));
+    }
+  }
+}
+
 }  // namespace innerq::kv

@@ -28,6 +28,18 @@ class WindowLayerCache final : public LayerCache {
   // that a later row of the same call overwrites are skipped.
   void append(const float* k, const float* v, int n_tokens) override;
   MemoryUsage memory() const override;
+  size_t reserved_bytes() const override { return memory().total(); }
+  // Slots are not in position order: attn::window_attention reads the ring;
+  // this throws innerq::Error.
+  void segments(int head, HeadSegments& out) const override;
+  std::unique_ptr<LayerCache> clone() const override {
+    return std::make_unique<WindowLayerCache>(*this);
+  }
+  // Possible only while the ring has not wrapped (n_tokens() <= window):
+  // a wrapped ring overwrote the positions that would have to come back.
+  void truncate(int n_tokens) override;
+  void save(ByteWriter& out) const override;
+  void load(ByteReader& in) override;
 
   int window() const { return window_; }
   // Positions held: min(n_tokens(), window()), in slots 0..n_held()-1.

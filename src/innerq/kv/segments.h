@@ -1,5 +1,8 @@
-// innerq/attn/cache_segments.h — a layer cache seen as runs of tokens
-// ("segments") in one storage form each, in token order, for K and for V.
+// innerq/kv/segments.h — a layer cache seen as runs of tokens ("segments")
+// in one storage form each, in token order, for K and for V. This is the one
+// interface through which attention reads every cache kind
+// (LayerCache::segments); a block-pooled cache gives one segment per block
+// and region (docs/architecture.md, "The block pool").
 //
 // Decode attention splits the token axis into chunks and runs, for each chunk,
 // the region kernel of every segment it overlaps; the reference dequantizes
@@ -12,9 +15,8 @@
 #include <vector>
 
 #include "innerq/kernels/tile_format.h"
-#include "innerq/kv/kv_cache.h"
 
-namespace innerq::attn {
+namespace innerq::kv {
 
 enum class SegmentForm {
   kTilesF32,  // plain K, [tile][D][16] f32
@@ -43,6 +45,9 @@ struct Segment {
   Segment tail(int offset, int head_dim) const;
 };
 
+// A KV head's segments. Filled by LayerCache::segments(), which clears and
+// refills the vectors so a caller can reuse one HeadSegments per head
+// without allocating again.
 struct HeadSegments {
   std::vector<Segment> k, v;
   const float* key_norm = nullptr;  // [D] factors of kInnerQK segments
@@ -50,6 +55,4 @@ struct HeadSegments {
   int origin = 0;                   // quantized segments start here: chunk cuts align to it
 };
 
-HeadSegments segments_of(const kv::LayerCache& cache, int head);
-
-}  // namespace innerq::attn
+}  // namespace innerq::kv
