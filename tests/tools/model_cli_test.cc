@@ -115,6 +115,38 @@ TEST(ModelCli, PerplexityJsonHasTheBaseAndEachSpec) {
   std::remove(path.c_str());
 }
 
+// Scored tokens sent through the caches 8 at a time (chunked prefill) give
+// the perplexity of one decode per token: with f32 and f16 caches only f32
+// rounding (and f16 rounding of K/V rows that differ in their last bits)
+// separates them.
+TEST(ModelCli, PerplexityTokenBatchesMatchTokenByToken) {
+  std::string story;
+  for (int i = 0; i < 8; ++i) {
+    story += "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
+  }
+  const std::string path = write_text("innerq_story_batches.txt", story);
+  std::vector<nlohmann::json> runs;
+  for (const char* b : {"1", "8"}) {
+    const CliRun run = run_innerq("perplexity -m stories260K -f " + path +
+                                      " --ctx 96 --prefix 40 --chunks 1 --kv f32 --json -b " + b,
+                                  true);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    runs.push_back(nlohmann::json::parse(run.output));
+  }
+  EXPECT_EQ(runs[0][0]["token_batch"], 1);
+  EXPECT_EQ(runs[1][0]["token_batch"], 8);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(runs[1][i]["tokens"].get<int>(), 56);  // ctx − prefix, 56 = 7 steps of 8
+    EXPECT_NEAR(runs[1][i]["ppl"].get<double>(), runs[0][i]["ppl"].get<double>(),
+                1e-4 * runs[0][i]["ppl"].get<double>());
+  }
+  const CliRun bad = run_innerq(
+      "perplexity -m stories260K -f " + path + " --ctx 96 --prefix 40 --kv f32 -b 0", false);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--token-batch 0 must be >= 1"), std::string::npos) << bad.output;
+  std::remove(path.c_str());
+}
+
 TEST(ModelCli, PasskeyJsonHasEachConfigAndTrial) {
   const std::string path =
       write_text("innerq_filler.txt",

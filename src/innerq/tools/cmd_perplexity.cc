@@ -5,10 +5,11 @@
 // The text is tokenized once and cut into chunks of --ctx tokens (BOS at each
 // chunk start when the model adds BOS, as llama.cpp's perplexity does). Per
 // chunk, the first --prefix tokens are prefilled once and the same K/V goes to
-// every config's cache; then each later token is fed by teacher-forced
-// decoding, configs in batches of --batch, and the next token is scored from
-// each config's logits (tools/eval.h). The prefill's last logits score token
-// `prefix` (the same for every config). f16 is always run as the base.
+// every config's cache; then the later tokens are fed teacher-forced through
+// the caches, --token-batch at a time (chunked prefill through the quantized
+// cache; -b 1 decodes token by token), configs in batches of --batch, and
+// each next token is scored from each config's logits (tools/eval.h). The prefill's last logits
+// score token `prefix` (the same for every config). f16 is always run as the base.
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,7 @@ struct PerplexityOptions {
   int chunks = 0;  // 0: all
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int batch = 64;
+  int token_batch = 64;
   bool json = false;
 };
 
@@ -63,6 +65,7 @@ void run_perplexity(const PerplexityOptions& o) {
   eo.chunks = o.chunks;
   eo.threads = o.threads;
   eo.batch = std::max(1, o.batch);
+  eo.token_batch = o.token_batch;
   ProgressBar bar("perplexity");
   if (!o.json || isatty(fileno(stderr))) eo.progress = [&](long d, long t) { bar.update(d, t); };
   const std::vector<EvalStats> stats = evaluate(m, tokens, configs, eo);
@@ -82,13 +85,14 @@ void run_perplexity(const PerplexityOptions& o) {
                      {"tokens", s.tokens},
                      {"chunks", n_chunks},
                      {"ctx", o.ctx},
-                     {"prefix", o.prefix}});
+                     {"prefix", o.prefix},
+                     {"token_batch", o.token_batch}});
     }
     print_json(out, 1);
     return;
   }
-  fmt::print("{}: {} chunks of {} tokens, prefix {}, {} scored tokens per config\n", o.file,
-             n_chunks, o.ctx, o.prefix, stats[0].tokens);
+  fmt::print("{}: {} chunks of {} tokens, prefix {}, {} scored tokens per config, {} per step\n",
+             o.file, n_chunks, o.ctx, o.prefix, stats[0].tokens, o.token_batch);
   size_t width = 24;
   for (const kv::CacheSpec& s : specs) width = std::max(width, s.text.size());
   fmt::print("{:<{}} {:>10} {:>10} {:>8} {:>12} {:>8}\n", "kv", width, "ppl", "kld", "top1",
@@ -120,6 +124,9 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "threads")->capture_default_str();
   cmd->add_option("--batch", o->batch,
                   "configs decoded together per pass (more: faster, more memory)")
+      ->capture_default_str();
+  cmd->add_option("-b,--token-batch", o->token_batch,
+                  "scored tokens sent through the caches per step (1 = one decode per token)")
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "print a JSON array instead of the table");
   cmd->callback([o] { run_perplexity(*o); });

@@ -89,6 +89,7 @@ std::vector<EvalStats> evaluate(const model::LlamaModel& m, const std::vector<in
   if (o.chunks < 0) throw Error(fmt::format("--chunks {} must be >= 0", o.chunks));
   if (o.threads < 1) throw Error(fmt::format("-t {} must be >= 1", o.threads));
   if (o.batch < 1) throw Error(fmt::format("--batch {} must be >= 1", o.batch));
+  if (o.token_batch < 1) throw Error(fmt::format("--token-batch {} must be >= 1", o.token_batch));
   if (configs.empty()) throw Error("evaluate: no configs");
   const int available = static_cast<int>(tokens.size() / static_cast<size_t>(o.ctx));
   if (available == 0) {
@@ -107,6 +108,7 @@ std::vector<EvalStats> evaluate(const model::LlamaModel& m, const std::vector<in
   long done = 0;
   std::vector<float> logits;
   std::vector<double> lp;
+  model::LlamaModel::Workspace ws;
   // With several batches, later batches reuse the base's logits of the first
   // (kept as floats, per_chunk × vocab).
   std::vector<float> base_logits(n_batches > 1 ? static_cast<size_t>(per_chunk) * V : 0);
@@ -134,23 +136,31 @@ std::vector<EvalStats> evaluate(const model::LlamaModel& m, const std::vector<in
       // token `prefix`.
       base.set(logits.data(), V);
       for (size_t i : members) score_row(base, logits.data(), V, chunk[o.prefix], stats[i], lp);
-      for (int t = o.prefix; t + 1 < o.ctx; ++t) {
-        const std::vector<int> feed(members.size(), chunk[static_cast<size_t>(t)]);
-        m.decode(feed, caches, logits, o.threads);
-        float* kept = base_logits.empty()
-                          ? nullptr
-                          : base_logits.data() + static_cast<size_t>(t - o.prefix) * V;
-        if (b == 0) {  // member 0 is the base
-          base.set(logits.data(), V);
-          if (kept) std::copy(logits.begin(), logits.begin() + V, kept);
-        } else {
-          base.set(kept, V);
+      // Tokens prefix..ctx−2 go in; each scores the token after it.
+      for (int t = o.prefix; t + 1 < o.ctx; t += o.token_batch) {
+        const int n = std::min(o.token_batch, o.ctx - 1 - t);
+        m.extend(
+            std::span<const int>(chunk).subspan(static_cast<size_t>(t), static_cast<size_t>(n)),
+            caches, /*all_logits=*/true, logits, o.threads, ws);
+        // logits: [members, n, V]
+        for (int i = 0; i < n; ++i) {
+          const int pos = t + i;
+          float* kept = base_logits.empty()
+                            ? nullptr
+                            : base_logits.data() + static_cast<size_t>(pos - o.prefix) * V;
+          if (b == 0) {  // member 0 is the base
+            const float* row = logits.data() + static_cast<size_t>(i) * V;
+            base.set(row, V);
+            if (kept) std::copy(row, row + V, kept);
+          } else {
+            base.set(kept, V);
+          }
+          for (size_t j = 0; j < members.size(); ++j) {
+            score_row(base, logits.data() + (j * static_cast<size_t>(n) + i) * V, V,
+                      chunk[static_cast<size_t>(pos) + 1], stats[members[j]], lp);
+          }
         }
-        for (size_t j = 0; j < members.size(); ++j) {
-          score_row(base, logits.data() + j * static_cast<size_t>(V), V, chunk[t + 1],
-                    stats[members[j]], lp);
-        }
-        ++done;
+        done += n;
         if (o.progress) o.progress(done, total);
       }
       ++done;

@@ -4,11 +4,13 @@
 // The text's tokens are cut into chunks of `ctx` tokens (BOS at each chunk
 // start when the model adds BOS, as llama.cpp's perplexity does). Per chunk,
 // the first `prefix` tokens are prefilled once and the same K/V goes to every
-// config's cache; then each later token is fed by teacher-forced decoding,
-// configs in batches of `batch` sequences (one weight pass per step for the
-// whole batch), and the next token is scored from each config's logits
-// against the base (config 0, f16). Every scored token attends to the
-// (quantized) cache through the same code as generation.
+// config's cache; then the later tokens are fed teacher-forced through the
+// caches, `token_batch` at a time (LlamaModel::extend: each token attends to
+// the cache up to its own position; 1 is token-by-token decode), configs in
+// batches of `batch` sequences (one weight pass per step for the whole
+// batch), and each next token is scored from each config's logits against
+// the base (config 0, f16). Every scored token attends to the (quantized)
+// cache through the same code as generation.
 #pragma once
 
 #include <cstddef>
@@ -46,7 +48,9 @@ struct EvalOptions {
   int chunks = 0;  // 0: all
   int threads = 1;
   int batch = 64;  // configs decoded together (besides the base)
-  // Called after each decoded position: (positions done, positions in all).
+  // Scored tokens sent through the caches per step (1: one decode per token).
+  int token_batch = 1;
+  // Called after each step: (positions done, positions in all).
   std::function<void(long, long)> progress;
 };
 
