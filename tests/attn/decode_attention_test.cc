@@ -82,8 +82,9 @@ Int8Regions int8_regions(const kv::LayerCache& cache) {
 //  - values: f32 accumulation, plus for int8 weights per G-token block
 //    (max_b p/254)·Σ_{t∈b}|v_t|.
 std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n_heads,
-                              bool int8_paths) {
-  const int n = cache.n_tokens(), D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
+                              bool int8_paths, int n_visible = 0) {
+  const int n = n_visible > 0 ? n_visible : cache.n_tokens(), D = cache.head_dim(),
+            nq = n_heads / cache.n_kv_heads();
   const double eps = std::numeric_limits<float>::epsilon();
   const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
   const Int8Regions r = int8_paths ? int8_regions(cache) : Int8Regions{};
@@ -217,6 +218,37 @@ TEST_P(AgainstReference, SimdScalarAndThreadsMatchTheDoubleReference) {
     decode_attention(layer, in.q.data(), c.shape.n_heads, got.data(), {threads, true});
     expect_within(got, want, tolerance(layer, in.q.data(), c.shape.n_heads, false), "scalar");
   }
+}
+
+// A query that sees only the first n_visible positions (chunked prefill)
+// matches the reference over the same positions, wherever the cut falls:
+// inside a 16-token tile, a G-token K group (KIVI) or V group (InnerQ), a
+// pool block, a window.
+TEST(DecodeAttention, VisiblePrefixMatchesTheReferenceForEveryKind) {
+  const Shape s{8, 2, 128};
+  const int n = 300;
+  const Inputs in = make_inputs(s, n, 77);
+  for (const char* spec : {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper",
+                           "innerq:rot=kv", "kivi:rot=kv", "innerq:kcenter=on"}) {
+    const kv::KvCache cache = make_cache(spec, s, in, n);
+    const kv::LayerCache& layer = cache.layer(0);
+    const size_t out_size = static_cast<size_t>(s.n_heads) * s.head_dim;
+    for (int visible : {1, 20, 33, 64, 82, 100, 130, 161, 257, 299, 300}) {
+      SCOPED_TRACE(::testing::Message() << spec << " n_visible=" << visible);
+      std::vector<float> want(out_size), got(out_size);
+      decode_attention_reference(layer, in.q.data(), s.n_heads, want.data(), visible);
+      for (const bool scalar : {false, true}) {
+        attn::DecodeOptions options{2, scalar};
+        options.n_visible = visible;
+        decode_attention(layer, in.q.data(), s.n_heads, got.data(), options);
+        expect_within(got, want, tolerance(layer, in.q.data(), s.n_heads, !scalar, visible),
+                      scalar ? "scalar" : "simd");
+      }
+    }
+  }
+  EXPECT_THROW(decode_attention(make_cache("f16", s, in, 10).layer(0), in.q.data(), s.n_heads,
+                                std::vector<float>(1024).data(), {1, false, 11}),
+               Error);
 }
 
 std::vector<Case> reference_cases() {

@@ -60,7 +60,8 @@ TEST_P(AppendMatchesCpu, SameBytesAsCpuCache) {
       static_cast<size_t>(k_mid + kTileRows - 1) / kTileRows * layer.k_format().bytes();
   ASSERT_EQ(k_gpu.size(), k_bytes * H);
   for (int h = 0; h < H; ++h) {
-    const uint8_t* want = layer.k_tiles(h);
+    const std::vector<uint8_t> want_bytes = layer.k_tiles(h);
+    const uint8_t* want = want_bytes.data();
     for (size_t i = 0; i < k_bytes; ++i) {
       ASSERT_EQ(k_gpu[h * k_bytes + i], want[i]) << c.spec << ": K head " << h << " byte " << i
                                                  << " of tile " << i / layer.k_format().bytes();
@@ -76,7 +77,8 @@ TEST_P(AppendMatchesCpu, SameBytesAsCpuCache) {
       static_cast<size_t>(v_mid / G) * (D / kTileRows) * layer.v_format().bytes();
   ASSERT_EQ(v_gpu.size(), v_bytes * H);
   for (int h = 0; h < H; ++h) {
-    const uint8_t* want = layer.v_blocks(h);
+    const std::vector<uint8_t> want_bytes = layer.v_blocks(h);
+    const uint8_t* want = want_bytes.data();
     for (size_t i = 0; i < v_bytes; ++i) {
       ASSERT_EQ(v_gpu[h * v_bytes + i], want[i]) << c.spec << ": V head " << h << " byte " << i
                                                  << " of tile " << i / layer.v_format().bytes();

@@ -55,12 +55,16 @@ std::pair<const f16_bits*, size_t> rows(const kv::F16Rows& r, int head_dim) {
 F16SeqView pack(Storage& st, const kv::F16LayerCache& c) {
   const int H = c.n_kv_heads(), D = c.head_dim(), n = c.n_tokens();
   const size_t tiles = static_cast<size_t>(n + kTileRows - 1) / kTileRows;
-  const auto k = st.region<f16_bits>(H, [&](int h) {
-    return std::pair{c.k_tiles(h), tiles * D * kTileRows};
-  });
-  const auto v = st.region<f16_bits>(H, [&](int h) {
-    return std::pair{c.v_rows(h), static_cast<size_t>(n) * D};
-  });
+  const auto k = st.region<f16_bits>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.k_tiles(0))>>()](int h) {
+        keep->push_back(c.k_tiles(h));
+        return std::pair{keep->back().data(), tiles * D * kTileRows};
+      });
+  const auto v = st.region<f16_bits>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.v_rows(0))>>()](int h) {
+        keep->push_back(c.v_rows(h));
+        return std::pair{keep->back().data(), static_cast<size_t>(n) * D};
+      });
   return {k.first, v.first, k.second, v.second, n};
 }
 
@@ -68,8 +72,16 @@ KiviSeqView pack(Storage& st, const kv::KiviLayerCache& c) {
   const int H = c.n_kv_heads(), D = c.head_dim();
   const size_t k_bytes = static_cast<size_t>(c.k_quant_tokens() / c.group()) * c.k_block_bytes();
   const size_t v_bytes = static_cast<size_t>(c.v_quant_tokens()) * c.v_row_bytes();
-  const auto kb = st.region<uint8_t>(H, [&](int h) { return std::pair{c.k_blocks(h), k_bytes}; });
-  const auto vr = st.region<uint8_t>(H, [&](int h) { return std::pair{c.v_rows(h), v_bytes}; });
+  const auto kb = st.region<uint8_t>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.k_blocks(0))>>()](int h) {
+        keep->push_back(c.k_blocks(h));
+        return std::pair{keep->back().data(), k_bytes};
+      });
+  const auto vr = st.region<uint8_t>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.v_rows(0))>>()](int h) {
+        keep->push_back(c.v_rows(h));
+        return std::pair{keep->back().data(), v_bytes};
+      });
   const auto kr = st.region<f16_bits>(H, [&](int h) { return rows(c.k_residual(h), D); });
   const auto vres = st.region<f16_bits>(H, [&](int h) { return rows(c.v_residual(h), D); });
   return {kb.first,  vr.first,    kr.first,     vres.first,         kb.second,         vr.second,
@@ -84,8 +96,16 @@ InnerQSeqView pack(Storage& st, const kv::InnerQLayerCache& c) {
                          (D / kTileRows) * c.v_format().bytes();
   const auto ks = st.region<f16_bits>(H, [&](int h) { return rows(c.k_sink(h), D); });
   const auto vs = st.region<f16_bits>(H, [&](int h) { return rows(c.v_sink(h), D); });
-  const auto kt = st.region<uint8_t>(H, [&](int h) { return std::pair{c.k_tiles(h), k_bytes}; });
-  const auto vb = st.region<uint8_t>(H, [&](int h) { return std::pair{c.v_blocks(h), v_bytes}; });
+  const auto kt = st.region<uint8_t>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.k_tiles(0))>>()](int h) {
+        keep->push_back(c.k_tiles(h));
+        return std::pair{keep->back().data(), k_bytes};
+      });
+  const auto vb = st.region<uint8_t>(
+      H, [&, keep = std::make_shared<std::vector<decltype(c.v_blocks(0))>>()](int h) {
+        keep->push_back(c.v_blocks(h));
+        return std::pair{keep->back().data(), v_bytes};
+      });
   const auto kr = st.region<f16_bits>(H, [&](int h) { return rows(c.k_recent(h), D); });
   const auto vr = st.region<f16_bits>(H, [&](int h) { return rows(c.v_recent(h), D); });
   const auto f = st.region<float>(H, [&](int h) {

@@ -80,8 +80,19 @@ void chunk_scores(const std::vector<Segment>& segments, int a, int b, const floa
         INNERQ_KERNEL(k_scores_innerq, s.tile, static_cast<const uint8_t*>(s.data), n, heads, out);
         break;
       case SegmentForm::kKiviK:
-        INNERQ_KERNEL(k_scores_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), n, heads,
-                      out);
+        if (n % s.group == 0) {
+          INNERQ_KERNEL(k_scores_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), n,
+                        heads, out);
+        } else {  // cut inside a G-token group (n_visible): score the whole group aside
+          const int whole = (n + s.group - 1) / s.group * s.group;
+          thread_local std::vector<float> aside;
+          aside.resize(static_cast<size_t>(whole) * nq);
+          INNERQ_KERNEL(k_scores_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), whole,
+                        heads, (kernels::HeadRows{aside.data(), static_cast<size_t>(whole)}));
+          for (int j = 0; j < nq; ++j) {
+            std::copy_n(&aside[static_cast<size_t>(j) * whole], n, out.x + j * out.stride);
+          }
+        }
         break;
       case SegmentForm::kRowsF32:
       case SegmentForm::kInnerQV:
@@ -114,8 +125,20 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
         INNERQ_KERNEL(v_accumulate_blocks, static_cast<const BlockQ4_0*>(s.data), n, nq, D, w, o);
         break;
       case SegmentForm::kInnerQV:
-        INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
-                      n / s.tile.group, nq, D, w, o);
+        if (n % s.tile.group == 0) {
+          INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
+                        n / s.tile.group, nq, D, w, o);
+        } else {  // cut inside a G-token group (n_visible): the rest weighs 0
+          const int whole = (n + s.tile.group - 1) / s.tile.group * s.tile.group;
+          thread_local std::vector<float> padded;
+          padded.assign(static_cast<size_t>(whole) * nq, 0.0f);
+          for (int j = 0; j < nq; ++j) {
+            std::copy_n(w.x + j * w.stride, n, &padded[static_cast<size_t>(j) * whole]);
+          }
+          INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
+                        whole / s.tile.group, nq, D,
+                        (kernels::ConstHeadRows{padded.data(), static_cast<size_t>(whole)}), o);
+        }
         break;
       case SegmentForm::kKiviV:
         INNERQ_KERNEL(v_accumulate_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), n,

@@ -201,6 +201,28 @@ void PlainLayerCache<T>::segments(int head, HeadSegments& out) const {
 }
 
 template <typename T>
+std::vector<T> PlainLayerCache<T>::k_tiles(int head) const {
+  const size_t tile = static_cast<size_t>(head_dim_) * kTileRows;
+  std::vector<T> out;
+  for (int t = 0; t < n_tokens_; t += kTileRows) {
+    const T* p = k_tiles(t / block_tokens(), head) +
+                 static_cast<size_t>(t % block_tokens() / kTileRows) * tile;
+    out.insert(out.end(), p, p + tile);
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T> PlainLayerCache<T>::v_rows(int head) const {
+  std::vector<T> out;
+  for (int j = 0; j * block_tokens() < n_tokens_; ++j) {
+    const size_t n = static_cast<size_t>(std::min(block_tokens(), n_tokens_ - j * block_tokens()));
+    out.insert(out.end(), v_rows(j, head), v_rows(j, head) + n * head_dim_);
+  }
+  return out;
+}
+
+template <typename T>
 void PlainLayerCache<T>::truncate(int n_tokens) {
   n_tokens_ = n_tokens;
   keep_blocks(div_up(n_tokens, block_tokens()));

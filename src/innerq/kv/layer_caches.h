@@ -95,6 +95,9 @@ class PlainLayerCache final : public LayerCache {
   const T* v_rows(int block, int head) const {
     return reinterpret_cast<const T*>(v_read(block, head));
   }
+  // All of a head's K tiles (ceil(n/16) of them) and V rows, contiguous.
+  std::vector<T> k_tiles(int head) const;
+  std::vector<T> v_rows(int head) const;
 };
 
 using F32LayerCache = PlainLayerCache<float>;

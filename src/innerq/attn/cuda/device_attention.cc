@@ -193,12 +193,16 @@ namespace {
 kc::F16SeqView upload_f16(std::vector<DeviceBuffer>& buffers, const kv::F16LayerCache& c) {
   const int H = c.n_kv_heads(), D = c.head_dim(), n = c.n_tokens();
   const size_t tiles = static_cast<size_t>(n + kTileRows - 1) / kTileRows;
-  const auto k = upload_region<f16_bits>(buffers, H, [&](int h) {
-    return std::pair{c.k_tiles(h), tiles * D * kTileRows};
-  });
-  const auto v = upload_region<f16_bits>(buffers, H, [&](int h) {
-    return std::pair{c.v_rows(h), static_cast<size_t>(n) * D};
-  });
+  const auto k = upload_region<f16_bits>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.k_tiles(0))>>()](int h) {
+        keep->push_back(c.k_tiles(h));
+        return std::pair{keep->back().data(), tiles * D * kTileRows};
+      });
+  const auto v = upload_region<f16_bits>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.v_rows(0))>>()](int h) {
+        keep->push_back(c.v_rows(h));
+        return std::pair{keep->back().data(), static_cast<size_t>(n) * D};
+      });
   return {k.data, v.data, k.stride, v.stride, n};
 }
 
@@ -206,12 +210,16 @@ kc::KiviSeqView upload_kivi(std::vector<DeviceBuffer>& buffers, const kv::KiviLa
   const int H = c.n_kv_heads(), D = c.head_dim();
   const size_t k_bytes = static_cast<size_t>(c.k_quant_tokens() / c.group()) * c.k_block_bytes();
   const size_t v_bytes = static_cast<size_t>(c.v_quant_tokens()) * c.v_row_bytes();
-  const auto kb = upload_region<uint8_t>(buffers, H, [&](int h) {
-    return std::pair{c.k_blocks(h), k_bytes};
-  });
-  const auto vr = upload_region<uint8_t>(buffers, H, [&](int h) {
-    return std::pair{c.v_rows(h), v_bytes};
-  });
+  const auto kb = upload_region<uint8_t>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.k_blocks(0))>>()](int h) {
+        keep->push_back(c.k_blocks(h));
+        return std::pair{keep->back().data(), k_bytes};
+      });
+  const auto vr = upload_region<uint8_t>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.v_rows(0))>>()](int h) {
+        keep->push_back(c.v_rows(h));
+        return std::pair{keep->back().data(), v_bytes};
+      });
   const auto kr =
       upload_region<f16_bits>(buffers, H, [&](int h) { return rows_span(c.k_residual(h), D); });
   const auto vres =
@@ -230,12 +238,16 @@ kc::InnerQSeqView upload_innerq(std::vector<DeviceBuffer>& buffers, const kv::In
       upload_region<f16_bits>(buffers, H, [&](int h) { return rows_span(c.k_sink(h), D); });
   const auto vs =
       upload_region<f16_bits>(buffers, H, [&](int h) { return rows_span(c.v_sink(h), D); });
-  const auto kt = upload_region<uint8_t>(buffers, H, [&](int h) {
-    return std::pair{c.k_tiles(h), k_bytes};
-  });
-  const auto vb = upload_region<uint8_t>(buffers, H, [&](int h) {
-    return std::pair{c.v_blocks(h), v_bytes};
-  });
+  const auto kt = upload_region<uint8_t>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.k_tiles(0))>>()](int h) {
+        keep->push_back(c.k_tiles(h));
+        return std::pair{keep->back().data(), k_bytes};
+      });
+  const auto vb = upload_region<uint8_t>(
+      buffers, H, [&, keep = std::make_shared<std::vector<decltype(c.v_blocks(0))>>()](int h) {
+        keep->push_back(c.v_blocks(h));
+        return std::pair{keep->back().data(), v_bytes};
+      });
   const auto kr =
       upload_region<f16_bits>(buffers, H, [&](int h) { return rows_span(c.k_recent(h), D); });
   const auto vr =
@@ -439,14 +451,16 @@ CublasF16Batch::CublasF16Batch(const std::vector<const kv::LayerCache*>& seqs)
     for (int h = 0; h < s.n_kv_heads; ++h) {
       const auto* c = static_cast<const kv::F16LayerCache*>(seqs[static_cast<size_t>(q)]);
       const size_t base = (static_cast<size_t>(q) * s.n_kv_heads + h) * N * D;
-      const f16_bits* tiles = c->k_tiles(h);  // [tile][D][16] → [N][D]
+      const std::vector<f16_bits> k_tiles = c->k_tiles(h);  // [tile][D][16] → [N][D]
+      const f16_bits* tiles = k_tiles.data();
       for (int t = 0; t < N; ++t) {
         for (int d = 0; d < D; ++d) {
           k[base + static_cast<size_t>(t) * D + d] =
               tiles[(static_cast<size_t>(t / kTileRows) * D + d) * kTileRows + t % kTileRows];
         }
       }
-      std::memcpy(v.data() + base, c->v_rows(h), static_cast<size_t>(N) * D * sizeof(f16_bits));
+      std::memcpy(v.data() + base, c->v_rows(h).data(),
+                  static_cast<size_t>(N) * D * sizeof(f16_bits));
     }
   }
   s.k = DeviceBuffer(k.data(), k.size() * sizeof(f16_bits));
