@@ -101,9 +101,13 @@ TEST(KeyFactors, StatisticMatchesBruteForce) {
         // the relative error twice.
         const double tol = (knorm == KeyNorm::kRms ? kRows + 8 : 8) * std::ldexp(1.0, -24);
         EXPECT_NEAR(f[static_cast<size_t>(c)], want, tol * want) << "channel " << c;
-        if (center) EXPECT_NEAR(mu[static_cast<size_t>(c)], mean, 1e-6 * (std::fabs(mean) + 1));
+        if (center) {
+          EXPECT_NEAR(mu[static_cast<size_t>(c)], mean, 1e-6 * (std::fabs(mean) + 1));
+        }
       }
-      if (!center) EXPECT_EQ(mu[0], -1.0f);  // untouched
+      if (!center) {
+        EXPECT_EQ(mu[0], -1.0f);  // untouched
+      }
     }
   }
   // An all-zero channel gets 1.

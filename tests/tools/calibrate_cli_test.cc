@@ -89,9 +89,11 @@ TEST(BenchDecodeCli, JsonRowsHaveTheDocumentedKeys) {
   const nlohmann::json rows = nlohmann::json::parse(run.output);
   ASSERT_EQ(rows.size(), 4u);  // 2 batch sizes × 2 specs
   for (const nlohmann::json& r : rows) {
-    for (const char* key : {"kv", "batch", "ctx", "steps", "tokens_per_s", "ms_per_step",
-                            "speedup_vs_f16", "kv_bytes", "planned_bytes", "peak_rss_growth_bytes",
-                            "rss_growth_bytes", "peak_vs_plan_pct", "peak_reset", "threads"}) {
+    for (const char* key :
+         {"kv", "batch", "ctx", "steps", "tokens_per_s", "ms_per_step", "speedup_vs_f16",
+          "kv_bytes", "planned_bytes", "peak_rss_growth_bytes", "rss_growth_bytes",
+          "rss_growth_trimmed_bytes", "pool_bytes", "sequences_reserved_bytes", "peak_vs_plan_pct",
+          "peak_reset", "threads"}) {
       EXPECT_TRUE(r.contains(key)) << key << " in " << r.dump();
     }
     EXPECT_GT(r["tokens_per_s"].get<double>(), 0.0);

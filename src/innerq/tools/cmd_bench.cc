@@ -309,27 +309,18 @@ bool reset_peak_rss() {
   return std::fclose(f) == 0 && ok;
 }
 
-// The bytes B sequences of `n_tokens` take in caches of `layers` on model
-// `desc`'s shape, by the cache's own plan (kv::plan_layer_memory, and
-// plan_window_layer_memory for sliding-window layers): what the memory
+// The bytes a pool for `batch` sequences of `n_tokens` tokens in caches of
+// `layers` takes, with those sequences' windows, factors and rings
+// (kv::MemoryPlan::bytes: the block pool's own arithmetic): what the memory
 // measured below is compared with.
 uint64_t planned_cache_bytes(const kv::CacheShape& shape,
                              const std::vector<kv::LayerConfig>& layers, int n_tokens, int batch) {
-  uint64_t per_sequence = 0;
-  for (int l = 0; l < shape.n_layers; ++l) {
-    const int w = shape.window(l);
-    per_sequence +=
-        (w > 0 ? kv::plan_window_layer_memory(w, shape.n_kv_heads, shape.head_dim, n_tokens)
-               : kv::plan_layer_memory(layers[static_cast<size_t>(l)], shape.n_kv_heads,
-                                       shape.head_dim, n_tokens))
-            .total();
-  }
-  return per_sequence * static_cast<uint64_t>(batch);
+  return kv::plan_memory(shape, layers).bytes(batch, n_tokens);
 }
 
-// The per-step buffers one decode call of `batch` sequences holds that this
-// benchmark can name: the model's scratch activations (LlamaModel::Scratch:
-// x, xb, q, k, v, att, gate, up) and the logits [batch, n_vocab].
+// The per-step buffers of decoding `batch` sequences that this benchmark can
+// name: the model's workspace activations (LlamaModel::Workspace: x, xb, q,
+// k, v, att, gate, up) and the logits [batch, n_vocab].
 uint64_t decode_workspace_bytes(const model::ModelDesc& d, int batch) {
   const uint64_t q = static_cast<uint64_t>(d.n_heads) * d.head_dim;
   const uint64_t kv = static_cast<uint64_t>(d.n_kv_heads) * d.head_dim;
@@ -338,72 +329,127 @@ uint64_t decode_workspace_bytes(const model::ModelDesc& d, int batch) {
   return per_row * static_cast<uint64_t>(batch) * sizeof(float);
 }
 
-struct DecodeRun {
-  double seconds = 0.0;      // the timed steps, all sequences
-  uint64_t kv_bytes = 0;     // memory().total() of every cache after the steps
-  uint64_t planned = 0;      // planned_cache_bytes + decode_workspace_bytes
-  uint64_t peak_growth = 0;  // VmHWM after − VmRSS before the caches were built
-  uint64_t held_growth = 0;  // VmRSS after − VmRSS before
-  bool peak_reset = false;   // whether VmHWM could be reset before the caches were built
-};
-
-// Builds `batch` caches of `spec`, fills each to `ctx` tokens by appending
-// k/v ([ctx, n_kv_heads, head_dim], the same to every layer and sequence:
-// what attention reads costs the same whatever the values), decodes one
-// untimed step and then `steps` timed steps of the whole batch (each
-// sequence's next token is its greedy choice), and measures memory around it.
-DecodeRun run_decode(const model::LlamaModel& m, const kv::CacheSpec& spec, int batch, int ctx,
-                     int steps, const std::vector<float>& k, const std::vector<float>& v,
-                     int threads) {
-  const model::ModelDesc& d = m.config();
-  const kv::CacheShape shape = m.cache_shape(ctx + steps + 1);
-  const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers);
-  DecodeRun run;
-  run.planned =
-      planned_cache_bytes(shape, layers, ctx + steps + 1, batch) + decode_workspace_bytes(d, batch);
-  malloc_trim(0);  // what earlier runs freed goes back to the system first
-  run.peak_reset = reset_peak_rss();
-  const ResidentMemory before = read_resident_memory();
-  {
-    std::vector<std::unique_ptr<kv::KvCache>> owned;
-    std::vector<kv::KvCache*> caches;
-    const int row = d.n_kv_heads * d.head_dim;
+// B sequences of one cache spec, filled to a context and decoded together.
+class DecodeBatch {
+ public:
+  // Builds `batch` sequences of `layers` in one pool sized (and every page
+  // of it written) for ctx + steps + 1 tokens each, and fills each to `ctx`
+  // by appending k/v ([ctx, n_kv_heads, head_dim], the same to every layer
+  // and sequence: what attention reads costs the same whatever the values).
+  DecodeBatch(const model::LlamaModel& m, const std::vector<kv::LayerConfig>& layers, int batch,
+              int ctx, int steps, const std::vector<float>& k, const std::vector<float>& v)
+      : tokens_(static_cast<size_t>(batch), std::max(m.tokenizer().bos(), 0)),
+        workspace_(m, batch, batch) {
+    const model::ModelDesc& d = m.config();
+    const kv::CacheShape shape = m.cache_shape(ctx + steps + 1);
+    pool_ = kv::KvPool::for_sequences(shape, layers, batch, ctx + steps + 1, /*prefault=*/true);
+    const size_t row = static_cast<size_t>(d.n_kv_heads) * d.head_dim;
     constexpr int kFillChunk = 256;  // tokens appended per call: bounds the append's own buffers
     for (int b = 0; b < batch; ++b) {
-      owned.push_back(std::make_unique<kv::KvCache>(shape, layers));
-      caches.push_back(owned.back().get());
+      owned_.push_back(std::make_unique<kv::KvCache>(pool_));
+      caches_.push_back(owned_.back().get());
       for (int l = 0; l < d.n_layers; ++l) {
         for (int t = 0; t < ctx; t += kFillChunk) {
-          const int n = std::min(kFillChunk, ctx - t);
-          const size_t at = static_cast<size_t>(t) * row;
-          caches.back()->append(l, k.data() + at, v.data() + at, n);
+          caches_.back()->append(l, k.data() + t * row, v.data() + t * row,
+                                 std::min(kFillChunk, ctx - t));
         }
       }
     }
-    std::vector<int> tokens(static_cast<size_t>(batch),
-                            m.tokenizer().bos() >= 0 ? m.tokenizer().bos() : 0);
-    std::vector<float> logits;
-    const auto next_tokens = [&] {
-      const size_t V = logits.size() / static_cast<size_t>(batch);
-      for (int b = 0; b < batch; ++b) {
-        const float* r = logits.data() + static_cast<size_t>(b) * V;
-        tokens[static_cast<size_t>(b)] = static_cast<int>(std::max_element(r, r + V) - r);
-      }
-    };
-    m.decode(tokens, caches, logits, threads);  // untimed: first-touch of this batch's buffers
-    next_tokens();
-    const auto start = std::chrono::steady_clock::now();
-    for (int s = 0; s < steps; ++s) {
-      m.decode(tokens, caches, logits, threads);
-      next_tokens();
-    }
-    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (const kv::KvCache* c : caches) run.kv_bytes += c->memory().total();
-    const ResidentMemory after = read_resident_memory();
-    run.peak_growth = after.peak > before.rss ? after.peak - before.rss : 0;
-    run.held_growth = after.rss > before.rss ? after.rss - before.rss : 0;
   }
+
+  // One decode step of every sequence; each next token is its greedy choice.
+  void step(const model::LlamaModel& m, int threads) {
+    m.decode(tokens_, caches_, logits_, threads, workspace_);
+    const size_t V = logits_.size() / tokens_.size();
+    for (size_t b = 0; b < tokens_.size(); ++b) {
+      const float* r = logits_.data() + b * V;
+      tokens_[b] = static_cast<int>(std::max_element(r, r + V) - r);
+    }
+  }
+
+  uint64_t pool_bytes() const { return pool_->bytes(); }
+  uint64_t reserved_bytes() const {  // Σ KvCache::reserved_bytes(): blocks, windows, factors
+    uint64_t bytes = 0;
+    for (const kv::KvCache* c : caches_) bytes += c->reserved_bytes();
+    return bytes;
+  }
+  uint64_t kv_bytes() const {
+    uint64_t bytes = 0;
+    for (const kv::KvCache* c : caches_) bytes += c->memory().total();
+    return bytes;
+  }
+
+ private:
+  std::shared_ptr<kv::KvPool> pool_;
+  std::vector<std::unique_ptr<kv::KvCache>> owned_;
+  std::vector<kv::KvCache*> caches_;
+  std::vector<int> tokens_;    // [batch] the next token of each sequence
+  std::vector<float> logits_;  // [batch, n_vocab]
+  model::LlamaModel::Workspace workspace_;
+};
+
+struct MemoryRun {
+  uint64_t kv_bytes = 0;        // memory().total() of every cache after the step
+  uint64_t pool_bytes = 0;      // the shared pool's blocks (KvPool::bytes)
+  uint64_t reserved = 0;        // Σ KvCache::reserved_bytes()
+  uint64_t planned = 0;         // planned_cache_bytes + decode_workspace_bytes
+  uint64_t peak_growth = 0;     // VmHWM after − VmRSS before the caches were built
+  uint64_t held_growth = 0;     // VmRSS after − VmRSS before
+  uint64_t trimmed_growth = 0;  // the same after malloc_trim (freed heap pages returned)
+  bool peak_reset = false;      // whether VmHWM could be reset before the caches were built
+};
+
+// The process's memory growth while one spec's batch is built, filled and
+// decoded one step, against its plan; alone, nothing else allocated meanwhile.
+MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, int batch, int ctx,
+                         int steps, const std::vector<float>& k, const std::vector<float>& v,
+                         int threads) {
+  const model::ModelDesc& d = m.config();
+  const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers);
+  MemoryRun run;
+  run.planned =
+      planned_cache_bytes(m.cache_shape(ctx + steps + 1), layers, ctx + steps + 1, batch) +
+      decode_workspace_bytes(d, batch);
+  malloc_trim(0);  // what earlier runs freed goes back to the system first
+  run.peak_reset = reset_peak_rss();
+  const ResidentMemory before = read_resident_memory();
+  DecodeBatch caches(m, layers, batch, ctx, steps, k, v);
+  caches.step(m, threads);
+  run.kv_bytes = caches.kv_bytes();
+  run.pool_bytes = caches.pool_bytes();
+  run.reserved = caches.reserved_bytes();
+  const ResidentMemory after = read_resident_memory();
+  run.peak_growth = after.peak > before.rss ? after.peak - before.rss : 0;
+  run.held_growth = after.rss > before.rss ? after.rss - before.rss : 0;
+  malloc_trim(0);
+  const ResidentMemory trimmed = read_resident_memory();
+  run.trimmed_growth = trimmed.rss > before.rss ? trimmed.rss - before.rss : 0;
   return run;
+}
+
+// Seconds of `steps` decode steps per spec, the specs' batches built side by
+// side and stepped in turn (one step of each per round), so that whatever
+// else the machine does lands on all of them alike. One untimed step each
+// first.
+std::vector<double> time_decode_interleaved(const model::LlamaModel& m,
+                                            const std::vector<kv::CacheSpec>& specs, int batch,
+                                            int ctx, int steps, const std::vector<float>& k,
+                                            const std::vector<float>& v, int threads) {
+  std::vector<std::unique_ptr<DecodeBatch>> batches;
+  for (const kv::CacheSpec& spec : specs) {
+    batches.push_back(std::make_unique<DecodeBatch>(m, spec.layers(m.config().n_layers), batch, ctx,
+                                                    steps, k, v));
+    batches.back()->step(m, threads);
+  }
+  std::vector<double> seconds(specs.size(), 0.0);
+  for (int s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < batches.size(); ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      batches[i]->step(m, threads);
+      seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+  }
+  return seconds;
 }
 
 int run_bench_decode(const BenchDecodeArgs& args) {
@@ -425,12 +471,14 @@ int run_bench_decode(const BenchDecodeArgs& args) {
   for (int ctx : contexts) {
     checked_token_sum(ctx, int64_t{args.steps} + 1, kMaxContextTokens, "--ctx plus -n");
     for (int batch : batches) {
-      for (const kv::CacheSpec& spec : specs) {
-        const kv::CacheShape shape = m.cache_shape(ctx + args.steps + 1);
-        check_allocation(
-            planned_cache_bytes(shape, spec.layers(d.n_layers), ctx + args.steps + 1, batch),
-            fmt::format("bench decode: {} caches '{}' of {} tokens", batch, spec.text, ctx));
-      }
+      // Every spec's batch is alive at once while the steps are timed.
+      const kv::CacheShape shape = m.cache_shape(ctx + args.steps + 1);
+      uint64_t bytes = 0;
+      for (const kv::CacheSpec& spec : specs)
+        bytes += planned_cache_bytes(shape, spec.layers(d.n_layers), ctx + args.steps + 1, batch);
+      check_allocation(bytes, fmt::format("bench decode: {} sequences of {} tokens for each of {} "
+                                          "specs",
+                                          batch, ctx, specs.size()));
     }
   }
   // Weights are mapped from the file: one decode step first touches every
@@ -444,15 +492,16 @@ int run_bench_decode(const BenchDecodeArgs& args) {
   if (!args.json) {
     fmt::print(
         "decode: {} ({}, {} layers, {} KV heads, head_dim {}), {} thread(s), {} timed "
-        "steps after 1 untimed\n",
+        "steps after 1 untimed, the specs' batches stepped in turn\n",
         args.model, d.arch, d.n_layers, d.n_kv_heads, d.head_dim, args.threads, args.steps);
     fmt::print(
         "caches filled to ctx with synthetic K/V, then the model decodes every sequence "
         "of the batch per step\n");
     fmt::print(
-        "plan: the cache plan (kv::plan_layer_memory) at ctx+n+1 tokens plus the named "
-        "decode buffers;\npeak: VmHWM after the steps minus VmRSS before the caches were "
-        "built (peak reset there)\n\n");
+        "plan: the pool and windows (kv::MemoryPlan::bytes) for batch x (ctx+n+1) tokens plus the "
+        "named "
+        "decode buffers;\npeak: VmHWM after building, filling and one step of that spec's "
+        "batch alone minus VmRSS before (peak reset there)\n\n");
     fmt::print("{:<24} {:>5} {:>6} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>8}\n", "kv", "batch",
                "ctx", "tok/s", "ms/step", "vs_f16", "kv_MiB", "plan_MiB", "peak_MiB", "vs_plan");
   }
@@ -461,11 +510,15 @@ int run_bench_decode(const BenchDecodeArgs& args) {
   for (int ctx : contexts) {
     fill_synthetic_kv(ctx, d.n_kv_heads, d.head_dim, 7 + static_cast<unsigned>(ctx), k, v);
     for (int batch : batches) {
-      double f16_tps = 0.0;
+      std::vector<MemoryRun> memory;
+      for (const kv::CacheSpec& spec : specs)
+        memory.push_back(measure_memory(m, spec, batch, ctx, args.steps, k, v, args.threads));
+      const std::vector<double> seconds =
+          time_decode_interleaved(m, specs, batch, ctx, args.steps, k, v, args.threads);
+      const double f16_tps = static_cast<double>(batch) * args.steps / seconds[0];
       for (size_t i = 0; i < specs.size(); ++i) {
-        const DecodeRun r = run_decode(m, specs[i], batch, ctx, args.steps, k, v, args.threads);
-        const double tps = static_cast<double>(batch) * args.steps / r.seconds;
-        if (i == 0) f16_tps = tps;
+        const MemoryRun& r = memory[i];
+        const double tps = static_cast<double>(batch) * args.steps / seconds[i];
         if (i == 0 && !f16_listed) continue;
         const double vs_plan = 100.0 * (static_cast<double>(r.peak_growth) - r.planned) / r.planned;
         rows.push_back({{"kv", specs[i].text},
@@ -473,12 +526,15 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                         {"ctx", ctx},
                         {"steps", args.steps},
                         {"tokens_per_s", tps},
-                        {"ms_per_step", 1e3 * r.seconds / args.steps},
+                        {"ms_per_step", 1e3 * seconds[i] / args.steps},
                         {"speedup_vs_f16", tps / f16_tps},
                         {"kv_bytes", r.kv_bytes},
                         {"planned_bytes", r.planned},
+                        {"pool_bytes", r.pool_bytes},
+                        {"sequences_reserved_bytes", r.reserved},
                         {"peak_rss_growth_bytes", r.peak_growth},
                         {"rss_growth_bytes", r.held_growth},
+                        {"rss_growth_trimmed_bytes", r.trimmed_growth},
                         {"peak_vs_plan_pct", vs_plan},
                         {"peak_reset", r.peak_reset},
                         {"model", args.model},
@@ -488,7 +544,7 @@ int run_bench_decode(const BenchDecodeArgs& args) {
           fmt::print(
               "{:<24} {:>5} {:>6} {:>9.1f} {:>8.2f} {:>6.2f}x {:>9.1f} {:>9.1f} {:>9.1f} "
               "{:>+7.1f}%{}\n",
-              specs[i].text, batch, ctx, tps, 1e3 * r.seconds / args.steps, tps / f16_tps,
+              specs[i].text, batch, ctx, tps, 1e3 * seconds[i] / args.steps, tps / f16_tps,
               r.kv_bytes / kMiB, r.planned / kMiB, r.peak_growth / kMiB, vs_plan,
               r.peak_reset ? "" : " (peak not reset)");
           std::fflush(stdout);
