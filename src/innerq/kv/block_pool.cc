@@ -52,11 +52,12 @@ int BlockPool::acquire() {
   std::lock_guard<std::mutex> lock(mu_);
   if (free_.empty()) {
     if (!growable_) {
-      throw Error(fmt::format(
-          "{}: all {} blocks ({:.1f} MiB) are in use; size the pool for more tokens or "
-          "sequences",
-          name_, n_blocks(),
-          static_cast<double>(block_bytes_) * static_cast<double>(n_blocks()) / (1 << 20)));
+      throw Error(
+          fmt::format("{}: all {} blocks ({:.1f} MiB) are in use; size the pool for more tokens or "
+                      "sequences",
+                      name_, slabs_.size() * slab_blocks_,
+                      static_cast<double>(block_bytes_) *
+                          static_cast<double>(slabs_.size() * slab_blocks_) / (1 << 20)));
     }
     add_slab();
   }

@@ -560,6 +560,14 @@ void KiviLayerCache::load(ByteReader& in) {
 // ---------------------------------------------------------------------------
 namespace {
 
+// f32 rows being flushed, shared by every cache on this thread: a member
+// would keep each sequence's largest flush (a prefill's whole window)
+// resident for its lifetime, outside the memory plan.
+std::vector<float>& flush_scratch() {
+  thread_local std::vector<float> rows;
+  return rows;
+}
+
 TileFormat innerq_k_format(const LayerConfig& c, int head_dim) {
   return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode)};
 }
@@ -664,6 +672,7 @@ void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows)
 }
 
 void InnerQLayerCache::flush_k(int head, int n_tokens) {
+  std::vector<float>& rows = flush_scratch();
   auto& recent = k_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, B = block_tokens();
   if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
@@ -676,27 +685,27 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   const bool first_norm =
       config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
   const int n_rows = first_norm || first_center ? recent.size() : n_tokens;
-  rows_.resize(static_cast<size_t>(n_rows) * D);
-  recent.to_f32(0, n_rows, rows_.data());
+  rows.resize(static_cast<size_t>(n_rows) * D);
+  recent.to_f32(0, n_rows, rows.data());
   if (first_center) {
     std::vector<double> sum(static_cast<size_t>(D), 0.0);
     for (int t = 0; t < n_rows; ++t)
       for (int c = 0; c < D; ++c)
-        sum[static_cast<size_t>(c)] += rows_[static_cast<size_t>(t) * D + c];
+        sum[static_cast<size_t>(c)] += rows[static_cast<size_t>(t) * D + c];
     std::vector<float>& mu = key_mean_[static_cast<size_t>(head)];
     mu.resize(static_cast<size_t>(D));
     for (int c = 0; c < D; ++c)
       mu[static_cast<size_t>(c)] = static_cast<float>(sum[static_cast<size_t>(c)] / n_rows);
     for (int t = 0; t < n_rows; ++t)
       for (int c = 0; c < D; ++c) {
-        float& x = rows_[static_cast<size_t>(t) * D + c];
+        float& x = rows[static_cast<size_t>(t) * D + c];
         x = std::clamp(x - mu[static_cast<size_t>(c)], -kF16Max, kF16Max);
       }
     // What stays in f16 is centered too, so every region holds K − μ.
     k_sink_[static_cast<size_t>(head)].subtract(mu.data());
     recent.subtract(mu.data());
   }
-  if (first_norm) compute_key_norm(head, rows_.data(), n_rows);
+  if (first_norm) compute_key_norm(head, rows.data(), n_rows);
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
   // Every head flushes the same tokens, so the member is this head's count
@@ -704,7 +713,7 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   const int mid = k_mid_tokens_;
   for (int t = 0; t < n_tokens; ++t) {
     for (int c = 0; c < D; ++c)
-      scaled_[static_cast<size_t>(c)] = rows_[static_cast<size_t>(t) * D + c] / f[c];
+      scaled_[static_cast<size_t>(c)] = rows[static_cast<size_t>(t) * D + c] / f[c];
     kernels::simd::quantize_row(spec, scaled_.data(), static_cast<size_t>(k_fmt_.n_groups),
                                 records_.data());
     const int slot = mid + t;  // index of this token in the middle region
@@ -729,12 +738,13 @@ const uint8_t* InnerQLayerCache::v_group(int head, int mid) const {
 }
 
 void InnerQLayerCache::flush_v(int head, int mid) {
+  std::vector<float>& rows = flush_scratch();
   auto& recent = v_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, G = config_.group;
-  rows_.resize(static_cast<size_t>(G) * D);
-  recent.to_f32(0, G, rows_.data());
+  rows.resize(static_cast<size_t>(G) * D);
+  recent.to_f32(0, G, rows.data());
   const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
-  kernels::simd::quantize_token_block(spec, rows_.data(), static_cast<size_t>(D), records_.data());
+  kernels::simd::quantize_token_block(spec, rows.data(), static_cast<size_t>(D), records_.data());
   uint8_t* group = v_group_for_write(head, mid);
   for (int c = 0; c < D; ++c) {
     tile_store_row(v_fmt_, records_.data() + c * spec.record_bytes(),
@@ -817,6 +827,7 @@ std::vector<uint8_t> InnerQLayerCache::v_blocks(int head) const {
 }
 
 void InnerQLayerCache::truncate(int n) {
+  std::vector<float>& rows = flush_scratch();
   const int S = sink_tokens(), G = config_.group, D = head_dim_;
   const int after = std::max(0, n - S);  // tokens kept past the sink
   const int k_mid = std::min(after, k_mid_tokens_);
@@ -843,11 +854,11 @@ void InnerQLayerCache::truncate(int n) {
           tile_load_row(v_fmt_, group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows,
                         records_.data() + c * spec.record_bytes());
         }
-        rows_.resize(static_cast<size_t>(G) * D);
+        rows.resize(static_cast<size_t>(G) * D);
         kernels::simd::dequantize_token_block(spec, records_.data(), static_cast<size_t>(D),
-                                              rows_.data());
+                                              rows.data());
         for (int t = 0; t < after - v_mid; ++t) {
-          v_recent_[hs].push(rows_.data() + static_cast<size_t>(t) * D);
+          v_recent_[hs].push(rows.data() + static_cast<size_t>(t) * D);
         }
       }
     }

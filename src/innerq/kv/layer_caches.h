@@ -225,7 +225,7 @@ class InnerQLayerCache final : public LayerCache {
   std::vector<std::vector<float>> key_mean_;  // [heads][D], empty until computed
   std::vector<float> ones_;                   // [D] of 1.0
   // Reused by append/flush so that decoding does not allocate.
-  std::vector<float> row_, rows_, scaled_;
+  std::vector<float> row_, scaled_;
   std::vector<uint8_t> records_;
 };
 

@@ -1,0 +1,306 @@
+// The block pool and the sequence operations (kv/kv_cache.h, kv/block_pool.h)
+// seen through what attention reads: dequantized rows and decode outputs.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "innerq/attn/decode_attention.h"
+#include "innerq/base/error.h"
+#include "innerq/kv/kv_cache.h"
+#include "innerq/kv/segments.h"
+
+namespace innerq::attn {
+namespace {
+
+constexpr int kHeads = 2, kDim = 64, kQHeads = 4, kMax = 2048;
+
+const char* const kSpecs[] = {"f32",   "f16",          "q8_0",          "q4_0",   "kivi",
+                              "kivi4", "innerq-paper", "innerq:rot=kv", "innerq", "kivi:rot=kv"};
+
+// Rows of tokens [first, first + n), [n][heads][D]; `salt` picks another text.
+void rows(int first, int n, int salt, std::vector<float>& k, std::vector<float>& v) {
+  k.resize(static_cast<size_t>(n) * kHeads * kDim);
+  v.resize(k.size());
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < kHeads * kDim; ++i) {
+      const size_t at = static_cast<size_t>(t) * kHeads * kDim + i;
+      const double x = (first + t) * 0.37 + i * 1.3 + salt * 7.1;
+      k[at] = static_cast<float>(std::sin(x) * (i % kDim == 3 ? 9.0 : 1.5));
+      v[at] = static_cast<float>(std::cos(1.7 * x));
+    }
+}
+
+void append(kv::KvCache& c, int n, int salt, bool one_by_one = false) {
+  std::vector<float> k, v;
+  const int first = c.n_tokens();
+  rows(first, n, salt, k, v);
+  const size_t row = static_cast<size_t>(kHeads) * kDim;
+  if (one_by_one) {
+    for (int t = 0; t < n; ++t) c.append(0, &k[t * row], &v[t * row], 1);
+  } else {
+    c.append(0, k.data(), v.data(), n);
+  }
+}
+
+kv::KvCache make(const char* spec) {
+  return kv::KvCache(kv::CacheShape{1, kHeads, kDim, kMax}, kv::parse_cache_spec(spec).layer);
+}
+
+// Everything attention reads, bit for bit.
+void expect_same(const kv::KvCache& a, const kv::KvCache& b) {
+  ASSERT_EQ(a.n_tokens(), b.n_tokens());
+  for (int h = 0; h < kHeads; ++h) {
+    EXPECT_EQ(dequantized_keys(a.layer(0), h), dequantized_keys(b.layer(0), h)) << "head " << h;
+    EXPECT_EQ(dequantized_values(a.layer(0), h), dequantized_values(b.layer(0), h)) << "head " << h;
+  }
+  std::vector<float> q(kQHeads * kDim), oa(q.size()), ob(q.size());
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(std::sin(i * 0.7));
+  decode_attention(a.layer(0), q.data(), kQHeads, oa.data());
+  decode_attention(b.layer(0), q.data(), kQHeads, ob.data());
+  EXPECT_EQ(oa, ob);
+  EXPECT_EQ(a.memory().total(), b.memory().total());
+}
+
+// Tokens at the end that are still in f16 windows (residual, recent): the
+// positions after the last quantized segment of K and of V.
+int f16_tail(const kv::KvCache& c) {
+  kv::HeadSegments s;
+  c.layer(0).segments(0, s);
+  int end = 0;
+  for (const auto* list : {&s.k, &s.v}) {
+    for (const kv::Segment& g : *list) {
+      const bool window = g.form == kv::SegmentForm::kRowsF16 && g.start > 0;
+      if (!window && g.length > 0) end = std::max(end, g.start + g.length);
+    }
+  }
+  const bool plain =
+      c.layer(0).kind() == kv::CacheKind::kF32 || c.layer(0).kind() == kv::CacheKind::kF16 ||
+      c.layer(0).kind() == kv::CacheKind::kQ8_0 || c.layer(0).kind() == kv::CacheKind::kQ4_0;
+  return plain ? c.n_tokens() : c.n_tokens() - end;
+}
+
+TEST(BlockPool, AppendingNeverMovesStoredBytes) {
+  for (const char* spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    kv::KvCache c = make(spec);
+    append(c, 700, 0);
+    kv::HeadSegments before;
+    c.layer(0).segments(1, before);
+    append(c, 600, 0, true);
+    kv::HeadSegments after;
+    c.layer(0).segments(1, after);
+    // Every quantized/plain segment that existed keeps its address.
+    for (size_t i = 0; i + 1 < before.k.size(); ++i) {
+      if (before.k[i].form == kv::SegmentForm::kRowsF16) continue;
+      EXPECT_EQ(before.k[i].data, after.k[i].data) << "K segment " << i;
+    }
+    EXPECT_LE(c.layer(0).n_blocks_held(), (1300 + 255) / 256);
+  }
+}
+
+TEST(BlockPool, ForkSharesBlocksAndCopiesOnWrite) {
+  for (const char* spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    kv::KvCache parent = make(spec);
+    append(parent, 900, 0);
+    const kv::KvCache reference = [&] {
+      kv::KvCache r = make(spec);
+      append(r, 900, 0);
+      return r;
+    }();
+    std::unique_ptr<kv::KvCache> child = parent.fork();
+    expect_same(*child, parent);
+    // Shared: the same pool blocks, two references each.
+    for (int j = 0; j < parent.layer(0).n_blocks_held(); ++j) {
+      EXPECT_EQ(parent.layer(0).block_id(j), child->layer(0).block_id(j));
+    }
+    append(*child, 300, 5, true);  // different tokens into the child
+    append(parent, 300, 9);
+    kv::KvCache alone_child = make(spec), alone_parent = make(spec);
+    append(alone_child, 900, 0);
+    append(alone_child, 300, 5, true);
+    append(alone_parent, 900, 0);
+    append(alone_parent, 300, 9);
+    expect_same(*child, alone_child);
+    expect_same(parent, alone_parent);
+    child.reset();  // its blocks go back; the parent is untouched
+    expect_same(parent, alone_parent);
+  }
+}
+
+TEST(SequenceOps, TruncateThenAppendEqualsNeverHavingAppended) {
+  for (const char* spec : kSpecs) {
+    int checked = 0;  // cases where the dropped tokens were all still in f16
+    for (const int prefix : {40, 300, 513, 1000}) {
+      SCOPED_TRACE(::testing::Message() << spec << " prefix " << prefix);
+      // Drop tokens only while they are all still in f16 windows (any
+      // number, for kinds without windows).
+      for (const int wanted : {1, 7, 120, 400}) {
+        kv::KvCache t = make(spec);
+        append(t, prefix, 0);
+        append(t, wanted, 3, true);
+        const int n_drop = std::min(wanted, f16_tail(t));
+        if (n_drop < wanted) continue;  // a dropped token reached quantized storage
+        t.truncate(n_drop);
+        for (const int m : {n_drop, n_drop + 37}) {
+          kv::KvCache again = make(spec);
+          append(again, prefix, 0);
+          append(again, wanted, 3, true);
+          again.truncate(n_drop);
+          append(again, m, 11, true);
+          kv::KvCache never = make(spec);
+          append(never, prefix, 0);
+          append(never, m, 11, true);
+          expect_same(again, never);
+          ++checked;
+        }
+      }
+    }
+    EXPECT_GE(checked, 8) << spec;
+  }
+}
+
+TEST(SequenceOps, TruncateIntoQuantizedGroupsKeepsTheDequantizedTokens) {
+  for (const char* spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    kv::KvCache c = make(spec);
+    append(c, 1100, 0);
+    std::vector<std::vector<double>> k0, v0;
+    for (int h = 0; h < kHeads; ++h) {
+      k0.push_back(dequantized_keys(c.layer(0), h));
+      v0.push_back(dequantized_values(c.layer(0), h));
+    }
+    const int keep = 777;  // inside a tile, a group and a block
+    c.truncate(c.n_tokens() - keep);
+    ASSERT_EQ(c.n_tokens(), keep);
+    for (int h = 0; h < kHeads; ++h) {
+      const std::vector<double> k1 = dequantized_keys(c.layer(0), h);
+      const std::vector<double> v1 = dequantized_values(c.layer(0), h);
+      // A cut group's kept tokens went back to f16: one rounding of each
+      // stored element, at most 2^-11 of it. Rotated layers round in rotated
+      // coordinates; rotating back keeps the error's L2 norm, so each
+      // element is within 2^-11 of its row's L2 norm.
+      for (const auto& [now, was] : {std::pair{&k1, &k0[static_cast<size_t>(h)]},
+                                     std::pair{&v1, &v0[static_cast<size_t>(h)]}}) {
+        for (size_t r = 0; r < now->size() / kDim; ++r) {
+          double norm2 = 0.0;
+          for (int c = 0; c < kDim; ++c) norm2 += (*was)[r * kDim + c] * (*was)[r * kDim + c];
+          const double bound = std::sqrt(norm2) * std::ldexp(1.0, -11) * 1.001 + 1e-12;
+          for (int c = 0; c < kDim; ++c) {
+            ASSERT_NEAR((*now)[r * kDim + c], (*was)[r * kDim + c], bound) << "row " << r;
+          }
+        }
+      }
+    }
+    append(c, 500, 4, true);  // and the sequence goes on
+    EXPECT_EQ(c.n_tokens(), 1277);
+  }
+  kv::KvCache c = make("innerq");
+  append(c, 10, 0);
+  EXPECT_THROW(c.truncate(11), Error);
+  EXPECT_THROW(c.truncate(-1), Error);
+}
+
+TEST(SequenceOps, SaveAndLoadRoundTripAndRefuseDamagedFiles) {
+  const std::string path = ::testing::TempDir() + "/innerq_seq_test.bin";
+  for (const char* spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    kv::KvCache c = make(spec);
+    append(c, 613, 0);
+    append(c, 5, 1, true);
+    c.save(path);
+    kv::KvCache back = make(spec);
+    back.load(path);
+    expect_same(back, c);
+    append(back, 50, 2, true);  // it goes on like the original
+    append(c, 50, 2, true);
+    expect_same(back, c);
+  }
+  kv::KvCache c = make("innerq");
+  append(c, 400, 0);
+  c.save(path);
+  std::ifstream in(path, std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto refuses = [&](const std::string& bytes, const std::string& why,
+                           const char* spec = "innerq") {
+    const std::string bad = path + ".bad";
+    std::ofstream(bad, std::ios::binary) << bytes;
+    kv::KvCache fresh = make(spec);
+    try {
+      fresh.load(bad);
+      ADD_FAILURE() << "loaded a file that should be refused: " << why;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(fresh.n_tokens(), 0);
+  };
+  std::string flipped = good;
+  flipped[good.size() / 2] ^= 0x10;
+  refuses(flipped, "checksum mismatch");
+  for (const size_t cut : {size_t{3}, size_t{15}, size_t{40}, good.size() / 2, good.size() - 1}) {
+    refuses(good.substr(0, cut), cut < 20 ? "too short" : "checksum mismatch");
+  }
+  std::string magic = good;
+  magic[0] = 'X';
+  refuses(magic, "bad magic");
+  std::string version = good;
+  version[8] = 9;
+  refuses(version, "version 9");
+  refuses(good, "was saved as", "innerq:k=4");
+  kv::KvCache full = make("innerq");
+  append(full, 1, 0);
+  EXPECT_THROW(full.load(path), Error);  // only into an empty cache
+  std::remove(path.c_str());
+}
+
+TEST(MemoryPlan, ReservedBytesEqualThePlan) {
+  for (const char* spec : kSpecs) {
+    const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
+    const kv::CacheShape shape{1, kHeads, kDim, kMax};
+    const kv::MemoryPlan plan = kv::plan_memory(shape, {config});
+    kv::KvCache prefill = make(spec), steps = make(spec);
+    for (const int n : {1, 31, 32, 33, 127, 128, 129, 200, 255, 256, 257, 700, 1025}) {
+      SCOPED_TRACE(::testing::Message() << spec << " n=" << n);
+      append(prefill, n - prefill.n_tokens(), 0);
+      append(steps, n - steps.n_tokens(), 0, true);
+      EXPECT_EQ(prefill.reserved_bytes(), plan.sequence_bytes(n));
+      EXPECT_EQ(steps.reserved_bytes(), plan.sequence_bytes(n));
+      EXPECT_EQ(steps.memory().total(), plan.layer(0, n).content.total());
+    }
+  }
+}
+
+TEST(MemoryPlan, PoolsRefuseWhenFullAndBudgetsInvert) {
+  const kv::CacheShape shape{1, kHeads, kDim, kMax};
+  const std::vector<kv::LayerConfig> configs{kv::parse_cache_spec("f16").layer};
+  auto pool = std::make_shared<kv::KvPool>(shape, configs, 2);
+  kv::KvCache a(pool), b(pool);
+  append(a, 512, 0);  // both blocks
+  try {
+    append(b, 1, 0);
+    ADD_FAILURE() << "a full pool handed out a block";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("all 2 blocks"), std::string::npos) << e.what();
+  }
+  a.truncate(300);  // gives one block back
+  append(b, 1, 0);
+  EXPECT_EQ(b.n_tokens(), 1);
+
+  for (const char* spec : kSpecs) {
+    const kv::MemoryPlan plan = kv::plan_memory(shape, {kv::parse_cache_spec(spec).layer});
+    for (const size_t budget : {size_t{1} << 16, size_t{1} << 20, size_t{3} << 22}) {
+      for (const int seqs : {1, 4}) {
+        const int64_t t = plan.tokens_for_budget(budget, seqs);
+        if (t > 0) EXPECT_LE(plan.bytes(seqs, t), budget) << spec;
+        EXPECT_GT(plan.bytes(seqs, t + 1), budget) << spec;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace innerq::attn
