@@ -10,6 +10,7 @@
 
 #include "innerq/attn/decode_attention.h"
 #include "innerq/base/error.h"
+#include "innerq/kv/key_factors.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/kv/segments.h"
 
@@ -299,6 +300,46 @@ TEST(MemoryPlan, PoolsRefuseWhenFullAndBudgetsInvert) {
         EXPECT_GT(plan.bytes(seqs, t + 1), budget) << spec;
       }
     }
+  }
+}
+
+// With calibrated key statistics (kfactors=FILE), two sequences that share a
+// prefix store identical blocks for it, however their tokens were appended;
+// with per-sequence statistics they do not (which is why the option exists).
+TEST(SequenceOps, CalibratedKeyFactorsMakeSharedPrefixBlocksIdentical) {
+  for (const char* spec : {"innerq", "innerq-paper"}) {
+    SCOPED_TRACE(spec);
+    kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
+    const kv::CacheShape shape{1, kHeads, kDim, kMax};
+    const auto blocks_equal = [&](const kv::LayerConfig& c) {
+      auto pool = std::make_shared<kv::KvPool>(shape, std::vector<kv::LayerConfig>{c}, 16);
+      kv::KvCache a(pool), b(pool);
+      append(a, 900, 0);        // one prefill
+      append(b, 300, 0);        // a shorter prompt,
+      append(b, 600, 0, true);  // then token by token
+      const kv::BlockPool& p = *pool->layer(0);
+      bool equal = true;
+      for (int j = 0; j < 2; ++j) {  // blocks 0 and 1 are full in both
+        equal = equal && std::equal(p.data(a.layer(0).block_id(j)),
+                                    p.data(a.layer(0).block_id(j)) + p.block_bytes(),
+                                    p.data(b.layer(0).block_id(j)));
+      }
+      return equal;
+    };
+    EXPECT_FALSE(blocks_equal(config)) << "per-sequence statistics differ with the chunking";
+    auto kf = std::make_shared<kv::KeyFactors>();
+    kf->n_layers = 1;
+    kf->n_kv_heads = kHeads;
+    kf->head_dim = kDim;
+    kf->knorm = config.knorm;
+    kf->centered = config.kcenter;
+    kf->rotated = config.rot_k;
+    for (int i = 0; i < kHeads * kDim; ++i) {
+      kf->factors.push_back(config.knorm == kv::KeyNorm::kOff ? 1.0f : 1.0f + (i % 5) * 0.25f);
+      if (config.kcenter) kf->means.push_back(0.01f * (i % 7));
+    }
+    config.key_factors = kf;
+    EXPECT_TRUE(blocks_equal(config));
   }
 }
 

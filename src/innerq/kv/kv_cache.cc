@@ -15,6 +15,7 @@
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
 #include "innerq/kernels/tile_format.h"
+#include "innerq/kv/key_factors.h"
 #include "innerq/kv/layer_caches.h"
 #include "innerq/kv/window_layer_cache.h"
 
@@ -51,6 +52,7 @@ LayerCache::LayerCache(const LayerCache& o)
       n_kv_heads_(o.n_kv_heads_),
       head_dim_(o.head_dim_),
       n_tokens_(o.n_tokens_),
+      layer_index_(o.layer_index_),
       own_pool_(o.own_pool_),
       pool_(o.pool_),
       block_tokens_(o.block_tokens_),
@@ -168,6 +170,11 @@ void KvCache::clear() {
       layers_.push_back(make_layer_cache(configs_[static_cast<size_t>(l)], shape_.n_kv_heads,
                                          shape_.head_dim, pool_->layer(l), pool_->block_tokens()));
       // The block table never grows during decode.
+      layers_.back()->set_layer_index(l);
+      const LayerConfig& c = configs_[static_cast<size_t>(l)];
+      if (c.key_factors != nullptr) {
+        check_key_factors(*c.key_factors, l, shape_.n_kv_heads, shape_.head_dim);
+      }
       layers_.back()->reserve_blocks(static_cast<int>(std::min<int64_t>(max_blocks, 1 << 20)));
     }
   }
@@ -550,7 +557,8 @@ LayerPlan plan_layer(const LayerConfig& c, int n_kv_heads, int head_dim, int64_t
       p.content.codes = (k_tiles * kf.code_bytes() + v_tiles * vf.code_bytes()) * H;
       p.content.metadata = (k_tiles * kf.meta_bytes() + v_tiles * vf.meta_bytes()) * H;
       window_rows = 2 * s + (after - p.k_middle) + (after - p.v_middle);
-      if (p.k_middle > 0) {
+      if (p.k_middle > 0 ||
+          (c.key_factors != nullptr && n > 0)) {  // calibrated: from the first token
         p.norm_bytes = (c.knorm != KeyNorm::kOff ? 1 : 0) * H * D * sizeof(float) +
                        (c.kcenter ? 1 : 0) * H * D * sizeof(float);
       }

@@ -147,6 +147,9 @@ class LayerCache {
   const BlockLayout& block_layout() const { return layout_; }
   // The pool block id of block j (0 <= j < n_blocks_held()).
   int block_id(int j) const { return blocks_[static_cast<size_t>(j)]; }
+  // The layer's index in its model (calibrated key factors are per layer).
+  int layer_index() const { return layer_index_; }
+  void set_layer_index(int l) { layer_index_ = l; }
   // Room in the block table for n blocks, so appends never reallocate it.
   void reserve_blocks(int n) { blocks_.reserve(static_cast<size_t>(n)); }
 
@@ -175,6 +178,7 @@ class LayerCache {
   int n_kv_heads_;
   int head_dim_;
   int n_tokens_ = 0;
+  int layer_index_ = 0;
 
  private:
   uint8_t* writable(int j);

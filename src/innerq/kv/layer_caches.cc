@@ -11,6 +11,7 @@
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/f16_convert.h"
 #include "innerq/kernels/quant_kernels.h"
+#include "innerq/kv/key_factors.h"
 
 namespace innerq::kv {
 namespace {
@@ -620,6 +621,22 @@ const float* InnerQLayerCache::key_norm(int head) const {
 
 void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
   const int S = config_.sink, R = config_.recent, G = config_.group;
+  if (config_.key_factors != nullptr && n_tokens_ == 0 && key_norm_.empty() && key_mean_.empty()) {
+    // Calibrated statistics hold from the first key: every key is stored
+    // f16(K − μ) and quantized as (K − μ)/f whenever it is flushed, so equal
+    // prefixes store equal bytes however they were appended.
+    const KeyFactors& kf = *config_.key_factors;
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      if (config_.knorm != KeyNorm::kOff) {
+        const float* f = kf.head_factors(layer_index(), h);
+        key_norm_.emplace_back(f, f + head_dim_);
+      }
+      if (config_.kcenter) {
+        const float* mu = kf.head_means(layer_index(), h);
+        key_mean_.emplace_back(mu, mu + head_dim_);
+      }
+    }
+  }
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
       const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
@@ -656,19 +673,13 @@ void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
 
 void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows) {
   std::vector<float>& f = key_norm_[static_cast<size_t>(head)];
-  f.assign(static_cast<size_t>(head_dim_), 0.0f);
-  for (int t = 0; t < n_rows; ++t) {
-    const float* row = rows + static_cast<size_t>(t) * head_dim_;
-    for (int c = 0; c < head_dim_; ++c) {
-      f[static_cast<size_t>(c)] = config_.knorm == KeyNorm::kRms
-                                      ? f[static_cast<size_t>(c)] + row[c] * row[c]
-                                      : std::max(f[static_cast<size_t>(c)], std::fabs(row[c]));
-    }
+  f.resize(static_cast<size_t>(head_dim_));
+  if (config_.key_factors != nullptr) {  // calibrated once for every sequence
+    const float* fixed = config_.key_factors->head_factors(layer_index(), head);
+    f.assign(fixed, fixed + head_dim_);
+    return;
   }
-  for (float& x : f) {
-    if (config_.knorm == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(n_rows));
-    x = x > 0.0f && std::isfinite(x) ? std::sqrt(x) : 1.0f;
-  }
+  key_channel_factors(config_.knorm, rows, n_rows, head_dim_, f.data());
 }
 
 void InnerQLayerCache::flush_k(int head, int n_tokens) {
@@ -688,14 +699,14 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   rows.resize(static_cast<size_t>(n_rows) * D);
   recent.to_f32(0, n_rows, rows.data());
   if (first_center) {
-    std::vector<double> sum(static_cast<size_t>(D), 0.0);
-    for (int t = 0; t < n_rows; ++t)
-      for (int c = 0; c < D; ++c)
-        sum[static_cast<size_t>(c)] += rows[static_cast<size_t>(t) * D + c];
     std::vector<float>& mu = key_mean_[static_cast<size_t>(head)];
     mu.resize(static_cast<size_t>(D));
-    for (int c = 0; c < D; ++c)
-      mu[static_cast<size_t>(c)] = static_cast<float>(sum[static_cast<size_t>(c)] / n_rows);
+    if (config_.key_factors != nullptr) {  // calibrated once for every sequence
+      const float* fixed = config_.key_factors->head_means(layer_index(), head);
+      mu.assign(fixed, fixed + D);
+    } else {
+      key_channel_means(rows.data(), n_rows, D, mu.data());
+    }
     for (int t = 0; t < n_rows; ++t)
       for (int c = 0; c < D; ++c) {
         float& x = rows[static_cast<size_t>(t) * D + c];
