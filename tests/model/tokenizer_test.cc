@@ -828,5 +828,45 @@ TEST(Utf8, ValidOnlyWhenNoByteWasReplaced) {
   }
 }
 
+// Chat turns (innerq chat): turns written one after another, each reply
+// between them, are the conversation as the models' own chat templates
+// render it (reply closed by its end-of-turn token).
+TEST_F(SmolLM2Tokenizer, ChatTurnsSpellTheChatMlConversation) {
+  EXPECT_EQ(tok().chat_template(), ChatTemplate::kChatMl);
+  EXPECT_EQ(tok().chat_turn("Hi", "Be brief.", true) + "Hello!" + tok().chat_turn("Bye", "", false),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(tok().chat_prompt("Hi"), tok().chat_turn("Hi", "", true));
+}
+
+TEST(GemmaTokenizer, ChatTurnsSpellTheGemmaConversation) {
+  try {
+    resolve_model_path("gemma3-270m");
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  const Tokenizer& gemma = *load("gemma3-270m").tok;
+  EXPECT_EQ(gemma.chat_template(), ChatTemplate::kGemma);
+  EXPECT_EQ(gemma.chat_turn("Hi", "Be brief.", true) + "Hello!" + gemma.chat_turn("Bye", "", false),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!"
+            "<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(gemma.chat_turn("Hi", "", true),
+            "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+  const std::vector<int> ids = gemma.tokenize(gemma.chat_turn("Hi", "", false), false, true);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_TRUE(gemma.ends_generation(ids.front()));  // <end_of_turn>, as sampled
+}
+
+TEST(StoriesTokenizer, ChatTurnIsRefusedWithoutATemplate) {
+  EXPECT_EQ(stories().chat_template(), ChatTemplate::kNone);
+  try {
+    stories().chat_turn("Hi", "", true);
+    ADD_FAILURE() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("<start_of_turn>"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace innerq::model

@@ -507,14 +507,35 @@ bool Tokenizer::ends_generation(int id) const {
   return id == eos_ || (types_[static_cast<size_t>(id)] == kControl && id != bos_);
 }
 
-std::string Tokenizer::chat_prompt(std::string_view user) const {
-  if (find_token("<|im_start|>") < 0 || find_token("<|im_end|>") < 0) {
-    throw Error(
-        "--chat needs a model with the <|im_start|>/<|im_end|> chat template (e.g. smollm2)");
+ChatTemplate Tokenizer::chat_template() const {
+  if (find_token("<|im_start|>") >= 0 && find_token("<|im_end|>") >= 0) {
+    return ChatTemplate::kChatMl;
   }
-  return fmt::format(
-      "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
-      kChatDefaultSystem, user);
+  if (find_token("<start_of_turn>") >= 0 && find_token("<end_of_turn>") >= 0) {
+    return ChatTemplate::kGemma;
+  }
+  return ChatTemplate::kNone;
+}
+
+void Tokenizer::require_chat_template() const {
+  if (chat_template() != ChatTemplate::kNone) return;
+  throw Error(
+      "chat needs a model with a chat template: <|im_start|>/<|im_end|> (ChatML, e.g. smollm2) "
+      "or <start_of_turn>/<end_of_turn> (Gemma 3, e.g. gemma3-270m); this vocabulary has neither");
+}
+
+std::string Tokenizer::chat_turn(std::string_view user, std::string_view system, bool first) const {
+  require_chat_template();
+  if (chat_template() == ChatTemplate::kGemma) {
+    return fmt::format("{}<start_of_turn>user\n{}{}<end_of_turn>\n<start_of_turn>model\n",
+                       first ? "" : "<end_of_turn>\n",
+                       first && !system.empty() ? fmt::format("{}\n\n", system) : "", user);
+  }
+  return fmt::format("{}<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+                     first ? fmt::format("<|im_start|>system\n{}<|im_end|>\n",
+                                         system.empty() ? kChatDefaultSystem : system)
+                           : "<|im_end|>\n",
+                     user);
 }
 
 }  // namespace innerq::model

@@ -43,6 +43,13 @@ namespace innerq::model {
 
 enum class TokenizerKind { kSentencePiece, kBytePairGpt2 };
 
+// Chat templates, told apart by the turn tokens of the vocabulary.
+enum class ChatTemplate {
+  kNone,
+  kChatMl,  // <|im_start|> / <|im_end|> (SmolLM2)
+  kGemma,   // <start_of_turn> / <end_of_turn> (Gemma 3; the reply's role is "model")
+};
+
 class Tokenizer {
  public:
   explicit Tokenizer(const GgufFile& file);
@@ -71,9 +78,25 @@ class Tokenizer {
   // EOS, or any other control token except BOS (<|im_end|>, <|endoftext|>).
   bool ends_generation(int id) const;
 
-  // SmolLM2's chat template (system turn with its default text, one user
-  // turn, then the assistant header); throws for models without <|im_start|>.
-  std::string chat_prompt(std::string_view user) const;
+  // The chat template this vocabulary's turn tokens spell, if any.
+  ChatTemplate chat_template() const;
+  // Throws innerq::Error, naming both templates, when there is none.
+  void require_chat_template() const;
+
+  // The text that adds one user turn to a conversation and opens the reply:
+  //   ChatML: <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
+  //   Gemma:  <start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n
+  // The first turn starts with the system text: ChatML as a system turn
+  // (SmolLM2's default text when `system` is empty), Gemma 3 before the
+  // user's text in the same turn, then a blank line (none when empty).
+  // A later turn starts by closing the previous reply with the end-of-turn
+  // token and "\n": a reply is stored without the token that stopped it
+  // (or stopped at a length limit before emitting one). Throws as
+  // require_chat_template().
+  std::string chat_turn(std::string_view user, std::string_view system, bool first) const;
+
+  // One user turn with the default system text (generate --chat).
+  std::string chat_prompt(std::string_view user) const { return chat_turn(user, {}, true); }
 
  private:
   enum TokenType {
