@@ -1,5 +1,5 @@
 // tests/tools/cli_run.h — running the `innerq` binary from a test (the
-// calibrate and bench decode CLI tests).
+// calibrate, bench decode and chat CLI tests).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -32,6 +32,13 @@ inline CliRun run_innerq(const std::string& args, bool stdout_only = false) {
 inline std::string temp_path(const std::string& name) {
   // The pid keeps concurrent test processes (ctest -j) apart.
   return ::testing::TempDir() + std::to_string(getpid()) + "_" + name;
+}
+
+// A file of `text` at temp_path(name); returns its path.
+inline std::string write_temp_file(const std::string& name, const std::string& text) {
+  const std::string path = temp_path(name);
+  std::ofstream(path) << text;
+  return path;
 }
 
 // A calibration text of a few thousand tokens for stories260K.

@@ -21,6 +21,7 @@
 #include "innerq/model/unicode.h"
 #include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
+#include "innerq/tools/generation.h"
 
 namespace innerq::tools {
 namespace {
@@ -37,10 +38,6 @@ struct GenerateOptions {
   bool chat = false;
   bool json = false;
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void run_generate(const GenerateOptions& o) {
   if (o.n_predict < 0) throw Error(fmt::format("-n {} must be >= 0", o.n_predict));
@@ -80,37 +77,12 @@ void run_generate(const GenerateOptions& o) {
   m.prefill(prompt, caches, /*all_logits=*/false, logits, o.threads);
   const double prefill_s = seconds_since(t_prefill);
 
-  std::vector<int> generated;
-  std::string out_text;
-  std::string stop = "length";
-  int n_decoded = 0;
-  double decode_s = 0.0;
-  while (static_cast<int>(generated.size()) < o.n_predict) {
-    const int id = sampler.sample(logits);
-    if (tok.ends_generation(id)) {
-      stop = "eos";
-      break;
-    }
-    generated.push_back(id);
-    const std::string piece = tok.token_to_piece(id);
-    out_text += piece;
-    if (!o.json) {
-      fmt::print("{}", piece);
-      std::fflush(stdout);
-    }
-    if (static_cast<int>(generated.size()) == o.n_predict) break;
-    if (cache.n_tokens() >= ctx) {
-      stop = "context";
-      break;
-    }
-    const auto t_decode = std::chrono::steady_clock::now();
-    m.decode(std::vector<int>{id}, caches, logits, o.threads);
-    decode_s += seconds_since(t_decode);
-    ++n_decoded;
-  }
+  model::LlamaModel::Workspace ws;
+  const Reply reply = sample_reply(m, cache, sampler, logits, o.n_predict, /*store_last=*/false,
+                                   /*stream=*/!o.json, o.threads, ws);
 
   const double prefill_tps = n_prompt / prefill_s;
-  const double decode_tps = n_decoded > 0 ? n_decoded / decode_s : 0.0;
+  const double decode_tps = reply.n_decoded > 0 ? reply.n_decoded / reply.decode_s : 0.0;
   const size_t kv_bytes = cache.memory().total();
   const size_t kv_f16 = cache.bytes_f16_equivalent();
   if (o.json) {
@@ -119,12 +91,12 @@ void run_generate(const GenerateOptions& o) {
     nlohmann::json j = {{"model", o.model},
                         {"kv", spec.text},
                         {"prompt", user_text},
-                        {"text", out_text},
-                        {"text_utf8_valid", model::utf8_valid(out_text)},
-                        {"tokens", generated},
+                        {"text", reply.text},
+                        {"text_utf8_valid", model::utf8_valid(reply.text)},
+                        {"tokens", reply.tokens},
                         {"n_prompt", n_prompt},
-                        {"n_generated", generated.size()},
-                        {"stop", stop},
+                        {"n_generated", reply.tokens.size()},
+                        {"stop", reply.stop},
                         {"prefill_tps", prefill_tps},
                         {"decode_tps", decode_tps},
                         {"kv_tokens", cache.n_tokens()},
@@ -138,7 +110,8 @@ void run_generate(const GenerateOptions& o) {
   fmt::print(stderr,
              "\nprefill: {} tokens in {:.3f} s ({:.1f} tok/s) | decode: {} tokens in {:.3f} s "
              "({:.1f} tok/s) | stop: {}\n",
-             n_prompt, prefill_s, prefill_tps, n_decoded, decode_s, decode_tps, stop);
+             n_prompt, prefill_s, prefill_tps, reply.n_decoded, reply.decode_s, decode_tps,
+             reply.stop);
   fmt::print(stderr, "kv cache {}: {} tokens, {} bytes vs {} bytes as f16 (f16/kv = {:.2f}x)\n",
              spec.text, cache.n_tokens(), kv_bytes, kv_f16,
              kv_bytes > 0 ? static_cast<double>(kv_f16) / kv_bytes : 0.0);
@@ -157,11 +130,7 @@ void add_generate_command(CLI::App& app) {
   CLI::Option* file = cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
   prompt->excludes(file);
   cmd->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->capture_default_str();
-  cmd->add_option("--temp", o->sampling.temperature, "temperature; 0 = greedy")
-      ->capture_default_str();
-  cmd->add_option("--top-k", o->sampling.top_k, "top-k cut (0 = off)")->capture_default_str();
-  cmd->add_option("--top-p", o->sampling.top_p, "nucleus cut (1 = off)")->capture_default_str();
-  cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
+  add_sampling_options(*cmd, o->sampling);
   cmd->add_option("--kv", o->kv, "KV cache spec, e.g. f16, q4_0, kivi, innerq, innerq:k=4,v=4")
       ->capture_default_str();
   cmd->add_option("-c,--ctx", o->ctx, "context length (cache capacity); 0 = prompt + n")

@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
 
   innerq::tools::add_quant_command(app);
   innerq::tools::add_generate_command(app);
+  innerq::tools::add_chat_command(app);
   innerq::tools::add_perplexity_command(app);
   innerq::tools::add_info_command(app);
   innerq::tools::add_bench_command(app);
