@@ -184,6 +184,37 @@ TEST(ModelCli, InfoDescribesTheModelAndCache) {
   EXPECT_NE(run.output.find("parameters    292800"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("KV cache for 256 tokens"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("F32"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("block pool (256 tokens a block"), std::string::npos) << run.output;
+}
+
+// The pool arithmetic of `info`: a budget inverts to the most tokens per
+// sequence, and that many fit while one more does not (kv::MemoryPlan).
+TEST(ModelCli, InfoSizesAPoolBudget) {
+  const CliRun run =
+      run_innerq("info -m stories260K -c 512 --kv f16,f32 --budget 2 --seqs 4 --json", true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);
+  for (const nlohmann::json& c : j.at("caches")) {
+    const int64_t t = c.at("budget_tokens_per_sequence");
+    EXPECT_GT(t, 0) << c.dump();
+    EXPECT_EQ(c.at("budget_bytes"), 2 << 20);
+    EXPECT_EQ(c.at("block_tokens"), 256);
+    EXPECT_GT(c.at("sequence_reserved_bytes").get<size_t>(), c.at("bytes").get<size_t>() / 2);
+  }
+  // Plain caches have no windows: a block of every layer is layers x KV heads
+  // x 256 tokens x (K, V) x head_dim x element bytes, and the budget holds
+  // whole blocks for each of the 4 sequences.
+  const size_t per_token_elements =
+      j["layers"].get<size_t>() * j["kv_heads"].get<size_t>() * 2 * j["head_dim"].get<size_t>();
+  for (const auto& [index, element] : {std::pair{0, 2}, std::pair{1, 4}}) {
+    const nlohmann::json& c = j["caches"][index];
+    const size_t block = per_token_elements * 256 * element;
+    EXPECT_EQ(c["block_bytes"], block);
+    EXPECT_EQ(c["budget_tokens_per_sequence"], (2 << 20) / (4 * block) * 256);
+  }
+  const CliRun bad = run_innerq("info -m stories260K --budget -3");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("--budget -3 MiB must be"), std::string::npos) << bad.output;
 }
 
 // Gemma 3 270M (scripts/fetch-model.sh): its sliding-window layers, and their

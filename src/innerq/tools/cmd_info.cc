@@ -2,6 +2,7 @@
 // shape, parameters, weight types, tokenizer) and what its KV cache costs at
 // a given context length.
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,9 +26,37 @@ namespace {
 struct InfoOptions {
   std::string model;
   std::string kv = "f16,innerq";
-  int ctx = 0;  // 0: the model's training context
+  int ctx = 0;            // 0: the model's training context
+  double budget_mib = 0;  // > 0: how many tokens per sequence fit this pool
+  int seqs = 1;
   bool json = false;
 };
+
+// The block pool's arithmetic for one spec (kv::MemoryPlan): bytes of one
+// block of every global layer, what one sequence of ctx tokens reserves
+// (blocks + windows + factors + sliding-window rings), and, given a budget,
+// the tokens each of `seqs` sequences can hold.
+struct PoolFacts {
+  size_t block_bytes = 0;
+  int block_tokens = 0;
+  size_t sequence_bytes = 0;
+  int64_t budget_tokens = -1;  // -1: no budget asked
+};
+
+PoolFacts pool_facts(const model::LlamaModel& m, const kv::CacheSpec& spec, int ctx,
+                     const InfoOptions& o) {
+  const kv::CacheShape shape = m.cache_shape(std::max(ctx, 1));
+  const kv::MemoryPlan plan = kv::plan_memory(shape, spec.layers(shape.n_layers));
+  PoolFacts f;
+  f.block_tokens = plan.block_tokens;
+  for (int l = 0; l < shape.n_layers; ++l) f.block_bytes += plan.layer(l, 0).block_bytes;
+  f.sequence_bytes = plan.sequence_bytes(ctx);
+  if (o.budget_mib > 0) {
+    f.budget_tokens =
+        plan.tokens_for_budget(static_cast<size_t>(o.budget_mib * 1024 * 1024), o.seqs);
+  }
+  return f;
+}
 
 // Exact cache bytes of each layer holding `ctx` tokens, planned by arithmetic
 // (kv_cache.h): nothing of the cache's size is allocated. Layers take their
@@ -110,7 +139,7 @@ std::string arch_features(const model::ModelDesc& c) {
 
 // The same facts as the text output, as one JSON object.
 void print_info_json(const model::LlamaModel& m, const std::string& path,
-                     const std::vector<kv::CacheSpec>& specs, int ctx) {
+                     const std::vector<kv::CacheSpec>& specs, int ctx, const InfoOptions& o) {
   const model::ModelDesc& c = m.config();
   nlohmann::json j;
   j["file"] = path;
@@ -155,6 +184,15 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
       e["bytes_f16"] = f16_bytes;
       e["bits_per_value"] =
           16.0 * static_cast<double>(mem.total()) / std::max<size_t>(1, f16_bytes);
+      const PoolFacts pf = pool_facts(m, spec, ctx, o);
+      e["block_tokens"] = pf.block_tokens;
+      e["block_bytes"] = pf.block_bytes;
+      e["sequence_reserved_bytes"] = pf.sequence_bytes;
+      if (pf.budget_tokens >= 0) {
+        e["budget_bytes"] = static_cast<size_t>(o.budget_mib * 1024 * 1024);
+        e["budget_sequences"] = o.seqs;
+        e["budget_tokens_per_sequence"] = pf.budget_tokens;
+      }
     } catch (const Error& err) {
       e["error"] = err.what();
     }
@@ -164,6 +202,12 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
 }
 
 void run_info(const InfoOptions& o) {
+  if (o.budget_mib < 0 || !std::isfinite(o.budget_mib) || o.budget_mib > 1 << 24) {
+    throw Error(fmt::format("--budget {} MiB must be between 0 and 2^24", o.budget_mib));
+  }
+  if (o.seqs < 1 || o.seqs > 1 << 16) {
+    throw Error(fmt::format("--seqs {} must be between 1 and 65536", o.seqs));
+  }
   if (o.ctx < 0 || o.ctx > kMaxContextTokens) {
     throw Error(
         fmt::format("-c {} must be 0 (the model's training context) or a token count up "
@@ -178,7 +222,7 @@ void run_info(const InfoOptions& o) {
   const int ctx = o.ctx > 0 ? o.ctx : std::clamp(c.n_ctx_train, 1, kMaxContextTokens);
 
   if (o.json) {
-    print_info_json(m, path, specs, ctx);
+    print_info_json(m, path, specs, ctx, o);
     return;
   }
   fmt::print("file          {} ({:.1f} MB, GGUF v{})\n", path, f.file_size() / 1e6, f.version());
@@ -240,6 +284,22 @@ void run_info(const InfoOptions& o) {
                100.0 * static_cast<double>(mem.windows) / std::max<size_t>(1, mem.total()),
                static_cast<double>(f16_bytes) / std::max<size_t>(1, mem.total()));
   }
+  fmt::print(
+      "\nblock pool ({} tokens a block; a sequence reserves whole blocks, its f16 windows "
+      "and sliding-window rings):\n",
+      kv::kDefaultBlockTokens);
+  fmt::print("{:<24} {:>14} {:>18}{}\n", "kv", "bytes/block", "reserved/sequence",
+             o.budget_mib > 0 ? fmt::format(" {:>22}", fmt::format("tokens/seq in {:g} MiB x{}",
+                                                                   o.budget_mib, o.seqs))
+                              : "");
+  for (const kv::CacheSpec& spec : specs) {
+    try {
+      const PoolFacts pf = pool_facts(m, spec, ctx, o);
+      fmt::print("{:<24} {:>14} {:>18}{}\n", spec.text, pf.block_bytes, pf.sequence_bytes,
+                 pf.budget_tokens >= 0 ? fmt::format(" {:>22}", pf.budget_tokens) : "");
+    } catch (const Error&) {  // reported in the table above
+    }
+  }
   // Specs whose layers differ (overrides, sliding windows): each run of
   // layers with the same cache, and its bytes per layer.
   for (const auto& [text, plan] : per_layer_specs) {
@@ -266,6 +326,10 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--kv", o->kv, "comma-separated cache specs to size")->capture_default_str();
   cmd->add_option("-c,--ctx", o->ctx, "context length (0 = the model's training context)")
       ->capture_default_str();
+  cmd->add_option("--budget", o->budget_mib,
+                  "a pool size in MiB: print how many tokens each of --seqs sequences can hold")
+      ->capture_default_str();
+  cmd->add_option("--seqs", o->seqs, "sequences sharing the --budget pool")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON object (model facts, cache bytes per spec)");
   cmd->callback([o] { run_info(*o); });
 }
