@@ -131,7 +131,8 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
         } else {  // cut inside a G-token group (n_visible): the rest weighs 0
           const int whole = (n + s.tile.group - 1) / s.tile.group * s.tile.group;
           thread_local std::vector<float> padded;
-          padded.assign(static_cast<size_t>(whole) * nq, 0.0f);
+          padded.resize(static_cast<size_t>(whole) * nq);
+          std::fill(padded.begin(), padded.end(), 0.0f);
           for (int j = 0; j < nq; ++j) {
             std::copy_n(w.x + j * w.stride, n, &padded[static_cast<size_t>(j) * whole]);
           }
@@ -157,14 +158,13 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
 
 // Cuts [0, n) into chunks whose inner cuts sit at origin + k·size, size a
 // multiple of kChunkAlign, with enough chunks to keep n_threads busy.
-std::vector<int> chunk_cuts(int n, int origin, int n_kv_heads, int n_threads) {
+void chunk_cuts(int n, int origin, int n_kv_heads, int n_threads, std::vector<int>& cuts) {
   const int wanted_per_head = std::max(1, (4 * n_threads + n_kv_heads - 1) / n_kv_heads);
   int size = std::max(kMinChunk, (n + wanted_per_head - 1) / wanted_per_head);
   size = (size + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
-  std::vector<int> cuts{0};
+  cuts.assign(1, 0);
   for (long cut = origin + size; cut < n; cut += size) cuts.push_back(static_cast<int>(cut));
   cuts.push_back(n);
-  return cuts;
 }
 
 }  // namespace
@@ -186,13 +186,28 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   std::vector<HeadSegments>& heads = reused_heads;
   if (heads.size() < static_cast<size_t>(n_kv)) heads.resize(static_cast<size_t>(n_kv));
   for (int h = 0; h < n_kv; ++h) cache.segments(h, heads[static_cast<size_t>(h)]);
-  const std::vector<int> cuts = chunk_cuts(n, heads[0].origin, n_kv, n_threads);
+  // Every buffer below is reused across calls: a decode step allocates
+  // nothing once they have grown (docs/architecture.md, "No allocation per
+  // token").
+  thread_local std::vector<int> reused_cuts;
+  std::vector<int>& cuts = reused_cuts;
+  chunk_cuts(n, heads[0].origin, n_kv, n_threads, cuts);
+  // The longest chunk this cache can ever need (at the length its block
+  // table addresses, plus windows): each thread's score buffer is sized for
+  // it on first use and never grows while the sequence does.
+  thread_local std::vector<int> bound_cuts;
+  chunk_cuts(static_cast<int>(std::min<int64_t>(cache.capacity_tokens() + 4096, 1 << 30)),
+             heads[0].origin, n_kv, n_threads, bound_cuts);
+  size_t max_stride = 0;
+  for (size_t i = 0; i + 1 < bound_cuts.size(); ++i) {
+    max_stride = std::max(max_stride, static_cast<size_t>(bound_cuts[i + 1] - bound_cuts[i]));
+  }
   const int n_chunks = static_cast<int>(cuts.size()) - 1;
 
   // Rotated keys (kernels/hadamard.h): the query is rotated by the same R,
   // so (R q)·(R k) = q·k.
   const kv::LayerConfig& config = cache.config();
-  std::vector<float> q_rot;
+  thread_local std::vector<float> q_rot;
   if (config.rot_k) {
     q_rot.assign(q, q + static_cast<size_t>(n_heads) * D);
     if (options.scalar_kernels)
@@ -203,7 +218,11 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   }
 
   // Queries per KV head, scaled by 1/sqrt(D); q_norm also by the key factors.
-  std::vector<float> q_scaled(static_cast<size_t>(n_heads) * D), q_norm(q_scaled.size());
+  // (References: the parallel region must read this thread's buffers.)
+  thread_local std::vector<float> reused_scaled, reused_norm;
+  std::vector<float>&q_scaled = reused_scaled, &q_norm = reused_norm;
+  q_scaled.resize(static_cast<size_t>(n_heads) * D);
+  q_norm.resize(q_scaled.size());
   for (int h = 0; h < n_heads; ++h) {
     const float* f = heads[static_cast<size_t>(h / nq)].key_norm;
     for (int c = 0; c < D; ++c) {
@@ -216,7 +235,12 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   // Partial results per (KV head, chunk): max and sum of exp per query head,
   // unnormalized output [nq][D].
   const size_t n_tasks = static_cast<size_t>(n_kv) * n_chunks;
-  std::vector<float> part_m(n_tasks * nq), part_l(n_tasks * nq), part_o(n_tasks * nq * D, 0.0f);
+  thread_local std::vector<float> reused_m, reused_l, reused_o;
+  std::vector<float>&part_m = reused_m, &part_l = reused_l, &part_o = reused_o;
+  part_m.resize(n_tasks * nq);
+  part_l.resize(n_tasks * nq);
+  part_o.resize(n_tasks * nq * D);  // resize grows geometrically; assign would not
+  std::fill(part_o.begin(), part_o.end(), 0.0f);
 
   ParallelErrors errors;  // resize() below may throw; no exception may leave the region
 #pragma omp parallel num_threads(n_threads)
@@ -230,6 +254,7 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
         const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
         const int a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
         const size_t stride = static_cast<size_t>(b - a);
+        if (scores.capacity() < max_stride * nq) scores.reserve(std::max(max_stride, stride) * nq);
         scores.resize(stride * nq);
         const size_t q_off = static_cast<size_t>(h) * nq * D;
         const HeadSegments& seg = heads[static_cast<size_t>(h)];

@@ -27,7 +27,8 @@ void decode_group(int bits, int group, bool has_zero, const uint8_t* record, flo
 // Decodes row `row` of a tile into x [n_groups·G].
 void decode_tile_row(const TileFormat& f, const uint8_t* tile, int row, float* x) {
   const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
-  std::vector<uint8_t> records(static_cast<size_t>(f.n_groups) * record_bytes);
+  thread_local std::vector<uint8_t> records;
+  records.resize(static_cast<size_t>(f.n_groups) * record_bytes);
   tile_load_row(f, tile, row, records.data());
   for (int g = 0; g < f.n_groups; ++g) {
     decode_group(f.bits, f.group, f.has_zero, records.data() + g * record_bytes, x + g * f.group);
@@ -53,7 +54,8 @@ void accumulate_row(const float* v, int t, int nq, int head_dim, ConstHeadRows p
 
 template <typename T>
 void k_scores_tiles_impl(const T* tiles, int n, const QueryHeads& q, HeadRows s) {
-  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     const T* tile = tiles + static_cast<size_t>(t / kTileRows) * q.head_dim * kTileRows;
     for (int c = 0; c < q.head_dim; ++c) k[c] = element(tile + c * kTileRows + t % kTileRows);
@@ -63,7 +65,8 @@ void k_scores_tiles_impl(const T* tiles, int n, const QueryHeads& q, HeadRows s)
 
 template <typename T>
 void v_accumulate_rows_impl(const T* rows, int n, int nq, int head_dim, ConstHeadRows p, float* o) {
-  std::vector<float> v(static_cast<size_t>(head_dim));
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
     for (int c = 0; c < head_dim; ++c) v[c] = element(rows + static_cast<size_t>(t) * head_dim + c);
     accumulate_row(v.data(), t, nq, head_dim, p, o);
@@ -87,7 +90,8 @@ void k_scores_tiles(const f16_bits* tiles, int n, const QueryHeads& q, HeadRows 
 }
 
 void k_scores_rows(const f16_bits* rows, int n, const QueryHeads& q, HeadRows s) {
-  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     for (int c = 0; c < q.head_dim; ++c)
       k[c] = f16_to_f32(rows[static_cast<size_t>(t) * q.head_dim + c]);
@@ -96,7 +100,8 @@ void k_scores_rows(const f16_bits* rows, int n, const QueryHeads& q, HeadRows s)
 }
 
 void k_scores_blocks(const BlockQ8_0* blocks, int n, const QueryHeads& q, HeadRows s) {
-  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     dequantize_blocks(blocks, q.head_dim, t, k.data());
     score_row(k.data(), q, s, t);
@@ -104,7 +109,8 @@ void k_scores_blocks(const BlockQ8_0* blocks, int n, const QueryHeads& q, HeadRo
 }
 
 void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRows s) {
-  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     dequantize_blocks(blocks, q.head_dim, t, k.data());
     score_row(k.data(), q, s, t);
@@ -113,7 +119,8 @@ void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRo
 
 void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
                      HeadRows s) {
-  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     decode_tile_row(f, tiles + static_cast<size_t>(t / kTileRows) * f.bytes(), t % kTileRows,
                     k.data());
@@ -125,8 +132,12 @@ void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const Quer
                    HeadRows s) {
   const int D = q.head_dim;
   const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
-  std::vector<float> block(static_cast<size_t>(group) * D), channel(static_cast<size_t>(group));
-  std::vector<float> k(static_cast<size_t>(D));
+  thread_local std::vector<float> block;
+  block.resize(static_cast<size_t>(group) * D);
+  thread_local std::vector<float> channel;
+  channel.resize(static_cast<size_t>(group));
+  thread_local std::vector<float> k;
+  k.resize(static_cast<size_t>(D));
   for (int b = 0; b < n / group; ++b) {
     const uint8_t* records = blocks + static_cast<size_t>(b) * D * record_bytes;
     for (int c = 0; c < D; ++c) {
@@ -148,7 +159,8 @@ void v_accumulate_rows(const f16_bits* rows, int n, int nq, int head_dim, ConstH
 
 void v_accumulate_blocks(const BlockQ8_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
                          float* o) {
-  std::vector<float> v(static_cast<size_t>(head_dim));
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
     dequantize_blocks(blocks, head_dim, t, v.data());
     accumulate_row(v.data(), t, nq, head_dim, p, o);
@@ -157,7 +169,8 @@ void v_accumulate_blocks(const BlockQ8_0* blocks, int n, int nq, int head_dim, C
 
 void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
                          float* o) {
-  std::vector<float> v(static_cast<size_t>(head_dim));
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
     dequantize_blocks(blocks, head_dim, t, v.data());
     accumulate_row(v.data(), t, nq, head_dim, p, o);
@@ -168,7 +181,10 @@ void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_block
                          int head_dim, ConstHeadRows p, float* o) {
   const int G = f.group;
   const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
-  std::vector<float> channel(static_cast<size_t>(G)), v(static_cast<size_t>(G) * head_dim);
+  thread_local std::vector<float> channel;
+  channel.resize(static_cast<size_t>(G));
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(G) * head_dim);
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = blocks + b * block_bytes;
     for (int c = 0; c < head_dim; ++c) {
@@ -185,7 +201,8 @@ void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, 
                        ConstHeadRows p, float* o) {
   const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
   const int ng = head_dim / group;
-  std::vector<float> v(static_cast<size_t>(head_dim));
+  thread_local std::vector<float> v;
+  v.resize(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
     for (int g = 0; g < ng; ++g) {
       decode_group(bits, group, true, rows + (static_cast<size_t>(t) * ng + g) * record_bytes,

@@ -222,8 +222,12 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
   const size_t N = hn::Lanes(df);
   const int G = f.group, ng = f.n_groups;
   // q8[j]: [head_dim/4] quads; per group scale and Σ.
-  std::vector<int32_t> q8(static_cast<size_t>(NH) * head_dim / 4);
-  std::vector<float> q_scale(static_cast<size_t>(NH) * ng), q_sum(static_cast<size_t>(NH) * ng);
+  // Per-thread scratch, reused: a decode step allocates nothing here.
+  thread_local std::vector<int32_t> q8;
+  thread_local std::vector<float> q_scale, q_sum;
+  q8.resize(static_cast<size_t>(NH) * head_dim / 4);
+  q_scale.resize(static_cast<size_t>(NH) * ng);
+  q_sum.resize(static_cast<size_t>(NH) * ng);
   const int32_t* q4[NH];
   for (int j = 0; j < NH; ++j) {
     for (int g = 0; g < ng; ++g) {

@@ -97,6 +97,15 @@ uint8_t* LayerCache::writable(int j) {
   return pool_->data(id);
 }
 
+void LayerCache::reset_segments(HeadSegments& out) const {
+  out.k.clear();
+  out.v.clear();
+  out.k.reserve(blocks_.capacity() + 3);
+  out.v.reserve(blocks_.capacity() + 3);
+  out.key_norm = out.key_mean = nullptr;
+  out.origin = 0;
+}
+
 void LayerCache::keep_blocks(int n_keep) {
   while (static_cast<int>(blocks_.size()) > n_keep) {
     pool_->release(blocks_.back());

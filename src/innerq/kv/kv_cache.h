@@ -150,6 +150,11 @@ class LayerCache {
   // The layer's index in its model (calibrated key factors are per layer).
   int layer_index() const { return layer_index_; }
   void set_layer_index(int l) { layer_index_ = l; }
+  // Tokens the reserved block table can address (a bound on the middle's
+  // length, which decode attention sizes its scratch for once).
+  int64_t capacity_tokens() const {
+    return static_cast<int64_t>(blocks_.capacity()) * block_tokens_;
+  }
   // Room in the block table for n blocks, so appends never reallocate it.
   void reserve_blocks(int n) { blocks_.reserve(static_cast<size_t>(n)); }
 
@@ -171,6 +176,10 @@ class LayerCache {
   // Gives back blocks [n_keep, n_blocks_held()).
   void keep_blocks(int n_keep);
   size_t blocks_bytes() const { return blocks_.size() * layout_.block_bytes(n_kv_heads_); }
+  // Clears a head's segment lists and gives them room for every block the
+  // table can hold plus the windows, so a reused HeadSegments never grows
+  // during decode.
+  void reset_segments(HeadSegments& out) const;
   void save_blocks(ByteWriter& out) const;
   void load_blocks(ByteReader& in, int expected);
 

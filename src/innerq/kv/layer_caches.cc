@@ -187,10 +187,7 @@ MemoryUsage PlainLayerCache<T>::memory() const {
 
 template <typename T>
 void PlainLayerCache<T>::segments(int head, HeadSegments& out) const {
-  out.k.clear();
-  out.v.clear();
-  out.key_norm = out.key_mean = nullptr;
-  out.origin = 0;
+  reset_segments(out);
   const int B = block_tokens();
   const SegmentForm kf = std::is_same_v<T, float> ? SegmentForm::kTilesF32 : SegmentForm::kTilesF16;
   const SegmentForm vf = std::is_same_v<T, float> ? SegmentForm::kRowsF32 : SegmentForm::kRowsF16;
@@ -299,10 +296,7 @@ MemoryUsage LlamaBlockLayerCache<Block>::memory() const {
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::segments(int head, HeadSegments& out) const {
-  out.k.clear();
-  out.v.clear();
-  out.key_norm = out.key_mean = nullptr;
-  out.origin = 0;
+  reset_segments(out);
   const int B = block_tokens();
   const SegmentForm f = std::is_same_v<Block, BlockQ8_0> ? SegmentForm::kQ8_0 : SegmentForm::kQ4_0;
   for (int j = 0; j * B < n_tokens_; ++j) {
@@ -447,10 +441,7 @@ size_t KiviLayerCache::reserved_bytes() const {
 }
 
 void KiviLayerCache::segments(int head, HeadSegments& out) const {
-  out.k.clear();
-  out.v.clear();
-  out.key_norm = out.key_mean = nullptr;
-  out.origin = 0;
+  reset_segments(out);
   const int B = block_tokens(), G = config_.group;
   for (int j = 0; j * B < std::max(k_quant_tokens_, v_quant_tokens_); ++j) {
     const int k_len = std::min(B, k_quant_tokens_ - j * B);
@@ -792,8 +783,7 @@ size_t InnerQLayerCache::reserved_bytes() const {
 }
 
 void InnerQLayerCache::segments(int head, HeadSegments& out) const {
-  out.k.clear();
-  out.v.clear();
+  reset_segments(out);
   const int S = sink_tokens(), B = block_tokens();
   out.k.push_back(rows_f16(k_sink(head), 0));
   out.v.push_back(rows_f16(v_sink(head), 0));
