@@ -384,9 +384,9 @@ namespace {
 
 // Runs step(l) for every layer. A step that throws after some layers took
 // the new positions leaves a cache's layers at different lengths; such a
-// cache is marked failed (kv_cache.h) before the error goes on, so it cannot
-// be read or extended as if it were whole (docs/architecture.md, "Errors and
-// threads").
+// cache is truncated back to the shortest layer before the error goes on
+// (or, where that is impossible, marked failed), so it is never read or
+// extended as if it were whole (docs/architecture.md, "Errors and threads").
 template <class Step>
 void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& step) {
   int l = 0;
@@ -394,7 +394,15 @@ void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& s
     for (; l < n_layers; ++l) step(l);
   } catch (const std::exception& e) {
     for (kv::KvCache* cache : caches) {
-      if (!cache->layers_agree()) cache->mark_failed(fmt::format("layer {}: {}", l, e.what()));
+      if (cache->layers_agree()) continue;
+      // Back to the length every layer has (kv_cache.h, truncate); a
+      // sliding-window ring that has wrapped cannot give a position back,
+      // and then the cache is marked failed instead.
+      try {
+        cache->truncate(0);
+      } catch (const std::exception&) {
+        cache->mark_failed(fmt::format("layer {}: {}", l, e.what()));
+      }
     }
     throw;
   }
