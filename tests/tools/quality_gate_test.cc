@@ -4,7 +4,9 @@
 // default innerq config. Each cache's KL divergence from f16 and top-1
 // agreement must stay within bounds set from measurements (README, "Quality
 // gate") with margin, and the default must beat q4_0, so a kernel, cache or
-// rotation bug that hurts quality fails CI.
+// rotation bug that hurts quality fails CI. It scores token by token (-b 1):
+// the decode path itself, where a chunk's tokens cannot see each other
+// already flushed out of the f16 windows.
 //
 // Needs models/ (scripts/fetch-model.sh) and data/wikitext2 (scripts/
 // fetch-data.sh); scripts/test.sh runs both first. Without them the test
@@ -44,7 +46,7 @@ TEST(QualityGate, SmolLM2KldAndTop1WithinMeasuredBounds) {
   if (!std::filesystem::exists(text)) return missing(text + " (run scripts/fetch-data.sh)");
 
   const std::string command = std::string(INNERQ_BINARY) + " perplexity -m smollm2 -f " + text +
-                              " --ctx 512 --prefix 256 --chunks 2 -t 2 --json"
+                              " --ctx 512 --prefix 256 --chunks 2 -t 2 -b 1 --json"
                               " --kv q4_0,q4_0:rot=kv,kivi,innerq 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
