@@ -103,6 +103,38 @@ TEST(BlockPool, AppendingNeverMovesStoredBytes) {
   }
 }
 
+// A sequence that grew alone got consecutive blocks of one slab, whose
+// regions are adjacent: attention reads its middle as one long segment (one
+// kernel call per chunk, not per block). Two sequences growing in turn
+// interleave their blocks and are read block by block — the same results.
+TEST(BlockPool, ConsecutiveBlocksAreReadAsOneSegment) {
+  const kv::CacheShape shape{1, kHeads, kDim, kMax};
+  for (const char* spec : {"f16", "q8_0", "innerq", "innerq-paper"}) {
+    SCOPED_TRACE(spec);
+    const std::vector<kv::LayerConfig> configs{kv::parse_cache_spec(spec).layer};
+    auto pool = std::make_shared<kv::KvPool>(shape, configs, 16);
+    kv::KvCache alone(pool);
+    append(alone, 1100, 0);
+    kv::HeadSegments s;
+    alone.layer(0).segments(1, s);
+    int quantized = 0;
+    for (const kv::Segment& g : s.k) quantized += g.form != kv::SegmentForm::kRowsF16 ? 1 : 0;
+    EXPECT_EQ(quantized, 1);
+    kv::KvCache a(pool), b(pool);
+    for (int i = 0; i < 4; ++i) {  // 4 x 300 tokens each, in turn
+      append(a, 300, 0, false);
+      append(b, 300, 0, false);
+    }
+    a.layer(0).segments(1, s);
+    quantized = 0;
+    for (const kv::Segment& g : s.k) quantized += g.form != kv::SegmentForm::kRowsF16 ? 1 : 0;
+    EXPECT_GT(quantized, 1);
+    kv::KvCache same = make(spec);  // private pool: consecutive blocks
+    for (int i = 0; i < 4; ++i) append(same, 300, 0, false);
+    expect_same(a, same);
+  }
+}
+
 TEST(BlockPool, ForkSharesBlocksAndCopiesOnWrite) {
   for (const char* spec : kSpecs) {
     SCOPED_TRACE(spec);
@@ -317,12 +349,16 @@ TEST(SequenceOps, CalibratedKeyFactorsMakeSharedPrefixBlocksIdentical) {
       append(a, 900, 0);        // one prefill
       append(b, 300, 0);        // a shorter prompt,
       append(b, 600, 0, true);  // then token by token
-      const kv::BlockPool& p = *pool->layer(0);
       bool equal = true;
+      const kv::BlockLayout& layout = a.layer(0).block_layout();
       for (int j = 0; j < 2; ++j) {  // blocks 0 and 1 are full in both
-        equal = equal && std::equal(p.data(a.layer(0).block_id(j)),
-                                    p.data(a.layer(0).block_id(j)) + p.block_bytes(),
-                                    p.data(b.layer(0).block_id(j)));
+        for (int h = 0; h < kHeads; ++h) {
+          for (const bool v : {false, true}) {
+            const uint8_t* x = a.layer(0).block_region(j, h, v);
+            equal = equal && std::equal(x, x + (v ? layout.v_region : layout.k_region),
+                                        b.layer(0).block_region(j, h, v));
+          }
+        }
       }
       return equal;
     };

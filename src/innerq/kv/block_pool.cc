@@ -74,10 +74,7 @@ void BlockPool::retain(int id) {
 
 void BlockPool::release(int id) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (--refs_[static_cast<size_t>(id)] == 0) {
-    std::memset(slab_ptr(id), 0, block_bytes_);  // acquire() hands out zeroed blocks
-    free_.push_back(id);
-  }
+  if (--refs_[static_cast<size_t>(id)] == 0) free_.push_back(id);
 }
 
 int BlockPool::refs(int id) const {

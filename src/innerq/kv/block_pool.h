@@ -37,7 +37,8 @@ class BlockPool {
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  // A zeroed block with one reference. Throws innerq::Error when a fixed
+  // A block with one reference (its bytes are unspecified: the layer cache
+  // clears the regions it takes). Throws innerq::Error when a fixed
   // pool has none free. Thread-safe (sequences of a batch append in
   // parallel), as are retain/release/refs.
   int acquire();
@@ -47,6 +48,12 @@ class BlockPool {
 
   uint8_t* data(int id) { return slab_ptr(id); }
   const uint8_t* data(int id) const { return slab_ptr(id); }
+  // The slab that holds block `id`, and blocks per slab. A layer cache lays
+  // a slab out region-major (every block's region r side by side, see
+  // LayerCache::region), so the same region of consecutive blocks is
+  // contiguous; data(id) is then only the block's slot for raw copies.
+  uint8_t* slab_base(int id) const { return slabs_[static_cast<size_t>(id / slab_blocks_)]; }
+  int slab_blocks() const { return slab_blocks_; }
 
   size_t block_bytes() const { return block_bytes_; }
   int n_blocks() const;  // allocated so far

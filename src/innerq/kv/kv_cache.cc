@@ -85,16 +85,42 @@ void LayerCache::use_blocks(const BlockLayout& layout, BlockPool* pool, int bloc
   blocks_.reserve(64);
 }
 
-uint8_t* LayerCache::writable(int j) {
-  if (j == static_cast<int>(blocks_.size())) blocks_.push_back(pool_->acquire());
+int LayerCache::writable(int j) {
+  if (j == static_cast<int>(blocks_.size())) {
+    const int id = pool_->acquire();
+    for (int h = 0; h < n_kv_heads_; ++h) {  // a block from the pool holds old bytes
+      std::memset(region(id, h, false), 0, layout_.k_region);
+      std::memset(region(id, h, true), 0, layout_.v_region);
+    }
+    blocks_.push_back(id);
+  }
   int& id = blocks_[static_cast<size_t>(j)];
   if (pool_->refs(id) > 1) {  // shared with a fork: copy before writing
     const int mine = pool_->acquire();
-    std::memcpy(pool_->data(mine), pool_->data(id), pool_->block_bytes());
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      std::memcpy(region(mine, h, false), region(id, h, false), layout_.k_region);
+      std::memcpy(region(mine, h, true), region(id, h, true), layout_.v_region);
+    }
     pool_->release(id);
     id = mine;
   }
-  return pool_->data(id);
+  return id;
+}
+
+void LayerCache::push_block_segment(std::vector<Segment>& list, const Segment& s,
+                                    size_t region_bytes, size_t exact_bytes) const {
+  if (!list.empty() && exact_bytes == region_bytes) {
+    Segment& last = list.back();
+    const int B = block_tokens_;
+    if (last.form == s.form && last.length % B == 0 && last.start + last.length == s.start &&
+        static_cast<const uint8_t*>(last.data) +
+                static_cast<size_t>(last.length / B) * region_bytes ==
+            s.data) {
+      last.length += s.length;
+      return;
+    }
+  }
+  list.push_back(s);
 }
 
 void LayerCache::reset_segments(HeadSegments& out) const {
@@ -115,15 +141,26 @@ void LayerCache::keep_blocks(int n_keep) {
 
 void LayerCache::save_blocks(ByteWriter& out) const {
   out.put<int32_t>(static_cast<int32_t>(blocks_.size()));
-  for (int id : blocks_) out.bytes(pool_->data(id), pool_->block_bytes());
+  for (int id : blocks_) {
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      out.bytes(region(id, h, false), layout_.k_region);
+      out.bytes(region(id, h, true), layout_.v_region);
+    }
+  }
 }
 
 void LayerCache::load_blocks(ByteReader& in, int expected) {
   const int n = in.get_int("blocks", expected, expected);
   keep_blocks(0);
+  if (in.left() < static_cast<size_t>(n) * pool_->block_bytes()) {
+    in.bytes(nullptr, static_cast<size_t>(n) * pool_->block_bytes());  // throws: truncated
+  }
   for (int j = 0; j < n; ++j) {
-    if (in.left() < pool_->block_bytes()) in.bytes(nullptr, pool_->block_bytes());  // throws
-    in.bytes(writable(j), pool_->block_bytes());
+    const int id = writable(j);
+    for (int h = 0; h < n_kv_heads_; ++h) {
+      in.bytes(region(id, h, false), layout_.k_region);
+      in.bytes(region(id, h, true), layout_.v_region);
+    }
   }
 }
 

@@ -145,6 +145,11 @@ class LayerCache {
   int block_tokens() const { return block_tokens_; }
   int n_blocks_held() const { return static_cast<int>(blocks_.size()); }
   const BlockLayout& block_layout() const { return layout_; }
+  // Region bytes of block j for a KV head (K, or V when v), block_layout()
+  // long: what two sequences sharing a prefix can compare.
+  const uint8_t* block_region(int j, int head, bool v) const {
+    return region(blocks_[static_cast<size_t>(j)], head, v);
+  }
   // The pool block id of block j (0 <= j < n_blocks_held()).
   int block_id(int j) const { return blocks_[static_cast<size_t>(j)]; }
   // The layer's index in its model (calibrated key factors are per layer).
@@ -167,12 +172,21 @@ class LayerCache {
   void use_blocks(const BlockLayout& layout, BlockPool* pool, int block_tokens);
   // Region of head h in block j for writing: takes block j from the pool
   // when j == n_blocks_held(), copies it first when it is shared.
-  uint8_t* k_write(int j, int head) { return writable(j) + region(head); }
-  uint8_t* v_write(int j, int head) { return writable(j) + region(head) + layout_.k_region; }
+  uint8_t* k_write(int j, int head) { return region(writable(j), head, false); }
+  uint8_t* v_write(int j, int head) { return region(writable(j), head, true); }
   const uint8_t* k_read(int j, int head) const {
-    return pool_->data(blocks_[static_cast<size_t>(j)]) + region(head);
+    return region(blocks_[static_cast<size_t>(j)], head, false);
   }
-  const uint8_t* v_read(int j, int head) const { return k_read(j, head) + layout_.k_region; }
+  const uint8_t* v_read(int j, int head) const {
+    return region(blocks_[static_cast<size_t>(j)], head, true);
+  }
+  // Appends a block's segment to `list`, or lengthens the last one when the
+  // previous blocks were full and this region follows theirs in memory
+  // (consecutive block ids of one slab: see region()), so a sequence that
+  // grew alone is read as a few long segments. exact_bytes: the region's
+  // bytes without padding; a padded region is never merged.
+  void push_block_segment(std::vector<Segment>& list, const Segment& s, size_t region_bytes,
+                          size_t exact_bytes) const;
   // Gives back blocks [n_keep, n_blocks_held()).
   void keep_blocks(int n_keep);
   size_t blocks_bytes() const { return blocks_.size() * layout_.block_bytes(n_kv_heads_); }
@@ -190,9 +204,17 @@ class LayerCache {
   int layer_index_ = 0;
 
  private:
-  uint8_t* writable(int j);
-  size_t region(int head) const {
-    return static_cast<size_t>(head) * (layout_.k_region + layout_.v_region);
+  // Block `id`'s block number (taking it, or copying it when shared).
+  int writable(int j);
+  // Region (head, K or V) of block `id`. A slab holds slab_blocks blocks
+  // region-major: region r of every block side by side, so the region r of
+  // blocks id and id+1 of one slab are adjacent.
+  uint8_t* region(int id, int head, bool v) const {
+    const size_t before = static_cast<size_t>(head) * (layout_.k_region + layout_.v_region) +
+                          (v ? layout_.k_region : 0);
+    const size_t per_slab = static_cast<size_t>(pool_->slab_blocks());
+    return pool_->slab_base(id) + before * per_slab +
+           static_cast<size_t>(id) % per_slab * (v ? layout_.v_region : layout_.k_region);
   }
 
   std::shared_ptr<BlockPool> own_pool_;  // standalone caches only

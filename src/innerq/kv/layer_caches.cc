@@ -193,8 +193,11 @@ void PlainLayerCache<T>::segments(int head, HeadSegments& out) const {
   const SegmentForm vf = std::is_same_v<T, float> ? SegmentForm::kRowsF32 : SegmentForm::kRowsF16;
   for (int j = 0; j * B < n_tokens_; ++j) {
     const int len = std::min(B, n_tokens_ - j * B);
-    out.k.push_back({kf, j * B, len, kTileRows, k_read(j, head), {}});
-    out.v.push_back({vf, j * B, len, 1, v_read(j, head), {}});
+    const size_t exact = static_cast<size_t>(B) * head_dim_ * sizeof(T);
+    push_block_segment(out.k, {kf, j * B, len, kTileRows, k_read(j, head), {}},
+                       block_layout().k_region, exact);
+    push_block_segment(out.v, {vf, j * B, len, 1, v_read(j, head), {}}, block_layout().v_region,
+                       exact);
   }
 }
 
@@ -301,8 +304,11 @@ void LlamaBlockLayerCache<Block>::segments(int head, HeadSegments& out) const {
   const SegmentForm f = std::is_same_v<Block, BlockQ8_0> ? SegmentForm::kQ8_0 : SegmentForm::kQ4_0;
   for (int j = 0; j * B < n_tokens_; ++j) {
     const int len = std::min(B, n_tokens_ - j * B);
-    out.k.push_back({f, j * B, len, 1, k_read(j, head), {}});
-    out.v.push_back({f, j * B, len, 1, v_read(j, head), {}});
+    const size_t exact = static_cast<size_t>(B) * (head_dim_ / kLlamaBlock) * sizeof(Block);
+    push_block_segment(out.k, {f, j * B, len, 1, k_read(j, head), {}}, block_layout().k_region,
+                       exact);
+    push_block_segment(out.v, {f, j * B, len, 1, v_read(j, head), {}}, block_layout().v_region,
+                       exact);
   }
 }
 
@@ -791,12 +797,15 @@ void InnerQLayerCache::segments(int head, HeadSegments& out) const {
     const int k_len = std::min(B, k_mid_tokens_ - j * B);
     const int v_len = std::min(B, v_mid_tokens_ - j * B);
     if (k_len > 0) {
-      out.k.push_back(
-          {SegmentForm::kInnerQK, S + j * B, k_len, kTileRows, k_read(j, head), k_fmt_});
+      push_block_segment(
+          out.k, {SegmentForm::kInnerQK, S + j * B, k_len, kTileRows, k_read(j, head), k_fmt_},
+          block_layout().k_region, static_cast<size_t>(B / kTileRows) * k_fmt_.bytes());
     }
     if (v_len > 0) {
-      out.v.push_back(
-          {SegmentForm::kInnerQV, S + j * B, v_len, config_.group, v_read(j, head), v_fmt_});
+      push_block_segment(
+          out.v, {SegmentForm::kInnerQV, S + j * B, v_len, config_.group, v_read(j, head), v_fmt_},
+          block_layout().v_region,
+          static_cast<size_t>(B / config_.group) * (head_dim_ / kTileRows) * v_fmt_.bytes());
     }
   }
   out.k.push_back(rows_f16(k_recent(head), S + k_mid_tokens_));
