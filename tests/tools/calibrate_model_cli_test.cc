@@ -41,9 +41,9 @@ TEST(CalibrateCliModel, CalibratedFactorsRunPerplexityAndGenerate) {
     const nlohmann::json rows = nlohmann::json::parse(ppl.output);
     ASSERT_EQ(rows.size(), 2u);
     EXPECT_TRUE(std::isfinite(rows[1]["kld"].get<double>())) << ppl.output;
-    const CliRun gen = run_innerq(
-        "generate -m smollm2 -p 'Once upon a time' -n 8 --kv " + spec + ":kfactors=" + out + " --json",
-        true);
+    const CliRun gen = run_innerq("generate -m smollm2 -p 'Once upon a time' -n 8 --kv " + spec +
+                                      ":kfactors=" + out + " --json",
+                                  true);
     ASSERT_EQ(gen.exit_code, 0) << gen.output;
     EXPECT_EQ(nlohmann::json::parse(gen.output)["n_generated"], 8);
     std::remove(out.c_str());
