@@ -328,7 +328,9 @@ TEST(MemoryPlan, PoolsRefuseWhenFullAndBudgetsInvert) {
     for (const size_t budget : {size_t{1} << 16, size_t{1} << 20, size_t{3} << 22}) {
       for (const int seqs : {1, 4}) {
         const int64_t t = plan.tokens_for_budget(budget, seqs);
-        if (t > 0) EXPECT_LE(plan.bytes(seqs, t), budget) << spec;
+        if (t > 0) {
+          EXPECT_LE(plan.bytes(seqs, t), budget) << spec;
+        }
         EXPECT_GT(plan.bytes(seqs, t + 1), budget) << spec;
       }
     }
