@@ -196,7 +196,10 @@ void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int
 
 void window_chunk_attention_reference(const WindowChunk& chunk, int i, const float* q, int n_heads,
                                       float* out) {
-  const auto [first, last] = visible_rows(chunk, i, n_heads);
+  // (Not a structured binding: clang 14, the sanitizer build, cannot
+  // capture one in a lambda.)
+  const auto visible = visible_rows(chunk, i, n_heads);
+  const int first = visible.first, last = visible.last;
   const int D = chunk.head_dim(), nq = n_heads / chunk.n_kv_heads();
   const auto at = [&](const f16_bits* rows, int t, int c) {
     return f16_to_f32(rows[static_cast<size_t>(first + t) * D + c]);
