@@ -566,6 +566,13 @@ std::vector<float>& flush_scratch() {
   return rows;
 }
 
+// Group records being stored or read back, likewise per thread.
+uint8_t* flush_records(size_t bytes) {
+  thread_local std::vector<uint8_t> records;
+  if (records.size() < bytes) records.resize(bytes);
+  return records.data();
+}
+
 TileFormat innerq_k_format(const LayerConfig& c, int head_dim) {
   return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode)};
 }
@@ -604,10 +611,10 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
   check_block_tokens(config, block_tokens, config.group);
   use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
-  records_.resize(std::max(
+  records_bytes_ = std::max(
       k_fmt_.n_groups * spec.record_bytes(),
       static_cast<size_t>(head_dim) *
-          kernels::GroupSpec{config_.v_bits, config_.group, config_.v_mode}.record_bytes()));
+          kernels::GroupSpec{config_.v_bits, config_.group, config_.v_mode}.record_bytes());
   scaled_.resize(static_cast<size_t>(head_dim));
   row_.resize(static_cast<size_t>(head_dim));
 }
@@ -680,6 +687,7 @@ void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows)
 }
 
 void InnerQLayerCache::flush_k(int head, int n_tokens) {
+  uint8_t* const records = flush_records(records_bytes_);
   std::vector<float>& rows = flush_scratch();
   auto& recent = k_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, B = block_tokens();
@@ -723,10 +731,10 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
     for (int c = 0; c < D; ++c)
       scaled_[static_cast<size_t>(c)] = rows[static_cast<size_t>(t) * D + c] / f[c];
     kernels::simd::quantize_row(spec, scaled_.data(), static_cast<size_t>(k_fmt_.n_groups),
-                                records_.data());
+                                records);
     const int slot = mid + t;  // index of this token in the middle region
     tile_store_row(
-        k_fmt_, records_.data(),
+        k_fmt_, records,
         k_write(slot / B, head) + static_cast<size_t>(slot % B / kTileRows) * k_fmt_.bytes(),
         slot % kTileRows);
   }
@@ -746,16 +754,17 @@ const uint8_t* InnerQLayerCache::v_group(int head, int mid) const {
 }
 
 void InnerQLayerCache::flush_v(int head, int mid) {
+  uint8_t* const records = flush_records(records_bytes_);
   std::vector<float>& rows = flush_scratch();
   auto& recent = v_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, G = config_.group;
   rows.resize(static_cast<size_t>(G) * D);
   recent.to_f32(0, G, rows.data());
   const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
-  kernels::simd::quantize_token_block(spec, rows.data(), static_cast<size_t>(D), records_.data());
+  kernels::simd::quantize_token_block(spec, rows.data(), static_cast<size_t>(D), records);
   uint8_t* group = v_group_for_write(head, mid);
   for (int c = 0; c < D; ++c) {
-    tile_store_row(v_fmt_, records_.data() + c * spec.record_bytes(),
+    tile_store_row(v_fmt_, records + c * spec.record_bytes(),
                    group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
   }
   recent.pop_front(G);
@@ -837,6 +846,7 @@ std::vector<uint8_t> InnerQLayerCache::v_blocks(int head) const {
 }
 
 void InnerQLayerCache::truncate(int n) {
+  uint8_t* const records = flush_records(records_bytes_);
   std::vector<float>& rows = flush_scratch();
   const int S = sink_tokens(), G = config_.group, D = head_dim_;
   const int after = std::max(0, n - S);  // tokens kept past the sink
@@ -862,11 +872,10 @@ void InnerQLayerCache::truncate(int n) {
         const uint8_t* group = v_group(h, v_mid);
         for (int c = 0; c < D; ++c) {
           tile_load_row(v_fmt_, group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows,
-                        records_.data() + c * spec.record_bytes());
+                        records + c * spec.record_bytes());
         }
         rows.resize(static_cast<size_t>(G) * D);
-        kernels::simd::dequantize_token_block(spec, records_.data(), static_cast<size_t>(D),
-                                              rows.data());
+        kernels::simd::dequantize_token_block(spec, records, static_cast<size_t>(D), rows.data());
         for (int t = 0; t < after - v_mid; ++t) {
           v_recent_[hs].push(rows.data() + static_cast<size_t>(t) * D);
         }

@@ -226,7 +226,7 @@ class InnerQLayerCache final : public LayerCache {
   std::vector<float> ones_;                   // [D] of 1.0
   // Reused by append/flush so that decoding does not allocate.
   std::vector<float> row_, scaled_;
-  std::vector<uint8_t> records_;
+  size_t records_bytes_ = 0;  // per-thread record scratch a flush needs
 };
 
 #undef INNERQ_LAYER_CACHE_MEMBERS
