@@ -152,9 +152,10 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
         double vmax = 0.0, v8 = 0.0;
         for (int t = 0; t < n; ++t)
           vmax = std::max(vmax, std::fabs(v[static_cast<size_t>(t) * D + c]));
-        for (int b = r.v_begin; b < r.v_end; b += r.group) {
+        // (A visible prefix cuts the last group: past n the weights are 0.)
+        for (int b = r.v_begin; b < std::min(r.v_end, n); b += r.group) {
           double pmax = 0.0, vabs = 0.0;
-          for (int t = b; t < b + r.group; ++t) {
+          for (int t = b; t < std::min(b + r.group, n); ++t) {
             pmax = std::max(pmax, p[static_cast<size_t>(t)]);
             vabs += std::fabs(v[static_cast<size_t>(t) * D + c]);
           }

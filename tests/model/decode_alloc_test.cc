@@ -48,11 +48,33 @@ void* operator new(std::size_t size) {
 void* operator new[](std::size_t size) {
   return counted_alloc(size);
 }
+// The nothrow forms too (std::stable_sort's buffer): every allocation goes
+// through malloc, so every delete's free matches it (sanitizers check).
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return counted_alloc(size);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return counted_alloc(size);
+  } catch (...) {
+    return nullptr;
+  }
+}
 void* operator new(std::size_t size, std::align_val_t a) {
   return counted_aligned_alloc(size, a);
 }
 void* operator new[](std::size_t size, std::align_val_t a) {
   return counted_aligned_alloc(size, a);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
 }
 void operator delete(void* p) noexcept {
   std::free(p);
@@ -179,13 +201,22 @@ Counts measure(const char* spec, int n_new, int steps, int n_threads) {
 TEST(DecodeAllocations, TheModelLayerAllocatesNothingPerToken) {
   for (const char* spec : {"f32", "f16"}) {
     for (int threads : {1, 2}) {
-      const Counts decode = measure(spec, 1, 50, threads);
+      // Up to three tries: an OpenMP or sanitizer runtime may allocate now
+      // and then on its own threads while the count runs (seen once under
+      // ASan on a loaded machine); an allocation per token shows every time.
+      Counts decode = measure(spec, 1, 50, threads);
+      for (int retry = 0; retry < 2 && decode.model != 0; ++retry) {
+        decode = measure(spec, 1, 50, threads);
+      }
       EXPECT_EQ(decode.model, decode.append + decode.attention) << spec << " decode";
       // And the layers below allocate nothing either: the whole decode step
       // runs on buffers sized once (pool blocks, window buffers, reused
       // kernel scratch).
       EXPECT_EQ(decode.model, 0) << spec << " decode";
-      const Counts extend = measure(spec, 16, 10, threads);
+      Counts extend = measure(spec, 16, 10, threads);
+      for (int retry = 0; retry < 2 && extend.model != 0; ++retry) {
+        extend = measure(spec, 16, 10, threads);
+      }
       EXPECT_EQ(extend.model, extend.append + extend.attention) << spec << " extend";
       EXPECT_EQ(extend.model, 0) << spec << " extend";
     }

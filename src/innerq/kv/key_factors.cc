@@ -148,7 +148,7 @@ KeyFactors parse_key_factors(const uint8_t* data, size_t size, const std::string
     return Error(fmt::format("key factors file '{}': {}", name, what));
   };
   if (size < sizeof kMagic || std::memcmp(data, kMagic, sizeof kMagic) != 0) {
-    if (size < sizeof kMagic && std::memcmp(data, kMagic, size) == 0) {
+    if (size < sizeof kMagic && (size == 0 || std::memcmp(data, kMagic, size) == 0)) {
       throw fail(fmt::format("truncated: {} bytes, the header alone is {}", size,
                              kHeaderBytes + kChecksumBytes));
     }

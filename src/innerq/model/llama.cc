@@ -657,8 +657,9 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
     }
     const auto store = [&](int b) {
       const size_t bb = static_cast<size_t>(b);
-      const auto& ring = static_cast<const kv::WindowLayerCache&>(caches[bb]->layer(l));
-      if (window_chunk) ws.windows[bb].begin(ring, n_new);  // check_caches: a window ring
+      if (window_chunk) {  // check_caches: this layer's cache is a window ring
+        ws.windows[bb].begin(static_cast<const kv::WindowLayerCache&>(caches[bb]->layer(l)), n_new);
+      }
       caches[bb]->append(l, &ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim], n_new);
       if (window_chunk) ws.windows[bb].add_chunk(&ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim]);
     };
