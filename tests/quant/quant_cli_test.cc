@@ -10,22 +10,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../tools/cli_run.h"  // running the innerq binary
+
 namespace {
 
-struct CliRun {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
-
-CliRun run_innerq(const std::string& args) {
-  const std::string command = std::string(INNERQ_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using innerq::test::CliRun;
+using innerq::test::run_innerq;
 
 TEST(QuantCli, BadArgumentsExitWithCode2AndOneLine) {
   for (const char* args : {"quant --bits 5", "quant --group 48", "quant --mode both",

@@ -1,8 +1,9 @@
-// tests/tools/cli_run.h — running the `innerq` binary from a test (the
-// calibrate, bench decode and chat CLI tests).
+// tests/tools/cli_run.h — running the `innerq` binary from a test (every
+// CLI test: tools/, and quant/quant_cli_test.cc).
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>

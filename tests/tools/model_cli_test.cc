@@ -12,34 +12,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_run.h"
+
 namespace {
 
-struct CliRun {
-  int exit_code;
-  std::string output;
-};
+using innerq::test::CliRun;
+using innerq::test::run_innerq;
 
-// stderr is folded into the output unless `stdout_only`.
-CliRun run_innerq(const std::string& args, bool stdout_only = false) {
-  const std::string command =
-      std::string(INNERQ_BINARY) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
-std::string write_text(const std::string& name, const std::string& text) {
-  // The pid keeps concurrent test processes (ctest -j) apart.
-  const std::string path = ::testing::TempDir() + std::to_string(getpid()) + "_" + name;
-  std::ofstream(path) << text;
-  return path;
-}
+using innerq::test::write_temp_file;
 
 TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
-  const std::string not_gguf = write_text("innerq_not_a_model.gguf", "just text, not GGUF\n");
+  const std::string not_gguf = write_temp_file("innerq_not_a_model.gguf", "just text, not GGUF\n");
   for (const std::string& args : {
            std::string("generate -m /nonexistent/model.gguf -p hi"),
            "generate -m " + not_gguf + " -p hi",
@@ -92,7 +75,7 @@ TEST(ModelCli, PerplexityJsonHasTheBaseAndEachSpec) {
   for (int i = 0; i < 8; ++i) {
     story += "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
   }
-  const std::string path = write_text("innerq_story.txt", story);
+  const std::string path = write_temp_file("innerq_story.txt", story);
   const CliRun run = run_innerq(
       "perplexity -m stories260K -f " + path + " --ctx 96 --prefix 48 --chunks 1 --kv f32 --json",
       true);
@@ -124,7 +107,7 @@ TEST(ModelCli, PerplexityTokenBatchesMatchTokenByToken) {
   for (int i = 0; i < 8; ++i) {
     story += "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
   }
-  const std::string path = write_text("innerq_story_batches.txt", story);
+  const std::string path = write_temp_file("innerq_story_batches.txt", story);
   std::vector<nlohmann::json> runs;
   for (const char* b : {"1", "8"}) {
     const CliRun run = run_innerq("perplexity -m stories260K -f " + path +
@@ -148,9 +131,9 @@ TEST(ModelCli, PerplexityTokenBatchesMatchTokenByToken) {
 }
 
 TEST(ModelCli, PasskeyJsonHasEachConfigAndTrial) {
-  const std::string path =
-      write_text("innerq_filler.txt",
-                 "Once upon a time, there was a little girl named Lily.\nShe loved to play.\n");
+  const std::string path = write_temp_file(
+      "innerq_filler.txt",
+      "Once upon a time, there was a little girl named Lily.\nShe loved to play.\n");
   const CliRun run = run_innerq(
       "passkey -m stories260K -f " + path + " --lengths 256,300 --trials 2 --kv f32 -t 1 --json",
       true);
@@ -246,7 +229,7 @@ TEST(ModelCli, InfoShowsSlidingWindowLayersAndTheirMemory) {
 // Issue "hardening", classes 1, 6, 7, 8: each message names the input and
 // what was expected; nothing is read or allocated without a bound first.
 TEST(ModelCli, HostileArgumentsGetClearErrors) {
-  const std::string empty = write_text("innerq_empty.txt", "");
+  const std::string empty = write_temp_file("innerq_empty.txt", "");
   const struct {
     std::string args, expect;
   } cases[] = {
@@ -280,7 +263,8 @@ TEST(ModelCli, HostileArgumentsGetClearErrors) {
 // invalid or cut UTF-8 sequence becomes U+FFFD, and the token ids carry the
 // exact output.
 TEST(ModelCli, GenerateJsonIsValidForBytesThatAreNotUtf8) {
-  const std::string prompt = write_text("innerq_bad_utf8.txt", "Once upon a \xe6\x97 time \xff");
+  const std::string prompt =
+      write_temp_file("innerq_bad_utf8.txt", "Once upon a \xe6\x97 time \xff");
   const CliRun run =
       run_innerq("generate -m stories260K -f " + prompt + " -n 8 --kv f16 --json", true);
   ASSERT_EQ(run.exit_code, 0) << run.output;

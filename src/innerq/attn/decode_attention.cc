@@ -156,12 +156,18 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
 
 #undef INNERQ_KERNEL
 
-// Cuts [0, n) into chunks whose inner cuts sit at origin + k·size, size a
-// multiple of kChunkAlign, with enough chunks to keep n_threads busy.
+// Chunk length for n tokens: a multiple of kChunkAlign, at least kMinChunk,
+// with enough chunks to keep n_threads busy.
+int chunk_size(int64_t n, int n_kv_heads, int n_threads) {
+  const int64_t wanted_per_head = std::max(1, (4 * n_threads + n_kv_heads - 1) / n_kv_heads);
+  const int64_t size = std::max<int64_t>(kMinChunk, (n + wanted_per_head - 1) / wanted_per_head);
+  return static_cast<int>((size + kChunkAlign - 1) / kChunkAlign * kChunkAlign);
+}
+
+// Cuts [0, n) into chunks whose inner cuts sit at origin + k·size. The
+// longest chunk is the first: origin + size.
 void chunk_cuts(int n, int origin, int n_kv_heads, int n_threads, std::vector<int>& cuts) {
-  const int wanted_per_head = std::max(1, (4 * n_threads + n_kv_heads - 1) / n_kv_heads);
-  int size = std::max(kMinChunk, (n + wanted_per_head - 1) / wanted_per_head);
-  size = (size + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
+  const int size = chunk_size(n, n_kv_heads, n_threads);
   cuts.assign(1, 0);
   for (long cut = origin + size; cut < n; cut += size) cuts.push_back(static_cast<int>(cut));
   cuts.push_back(n);
@@ -195,13 +201,8 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   // The longest chunk this cache can ever need (at the length its block
   // table addresses, plus windows): each thread's score buffer is sized for
   // it on first use and never grows while the sequence does.
-  thread_local std::vector<int> bound_cuts;
-  chunk_cuts(static_cast<int>(std::min<int64_t>(cache.capacity_tokens() + 4096, 1 << 30)),
-             heads[0].origin, n_kv, n_threads, bound_cuts);
-  size_t max_stride = 0;
-  for (size_t i = 0; i + 1 < bound_cuts.size(); ++i) {
-    max_stride = std::max(max_stride, static_cast<size_t>(bound_cuts[i + 1] - bound_cuts[i]));
-  }
+  const size_t max_stride = static_cast<size_t>(heads[0].origin) +
+                            chunk_size(cache.capacity_tokens() + 4096, n_kv, n_threads);
   const int n_chunks = static_cast<int>(cuts.size()) - 1;
 
   // Rotated keys (kernels/hadamard.h): the query is rotated by the same R,

@@ -51,33 +51,48 @@ void reference_attention(const float* q, int n_heads, int D, int n, float* out, 
   }
 }
 
-}  // namespace
-
-void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out) {
-  check_shape(cache, n_heads);
-  const int n = cache.n_held(), D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
+// o = softmax(q·k / sqrt(D)) · v over n f16 positions for every KV head g:
+// k_scores(g, queries, scores) scores g's positions, v_rows(g) gives its
+// value rows [n][D]. The kernels of decode attention's f16 regions; the
+// buffers are kept across calls (decode runs this per window layer per token).
+template <class KScores, class VRows>
+void attend_heads(int n_kv_heads, int n_heads, int D, int n, const float* q, float* out,
+                  KScores&& k_scores, VRows&& v_rows) {
+  const int nq = n_heads / n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const size_t stride = static_cast<size_t>(n);
-  // Kept across calls: decode runs this once per window layer per token.
   thread_local std::vector<float> q_scaled, scores, m, l;
   q_scaled.resize(static_cast<size_t>(nq) * D);
   scores.resize(stride * nq);
   m.resize(static_cast<size_t>(nq));
   l.resize(static_cast<size_t>(nq));
-  for (int g = 0; g < cache.n_kv_heads(); ++g) {
+  for (int g = 0; g < n_kv_heads; ++g) {
     const float* qg = q + static_cast<size_t>(g) * nq * D;  // [nq][D]
-    for (size_t i = 0; i < q_scaled.size(); ++i) q_scaled[i] = qg[i] * scale;
-    kernels::simd::k_scores_tiles(cache.k_tiles(g), n, {q_scaled.data(), nq, D},
-                                  {scores.data(), stride});
+    for (size_t j = 0; j < q_scaled.size(); ++j) q_scaled[j] = qg[j] * scale;
+    k_scores(g, kernels::QueryHeads{q_scaled.data(), nq, D},
+             kernels::HeadRows{scores.data(), stride});
     kernels::simd::softmax_partial({scores.data(), stride}, n, nq, m.data(), l.data());
     float* og = out + static_cast<size_t>(g) * nq * D;
     std::fill(og, og + static_cast<size_t>(nq) * D, 0.0f);
-    kernels::simd::v_accumulate_rows(cache.v_rows(g), n, nq, D, {scores.data(), stride}, og);
+    kernels::simd::v_accumulate_rows(v_rows(g), n, nq, D, {scores.data(), stride}, og);
     for (int h = 0; h < nq; ++h) {
       const float inv = 1.0f / l[static_cast<size_t>(h)];
       for (int c = 0; c < D; ++c) og[h * D + c] *= inv;
     }
   }
+}
+
+}  // namespace
+
+void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out) {
+  check_shape(cache, n_heads);
+  const int n = cache.n_held();
+  attend_heads(
+      cache.n_kv_heads(), n_heads, cache.head_dim(), n, q, out,
+      [&](int g, const kernels::QueryHeads& qh, kernels::HeadRows s) {
+        kernels::simd::k_scores_tiles(cache.k_tiles(g), n, qh, s);
+      },
+      [&](int g) { return cache.v_rows(g); });
 }
 
 void window_attention_reference(const kv::WindowLayerCache& cache, const float* q, int n_heads,
@@ -167,31 +182,15 @@ VisibleRows visible_rows(const WindowChunk& chunk, int i, int n_heads) {
 
 void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
                             float* out) {
-  const auto [first, last] = visible_rows(chunk, i, n_heads);
-  const int n = last - first, D = chunk.head_dim(), nq = n_heads / chunk.n_kv_heads();
-  const size_t row0 = static_cast<size_t>(first) * D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const size_t stride = static_cast<size_t>(n);
-  // Kept across calls, as in window_attention.
-  thread_local std::vector<float> q_scaled, scores, m, l;
-  q_scaled.resize(static_cast<size_t>(nq) * D);
-  scores.resize(stride * nq);
-  m.resize(static_cast<size_t>(nq));
-  l.resize(static_cast<size_t>(nq));
-  for (int g = 0; g < chunk.n_kv_heads(); ++g) {
-    const float* qg = q + static_cast<size_t>(g) * nq * D;  // [nq][D]
-    for (size_t j = 0; j < q_scaled.size(); ++j) q_scaled[j] = qg[j] * scale;
-    kernels::simd::k_scores_rows(chunk.k_rows(g) + row0, n, {q_scaled.data(), nq, D},
-                                 {scores.data(), stride});
-    kernels::simd::softmax_partial({scores.data(), stride}, n, nq, m.data(), l.data());
-    float* og = out + static_cast<size_t>(g) * nq * D;
-    std::fill(og, og + static_cast<size_t>(nq) * D, 0.0f);
-    kernels::simd::v_accumulate_rows(chunk.v_rows(g) + row0, n, nq, D, {scores.data(), stride}, og);
-    for (int h = 0; h < nq; ++h) {
-      const float inv = 1.0f / l[static_cast<size_t>(h)];
-      for (int c = 0; c < D; ++c) og[h * D + c] *= inv;
-    }
-  }
+  const VisibleRows rows = visible_rows(chunk, i, n_heads);
+  const int n = rows.last - rows.first;
+  const size_t row0 = static_cast<size_t>(rows.first) * chunk.head_dim();
+  attend_heads(
+      chunk.n_kv_heads(), n_heads, chunk.head_dim(), n, q, out,
+      [&](int g, const kernels::QueryHeads& qh, kernels::HeadRows s) {
+        kernels::simd::k_scores_rows(chunk.k_rows(g) + row0, n, qh, s);
+      },
+      [&](int g) { return chunk.v_rows(g) + row0; });
 }
 
 void window_chunk_attention_reference(const WindowChunk& chunk, int i, const float* q, int n_heads,

@@ -23,11 +23,15 @@ namespace innerq::kv {
 // ---------------------------------------------------------------------------
 // Byte streams
 // ---------------------------------------------------------------------------
-void ByteReader::bytes(void* out, size_t n) {
+void ByteReader::require(size_t n) const {
   if (left() < n) {
     throw Error(fmt::format("{}: the data ends early (truncated: {} more bytes expected, {} left)",
                             what_, n, left()));
   }
+}
+
+void ByteReader::bytes(void* out, size_t n) {
+  require(n);
   std::memcpy(out, p_, n);
   p_ += n;
 }
@@ -152,9 +156,7 @@ void LayerCache::save_blocks(ByteWriter& out) const {
 void LayerCache::load_blocks(ByteReader& in, int expected) {
   const int n = in.get_int("blocks", expected, expected);
   keep_blocks(0);
-  if (in.left() < static_cast<size_t>(n) * pool_->block_bytes()) {
-    in.bytes(nullptr, static_cast<size_t>(n) * pool_->block_bytes());  // throws: truncated
-  }
+  in.require(static_cast<size_t>(n) * pool_->block_bytes());
   for (int j = 0; j < n; ++j) {
     const int id = writable(j);
     for (int h = 0; h < n_kv_heads_; ++h) {
@@ -162,6 +164,21 @@ void LayerCache::load_blocks(ByteReader& in, int expected) {
       in.bytes(region(id, h, true), layout_.v_region);
     }
   }
+}
+
+void LayerCache::truncate_stored_tokens(int n_tokens) {
+  n_tokens_ = n_tokens;
+  keep_blocks((n_tokens + block_tokens_ - 1) / block_tokens_);
+}
+
+void LayerCache::save_stored_tokens(ByteWriter& out) const {
+  out.put<int32_t>(n_tokens_);
+  save_blocks(out);
+}
+
+void LayerCache::load_stored_tokens(ByteReader& in) {
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
+  load_blocks(in, (n_tokens_ + block_tokens_ - 1) / block_tokens_);
 }
 
 KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers) : shape_(shape) {

@@ -70,6 +70,10 @@ struct BlockLayout {
   }
 };
 
+// The most tokens a saved sequence's layer may claim (a bound checked before
+// anything is sized from the file).
+inline constexpr int kMaxSavedTokens = 1 << 24;
+
 // Little-endian byte stream of a saved sequence (KvCache::save); the reader
 // throws innerq::Error naming `what` when the data ends early.
 class ByteWriter {
@@ -96,6 +100,8 @@ class ByteReader {
     return x;
   }
   void bytes(void* out, size_t n);
+  // Throws (truncated) unless n more bytes are there.
+  void require(size_t n) const;
   // An int read from the stream, refused unless lo <= x <= hi.
   int get_int(const char* field, int lo, int hi);
   size_t left() const { return static_cast<size_t>(end_ - p_); }
@@ -196,6 +202,11 @@ class LayerCache {
   void reset_segments(HeadSegments& out) const;
   void save_blocks(ByteWriter& out) const;
   void load_blocks(ByteReader& in, int expected);
+  // truncate/save/load of the kinds that keep every token in blocks, slot =
+  // position (f32, f16, q8_0, q4_0): no windows to restore.
+  void truncate_stored_tokens(int n_tokens);
+  void save_stored_tokens(ByteWriter& out) const;
+  void load_stored_tokens(ByteReader& in);
 
   LayerConfig config_;
   int n_kv_heads_;

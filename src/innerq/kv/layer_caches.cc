@@ -129,9 +129,6 @@ Segment rows_f16(const F16Rows& rows, int start) {
       SegmentForm::kRowsF16, start, rows.size(), 1, rows.size() > 0 ? rows.row(0) : nullptr, {}};
 }
 
-// Reads n_tokens (int) and checks it against the cache's context bound.
-constexpr int kMaxSavedTokens = 1 << 24;
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -154,6 +151,8 @@ PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, i
 template <typename T>
 void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
   const int D = head_dim_, B = block_tokens();
+  thread_local std::vector<T> krow;  // a K row, converted once, then spread over the tile
+  krow.resize(static_cast<size_t>(D));
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
       const int t = n_tokens_ + i, j = t / B, r = t % B;
@@ -162,16 +161,15 @@ void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
       T* vrow = reinterpret_cast<T*>(v_write(j, h)) + static_cast<size_t>(r) * D;
       const float* ksrc = k + at(h, D, n_kv_heads_, i);
       const float* vsrc = v + at(h, D, n_kv_heads_, i);
-      for (int c = 0; c < D; ++c) {
-        if constexpr (std::is_same_v<T, float>) {
-          tile[c * kTileRows + r % kTileRows] = ksrc[c];
-          vrow[c] = vsrc[c];
-        } else {
-          tile[c * kTileRows + r % kTileRows] = f32_to_f16(ksrc[c]);
-        }
-      }
-      if constexpr (!std::is_same_v<T, float>)
+      if constexpr (std::is_same_v<T, float>) {
+        std::copy(ksrc, ksrc + D, krow.begin());
+        std::copy(vsrc, vsrc + D, vrow);
+      } else {
+        kernels::f32_to_f16(ksrc, static_cast<size_t>(D), krow.data());
         kernels::f32_to_f16(vsrc, static_cast<size_t>(D), vrow);
+      }
+      for (int c = 0; c < D; ++c)
+        tile[c * kTileRows + r % kTileRows] = krow[static_cast<size_t>(c)];
     }
   }
   n_tokens_ += n_tokens;
@@ -225,20 +223,17 @@ std::vector<T> PlainLayerCache<T>::v_rows(int head) const {
 
 template <typename T>
 void PlainLayerCache<T>::truncate(int n_tokens) {
-  n_tokens_ = n_tokens;
-  keep_blocks(div_up(n_tokens, block_tokens()));
+  truncate_stored_tokens(n_tokens);
 }
 
 template <typename T>
 void PlainLayerCache<T>::save(ByteWriter& out) const {
-  out.put<int32_t>(n_tokens_);
-  save_blocks(out);
+  save_stored_tokens(out);
 }
 
 template <typename T>
 void PlainLayerCache<T>::load(ByteReader& in) {
-  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
-  load_blocks(in, div_up(n_tokens_, block_tokens()));
+  load_stored_tokens(in);
 }
 
 template class PlainLayerCache<float>;
@@ -314,20 +309,17 @@ void LlamaBlockLayerCache<Block>::segments(int head, HeadSegments& out) const {
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::truncate(int n_tokens) {
-  n_tokens_ = n_tokens;
-  keep_blocks(div_up(n_tokens, block_tokens()));
+  truncate_stored_tokens(n_tokens);
 }
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::save(ByteWriter& out) const {
-  out.put<int32_t>(n_tokens_);
-  save_blocks(out);
+  save_stored_tokens(out);
 }
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::load(ByteReader& in) {
-  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
-  load_blocks(in, div_up(n_tokens_, block_tokens()));
+  load_stored_tokens(in);
 }
 
 template class LlamaBlockLayerCache<BlockQ8_0>;
@@ -741,16 +733,17 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
   recent.pop_front(n_tokens);
 }
 
+size_t InnerQLayerCache::v_group_offset(int mid) const {
+  return static_cast<size_t>(mid % block_tokens() / config_.group) * (head_dim_ / kTileRows) *
+         v_fmt_.bytes();
+}
+
 uint8_t* InnerQLayerCache::v_group_for_write(int head, int mid) {
-  const int B = block_tokens();
-  return v_write(mid / B, head) +
-         static_cast<size_t>(mid % B / config_.group) * (head_dim_ / kTileRows) * v_fmt_.bytes();
+  return v_write(mid / block_tokens(), head) + v_group_offset(mid);
 }
 
 const uint8_t* InnerQLayerCache::v_group(int head, int mid) const {
-  const int B = block_tokens();
-  return v_read(mid / B, head) +
-         static_cast<size_t>(mid % B / config_.group) * (head_dim_ / kTileRows) * v_fmt_.bytes();
+  return v_read(mid / block_tokens(), head) + v_group_offset(mid);
 }
 
 void InnerQLayerCache::flush_v(int head, int mid) {

@@ -213,7 +213,9 @@ class InnerQLayerCache final : public LayerCache {
  private:
   void flush_k(int head, int n_tokens);
   void flush_v(int head, int mid);
-  // The G-token V group at middle slot `mid` (a multiple of G).
+  // The G-token V group at middle slot `mid` (a multiple of G), and its
+  // offset in its block's V region.
+  size_t v_group_offset(int mid) const;
   uint8_t* v_group_for_write(int head, int mid);
   const uint8_t* v_group(int head, int mid) const;
   void compute_key_norm(int head, const float* rows, int n_rows);  // rows: [n_rows][D]

@@ -101,7 +101,7 @@ void WindowLayerCache::save(ByteWriter& out) const {
 }
 
 void WindowLayerCache::load(ByteReader& in) {
-  n_tokens_ = in.get_int("tokens", 0, 1 << 24);
+  n_tokens_ = in.get_int("tokens", 0, kMaxSavedTokens);
   const int64_t held = std::min(n_tokens_, window_);
   const int64_t k_want = (held + kTileRows - 1) / kTileRows * kTileRows * head_dim_;
   for (int h = 0; h < n_kv_heads_; ++h) {
