@@ -124,8 +124,9 @@ TEST(DeviceFormat, TileReaderMatchesTileStoreRow) {
   }
 }
 
-// Rows of n_groups groups: gaussian, outliers, and the degenerate groups of
-// DESIGN.md §1.2 (all equal, all zero, signed zeros, fp16 extremes).
+// Rows of n_groups groups: gaussian, outliers, and the degenerate groups the
+// quantization rules name (kernels/quant_kernels.h: all equal, all zero,
+// signed zeros, fp16 extremes).
 std::vector<float> test_row(int group, int n_groups, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);

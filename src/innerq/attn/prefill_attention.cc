@@ -3,8 +3,9 @@
 // dispatch per call).
 //
 // Keys are first transposed per KV head to [head_dim][n] so that the scores of
-// one query put SIMD lanes across keys (DESIGN.md §7): vectors of keys are
-// accumulated over head_dim with broadcast query values, no horizontal sums.
+// one query put SIMD lanes across keys (docs/architecture.md, "Tile
+// format"): vectors of keys are accumulated over head_dim with broadcast
+// query values, no horizontal sums.
 // Then one softmax (vector exp) and the weighted sum of values (lanes across
 // head_dim, accumulators in registers). The query heads sharing a KV head are
 // done together so each key/value load serves all of them. Tasks (position,

@@ -1,6 +1,6 @@
 // innerq/attn/prefill_attention.h — causal full-precision attention over a
 // prompt's own keys and values (prefill does not read the quantized cache;
-// DESIGN.md §1.3).
+// docs/architecture.md, "Data flow of a decode step").
 #pragma once
 
 namespace innerq::attn {

@@ -3,7 +3,8 @@
 // the CUDA kernels. Nothing here depends on a SIMD width.
 //
 // A group is G consecutive values along the *inner* dimension of the product
-// that consumes them (DESIGN.md §1.1), quantized to b bits with fp16 metadata:
+// that consumes them (docs/architecture.md, "Group format"), quantized to b
+// bits with fp16 metadata:
 //
 //   x̂_i = s·u_i + z          u_i ∈ [0, 2^b − 1]   (unsigned code)
 //

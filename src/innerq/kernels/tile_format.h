@@ -16,7 +16,7 @@
 // (after a shift and a byte mask) for 16 rows: lane r's four bytes are four
 // codes of row r that a u8×i8 dot-accumulate multiplies by four query values.
 //
-// Uses in the InnerQ cache (kv/innerq_cache.*):
+// Uses in the InnerQ cache (InnerQLayerCache, kv/layer_caches.h):
 //   K middle: rows = 16 consecutive tokens, groups along head_dim (n_groups = D/G)
 //   V middle: one G-token block = D/16 tiles, rows = 16 channels, a single
 //             group per row along the G tokens (n_groups = 1)

@@ -25,10 +25,11 @@
 //
 // e.g. `innerq;0-1:k=8,v=4;29=f16` or `innerq:layers=tuned.txt`. Later
 // overrides win. `innerq-paper` is the paper's reference configuration
-// (DESIGN.md §1.5): K 3-bit symmetric with sqrt-max key normalization, V
-// 2-bit hybrid, g=32, sink=32, recent=96, no rotation; `innerq` alone is the
-// project's default (docs/architecture.md, "Choosing the default"). Invalid
-// specs throw innerq::Error naming the field and the allowed values.
+// (docs/architecture.md, "Specs"): K 3-bit symmetric with sqrt-max key
+// normalization, V 2-bit hybrid, g=32, sink=32, recent=96, no rotation;
+// `innerq` alone is the project's default (docs/architecture.md, "Choosing
+// the default"). Invalid specs throw innerq::Error naming the field and the
+// allowed values.
 #pragma once
 
 #include <memory>
