@@ -65,6 +65,7 @@ void run_k(benchmark::State& state, const char* spec) {
       scores(static_cast<size_t>(kQueryHeads) * s.length);
   const kernels::QueryHeads heads{q.data(), kQueryHeads, kHeadDim};
   const kernels::HeadRows out{scores.data(), static_cast<size_t>(s.length)};
+  std::vector<uint8_t> scratch(kernels::innerq_k_scratch_bytes(s.tile, kHeadDim));
   for (auto _ : state) {
     switch (s.form) {
       case kv::SegmentForm::kTilesF16:
@@ -78,7 +79,7 @@ void run_k(benchmark::State& state, const char* spec) {
         break;
       case kv::SegmentForm::kInnerQK:
         kernels::simd::k_scores_innerq(s.tile, static_cast<const uint8_t*>(s.data), s.length, heads,
-                                       out);
+                                       out, {scratch.data(), scratch.size()});
         break;
       case kv::SegmentForm::kKiviK:
         kernels::simd::k_scores_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data), s.length,
@@ -98,6 +99,7 @@ void run_v(benchmark::State& state, const char* spec) {
   std::vector<float> p(static_cast<size_t>(kQueryHeads) * s.length, 1.0f / s.length),
       o(kQueryHeads * kHeadDim, 0.0f);
   const kernels::ConstHeadRows w{p.data(), static_cast<size_t>(s.length)};
+  std::vector<uint8_t> scratch(kernels::innerq_v_scratch_bytes(s.tile));
   for (auto _ : state) {
     switch (s.form) {
       case kv::SegmentForm::kRowsF16:
@@ -115,7 +117,7 @@ void run_v(benchmark::State& state, const char* spec) {
       case kv::SegmentForm::kInnerQV:
         kernels::simd::v_accumulate_innerq(s.tile, static_cast<const uint8_t*>(s.data),
                                            s.length / s.tile.group, kQueryHeads, kHeadDim, w,
-                                           o.data());
+                                           o.data(), {scratch.data(), scratch.size()});
         break;
       case kv::SegmentForm::kKiviV:
         kernels::simd::v_accumulate_kivi(s.bits, s.group, static_cast<const uint8_t*>(s.data),
@@ -135,8 +137,9 @@ void run_v(benchmark::State& state, const char* spec) {
 void run_decode(benchmark::State& state, const char* spec) {
   const kv::LayerCache& layer = cache_for(spec).layer(0);
   std::vector<float> q(kQueryHeads * kHeadDim, 0.1f), o(q.size());
+  attn::AttentionScratch scratch;
   for (auto _ : state) {
-    attn::decode_attention(layer, q.data(), kQueryHeads, o.data(), {1, false});
+    attn::decode_attention(layer, q.data(), kQueryHeads, o.data(), {1, false}, scratch);
     benchmark::DoNotOptimize(o.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * 2 * segment_bytes(spec, true)));

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "hwy/targets.h"
+#include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
+#include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kv/layer_caches.h"
 
@@ -550,6 +552,86 @@ TEST(DecodeAttention, KeyCenteringIsAnIdentity) {
   decode_attention(c3c.layer(0), in.q.data(), s.n_heads, c3.data(), {1, false});
   decode_attention(u3c.layer(0), in.q.data(), s.n_heads, u3.data(), {1, false});
   EXPECT_LT(relative_error(c3, exact), relative_error(u3, exact));
+}
+
+// The caller-owned scratch: decode attention through it equals the call
+// with a scratch of its own, bit for bit, over every kind, thread count and
+// visible prefix (cuts inside groups included); what it holds stays within
+// the bound attention_scratch.h documents, computed here from that formula;
+// release() gives everything back and the next call sizes it again.
+TEST(AttentionScratch, BytesStayWithinTheDocumentedBoundAndReleaseFreesThem) {
+  const Shape s{8, 2, 64};
+  const int n = 2100, nq = s.n_heads / s.n_kv_heads;
+  const Inputs in = make_inputs(s, n, 23);
+  for (const char* spec : {"f32", "f16", "q8_0", "kivi", "innerq", "innerq:rot=kv"}) {
+    SCOPED_TRACE(spec);
+    const kv::KvCache cache = make_cache(spec, s, in, n);
+    const kv::LayerCache& layer = cache.layer(0);
+    AttentionScratch scratch;
+    std::vector<float> got(in.q.size()), want(in.q.size());
+    for (const int threads : {1, 2, 3}) {
+      for (const int visible : {0, 1, 37, 700, 1029, n}) {
+        DecodeOptions options;
+        options.n_threads = threads;
+        options.n_visible = visible;
+        decode_attention(layer, in.q.data(), s.n_heads, got.data(), options, scratch);
+        decode_attention(layer, in.q.data(), s.n_heads, want.data(), options);
+        ASSERT_EQ(got, want) << threads << " threads, " << visible << " visible";
+      }
+    }
+    // The formula of AttentionScratch::bound_bytes, for up to 3 threads.
+    const int T = 3, K = s.n_kv_heads, D = s.head_dim;
+    const int64_t N = std::max<int64_t>(layer.capacity_tokens(), layer.n_tokens());
+    const kv::LayerConfig& c = layer.config();
+    const bool innerq = c.kind == kv::CacheKind::kInnerQ;
+    const size_t W = static_cast<size_t>(std::max(1, (4 * T + K - 1) / K)) + 1;
+    const size_t J = static_cast<size_t>(N / layer.block_tokens());
+    size_t threads = 0;
+    for (int t = 1; t <= T; ++t) {
+      const size_t C = static_cast<size_t>((innerq ? c.sink : 0) + decode_chunk_tokens(N, K, t));
+      threads += nq * C * 4;
+      if (innerq || c.kind == kv::CacheKind::kKivi) threads += nq * (C + 128) * 4;
+      if (innerq) {
+        const auto& q = static_cast<const kv::InnerQLayerCache&>(layer);
+        threads += std::max(kernels::innerq_k_scratch_bytes(q.k_format(), D),
+                            kernels::innerq_v_scratch_bytes(q.v_format()));
+      }
+    }
+    const size_t formula = 2 * K * (J + 3) * sizeof(kv::Segment) + (W + 1) * 4 +
+                           3 * s.n_heads * D * 4 + K * W * nq * (D + 2) * 4 + threads +
+                           K * sizeof(kv::HeadSegments) + T * 3 * sizeof(std::vector<float>);
+    EXPECT_EQ(AttentionScratch::bound_bytes(layer, s.n_heads, T), formula);
+    EXPECT_GT(scratch.bytes(), 0u);
+    EXPECT_LE(scratch.bytes(), formula);
+    // Bounded by the cache, not by the calls: a thousand more change nothing.
+    const size_t held = scratch.bytes();
+    for (int i = 0; i < 1000; ++i) {
+      decode_attention(layer, in.q.data(), s.n_heads, got.data(), {T, false}, scratch);
+    }
+    EXPECT_EQ(scratch.bytes(), held);
+    scratch.release();
+    EXPECT_EQ(scratch.bytes(), 0u);
+    decode_attention(layer, in.q.data(), s.n_heads, got.data(), {T, false}, scratch);
+    decode_attention(layer, in.q.data(), s.n_heads, want.data(), {T, false});
+    EXPECT_EQ(got, want);
+    scratch.release();
+    scratch.reserve(layer, s.n_heads, T);  // sized up front: exactly the bound
+    EXPECT_EQ(scratch.bytes(), formula);
+  }
+  // A sliding-window ring: queries, scores of window + spare + 16 slots,
+  // the softmax's maximum and sum, for one thread.
+  kv::WindowLayerCache ring(100, s.n_kv_heads, s.head_dim);
+  ring.append(in.k.data(), in.v.data(), 300);
+  AttentionScratch scratch;
+  std::vector<float> out(in.q.size());
+  window_attention(ring, in.q.data(), s.n_heads, out.data(), scratch);
+  const size_t ring_formula = static_cast<size_t>(nq) * s.head_dim * 4 +
+                              static_cast<size_t>(nq) * (100 + kv::kWindowSpare + 16) * 4 +
+                              2 * nq * 4 + 3 * sizeof(std::vector<float>);
+  EXPECT_EQ(AttentionScratch::bound_bytes(ring, s.n_heads, 1), ring_formula);
+  EXPECT_LE(scratch.bytes(), ring_formula);
+  scratch.release();
+  EXPECT_EQ(scratch.bytes(), 0u);
 }
 
 TEST(DecodeAttention, RejectsHeadCountsThatDoNotShareKvHeads) {

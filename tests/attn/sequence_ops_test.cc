@@ -2,6 +2,7 @@
 // seen through what attention reads: dequantized rows and decode outputs.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "innerq/attn/decode_attention.h"
+#include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/key_factors.h"
 #include "innerq/kv/kv_cache.h"
@@ -165,6 +167,90 @@ TEST(BlockPool, ForkSharesBlocksAndCopiesOnWrite) {
   }
 }
 
+// A fixed pool that cannot give an append the blocks it needs refuses it
+// before anything is stored, for every kind: token counts, memory, segments
+// and attention are those of a cache that never saw the append (a
+// reference on a private pool), a truncate afterwards is exact, and the same
+// append goes through once a block is free.
+TEST(BlockPool, FullPoolRefusesAnAppendAndLeavesEveryKindAsItWas) {
+  const kv::CacheShape shape{1, kHeads, kDim, kMax};
+  for (const char* spec : kSpecs) {
+    for (const int chunk : {1, 200}) {  // token by token, and one append across blocks
+      SCOPED_TRACE(::testing::Message() << spec << ", appends of " << chunk);
+      const std::vector<kv::LayerConfig> configs{kv::parse_cache_spec(spec).layer};
+      auto pool = std::make_shared<kv::KvPool>(shape, configs, 6);
+      auto hog = std::make_unique<kv::KvCache>(pool);
+      append(*hog, 600, 7);  // holds one to three blocks
+      kv::KvCache a(pool), reference = make(spec);
+      bool refused = false;
+      for (int step = 0; step < kMax / chunk && !refused; ++step) {
+        try {
+          append(a, chunk, 0);
+        } catch (const Error& e) {
+          refused = true;
+          EXPECT_NE(std::string(e.what()).find("KV pool (layer 0): all 6 blocks"),
+                    std::string::npos)
+              << e.what();
+          break;
+        }
+        append(reference, chunk, 0);
+      }
+      ASSERT_TRUE(refused) << "a pool of 6 blocks took every append";
+      ASSERT_GT(a.n_tokens(), 0);
+      expect_same(a, reference);
+      EXPECT_EQ(a.reserved_bytes(), reference.reserved_bytes());
+      // Exact truncation of what the refused append left: nothing.
+      for (kv::KvCache* c : {&a, &reference}) c->truncate(1);
+      expect_same(a, reference);
+      hog.reset();  // its blocks go back: the same append now fits
+      append(a, chunk, 0);
+      append(reference, chunk, 0);
+      expect_same(a, reference);
+    }
+  }
+}
+
+// Appending into blocks a sequence already holds alone takes no lock: the
+// pool's mutex is taken only to hand out (or take back) blocks, not on each
+// write. After a fork, the first write to the shared last block copies it
+// (one acquire); later writes are lock-free again.
+TEST(BlockPool, AppendingIntoHeldBlocksTakesNoLock) {
+  const kv::CacheShape shape{1, kHeads, kDim, kMax};
+  for (const char* spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    const std::vector<kv::LayerConfig> configs{kv::parse_cache_spec(spec).layer};
+    auto pool = std::make_shared<kv::KvPool>(shape, configs, 8);
+    const kv::BlockPool& blocks = *pool->layer(0);
+    kv::KvCache a(pool);
+    append(a, 300, 0);  // the middle has started a block
+    ASSERT_GT(a.layer(0).n_blocks_held(), 0);
+    const auto writes_in_held_blocks = [&](kv::KvCache& c) {
+      // Tokens whose flushes stay in the blocks c holds: up to the end of
+      // its last block (windows only delay when they get there).
+      const int held = c.layer(0).n_blocks_held();
+      int n = 0;
+      for (; n < 40; ++n) {
+        kv::KvCache probe(shape, configs);  // what the next token would need
+        append(probe, c.n_tokens() + 1, 0);
+        if (probe.layer(0).n_blocks_held() > held) break;
+        append(c, 1, 0, true);
+      }
+      return n;
+    };
+    const uint64_t before = blocks.lock_count();
+    EXPECT_GT(writes_in_held_blocks(a), 0);
+    EXPECT_EQ(blocks.lock_count(), before) << "appends into a held block took the pool's lock";
+
+    std::unique_ptr<kv::KvCache> child = a.fork();
+    const uint64_t forked = blocks.lock_count();
+    append(*child, 1, 5);  // copies the shared block it writes (one acquire_n)
+    const uint64_t copied = blocks.lock_count();
+    EXPECT_LE(copied - forked, 1u);
+    writes_in_held_blocks(*child);
+    EXPECT_EQ(blocks.lock_count(), copied) << "writes after the copy took the pool's lock";
+  }
+}
+
 TEST(SequenceOps, TruncateThenAppendEqualsNeverHavingAppended) {
   for (const char* spec : kSpecs) {
     int checked = 0;  // cases where the dropped tokens were all still in f16
@@ -238,6 +324,57 @@ TEST(SequenceOps, TruncateIntoQuantizedGroupsKeepsTheDequantizedTokens) {
   EXPECT_THROW(c.truncate(-1), Error);
 }
 
+// Truncating to every length keeps exactly the prefix: the kept tokens'
+// dequantized K/V are the original's (tokens of a cut group within one f16
+// rounding of the stored element: they go back to the f16 window), whatever
+// the residual and recent windows held; and where every dropped token was
+// still in f16, appending after the truncate equals never having appended.
+TEST(SequenceOps, TruncateToEveryLengthKeepsThePrefix) {
+  for (const char* spec : kSpecs) {
+    const bool kivi = std::string(spec).starts_with("kivi");
+    kv::KvCache c = make(spec);
+    append(c, 300, 0);
+    append(c, 245, 0, true);  // residuals and recent windows in every state
+    const int n = c.n_tokens();
+    std::vector<std::vector<double>> k0, v0;
+    for (int h = 0; h < kHeads; ++h) {
+      k0.push_back(dequantized_keys(c.layer(0), h));
+      v0.push_back(dequantized_values(c.layer(0), h));
+    }
+    const int tail = f16_tail(c);
+    for (int m = n; m >= 0; m -= kivi ? 1 : 17) {  // every length for KIVI
+      SCOPED_TRACE(::testing::Message() << spec << " truncated to " << m);
+      std::unique_ptr<kv::KvCache> t = c.fork();
+      t->truncate_to(m);
+      ASSERT_EQ(t->n_tokens(), m);
+      for (int h = 0; h < kHeads; ++h) {
+        for (const auto& [now, was] :
+             {std::pair{dequantized_keys(t->layer(0), h), &k0[static_cast<size_t>(h)]},
+              std::pair{dequantized_values(t->layer(0), h), &v0[static_cast<size_t>(h)]}}) {
+          ASSERT_EQ(now.size(), static_cast<size_t>(m) * kDim);
+          for (size_t r = 0; r < static_cast<size_t>(m); ++r) {
+            double norm2 = 0.0;
+            for (int x = 0; x < kDim; ++x) norm2 += (*was)[r * kDim + x] * (*was)[r * kDim + x];
+            // One f16 rounding (2^-11 relative); rotated rows round in
+            // rotated coordinates, within 2^-11 of the row's L2 norm.
+            const double bound = std::sqrt(norm2) * std::ldexp(1.0, -11) * 1.001;
+            for (int x = 0; x < kDim; ++x) {
+              ASSERT_NEAR(now[r * kDim + x], (*was)[r * kDim + x], bound) << "row " << r;
+            }
+          }
+        }
+      }
+      if (kivi && n - m <= tail) {  // KIVI stores token by token: one append of m is the same
+        append(*t, 40, 11, true);
+        kv::KvCache never = make(spec);
+        append(never, m, 0);
+        append(never, 40, 11, true);
+        expect_same(*t, never);
+      }
+    }
+  }
+}
+
 TEST(SequenceOps, SaveAndLoadRoundTripAndRefuseDamagedFiles) {
   const std::string path = ::testing::TempDir() + "/innerq_seq_test.bin";
   for (const char* spec : kSpecs) {
@@ -305,6 +442,74 @@ TEST(MemoryPlan, ReservedBytesEqualThePlan) {
       EXPECT_EQ(steps.memory().total(), plan.layer(0, n).content.total());
     }
   }
+}
+
+// This process's resident memory (VmRSS), in bytes.
+size_t resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  size_t kib = 0;
+  while (status >> key) {
+    if (key == "VmRSS:" && status >> kib) return kib << 10;
+  }
+  ADD_FAILURE() << "/proc/self/status has no VmRSS";
+  return 0;
+}
+
+// Decoding through a cache with sliding-window layers (Gemma 3 270M's
+// shape: 15 rings of 512 positions, 3 global layers) stays within its plan:
+// the rings are allocated whole with the sequence and become resident as
+// they fill, global layers take pool blocks, and nothing grows per token.
+// The resident memory it adds is at most MemoryPlan::bytes for the sequence,
+// the attention scratch, and one page of rounding per layer's allocation.
+TEST(MemoryPlan, DecodeWithWindowLayersStaysWithinThePlan) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the address sanitizer's shadow memory is resident too";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "the address sanitizer's shadow memory is resident too";
+#endif
+#endif
+  constexpr int kLayers = 18, kRingDim = 256, kTokens = 1200;
+  kv::CacheShape shape{kLayers, 1, kRingDim, kTokens};
+  for (int l = 0; l < kLayers; ++l) shape.windows.push_back(l % 6 == 5 ? 0 : 512);
+  const std::vector<kv::LayerConfig> configs(kLayers, kv::parse_cache_spec("f16").layer);
+  const kv::MemoryPlan plan = kv::plan_memory(shape, configs);
+  std::vector<float> k(kRingDim), v(kRingDim), q(4 * kRingDim, 0.1f), out(q.size());
+  const auto decode = [&](kv::KvCache& cache, int n, AttentionScratch& scratch) {
+    for (int t = 0; t < n; ++t) {
+      for (int c = 0; c < kRingDim; ++c) {
+        k[static_cast<size_t>(c)] = static_cast<float>(std::sin(t * 0.3 + c));
+        v[static_cast<size_t>(c)] = static_cast<float>(std::cos(t * 0.7 + c));
+      }
+      for (int l = 0; l < kLayers; ++l) {
+        cache.append(l, k.data(), v.data(), 1);
+        if (shape.window(l) > 0) {
+          window_attention(static_cast<const kv::WindowLayerCache&>(cache.layer(l)), q.data(), 4,
+                           out.data(), scratch);
+        } else {
+          decode_attention(cache.layer(l), q.data(), 4, out.data(), {1, false}, scratch);
+        }
+      }
+    }
+  };
+  {  // The code's own first run (its pages, the runtimes' set-up) is not the cache's.
+    kv::KvCache warm(shape, configs);
+    AttentionScratch scratch;
+    decode(warm, 40, scratch);
+  }
+  AttentionScratch scratch;
+  const size_t before = resident_bytes();
+  kv::KvCache cache(shape, configs);
+  decode(cache, kTokens, scratch);
+  const size_t grown = resident_bytes() - before;
+  std::printf("resident growth %zu bytes; plan %zu, attention scratch %zu\n", grown,
+              plan.bytes(1, kTokens), scratch.bytes());
+  EXPECT_EQ(cache.reserved_bytes(), plan.sequence_bytes(kTokens));
+  const size_t page = 4096;
+  const size_t allowed = plan.bytes(1, kTokens) + scratch.bytes() + (kLayers + 1) * page;
+  EXPECT_LE(grown, allowed) << "resident growth " << grown << " bytes, plan "
+                            << plan.bytes(1, kTokens) << ", attention scratch " << scratch.bytes();
 }
 
 TEST(MemoryPlan, PoolsRefuseWhenFullAndBudgetsInvert) {

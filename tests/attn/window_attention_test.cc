@@ -146,6 +146,56 @@ TEST(WindowAttention, ChunkSeesTheLastWindowUpToEachPosition) {
   }
 }
 
+// A ring that wrapped, dropped its newest positions (up to its spare) and
+// took others attends to the last `window` positions of the sequence it now
+// holds: the new rows, never the dropped ones, and never the older
+// positions still in its spare slots. One scratch serves every call.
+TEST(WindowAttention, AfterARollbackReadsTheLastWindowOfTheNewSequence) {
+  for (const Shape& s : {Shape{4, 1, 256, 20}, Shape{8, 2, 64, 7}, Shape{4, 4, 32, 1}}) {
+    std::mt19937_64 rng(static_cast<uint64_t>(s.head_dim * 7 + s.window));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const size_t kv_dim = static_cast<size_t>(s.kv_heads) * s.head_dim;
+    const int n = 3 * (s.window + kv::kWindowSpare) + 4;
+    std::vector<float> k(static_cast<size_t>(n) * kv_dim), v(k.size());
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = normal(rng);
+    std::vector<float> q(static_cast<size_t>(s.heads) * s.head_dim);
+    std::vector<float> out(q.size()), out_ref(q.size());
+    AttentionScratch scratch;
+    for (const int drop : {1, 5, kv::kWindowSpare}) {
+      kv::WindowLayerCache ring(s.window, s.kv_heads, s.head_dim);
+      for (int t = 0; t < n; ++t) {
+        ring.append(&k[static_cast<size_t>(t) * kv_dim], &v[static_cast<size_t>(t) * kv_dim], 1);
+      }
+      ring.check_truncate(n - drop);
+      ring.truncate(n - drop);
+      // The new sequence: the first n − drop rows, then `drop` others.
+      std::vector<float> k2(k.begin(), k.end() - static_cast<long>(drop * kv_dim)), v2 = v;
+      v2.resize(k2.size());
+      for (int t = 0; t < drop; ++t) {
+        std::vector<float> kr(kv_dim), vr(kv_dim);
+        for (float& x : kr) x = normal(rng);
+        for (float& x : vr) x = normal(rng);
+        ring.append(kr.data(), vr.data(), 1);
+        k2.insert(k2.end(), kr.begin(), kr.end());
+        v2.insert(v2.end(), vr.begin(), vr.end());
+        for (float& x : q) x = 2.0f * normal(rng);
+        window_attention(ring, q.data(), s.heads, out.data(), scratch);
+        window_attention_reference(ring, q.data(), s.heads, out_ref.data());
+        const std::vector<double> want = expected(s, n - drop + t + 1, q, k2, v2);
+        double q_norm = 0.0;
+        for (float x : q) q_norm = std::max(q_norm, double{std::fabs(x)});
+        // The tolerance of the decode test above.
+        const double tol = s.head_dim * std::ldexp(1.0, -24) * q_norm * 5.0 * 5.0 * 8.0 + 1e-6;
+        for (size_t j = 0; j < out.size(); ++j) {
+          ASSERT_NEAR(out[j], want[j], tol) << "window " << s.window << " dropped " << drop;
+          ASSERT_NEAR(out_ref[j], want[j], 1e-6) << "reference, dropped " << drop;
+        }
+      }
+    }
+  }
+}
+
 TEST(WindowAttention, RefusesWhatItCannotRead) {
   kv::WindowLayerCache cache(8, 2, 32);
   std::vector<float> row(64, 0.5f), q(128, 1.0f), out(128);

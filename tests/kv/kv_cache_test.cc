@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -398,6 +399,45 @@ TEST(KvCache, RotatedRowsAreCheckedAfterRotation) {
     rotated.check_append(0, small.data(), v.data(), 1);
     rotated.append(0, small.data(), v.data(), 1);
     EXPECT_EQ(rotated.layer(0).n_tokens(), 1);
+  }
+}
+
+// Moving a cache onto another gives the old one's blocks back to the old
+// pool before that pool goes with it (the cache may be its last owner:
+// a defaulted move assignment would free the pool first and then release
+// blocks into freed memory, which the sanitizer build reports), and the
+// moved-in sequence carries on in its own pool.
+TEST(KvCache, MoveAssignmentReturnsBlocksBeforeItsPoolGoes) {
+  const CacheShape shape{2, kHeads, kDim, 2048};
+  std::vector<float> k(static_cast<size_t>(700) * kHeads * kDim), v(k.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k[i] = std::sin(0.01f * static_cast<float>(i));
+    v[i] = std::cos(0.013f * static_cast<float>(i));
+  }
+  for (const char* spec : {"f16", "kivi", "innerq"}) {
+    SCOPED_TRACE(spec);
+    const LayerConfig config = parse_cache_spec(spec).layer;
+    KvCache a(shape, config);  // a private pool, held by `a` alone
+    for (int l = 0; l < 2; ++l) a.append(l, k.data(), v.data(), 700);
+    const std::weak_ptr<KvPool> private_pool = a.pool();
+    auto shared = std::make_shared<KvPool>(shape, std::vector<LayerConfig>{config, config}, 8);
+    {
+      KvCache b(shared);
+      for (int l = 0; l < 2; ++l) b.append(l, k.data(), v.data(), 300);
+      a = std::move(b);
+    }
+    EXPECT_TRUE(private_pool.expired());
+    EXPECT_EQ(a.pool(), shared);
+    EXPECT_EQ(a.n_tokens(), 300);
+    for (int l = 0; l < 2; ++l) a.append(l, k.data() + 300 * kHeads * kDim, v.data(), 100);
+    EXPECT_EQ(a.n_tokens(), 400);
+    KvCache c(std::move(a));  // and a move construction keeps the blocks where they are
+    EXPECT_EQ(c.n_tokens(), 400);
+    a = KvCache(shape, config);  // a moved-from cache takes a new one
+    EXPECT_EQ(a.n_tokens(), 0);
+    c = KvCache(shape, config);  // the shared pool gets every block back
+    EXPECT_EQ(shared->layer(0)->n_free(), 8);
+    EXPECT_EQ(shared->layer(1)->n_free(), 8);
   }
 }
 

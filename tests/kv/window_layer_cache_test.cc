@@ -8,11 +8,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/tile_format.h"
+#include "innerq/kv/cache_spec.h"
 #include "innerq/kv/kv_cache.h"
 
 namespace innerq::kv {
@@ -47,13 +49,17 @@ float f16_round(float x) {
   return f16_to_f32(f32_to_f16(x));
 }
 
-// The ring holds positions max(0, n − window)..n−1, position p in slot
-// p mod window, for K (tiles) and V (rows).
+// The ring holds positions max(0, n − window)..n−1 (and the spare slots'
+// positions before them), position p in slot p mod (window + spare), for K
+// (tiles) and V (rows).
 void expect_holds_last_window(const WindowLayerCache& c) {
   const int n = c.n_tokens(), w = c.window();
   ASSERT_EQ(c.n_held(), std::min(n, w));
-  for (int p = std::max(0, n - w); p < n; ++p) {
-    const int slot = p % w;
+  ASSERT_EQ(c.slots(), w + kWindowSpare);
+  ASSERT_LE(c.first_held(), std::max(0, n - w));
+  for (int p = c.first_held(); p < n; ++p) {
+    const int slot = p % c.slots();
+    ASSERT_EQ(c.slot(p), slot);
     for (int h = 0; h < kHeads; ++h) {
       const f16_bits* tile =
           c.k_tiles(h) + static_cast<size_t>(slot / kTileRows) * kDim * kTileRows;
@@ -125,6 +131,73 @@ TEST(WindowLayerCache, KvCacheBuildsWindowLayersFromItsShape) {
 TEST(WindowLayerCache, BadWindowsAreRefused) {
   EXPECT_THROW(KvCache(CacheShape{3, kHeads, kDim, 64, {8, 0}}, LayerConfig{}), Error);
   EXPECT_THROW(KvCache(CacheShape{2, kHeads, kDim, 64, {8, -1}}, LayerConfig{}), Error);
+}
+
+// The ring keeps kWindowSpare positions beyond its window, so after it
+// wrapped, dropping up to that many newest positions and appending others
+// gives exactly the ring of a sequence that never had them; one more is
+// refused by name before anything changes.
+TEST(WindowLayerCache, TruncatesUpToItsSpareAfterWrapping) {
+  for (const int window : {1, 20, 37}) {
+    const int n = 3 * (window + kWindowSpare) + 5;  // wrapped three times
+    std::vector<float> k, v;
+    WindowLayerCache c(window, kHeads, kDim);
+    for (int p = 0; p < n; ++p) {
+      make_rows(p, 1, k, v);
+      c.append(k.data(), v.data(), 1);
+    }
+    for (int drop = 1; drop <= kWindowSpare; ++drop) {
+      SCOPED_TRACE(::testing::Message() << "window " << window << ", dropping " << drop);
+      WindowLayerCache t(c);
+      t.check_truncate(n - drop);
+      t.truncate(n - drop);
+      ASSERT_EQ(t.n_tokens(), n - drop);
+      expect_holds_last_window(t);
+      // The spare is used up: one position more would need one the ring
+      // overwrote.
+      EXPECT_THROW(t.check_truncate(n - kWindowSpare - 1), Error);
+      // Positions n − drop.. again, with the rows a longer sequence has.
+      make_rows(n - drop, drop + 3, k, v);
+      t.append(k.data(), v.data(), drop + 3);
+      expect_holds_last_window(t);
+    }
+    WindowLayerCache t(c);
+    try {
+      t.check_truncate(n - kWindowSpare - 1);
+      ADD_FAILURE() << "dropped more positions than the ring keeps";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("sliding-window layer"), std::string::npos) << what;
+      EXPECT_NE(what.find(std::to_string(kWindowSpare) + " can be dropped"), std::string::npos)
+          << what;
+    }
+    expect_holds_last_window(t);
+  }
+}
+
+// The ring is allocated whole with the sequence: reserved_bytes() is the
+// ring's, from the first position on, and MemoryPlan plans exactly that
+// (window_ring_bytes); memory() counts the positions attention reads.
+TEST(WindowLayerCache, ReservedBytesAreTheRingAndEqualThePlan) {
+  const CacheShape shape{3, kHeads, kDim, 2048, {20, 0, 512}};
+  const std::vector<LayerConfig> configs(3, parse_cache_spec("f16").layer);
+  const MemoryPlan plan = plan_memory(shape, configs);
+  KvCache cache(shape, configs);
+  EXPECT_EQ(cache.layer(0).reserved_bytes(), window_ring_bytes(20, kHeads, kDim));
+  EXPECT_EQ(window_ring_bytes(512, 1, 256),
+            size_t{512 + kWindowSpare} * 256 * 2 * sizeof(f16_bits));
+  std::vector<float> k, v;
+  int n = 0;
+  for (const int step : {1, 15, 4, 500, 8, 1, 600}) {
+    make_rows(n, step, k, v);
+    for (int l = 0; l < 3; ++l) cache.append(l, k.data(), v.data(), step);
+    n += step;
+    SCOPED_TRACE(::testing::Message() << n << " positions");
+    EXPECT_EQ(cache.reserved_bytes(), plan.sequence_bytes(n));
+    for (int l = 0; l < 3; ++l) {
+      EXPECT_EQ(cache.layer(l).memory().total(), plan.layer(l, n).content.total()) << l;
+    }
+  }
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 // No per-token heap allocation in the model layer: with a Workspace, 50
 // decode steps (and 10 chunks of extend) allocate exactly as often as the
 // lower layers' own calls in those steps — KvCache::check_append/append and
-// attn::decode_attention, replayed alone on a cache in the same state — so
-// the model's forward pass itself allocates nothing. What those lower layers
-// allocate is printed, not hidden.
+// attn::decode_attention with a caller-owned scratch, replayed alone on a
+// cache in the same state — so the model's forward pass itself allocates
+// nothing. What those lower layers allocate is printed, not hidden.
 //
 // Its own binary: it replaces the global operator new to count.
 #include <gtest/gtest.h>
@@ -14,9 +14,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "innerq/attn/decode_attention.h"
+#include "innerq/attn/window_attention.h"
 #include "innerq/kv/cache_spec.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/llama.h"
@@ -127,10 +129,9 @@ struct Counts {
 
 // `steps` calls of n_new tokens (n_new == 1: decode, else extend) after a
 // warm-up, and the same lower-layer calls on a twin cache. The whole run is
-// done once uncounted first, so that buffers kept per thread across calls
-// (decode attention's scores) have grown to their largest in every OpenMP
-// thread: growing them is not a per-token allocation, and the replay on the
-// calling thread alone would not grow them in the same places.
+// done once uncounted first, with the same Workspace, so that its buffers
+// (activations, matmul tiles, each thread's attention scratch) have grown to
+// their largest: sizing them once is not a per-token allocation.
 Counts measure(const char* spec, int n_new, int steps, int n_threads) {
   const LlamaModel& m = stories();
   const ModelDesc& c = m.config();
@@ -174,13 +175,14 @@ Counts measure(const char* spec, int n_new, int steps, int n_threads) {
       twin.append(l, k.data(), v.data(), n);
     }
   };
+  attn::AttentionScratch scratch;  // the replay's own, sized by its uncounted first call
   const auto attend_all = [&](int n) {
     for (int l = 0; l < c.n_layers; ++l) {
       for (int i = 0; i < n; ++i) {
         attn::DecodeOptions options;
         options.n_threads = 1;
         options.n_visible = n == 1 ? 0 : twin.n_tokens() - n + i + 1;
-        attn::decode_attention(twin.layer(l), q.data(), c.n_heads, out.data(), options);
+        attn::decode_attention(twin.layer(l), q.data(), c.n_heads, out.data(), options, scratch);
       }
     }
   };
@@ -224,14 +226,17 @@ TEST(DecodeAllocations, TheModelLayerAllocatesNothingPerToken) {
 }
 
 // Every cache kind at a head_dim the quantized kinds take (stories260K's 8
-// is too small for them): appending one token and attending over the cache,
-// after a warm-up, allocate nothing — through block changes (a new pool
-// block every 256 tokens), window flushes and rotation.
+// is too small for them), and a sliding-window ring: appending one token and
+// attending over the cache with a caller-owned AttentionScratch, after a
+// warm-up, allocate nothing — through block changes (a new pool block every
+// 256 tokens), window flushes, rotation, and the ring wrapping.
 TEST(DecodeAllocations, EveryCacheKindAppendsAndAttendsWithoutAllocating) {
-  constexpr int kHeads = 2, kDim = 64, kQ = 4;
+  constexpr int kHeads = 2, kDim = 64, kQ = 4, kWindow = 100;
   for (const char* spec : {"f32", "f16", "q8_0", "q4_0", "kivi", "innerq", "innerq-paper",
-                           "innerq:rot=kv", "kivi:rot=kv"}) {
+                           "innerq:rot=kv", "kivi:rot=kv", "window"}) {
+    const bool ring = std::string(spec) == "window";
     std::vector<float> k(kHeads * kDim), v(k.size()), q(kQ * kDim, 0.1f), out(q.size());
+    attn::AttentionScratch scratch;
     const auto run = [&](int first, int last, kv::KvCache& cache) {
       for (int t = first; t < last; ++t) {
         for (size_t i = 0; i < k.size(); ++i) {
@@ -240,18 +245,19 @@ TEST(DecodeAllocations, EveryCacheKindAppendsAndAttendsWithoutAllocating) {
         }
         cache.check_append(0, k.data(), v.data(), 1);
         cache.append(0, k.data(), v.data(), 1);
-        attn::decode_attention(cache.layer(0), q.data(), kQ, out.data(), {1, false});
+        if (ring) {
+          attn::window_attention(static_cast<const kv::WindowLayerCache&>(cache.layer(0)), q.data(),
+                                 kQ, out.data(), scratch);
+        } else {
+          attn::decode_attention(cache.layer(0), q.data(), kQ, out.data(), {1, false}, scratch);
+        }
       }
     };
-    const kv::CacheShape shape{1, kHeads, kDim, 4096};
-    const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
-    // Per-thread kernel scratch grows (geometrically) with the longest
-    // segment a step reads; a first sequence of the same length lets it
-    // reach that size, as the model test's uncounted pass does.
-    kv::KvCache first(shape, config);
-    run(0, 1300, first);
+    kv::CacheShape shape{1, kHeads, kDim, 4096};
+    if (ring) shape.windows = {kWindow};
+    const kv::LayerConfig config = kv::parse_cache_spec(ring ? "f16" : spec).layer;
     kv::KvCache cache(shape, config);
-    run(0, 600, cache);  // first flushes, factors
+    run(0, 600, cache);  // first flushes, factors, the ring wrapped several times
     const long n = count_allocations([&] { run(600, 1300, cache); });
     EXPECT_EQ(n, 0) << spec << ": allocations in 700 decode steps";
   }

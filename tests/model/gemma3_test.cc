@@ -156,5 +156,50 @@ TEST_F(Gemma3, DecodeThroughWindowRingsMatchesReference) {
                     kv::plan_layer_memory(kv::parse_cache_spec("f32").layer, 1, 256, 577).total());
 }
 
+// A decode step that fails part-way through the layers after the window
+// rings wrapped — the first global layer's fixed pool has no block for it,
+// after five window layers took the position — is rolled back: those rings
+// give the position back from their spare slots, the cache stays usable at
+// its length (not marked failed), and once a block is free the same step
+// gives the logits of a cache that never failed.
+TEST_F(Gemma3, AFailedDecodeStepAfterTheRingsWrappedRollsBack) {
+  const LlamaModel& m = gemma3();
+  const int n = 3 * kv::kDefaultBlockTokens;  // three full blocks; rings of 512 + 16 wrapped
+  std::vector<int> tokens(static_cast<size_t>(n) + 1);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 1000 + static_cast<int>(i * 37 % 5000);
+  const kv::CacheShape shape = m.cache_shape(n + 8);
+  const std::vector<kv::LayerConfig> configs =
+      kv::parse_cache_spec("f32").layers(m.config().n_layers);
+  const int next[] = {tokens.back()};
+  std::vector<float> logits, want;
+
+  auto pool = std::make_shared<kv::KvPool>(shape, configs, 4);
+  auto hog = std::make_unique<kv::KvCache>(pool);  // one block of each global layer
+  const std::vector<float> row(static_cast<size_t>(m.config().n_kv_heads) * m.config().head_dim,
+                               0.5f);
+  for (int l = 0; l < m.config().n_layers; ++l) hog->append(l, row.data(), row.data(), 1);
+  kv::KvCache cache(pool);
+  kv::KvCache* caches[] = {&cache};
+  m.prefill(std::span(tokens).first(static_cast<size_t>(n)), caches, false, logits, 2);
+  try {
+    m.decode(next, caches, logits, 2);
+    FAIL() << "a full pool took the step";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("all 4 blocks"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(cache.failed());
+  EXPECT_TRUE(cache.layers_agree());
+  EXPECT_EQ(cache.n_tokens(), n);
+  hog.reset();
+  m.decode(next, caches, logits, 2);
+  EXPECT_EQ(cache.n_tokens(), n + 1);
+
+  kv::KvCache never(std::make_shared<kv::KvPool>(shape, configs, 4));
+  kv::KvCache* reference[] = {&never};
+  m.prefill(std::span(tokens).first(static_cast<size_t>(n)), reference, false, want, 2);
+  m.decode(next, reference, want, 2);
+  EXPECT_EQ(logits, want);
+}
+
 }  // namespace
 }  // namespace innerq::model

@@ -11,13 +11,13 @@
 
 #include <fmt/core.h>
 
-#include "innerq/kv/segments.h"
 #include "innerq/base/error.h"
 #include "innerq/base/parallel_errors.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/group_format.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
+#include "innerq/kv/segments.h"
 
 namespace innerq::attn {
 namespace {
@@ -26,17 +26,15 @@ using kv::HeadSegments;
 using kv::Segment;
 using kv::SegmentForm;
 
-// Chunk cuts are multiples of this many tokens from the segments' origin, so
-// they fall on 16-token tiles and on G-token blocks for every G ≤ 128.
-constexpr int kChunkAlign = 128;
-constexpr int kMinChunk = 512;
-
 // The region kernels, from kernels::simd or (for tests) kernels::scalar.
 #define INNERQ_KERNEL(name, ...) \
   (options.scalar_kernels ? kernels::scalar::name(__VA_ARGS__) : kernels::simd::name(__VA_ARGS__))
 
 // The number of positions attended to (n_visible, or all when 0).
 int check_shape(const kv::LayerCache& cache, int n_heads, int n_visible) {
+  if (dynamic_cast<const kv::WindowLayerCache*>(&cache) != nullptr) {
+    throw Error("decode attention: a sliding-window layer is read by attn::window_attention");
+  }
   if (n_heads <= 0 || n_heads % cache.n_kv_heads() != 0) {
     throw Error(fmt::format("decode attention: {} query heads cannot share {} KV heads", n_heads,
                             cache.n_kv_heads()));
@@ -49,10 +47,18 @@ int check_shape(const kv::LayerCache& cache, int n_heads, int n_visible) {
   return n_visible > 0 ? n_visible : cache.n_tokens();
 }
 
+// One thread's buffers of a chunk: a chunk cut inside a G-token group
+// (n_visible) scores (or weighs) the whole group in `cut`; the InnerQ kernels
+// round the query (or weights) to int8 in `kernel`.
+struct ChunkBuffers {
+  float* cut;
+  kernels::KernelScratch kernel;
+};
+
 // Scores of tokens [a, b) from the segments that overlap them.
 void chunk_scores(const std::vector<Segment>& segments, int a, int b, const float* q,
                   const float* q_norm, int nq, int D, float* scores, size_t stride,
-                  const DecodeOptions& options) {
+                  const DecodeOptions& options, const ChunkBuffers& buffers) {
   for (const Segment& whole : segments) {
     const int lo = std::max(a, whole.start), hi = std::min(b, whole.start + whole.length);
     if (lo >= hi) continue;
@@ -77,7 +83,8 @@ void chunk_scores(const std::vector<Segment>& segments, int a, int b, const floa
         INNERQ_KERNEL(k_scores_blocks, static_cast<const BlockQ4_0*>(s.data), n, heads, out);
         break;
       case SegmentForm::kInnerQK:
-        INNERQ_KERNEL(k_scores_innerq, s.tile, static_cast<const uint8_t*>(s.data), n, heads, out);
+        INNERQ_KERNEL(k_scores_innerq, s.tile, static_cast<const uint8_t*>(s.data), n, heads, out,
+                      buffers.kernel);
         break;
       case SegmentForm::kKiviK:
         if (n % s.group == 0) {
@@ -85,12 +92,10 @@ void chunk_scores(const std::vector<Segment>& segments, int a, int b, const floa
                         heads, out);
         } else {  // cut inside a G-token group (n_visible): score the whole group aside
           const int whole = (n + s.group - 1) / s.group * s.group;
-          thread_local std::vector<float> aside;
-          aside.resize(static_cast<size_t>(whole) * nq);
           INNERQ_KERNEL(k_scores_kivi, s.bits, s.group, static_cast<const uint8_t*>(s.data), whole,
-                        heads, (kernels::HeadRows{aside.data(), static_cast<size_t>(whole)}));
+                        heads, (kernels::HeadRows{buffers.cut, static_cast<size_t>(whole)}));
           for (int j = 0; j < nq; ++j) {
-            std::copy_n(&aside[static_cast<size_t>(j) * whole], n, out.x + j * out.stride);
+            std::copy_n(buffers.cut + static_cast<size_t>(j) * whole, n, out.x + j * out.stride);
           }
         }
         break;
@@ -104,7 +109,8 @@ void chunk_scores(const std::vector<Segment>& segments, int a, int b, const floa
 
 // o [nq][D] += p·V over tokens [a, b).
 void chunk_values(const std::vector<Segment>& segments, int a, int b, const float* p, size_t stride,
-                  int nq, int D, float* o, const DecodeOptions& options) {
+                  int nq, int D, float* o, const DecodeOptions& options,
+                  const ChunkBuffers& buffers) {
   for (const Segment& whole : segments) {
     const int lo = std::max(a, whole.start), hi = std::min(b, whole.start + whole.length);
     if (lo >= hi) continue;
@@ -127,18 +133,18 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
       case SegmentForm::kInnerQV:
         if (n % s.tile.group == 0) {
           INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
-                        n / s.tile.group, nq, D, w, o);
+                        n / s.tile.group, nq, D, w, o, buffers.kernel);
         } else {  // cut inside a G-token group (n_visible): the rest weighs 0
           const int whole = (n + s.tile.group - 1) / s.tile.group * s.tile.group;
-          thread_local std::vector<float> padded;
-          padded.resize(static_cast<size_t>(whole) * nq);
-          std::fill(padded.begin(), padded.end(), 0.0f);
+          float* const padded = buffers.cut;
+          std::fill(padded, padded + static_cast<size_t>(whole) * nq, 0.0f);
           for (int j = 0; j < nq; ++j) {
-            std::copy_n(w.x + j * w.stride, n, &padded[static_cast<size_t>(j) * whole]);
+            std::copy_n(w.x + j * w.stride, n, padded + static_cast<size_t>(j) * whole);
           }
           INNERQ_KERNEL(v_accumulate_innerq, s.tile, static_cast<const uint8_t*>(s.data),
                         whole / s.tile.group, nq, D,
-                        (kernels::ConstHeadRows{padded.data(), static_cast<size_t>(whole)}), o);
+                        (kernels::ConstHeadRows{padded, static_cast<size_t>(whole)}), o,
+                        buffers.kernel);
         }
         break;
       case SegmentForm::kKiviV:
@@ -156,18 +162,10 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
 
 #undef INNERQ_KERNEL
 
-// Chunk length for n tokens: a multiple of kChunkAlign, at least kMinChunk,
-// with enough chunks to keep n_threads busy.
-int chunk_size(int64_t n, int n_kv_heads, int n_threads) {
-  const int64_t wanted_per_head = std::max(1, (4 * n_threads + n_kv_heads - 1) / n_kv_heads);
-  const int64_t size = std::max<int64_t>(kMinChunk, (n + wanted_per_head - 1) / wanted_per_head);
-  return static_cast<int>((size + kChunkAlign - 1) / kChunkAlign * kChunkAlign);
-}
-
 // Cuts [0, n) into chunks whose inner cuts sit at origin + k·size. The
 // longest chunk is the first: origin + size.
 void chunk_cuts(int n, int origin, int n_kv_heads, int n_threads, std::vector<int>& cuts) {
-  const int size = chunk_size(n, n_kv_heads, n_threads);
+  const int size = decode_chunk_tokens(n, n_kv_heads, n_threads);
   cuts.assign(1, 0);
   for (long cut = origin + size; cut < n; cut += size) cuts.push_back(static_cast<int>(cut));
   cuts.push_back(n);
@@ -177,53 +175,44 @@ void chunk_cuts(int n, int origin, int n_kv_heads, int n_threads, std::vector<in
 
 void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
                       const DecodeOptions& options) {
+  AttentionScratch scratch;
+  decode_attention(cache, q, n_heads, out, options, scratch);
+}
+
+void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
+                      const DecodeOptions& options, AttentionScratch& scratch) {
   const int n = check_shape(cache, n_heads, options.n_visible);
   const int D = cache.head_dim(), n_kv = cache.n_kv_heads();
   const int nq = n_heads / n_kv;
   const int n_threads = std::max(1, options.n_threads);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // Every buffer below is the caller's, sized for the longest chunk this
+  // cache can need: a decode step allocates nothing (docs/architecture.md,
+  // "No allocation per token").
+  scratch.fit(AttentionScratch::sizes(cache, n_heads, n_threads));
 
-  // Reused across calls (the segment lists keep their capacity): a decode
-  // step does not allocate for them.
-  // (The parallel region below reads the calling thread's lists through
-  // this reference; naming the thread_local there would give each worker
-  // its own empty one.)
-  thread_local std::vector<HeadSegments> reused_heads;
-  std::vector<HeadSegments>& heads = reused_heads;
-  if (heads.size() < static_cast<size_t>(n_kv)) heads.resize(static_cast<size_t>(n_kv));
+  std::vector<HeadSegments>& heads = scratch.heads_;
   for (int h = 0; h < n_kv; ++h) cache.segments(h, heads[static_cast<size_t>(h)]);
-  // Every buffer below is reused across calls: a decode step allocates
-  // nothing once they have grown (docs/architecture.md, "No allocation per
-  // token").
-  thread_local std::vector<int> reused_cuts;
-  std::vector<int>& cuts = reused_cuts;
+  std::vector<int>& cuts = scratch.cuts_;
   chunk_cuts(n, heads[0].origin, n_kv, n_threads, cuts);
-  // The longest chunk this cache can ever need (at the length its block
-  // table addresses, plus windows): each thread's score buffer is sized for
-  // it on first use and never grows while the sequence does.
-  const size_t max_stride = static_cast<size_t>(heads[0].origin) +
-                            chunk_size(cache.capacity_tokens() + 4096, n_kv, n_threads);
   const int n_chunks = static_cast<int>(cuts.size()) - 1;
 
+  // Queries: rotated (for rotated keys), scaled by 1/sqrt(D), and also by
+  // the key factors. [n_heads][D] each.
+  float* const q_rot = scratch.queries_.data();
+  float* const q_scaled = q_rot + static_cast<size_t>(n_heads) * D;
+  float* const q_norm = q_scaled + static_cast<size_t>(n_heads) * D;
   // Rotated keys (kernels/hadamard.h): the query is rotated by the same R,
   // so (R q)·(R k) = q·k.
   const kv::LayerConfig& config = cache.config();
-  thread_local std::vector<float> q_rot;
   if (config.rot_k) {
-    q_rot.assign(q, q + static_cast<size_t>(n_heads) * D);
+    std::copy_n(q, static_cast<size_t>(n_heads) * D, q_rot);
     if (options.scalar_kernels)
-      kernels::scalar::hadamard_rotate(q_rot.data(), static_cast<size_t>(n_heads), D, false);
+      kernels::scalar::hadamard_rotate(q_rot, static_cast<size_t>(n_heads), D, false);
     else
-      kernels::simd::hadamard_rotate(q_rot.data(), static_cast<size_t>(n_heads), D, false);
-    q = q_rot.data();
+      kernels::simd::hadamard_rotate(q_rot, static_cast<size_t>(n_heads), D, false);
+    q = q_rot;
   }
-
-  // Queries per KV head, scaled by 1/sqrt(D); q_norm also by the key factors.
-  // (References: the parallel region must read this thread's buffers.)
-  thread_local std::vector<float> reused_scaled, reused_norm;
-  std::vector<float>&q_scaled = reused_scaled, &q_norm = reused_norm;
-  q_scaled.resize(static_cast<size_t>(n_heads) * D);
-  q_norm.resize(q_scaled.size());
   for (int h = 0; h < n_heads; ++h) {
     const float* f = heads[static_cast<size_t>(h / nq)].key_norm;
     for (int c = 0; c < D; ++c) {
@@ -236,34 +225,31 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   // Partial results per (KV head, chunk): max and sum of exp per query head,
   // unnormalized output [nq][D].
   const size_t n_tasks = static_cast<size_t>(n_kv) * n_chunks;
-  thread_local std::vector<float> reused_m, reused_l, reused_o;
-  std::vector<float>&part_m = reused_m, &part_l = reused_l, &part_o = reused_o;
-  part_m.resize(n_tasks * nq);
-  part_l.resize(n_tasks * nq);
-  part_o.resize(n_tasks * nq * D);  // resize grows geometrically; assign would not
-  std::fill(part_o.begin(), part_o.end(), 0.0f);
+  float* const part_m = scratch.partial_.data();
+  float* const part_l = part_m + n_tasks * nq;
+  float* const part_o = part_l + n_tasks * nq;
+  std::fill(part_o, part_o + n_tasks * nq * D, 0.0f);
 
-  ParallelErrors errors;  // resize() below may throw; no exception may leave the region
+  ParallelErrors errors;  // a kernel may refuse a segment; no exception may leave the region
+  std::vector<AttentionScratch::Thread>& threads = scratch.threads_;
 #pragma omp parallel num_threads(n_threads)
   {
-    // Kept across calls: a fresh multi-megabyte buffer per call would be
-    // mapped and page-faulted anew every decode step.
-    thread_local std::vector<float> scores;
+    AttentionScratch::Thread& mine = threads[static_cast<size_t>(omp_get_thread_num())];
+    const ChunkBuffers buffers{mine.cut.data(), {mine.kernel.data(), mine.kernel.size()}};
 #pragma omp for schedule(dynamic, 1)
     for (size_t task = 0; task < n_tasks; ++task)
       errors.run([&] {
         const int h = static_cast<int>(task / n_chunks), c = static_cast<int>(task % n_chunks);
         const int a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
         const size_t stride = static_cast<size_t>(b - a);
-        if (scores.capacity() < max_stride * nq) scores.reserve(std::max(max_stride, stride) * nq);
-        scores.resize(stride * nq);
+        float* const scores = mine.scores.data();  // [nq][stride]
         const size_t q_off = static_cast<size_t>(h) * nq * D;
         const HeadSegments& seg = heads[static_cast<size_t>(h)];
-        chunk_scores(seg.k, a, b, q_scaled.data() + q_off, q_norm.data() + q_off, nq, D,
-                     scores.data(), stride, options);
-        kernels::simd::softmax_partial({scores.data(), stride}, b - a, nq, &part_m[task * nq],
+        chunk_scores(seg.k, a, b, q_scaled + q_off, q_norm + q_off, nq, D, scores, stride, options,
+                     buffers);
+        kernels::simd::softmax_partial({scores, stride}, b - a, nq, &part_m[task * nq],
                                        &part_l[task * nq]);
-        chunk_values(seg.v, a, b, scores.data(), stride, nq, D, &part_o[task * nq * D], options);
+        chunk_values(seg.v, a, b, scores, stride, nq, D, &part_o[task * nq * D], options, buffers);
       });
   }
   errors.rethrow();

@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "innerq/attn/attention_scratch.h"
 #include "innerq/kv/kv_cache.h"
 
 namespace innerq::attn {
@@ -27,7 +28,13 @@ struct DecodeOptions {
 
 // q:   [n_heads, head_dim] post-RoPE query of the newest position
 // out: [n_heads, head_dim]
-// The cache must already hold the newest position's K/V.
+// The cache must already hold the newest position's K/V. Every buffer comes
+// from `scratch` (sized on its first call over this cache: later calls
+// allocate nothing).
+void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
+                      const DecodeOptions& options, AttentionScratch& scratch);
+// The same with a scratch of its own, allocated per call (tests, one-off
+// calls).
 void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
                       const DecodeOptions& options = {});
 

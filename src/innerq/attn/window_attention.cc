@@ -51,30 +51,34 @@ void reference_attention(const float* q, int n_heads, int D, int n, float* out, 
   }
 }
 
+// The scratch's buffers of one call (AttentionScratch::fit_window).
+struct WindowBuffers {
+  float* queries;  // [nq][D]
+  float* scores;   // [nq][lead + n]
+  float* partial;  // m, l: [nq] each
+};
+
 // o = softmax(q·k / sqrt(D)) · v over n f16 positions for every KV head g:
-// k_scores(g, queries, scores) scores g's positions, v_rows(g) gives its
-// value rows [n][D]. The kernels of decode attention's f16 regions; the
-// buffers are kept across calls (decode runs this per window layer per token).
-template <class KScores, class VRows>
-void attend_heads(int n_kv_heads, int n_heads, int D, int n, const float* q, float* out,
-                  KScores&& k_scores, VRows&& v_rows) {
+// k_scores(g, queries, scores) writes g's scores, of which the first `lead`
+// are dropped (slots before the window in its first K tile);
+// v_accumulate(g, weights, o) adds p·V. The kernels of decode attention's
+// f16 regions.
+template <class KScores, class VAccumulate>
+void attend_heads(int n_kv_heads, int n_heads, int D, int n, int lead, const float* q, float* out,
+                  const WindowBuffers& b, KScores&& k_scores, VAccumulate&& v_accumulate) {
   const int nq = n_heads / n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const size_t stride = static_cast<size_t>(n);
-  thread_local std::vector<float> q_scaled, scores, m, l;
-  q_scaled.resize(static_cast<size_t>(nq) * D);
-  scores.resize(stride * nq);
-  m.resize(static_cast<size_t>(nq));
-  l.resize(static_cast<size_t>(nq));
+  const size_t stride = static_cast<size_t>(lead + n);
+  float* const m = b.partial;
+  float* const l = b.partial + nq;
   for (int g = 0; g < n_kv_heads; ++g) {
     const float* qg = q + static_cast<size_t>(g) * nq * D;  // [nq][D]
-    for (size_t j = 0; j < q_scaled.size(); ++j) q_scaled[j] = qg[j] * scale;
-    k_scores(g, kernels::QueryHeads{q_scaled.data(), nq, D},
-             kernels::HeadRows{scores.data(), stride});
-    kernels::simd::softmax_partial({scores.data(), stride}, n, nq, m.data(), l.data());
+    for (size_t j = 0; j < static_cast<size_t>(nq) * D; ++j) b.queries[j] = qg[j] * scale;
+    k_scores(g, kernels::QueryHeads{b.queries, nq, D}, kernels::HeadRows{b.scores, stride});
+    kernels::simd::softmax_partial({b.scores + lead, stride}, n, nq, m, l);
     float* og = out + static_cast<size_t>(g) * nq * D;
     std::fill(og, og + static_cast<size_t>(nq) * D, 0.0f);
-    kernels::simd::v_accumulate_rows(v_rows(g), n, nq, D, {scores.data(), stride}, og);
+    v_accumulate(g, kernels::ConstHeadRows{b.scores + lead, stride}, og);
     for (int h = 0; h < nq; ++h) {
       const float inv = 1.0f / l[static_cast<size_t>(h)];
       for (int c = 0; c < D; ++c) og[h * D + c] *= inv;
@@ -85,29 +89,57 @@ void attend_heads(int n_kv_heads, int n_heads, int D, int n, const float* q, flo
 }  // namespace
 
 void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out) {
+  AttentionScratch scratch;
+  window_attention(cache, q, n_heads, out, scratch);
+}
+
+void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out,
+                      AttentionScratch& scratch) {
   check_shape(cache, n_heads);
-  const int n = cache.n_held();
+  const int n = cache.n_held(), D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
+  // The last n positions: one run of slots, or two where the ring wraps.
+  // Plain f16 K tiles are scored from a tile's start, so the first run's
+  // scores start `lead` slots early.
+  const kv::WindowLayerCache::SlotRuns runs = cache.runs(int64_t{cache.n_tokens()} - n, n);
+  const int lead = runs.start[0] % kTileRows;
+  scratch.fit_window(nq, D, static_cast<size_t>(lead + n));
+  const WindowBuffers buffers{scratch.queries_.data(), scratch.threads_[0].scores.data(),
+                              scratch.partial_.data()};
+  const size_t tile = static_cast<size_t>(D) * kTileRows;
   attend_heads(
-      cache.n_kv_heads(), n_heads, cache.head_dim(), n, q, out,
+      cache.n_kv_heads(), n_heads, D, n, lead, q, out, buffers,
       [&](int g, const kernels::QueryHeads& qh, kernels::HeadRows s) {
-        kernels::simd::k_scores_tiles(cache.k_tiles(g), n, qh, s);
+        kernels::simd::k_scores_tiles(
+            cache.k_tiles(g) + static_cast<size_t>(runs.start[0] / kTileRows) * tile,
+            lead + runs.length[0], qh, s);
+        if (runs.n == 2) {
+          kernels::simd::k_scores_tiles(cache.k_tiles(g), runs.length[1], qh,
+                                        {s.x + lead + runs.length[0], s.stride});
+        }
       },
-      [&](int g) { return cache.v_rows(g); });
+      [&](int g, kernels::ConstHeadRows p, float* og) {
+        for (int r = 0, done = 0; r < runs.n; done += runs.length[r++]) {
+          kernels::simd::v_accumulate_rows(cache.v_rows(g) + static_cast<size_t>(runs.start[r]) * D,
+                                           runs.length[r], nq, D, {p.x + done, p.stride}, og);
+        }
+      });
 }
 
 void window_attention_reference(const kv::WindowLayerCache& cache, const float* q, int n_heads,
                                 float* out) {
   check_shape(cache, n_heads);
-  const int D = cache.head_dim(), nq = n_heads / cache.n_kv_heads();
+  const int D = cache.head_dim(), nq = n_heads / cache.n_kv_heads(), n = cache.n_held();
+  const int64_t first = int64_t{cache.n_tokens()} - n;  // position of t = 0
   reference_attention(
-      q, n_heads, D, cache.n_held(), out,
+      q, n_heads, D, n, out,
       [&](int h, int t, int c) {
+        const int s = cache.slot(first + t);
         const f16_bits* tile =
-            cache.k_tiles(h / nq) + static_cast<size_t>(t / kTileRows) * D * kTileRows;
-        return f16_to_f32(tile[c * kTileRows + t % kTileRows]);
+            cache.k_tiles(h / nq) + static_cast<size_t>(s / kTileRows) * D * kTileRows;
+        return f16_to_f32(tile[c * kTileRows + s % kTileRows]);
       },
       [&](int h, int t, int c) {
-        return f16_to_f32(cache.v_rows(h / nq)[static_cast<size_t>(t) * D + c]);
+        return f16_to_f32(cache.v_rows(h / nq)[static_cast<size_t>(cache.slot(first + t)) * D + c]);
       });
 }
 
@@ -136,7 +168,7 @@ void WindowChunk::begin(const kv::WindowLayerCache& ring, int n_chunk) {
     f16_bits* k = k_.data() + head_offset(h);
     f16_bits* v = v_.data() + head_offset(h);
     for (int t = 0; t < n_past_; ++t) {
-      const int slot = (N - n_past_ + t) % window_;  // position p lives in slot p mod window
+      const int slot = ring.slot(N - n_past_ + t);
       const f16_bits* tile = tiles + static_cast<size_t>(slot / kTileRows) * D * kTileRows;
       for (int c = 0; c < D; ++c)
         k[static_cast<size_t>(t) * D + c] = tile[c * kTileRows + slot % kTileRows];
@@ -182,15 +214,26 @@ VisibleRows visible_rows(const WindowChunk& chunk, int i, int n_heads) {
 
 void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
                             float* out) {
+  AttentionScratch scratch;
+  window_chunk_attention(chunk, i, q, n_heads, out, scratch);
+}
+
+void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
+                            float* out, AttentionScratch& scratch) {
   const VisibleRows rows = visible_rows(chunk, i, n_heads);
-  const int n = rows.last - rows.first;
+  const int n = rows.last - rows.first, nq = n_heads / chunk.n_kv_heads();
   const size_t row0 = static_cast<size_t>(rows.first) * chunk.head_dim();
+  scratch.fit_window(nq, chunk.head_dim(), static_cast<size_t>(n));
+  const WindowBuffers buffers{scratch.queries_.data(), scratch.threads_[0].scores.data(),
+                              scratch.partial_.data()};
   attend_heads(
-      chunk.n_kv_heads(), n_heads, chunk.head_dim(), n, q, out,
+      chunk.n_kv_heads(), n_heads, chunk.head_dim(), n, 0, q, out, buffers,
       [&](int g, const kernels::QueryHeads& qh, kernels::HeadRows s) {
         kernels::simd::k_scores_rows(chunk.k_rows(g) + row0, n, qh, s);
       },
-      [&](int g) { return chunk.v_rows(g) + row0; });
+      [&](int g, kernels::ConstHeadRows p, float* og) {
+        kernels::simd::v_accumulate_rows(chunk.v_rows(g) + row0, n, nq, chunk.head_dim(), p, og);
+      });
 }
 
 void window_chunk_attention_reference(const WindowChunk& chunk, int i, const float* q, int n_heads,

@@ -2,9 +2,10 @@
 // over its ring of the last `window` positions (kv/window_layer_cache.h).
 //
 // The same computation as decode_attention over an f16 cache: scores
-// q·k / sqrt(head_dim) over the positions the ring holds, one softmax, p·V,
-// GQA (query head h reads KV head h / (n_heads / n_kv_heads)). The ring is
-// at most a window long (512 for Gemma 3), so it runs on the calling thread.
+// q·k / sqrt(head_dim) over the last `window` positions (not the ring's
+// spare slots), one softmax, p·V, GQA (query head h reads KV head
+// h / (n_heads / n_kv_heads)). The ring is at most a window long (512 for
+// Gemma 3), so it runs on the calling thread.
 //
 // A chunk of several new positions (chunked prefill, model/llama.h) cannot
 // read the ring after its append: the chunk's later positions may overwrite
@@ -15,6 +16,7 @@
 
 #include <vector>
 
+#include "innerq/attn/attention_scratch.h"
 #include "innerq/base/fp16.h"
 #include "innerq/kv/window_layer_cache.h"
 
@@ -22,7 +24,11 @@ namespace innerq::attn {
 
 // q:   [n_heads, head_dim] post-RoPE query of the newest position
 // out: [n_heads, head_dim]
-// The cache must already hold the newest position's K/V.
+// The cache must already hold the newest position's K/V. Buffers come from
+// `scratch` (attention_scratch.h).
+void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out,
+                      AttentionScratch& scratch);
+// The same with a scratch of its own, allocated per call (tests).
 void window_attention(const kv::WindowLayerCache& cache, const float* q, int n_heads, float* out);
 
 // The same in double precision from the ring's f16 values (tests).
@@ -62,6 +68,9 @@ class WindowChunk {
 // Attention of the chunk's position i (0 ≤ i < n_chunk) over the positions
 // of `chunk` it sees: the last `window` up to and including its own.
 // q: [n_heads, head_dim] post-RoPE query; out: [n_heads, head_dim].
+void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
+                            float* out, AttentionScratch& scratch);
+// The same with a scratch of its own, allocated per call (tests).
 void window_chunk_attention(const WindowChunk& chunk, int i, const float* q, int n_heads,
                             float* out);
 

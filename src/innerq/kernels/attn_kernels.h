@@ -18,7 +18,9 @@
 // elsewhere), then dequantize once per group:
 //   Σ_i q_i·x̂_i ≈ s·σ_q·Σ_i q8_i·u_i + z·Σ_i σ_q·q8_i.
 // The query rounding adds at most (σ_q/2)·Σ_i |x̂_i| per group; tests bound
-// the difference to the scalar reference by exactly that.
+// the difference to the scalar reference by exactly that. Their int8 query
+// (or weights) and its per-group scales live in caller-owned scratch of a
+// bounded size per call (KernelScratch): the kernels allocate nothing.
 #pragma once
 
 #include <cstddef>
@@ -52,6 +54,30 @@ struct ConstHeadRows {
   size_t stride;
 };
 
+// Scratch of one InnerQ kernel call, owned by the caller (decode attention
+// keeps one per thread in attn::AttentionScratch): `bytes` bytes at `data`,
+// aligned for floats, at least innerq_k_scratch_bytes / innerq_v_scratch_bytes.
+struct KernelScratch {
+  uint8_t* data = nullptr;
+  size_t bytes = 0;
+};
+// Query heads an InnerQ kernel rounds to int8 at once, and G-token blocks
+// v_accumulate_innerq rounds at once: what bounds the scratch per call.
+inline constexpr int kInnerQHeadsPerPass = 4;
+inline constexpr int kInnerQBlocksPerPass = 32;
+// k_scores_innerq: the int8 query of kInnerQHeadsPerPass heads
+// (head_dim bytes each) and a scale and a sum per group and head (f32).
+constexpr size_t innerq_k_scratch_bytes(const TileFormat& f, int head_dim) {
+  return static_cast<size_t>(kInnerQHeadsPerPass) *
+         (static_cast<size_t>(head_dim) + 2 * sizeof(float) * static_cast<size_t>(f.n_groups));
+}
+// v_accumulate_innerq: the int8 weights of kInnerQBlocksPerPass G-token
+// blocks for kInnerQHeadsPerPass heads, and a scale and a sum per block.
+constexpr size_t innerq_v_scratch_bytes(const TileFormat& f) {
+  return static_cast<size_t>(kInnerQHeadsPerPass) * kInnerQBlocksPerPass *
+         (static_cast<size_t>(f.group) + 2 * sizeof(float));
+}
+
 #define INNERQ_ATTN_KERNELS                                                                       \
   /* tiles: [ceil(n/16)][D][16] */                                                                \
   void k_scores_tiles(const float* tiles, int n, const QueryHeads& q, HeadRows s);                \
@@ -63,7 +89,7 @@ struct ConstHeadRows {
   void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRows s);          \
   /* InnerQ K tiles: [ceil(n/16)] tiles of f.bytes(), rows = tokens */                            \
   void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,     \
-                       HeadRows s);                                                               \
+                       HeadRows s, KernelScratch scratch);                                        \
   /* KIVI K: n/G blocks, each D records of G tokens (record c = channel c) */                     \
   void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const QueryHeads& q,      \
                      HeadRows s);                                                                 \
@@ -78,7 +104,7 @@ struct ConstHeadRows {
                            float* o);                                                             \
   /* InnerQ V: n_blocks G-token blocks, each D/16 tiles of f.bytes(), rows = channels */          \
   void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,      \
-                           int head_dim, ConstHeadRows p, float* o);                              \
+                           int head_dim, ConstHeadRows p, float* o, KernelScratch scratch);       \
   /* KIVI V: n rows of D/G records along channels */                                              \
   void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, int head_dim,   \
                          ConstHeadRows p, float* o);

@@ -1,6 +1,10 @@
 // Scalar references of the decode-attention region kernels (attn_kernels.h),
 // written straight from the layout definitions: every group is decoded by the
 // quantizer's scalar reference and multiplied in f32, one token at a time.
+// The plain and llama.cpp kernels read elements in place (the SIMD kernels
+// fall back to them for head_dims their lanes do not divide, so they must
+// not allocate); the InnerQ and KIVI ones are references only, with plain
+// local buffers, and leave the caller's InnerQ scratch unused.
 #include <vector>
 
 #include "innerq/kernels/attn_kernels.h"
@@ -24,60 +28,103 @@ void decode_group(int bits, int group, bool has_zero, const uint8_t* record, flo
   dequantize_row(spec, record, 1, x);
 }
 
-// Decodes row `row` of a tile into x [n_groups·G].
-void decode_tile_row(const TileFormat& f, const uint8_t* tile, int row, float* x) {
+size_t tile_row_record_bytes(const TileFormat& f) {
+  return static_cast<size_t>(f.n_groups) *
+         (group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2));
+}
+
+// Decodes row `row` of a tile into x [n_groups·G]; records:
+// [tile_row_record_bytes(f)] scratch.
+void decode_tile_row(const TileFormat& f, const uint8_t* tile, int row, float* x,
+                     std::vector<uint8_t>& records) {
   const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
-  thread_local std::vector<uint8_t> records;
-  records.resize(static_cast<size_t>(f.n_groups) * record_bytes);
   tile_load_row(f, tile, row, records.data());
   for (int g = 0; g < f.n_groups; ++g) {
     decode_group(f.bits, f.group, f.has_zero, records.data() + g * record_bytes, x + g * f.group);
   }
 }
 
-float dot(const float* a, const float* b, int n) {
-  float acc = 0.0f;
-  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
+// s[h][t] = Σ_c q_h[c]·k(c), summed in channel order in f32; k(c) is the
+// token's element c (read in place: the plain kernels need no buffer, and
+// the SIMD kernels fall back to them for head_dims their lanes do not divide).
+template <class Element>
+void score_token(Element k, const QueryHeads& q, HeadRows s, int t) {
+  for (int h = 0; h < q.nq; ++h) {
+    const float* qh = q.q + static_cast<size_t>(h) * q.head_dim;
+    float acc = 0.0f;
+    for (int c = 0; c < q.head_dim; ++c) acc += qh[c] * k(c);
+    s.x[h * s.stride + t] = acc;
+  }
+}
+
+// o[h][c] += p[h][t]·v(c).
+template <class Element>
+void accumulate_token(Element v, int t, int nq, int head_dim, ConstHeadRows p, float* o) {
+  for (int h = 0; h < nq; ++h) {
+    const float w = p.x[h * p.stride + t];
+    for (int c = 0; c < head_dim; ++c) o[h * head_dim + c] += w * v(c);
+  }
 }
 
 void score_row(const float* k, const QueryHeads& q, HeadRows s, int t) {
-  for (int h = 0; h < q.nq; ++h) s.x[h * s.stride + t] = dot(q.q + h * q.head_dim, k, q.head_dim);
+  score_token([&](int c) { return k[c]; }, q, s, t);
 }
 
 void accumulate_row(const float* v, int t, int nq, int head_dim, ConstHeadRows p, float* o) {
-  for (int h = 0; h < nq; ++h) {
-    const float w = p.x[h * p.stride + t];
-    for (int c = 0; c < head_dim; ++c) o[h * head_dim + c] += w * v[c];
-  }
+  accumulate_token([&](int c) { return v[c]; }, t, nq, head_dim, p, o);
 }
 
 template <typename T>
 void k_scores_tiles_impl(const T* tiles, int n, const QueryHeads& q, HeadRows s) {
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
     const T* tile = tiles + static_cast<size_t>(t / kTileRows) * q.head_dim * kTileRows;
-    for (int c = 0; c < q.head_dim; ++c) k[c] = element(tile + c * kTileRows + t % kTileRows);
-    score_row(k.data(), q, s, t);
+    score_token([&](int c) { return element(tile + c * kTileRows + t % kTileRows); }, q, s, t);
   }
 }
 
 template <typename T>
 void v_accumulate_rows_impl(const T* rows, int n, int nq, int head_dim, ConstHeadRows p, float* o) {
-  thread_local std::vector<float> v;
-  v.resize(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
-    for (int c = 0; c < head_dim; ++c) v[c] = element(rows + static_cast<size_t>(t) * head_dim + c);
-    accumulate_row(v.data(), t, nq, head_dim, p, o);
+    const T* row = rows + static_cast<size_t>(t) * head_dim;
+    accumulate_token([&](int c) { return element(row + c); }, t, nq, head_dim, p, o);
+  }
+}
+
+// llama.cpp rows a block of 32 at a time: each block decoded once per token
+// into x, the sums kept in channel order (in s, then in o).
+template <typename Block>
+void k_scores_blocks_impl(const Block* blocks, int n, const QueryHeads& q, HeadRows s) {
+  const int nb = q.head_dim / kLlamaBlock;
+  float x[kLlamaBlock];
+  for (int t = 0; t < n; ++t) {
+    for (int h = 0; h < q.nq; ++h) s.x[h * s.stride + t] = 0.0f;
+    for (int b = 0; b < nb; ++b) {
+      dequantize_block(blocks[static_cast<size_t>(t) * nb + b], x);
+      for (int h = 0; h < q.nq; ++h) {
+        const float* qh = q.q + static_cast<size_t>(h) * q.head_dim + b * kLlamaBlock;
+        float acc = s.x[h * s.stride + t];
+        for (int e = 0; e < kLlamaBlock; ++e) acc += qh[e] * x[e];
+        s.x[h * s.stride + t] = acc;
+      }
+    }
   }
 }
 
 template <typename Block>
-void dequantize_blocks(const Block* blocks, int head_dim, int t, float* x) {
+void v_accumulate_blocks_impl(const Block* blocks, int n, int nq, int head_dim, ConstHeadRows p,
+                              float* o) {
   const int nb = head_dim / kLlamaBlock;
-  for (int b = 0; b < nb; ++b)
-    dequantize_block(blocks[static_cast<size_t>(t) * nb + b], x + b * kLlamaBlock);
+  float x[kLlamaBlock];
+  for (int t = 0; t < n; ++t) {
+    for (int b = 0; b < nb; ++b) {
+      dequantize_block(blocks[static_cast<size_t>(t) * nb + b], x);
+      for (int h = 0; h < nq; ++h) {
+        const float w = p.x[h * p.stride + t];
+        float* oh = o + h * head_dim + b * kLlamaBlock;
+        for (int e = 0; e < kLlamaBlock; ++e) oh[e] += w * x[e];
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -90,40 +137,27 @@ void k_scores_tiles(const f16_bits* tiles, int n, const QueryHeads& q, HeadRows 
 }
 
 void k_scores_rows(const f16_bits* rows, int n, const QueryHeads& q, HeadRows s) {
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(q.head_dim));
   for (int t = 0; t < n; ++t) {
-    for (int c = 0; c < q.head_dim; ++c)
-      k[c] = f16_to_f32(rows[static_cast<size_t>(t) * q.head_dim + c]);
-    score_row(k.data(), q, s, t);
+    const f16_bits* row = rows + static_cast<size_t>(t) * q.head_dim;
+    score_token([&](int c) { return f16_to_f32(row[c]); }, q, s, t);
   }
 }
 
 void k_scores_blocks(const BlockQ8_0* blocks, int n, const QueryHeads& q, HeadRows s) {
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(q.head_dim));
-  for (int t = 0; t < n; ++t) {
-    dequantize_blocks(blocks, q.head_dim, t, k.data());
-    score_row(k.data(), q, s, t);
-  }
+  k_scores_blocks_impl(blocks, n, q, s);
 }
 
 void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRows s) {
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(q.head_dim));
-  for (int t = 0; t < n; ++t) {
-    dequantize_blocks(blocks, q.head_dim, t, k.data());
-    score_row(k.data(), q, s, t);
-  }
+  k_scores_blocks_impl(blocks, n, q, s);
 }
 
 void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
-                     HeadRows s) {
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(q.head_dim));
+                     HeadRows s, KernelScratch) {
+  std::vector<float> k(static_cast<size_t>(q.head_dim));
+  std::vector<uint8_t> records(tile_row_record_bytes(f));
   for (int t = 0; t < n; ++t) {
     decode_tile_row(f, tiles + static_cast<size_t>(t / kTileRows) * f.bytes(), t % kTileRows,
-                    k.data());
+                    k.data(), records);
     score_row(k.data(), q, s, t);
   }
 }
@@ -132,12 +166,9 @@ void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const Quer
                    HeadRows s) {
   const int D = q.head_dim;
   const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
-  thread_local std::vector<float> block;
-  block.resize(static_cast<size_t>(group) * D);
-  thread_local std::vector<float> channel;
-  channel.resize(static_cast<size_t>(group));
-  thread_local std::vector<float> k;
-  k.resize(static_cast<size_t>(D));
+  std::vector<float> block(static_cast<size_t>(group) * D);
+  std::vector<float> channel(static_cast<size_t>(group));
+  std::vector<float> k(static_cast<size_t>(D));
   for (int b = 0; b < n / group; ++b) {
     const uint8_t* records = blocks + static_cast<size_t>(b) * D * record_bytes;
     for (int c = 0; c < D; ++c) {
@@ -159,36 +190,26 @@ void v_accumulate_rows(const f16_bits* rows, int n, int nq, int head_dim, ConstH
 
 void v_accumulate_blocks(const BlockQ8_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
                          float* o) {
-  thread_local std::vector<float> v;
-  v.resize(static_cast<size_t>(head_dim));
-  for (int t = 0; t < n; ++t) {
-    dequantize_blocks(blocks, head_dim, t, v.data());
-    accumulate_row(v.data(), t, nq, head_dim, p, o);
-  }
+  v_accumulate_blocks_impl(blocks, n, nq, head_dim, p, o);
 }
 
 void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, ConstHeadRows p,
                          float* o) {
-  thread_local std::vector<float> v;
-  v.resize(static_cast<size_t>(head_dim));
-  for (int t = 0; t < n; ++t) {
-    dequantize_blocks(blocks, head_dim, t, v.data());
-    accumulate_row(v.data(), t, nq, head_dim, p, o);
-  }
+  v_accumulate_blocks_impl(blocks, n, nq, head_dim, p, o);
 }
 
 void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
-                         int head_dim, ConstHeadRows p, float* o) {
+                         int head_dim, ConstHeadRows p, float* o, KernelScratch) {
   const int G = f.group;
   const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
-  thread_local std::vector<float> channel;
-  channel.resize(static_cast<size_t>(G));
-  thread_local std::vector<float> v;
-  v.resize(static_cast<size_t>(G) * head_dim);
+  std::vector<float> channel(static_cast<size_t>(G));
+  std::vector<float> v(static_cast<size_t>(G) * head_dim);
+  std::vector<uint8_t> records(tile_row_record_bytes(f));
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = blocks + b * block_bytes;
     for (int c = 0; c < head_dim; ++c) {
-      decode_tile_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, channel.data());
+      decode_tile_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, channel.data(),
+                      records);
       for (int t = 0; t < G; ++t) v[static_cast<size_t>(t) * head_dim + c] = channel[t];
     }
     for (int t = 0; t < G; ++t) {
@@ -201,8 +222,7 @@ void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, 
                        ConstHeadRows p, float* o) {
   const size_t record_bytes = group_record_bytes(bits, group, QuantMode::kAsymmetric);
   const int ng = head_dim / group;
-  thread_local std::vector<float> v;
-  v.resize(static_cast<size_t>(head_dim));
+  std::vector<float> v(static_cast<size_t>(head_dim));
   for (int t = 0; t < n; ++t) {
     for (int g = 0; g < ng; ++g) {
       decode_group(bits, group, true, rows + (static_cast<size_t>(t) * ng + g) * record_bytes,

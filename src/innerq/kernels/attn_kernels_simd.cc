@@ -1,6 +1,6 @@
 // Highway versions of the decode-attention region kernels (attn_kernels.h).
 //
-// Layout decides speed on a CPU (DESIGN.md §7): K kernels put SIMD lanes
+// Layout decides speed on a CPU (docs/architecture.md, "Tile format"): K kernels put SIMD lanes
 // across *tokens* (plain tiles, InnerQ tiles) so a score never ends in a
 // horizontal reduction, V kernels put lanes across channels. The InnerQ
 // kernels multiply raw codes by an int8 query (or int8 softmax weights) four
@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
-#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/kernels/attn_kernels_simd.cc"
@@ -17,6 +17,7 @@
 
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
+#include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/quantize_rules.h"
 
@@ -39,8 +40,8 @@ using VI = hn::Vec<DI>;
 using VU = hn::Vec<DU>;
 
 // Query heads are processed in groups of at most this many, each group's
-// accumulators held in registers.
-constexpr int kHeadsPerPass = 4;
+// accumulators held in registers (the InnerQ scratch is sized for it).
+constexpr int kHeadsPerPass = kInnerQHeadsPerPass;
 
 // Calls f(std::integral_constant<int, V>()) for the V of kValues equal to
 // `value`, turning a runtime head count or bit width into a template
@@ -216,18 +217,17 @@ HWY_INLINE float quantize_int8(const float* x, int n, int32_t* quads, float* sum
 // ---------------------------------------------------------------------------
 template <int kBits, int NH>
 void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, const float* q,
-                           int head_dim, float* const* scores) {
+                           int head_dim, float* const* scores, KernelScratch scratch) {
   const DF df;
   const DI di;
   const size_t N = hn::Lanes(df);
   const int G = f.group, ng = f.n_groups;
-  // q8[j]: [head_dim/4] quads; per group scale and Σ.
-  // Per-thread scratch, reused: a decode step allocates nothing here.
-  thread_local std::vector<int32_t> q8;
-  thread_local std::vector<float> q_scale, q_sum;
-  q8.resize(static_cast<size_t>(NH) * head_dim / 4);
-  q_scale.resize(static_cast<size_t>(NH) * ng);
-  q_sum.resize(static_cast<size_t>(NH) * ng);
+  // From the caller's scratch (innerq_k_scratch_bytes): q8[j]: [head_dim/4]
+  // quads; per group scale and Σ.
+  auto* const q8 = reinterpret_cast<int32_t*>(scratch.data);
+  float* const q_scale =
+      reinterpret_cast<float*>(scratch.data + static_cast<size_t>(NH) * head_dim);
+  float* const q_sum = q_scale + static_cast<size_t>(NH) * ng;
   const int32_t* q4[NH];
   for (int j = 0; j < NH; ++j) {
     for (int g = 0; g < ng; ++g) {
@@ -262,7 +262,7 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
 }
 
 void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
-                   HeadRows s) {
+                   HeadRows s, KernelScratch scratch) {
   for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
     with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
       constexpr int NH = decltype(nh)::value;
@@ -270,7 +270,7 @@ void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const Query
       for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
       with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
         k_scores_innerq_heads<decltype(bits)::value, NH>(f, tiles, n, q.q + h0 * q.head_dim,
-                                                         q.head_dim, out);
+                                                         q.head_dim, out, scratch);
       });
     });
   }
@@ -279,22 +279,24 @@ void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const Query
 // ---------------------------------------------------------------------------
 // InnerQ V: o[c] += Σ_t p_t·v̂_{t,c} over G-token blocks, lanes over channels.
 // ---------------------------------------------------------------------------
+// n_blocks ≤ kInnerQBlocksPerPass blocks (the caller splits longer runs).
 template <int kBits, int NH>
 void v_accumulate_innerq_heads(const TileFormat& f, const uint8_t* blocks, int n_blocks,
-                               int head_dim, const float* const* p, float* const* o) {
+                               int head_dim, const float* const* p, float* const* o,
+                               KernelScratch scratch) {
   const DF df;
   const DI di;
   const size_t N = hn::Lanes(df);
   const int G = f.group;
   const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
   // p of every block rounded to int8 once: [NH][n_blocks][G] bytes, and per
-  // (head, block) the scale and the sum of the rounded weights.
-  thread_local std::vector<int32_t> p8;
-  thread_local std::vector<float> p_scale, p_sum;
+  // (head, block) the scale and the sum of the rounded weights, in the
+  // caller's scratch (innerq_v_scratch_bytes).
   const size_t n_scales = static_cast<size_t>(NH) * n_blocks;
-  p8.resize(n_scales * G / 4);
-  p_scale.resize(n_scales);
-  p_sum.resize(n_scales);
+  auto* const p8 = reinterpret_cast<int32_t*>(scratch.data);
+  float* const p_scale = reinterpret_cast<float*>(
+      scratch.data + static_cast<size_t>(kInnerQHeadsPerPass) * kInnerQBlocksPerPass * G);
+  float* const p_sum = p_scale + n_scales;
   for (size_t i = 0; i < n_scales; ++i) {
     const int j = static_cast<int>(i) / n_blocks, b = static_cast<int>(i) % n_blocks;
     p_scale[i] = quantize_int8(p[j] + b * G, G, &p8[i * G / 4], &p_sum[i]);
@@ -328,20 +330,28 @@ void v_accumulate_innerq_heads(const TileFormat& f, const uint8_t* blocks, int n
 }
 
 void VAccumulateInnerQ(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
-                       int head_dim, ConstHeadRows p, float* o) {
-  for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
-    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
-      constexpr int NH = decltype(nh)::value;
-      const float* w[NH];
-      float* out[NH];
-      for (int j = 0; j < NH; ++j) {
-        w[j] = p.x + (h0 + j) * p.stride;
-        out[j] = o + (h0 + j) * head_dim;
-      }
-      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
-        v_accumulate_innerq_heads<decltype(bits)::value, NH>(f, blocks, n_blocks, head_dim, w, out);
+                       int head_dim, ConstHeadRows p, float* o, KernelScratch scratch) {
+  const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
+  // kInnerQBlocksPerPass blocks at a time, which bounds the scratch. Each
+  // output is stored and loaded again between passes (exactly, in f32), and
+  // its blocks are summed in the same order: the passes change no bit.
+  for (int b0 = 0; b0 < n_blocks; b0 += kInnerQBlocksPerPass) {
+    const int nb = std::min(kInnerQBlocksPerPass, n_blocks - b0);
+    for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
+      with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
+        constexpr int NH = decltype(nh)::value;
+        const float* w[NH];
+        float* out[NH];
+        for (int j = 0; j < NH; ++j) {
+          w[j] = p.x + (h0 + j) * p.stride + static_cast<size_t>(b0) * f.group;
+          out[j] = o + (h0 + j) * head_dim;
+        }
+        with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
+          v_accumulate_innerq_heads<decltype(bits)::value, NH>(
+              f, blocks + static_cast<size_t>(b0) * block_bytes, nb, head_dim, w, out, scratch);
+        });
       });
-    });
+    }
   }
 }
 
@@ -813,8 +823,12 @@ void k_scores_blocks(const BlockQ4_0* blocks, int n, const QueryHeads& q, HeadRo
   HWY_DYNAMIC_DISPATCH(KScoresBlocksQ4_0)(blocks, n, q, s);
 }
 void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
-                     HeadRows s) {
-  HWY_DYNAMIC_DISPATCH(KScoresInnerQ)(f, tiles, n, q, s);
+                     HeadRows s, KernelScratch scratch) {
+  if (scratch.bytes < innerq_k_scratch_bytes(f, q.head_dim)) {
+    throw Error("k_scores_innerq: " + std::to_string(scratch.bytes) + " bytes of scratch, " +
+                std::to_string(innerq_k_scratch_bytes(f, q.head_dim)) + " needed");
+  }
+  HWY_DYNAMIC_DISPATCH(KScoresInnerQ)(f, tiles, n, q, s, scratch);
 }
 void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const QueryHeads& q,
                    HeadRows s) {
@@ -836,8 +850,12 @@ void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, C
   HWY_DYNAMIC_DISPATCH(VAccumulateBlocksQ4_0)(blocks, n, nq, head_dim, p, o);
 }
 void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
-                         int head_dim, ConstHeadRows p, float* o) {
-  HWY_DYNAMIC_DISPATCH(VAccumulateInnerQ)(f, blocks, n_blocks, nq, head_dim, p, o);
+                         int head_dim, ConstHeadRows p, float* o, KernelScratch scratch) {
+  if (scratch.bytes < innerq_v_scratch_bytes(f)) {
+    throw Error("v_accumulate_innerq: " + std::to_string(scratch.bytes) + " bytes of scratch, " +
+                std::to_string(innerq_v_scratch_bytes(f)) + " needed");
+  }
+  HWY_DYNAMIC_DISPATCH(VAccumulateInnerQ)(f, blocks, n_blocks, nq, head_dim, p, o, scratch);
 }
 void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, int head_dim,
                        ConstHeadRows p, float* o) {

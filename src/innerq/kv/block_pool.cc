@@ -10,6 +10,11 @@
 #include "innerq/base/error.h"
 
 namespace innerq::kv {
+namespace {
+
+constexpr size_t kMaxSlabs = size_t{1} << 16;
+
+}  // namespace
 
 BlockPool::BlockPool(std::string name, size_t block_bytes, int n_blocks, bool growable)
     : name_(std::move(name)),
@@ -20,8 +25,9 @@ BlockPool::BlockPool(std::string name, size_t block_bytes, int n_blocks, bool gr
     throw Error(fmt::format("{}: {} blocks of {} bytes; both must be positive", name_, n_blocks,
                             block_bytes));
   }
-  slabs_.reserve(1 << 16);  // data() reads slabs_ unlocked: it must never move
-  std::lock_guard<std::mutex> lock(mu_);
+  slabs_.reserve(kMaxSlabs);
+  slab_refs_.reserve(kMaxSlabs);
+  const auto held = lock();
   add_slab();
 }
 
@@ -29,71 +35,81 @@ BlockPool::~BlockPool() {
   for (uint8_t* s : slabs_) std::free(s);
 }
 
+std::unique_lock<std::mutex> BlockPool::lock() const {
+  std::unique_lock<std::mutex> held(mu_);
+  lock_count_.fetch_add(1, std::memory_order_relaxed);
+  return held;
+}
+
 void BlockPool::add_slab() {
+  if (slabs_.size() == kMaxSlabs)
+    throw Error(fmt::format("{}: more than {} slabs", name_, kMaxSlabs));
   const size_t bytes = block_bytes_ * static_cast<size_t>(slab_blocks_);
+  auto refs = std::make_unique<std::atomic<int>[]>(static_cast<size_t>(slab_blocks_));
+  // Room for every block of every slab: release() never reallocates.
+  free_.reserve((slabs_.size() + 1) * static_cast<size_t>(slab_blocks_));
   auto* slab = static_cast<uint8_t*>(std::calloc(bytes, 1));
   if (slab == nullptr) {
     throw Error(fmt::format("{}: cannot allocate {:.1f} MiB for {} blocks", name_,
                             static_cast<double>(bytes) / (1 << 20), slab_blocks_));
   }
-  if (slabs_.size() == slabs_.capacity()) {
-    std::free(slab);
-    throw Error(fmt::format("{}: more than {} slabs", name_, slabs_.capacity()));
-  }
   const int first = static_cast<int>(slabs_.size()) * slab_blocks_;
   slabs_.push_back(slab);
-  refs_.resize(refs_.size() + static_cast<size_t>(slab_blocks_), 0);
+  slab_refs_.push_back(std::move(refs));
   // Taken from the back: lower ids first, so a sequence's blocks tend to be
   // in address order.
   for (int i = slab_blocks_ - 1; i >= 0; --i) free_.push_back(first + i);
 }
 
-int BlockPool::acquire() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (free_.empty()) {
+void BlockPool::acquire_n(std::span<int> ids) {
+  if (ids.empty()) return;
+  const auto held = lock();
+  if (free_.size() < ids.size()) {
     if (!growable_) {
-      throw Error(
-          fmt::format("{}: all {} blocks ({:.1f} MiB) are in use; size the pool for more tokens or "
-                      "sequences",
-                      name_, slabs_.size() * slab_blocks_,
-                      static_cast<double>(block_bytes_) *
-                          static_cast<double>(slabs_.size() * slab_blocks_) / (1 << 20)));
+      const size_t total = slabs_.size() * static_cast<size_t>(slab_blocks_);
+      throw Error(fmt::format(
+          "{}: all {} blocks ({:.1f} MiB) are in use ({} free, {} needed); size the pool for more "
+          "tokens or sequences",
+          name_, total, static_cast<double>(block_bytes_) * static_cast<double>(total) / (1 << 20),
+          free_.size(), ids.size()));
     }
-    add_slab();
+    while (free_.size() < ids.size()) add_slab();
   }
-  const int id = free_.back();
-  free_.pop_back();
-  refs_[static_cast<size_t>(id)] = 1;
-  return id;
+  for (int& id : ids) {
+    id = free_.back();
+    free_.pop_back();
+    slab_refs_[static_cast<size_t>(id / slab_blocks_)][id % slab_blocks_].store(
+        1, std::memory_order_relaxed);
+  }
 }
 
 void BlockPool::retain(int id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++refs_[static_cast<size_t>(id)];
+  slab_refs_[static_cast<size_t>(id / slab_blocks_)][id % slab_blocks_].fetch_add(
+      1, std::memory_order_relaxed);
 }
 
 void BlockPool::release(int id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (--refs_[static_cast<size_t>(id)] == 0) free_.push_back(id);
-}
-
-int BlockPool::refs(int id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return refs_[static_cast<size_t>(id)];
+  // acq_rel: whoever sees the count drop to 1 (and then writes the block)
+  // sees every read this holder made of it first.
+  if (slab_refs_[static_cast<size_t>(id / slab_blocks_)][id % slab_blocks_].fetch_sub(
+          1, std::memory_order_acq_rel) == 1) {
+    const auto held = lock();
+    free_.push_back(id);  // reserved by add_slab: cannot throw
+  }
 }
 
 int BlockPool::n_blocks() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto held = lock();
   return static_cast<int>(slabs_.size()) * slab_blocks_;
 }
 
 void BlockPool::prefault() {
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto held = lock();
   for (uint8_t* s : slabs_) std::memset(s, 0, block_bytes_ * static_cast<size_t>(slab_blocks_));
 }
 
 int BlockPool::n_free() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  const auto held = lock();
   return static_cast<int>(free_.size());
 }
 

@@ -79,31 +79,52 @@ const float* KeyFactors::head_means(int layer, int head) const {
   return means.data() + (static_cast<size_t>(layer) * n_kv_heads + head) * head_dim;
 }
 
+KeyMeanAccumulator::KeyMeanAccumulator(int head_dim) : sum_(static_cast<size_t>(head_dim), 0.0) {}
+
+void KeyMeanAccumulator::add(const float* row) {
+  for (size_t c = 0; c < sum_.size(); ++c) sum_[c] += row[c];
+  ++n_rows_;
+}
+
+void KeyMeanAccumulator::mean(float* mu) const {
+  for (size_t c = 0; c < sum_.size(); ++c) mu[c] = static_cast<float>(sum_[c] / n_rows_);
+}
+
+KeyFactorAccumulator::KeyFactorAccumulator(KeyNorm knorm, int head_dim)
+    : knorm_(knorm), acc_(static_cast<size_t>(head_dim), 0.0f) {}
+
+void KeyFactorAccumulator::add(const float* row) {
+  for (size_t c = 0; c < acc_.size(); ++c) {
+    acc_[c] =
+        knorm_ == KeyNorm::kRms ? acc_[c] + row[c] * row[c] : std::max(acc_[c], std::fabs(row[c]));
+  }
+  ++n_rows_;
+}
+
+void KeyFactorAccumulator::factors(float* f) const {
+  for (size_t c = 0; c < acc_.size(); ++c) {
+    if (knorm_ == KeyNorm::kOff) {
+      f[c] = 1.0f;
+      continue;
+    }
+    float x = acc_[c];
+    if (knorm_ == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(n_rows_));
+    f[c] = x > 0.0f && std::isfinite(x) ? std::sqrt(x) : 1.0f;
+  }
+}
+
 void key_channel_means(const float* rows, int n_rows, int head_dim, float* mu) {
-  std::vector<double> sum(static_cast<size_t>(head_dim), 0.0);
-  for (int t = 0; t < n_rows; ++t)
-    for (int c = 0; c < head_dim; ++c)
-      sum[static_cast<size_t>(c)] += rows[static_cast<size_t>(t) * head_dim + c];
-  for (int c = 0; c < head_dim; ++c)
-    mu[c] = static_cast<float>(sum[static_cast<size_t>(c)] / n_rows);
+  KeyMeanAccumulator acc(head_dim);
+  for (int t = 0; t < n_rows; ++t) acc.add(rows + static_cast<size_t>(t) * head_dim);
+  acc.mean(mu);
 }
 
 void key_channel_factors(KeyNorm knorm, const float* rows, int n_rows, int head_dim, float* f) {
-  std::fill(f, f + head_dim, 0.0f);
-  if (knorm == KeyNorm::kOff) {
-    std::fill(f, f + head_dim, 1.0f);
-    return;
+  KeyFactorAccumulator acc(knorm, head_dim);
+  if (knorm != KeyNorm::kOff) {
+    for (int t = 0; t < n_rows; ++t) acc.add(rows + static_cast<size_t>(t) * head_dim);
   }
-  for (int t = 0; t < n_rows; ++t) {
-    const float* row = rows + static_cast<size_t>(t) * head_dim;
-    for (int c = 0; c < head_dim; ++c)
-      f[c] = knorm == KeyNorm::kRms ? f[c] + row[c] * row[c] : std::max(f[c], std::fabs(row[c]));
-  }
-  for (int c = 0; c < head_dim; ++c) {
-    float& x = f[c];
-    if (knorm == KeyNorm::kRms) x = std::sqrt(x / static_cast<float>(n_rows));
-    x = x > 0.0f && std::isfinite(x) ? std::sqrt(x) : 1.0f;
-  }
+  acc.factors(f);
 }
 
 void compute_key_factors(KeyNorm knorm, bool center, const float* rows, int n_rows, int head_dim,

@@ -64,6 +64,33 @@ struct KeyFactors {
 void key_channel_means(const float* rows, int n_rows, int head_dim, float* mu);
 void key_channel_factors(KeyNorm knorm, const float* rows, int n_rows, int head_dim, float* f);
 
+// The same two statistics over rows given one at a time (the cache's first
+// flush reads them out of an f16 window a row at a time): after add() of the
+// same rows in the same order, mean() and factors() equal key_channel_means
+// and key_channel_factors bit for bit (which are computed through them).
+class KeyMeanAccumulator {
+ public:
+  explicit KeyMeanAccumulator(int head_dim);
+  void add(const float* row);  // [head_dim]
+  void mean(float* mu) const;  // [head_dim]; at least one row added
+
+ private:
+  std::vector<double> sum_;
+  int n_rows_ = 0;
+};
+
+class KeyFactorAccumulator {
+ public:
+  KeyFactorAccumulator(KeyNorm knorm, int head_dim);
+  void add(const float* row);    // [head_dim]
+  void factors(float* f) const;  // [head_dim]; at least one row added
+
+ private:
+  KeyNorm knorm_;
+  std::vector<float> acc_;  // running Σ x² (rms) or max |x| (sqrtmax)
+  int n_rows_ = 0;
+};
+
 // Mean (if `center`) then factors of one head's keys, as the cache computes
 // them at its first flush: the factors are of rows − μ, each clamped to
 // ±65504 (the f16 range the cache stores). rows: [n_rows][head_dim] in the

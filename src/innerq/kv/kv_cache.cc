@@ -68,6 +68,14 @@ LayerCache::LayerCache(const LayerCache& o)
   }
 }
 
+size_t AppendScratch::bytes() const {
+  return (k_row.capacity() + v_row.capacity() + row.capacity() + scaled.capacity() +
+          channel.capacity()) *
+             sizeof(float) +
+         converted.capacity() + records.capacity() +
+         (block_ids.capacity() + copied.capacity()) * sizeof(int);
+}
+
 size_t LayerCache::reserved_bytes() const {
   return blocks_bytes();
 }
@@ -89,18 +97,82 @@ void LayerCache::use_blocks(const BlockLayout& layout, BlockPool* pool, int bloc
   blocks_.reserve(64);
 }
 
-int LayerCache::writable(int j) {
-  if (j == static_cast<int>(blocks_.size())) {
-    const int id = pool_->acquire();
-    for (int h = 0; h < n_kv_heads_; ++h) {  // a block from the pool holds old bytes
-      std::memset(region(id, h, false), 0, layout_.k_region);
-      std::memset(region(id, h, true), 0, layout_.v_region);
-    }
-    blocks_.push_back(id);
+void LayerCache::size_scratch(AppendScratch& s) const {
+  const size_t D = static_cast<size_t>(head_dim_);
+  if (config_.rot_k) at_least(s.k_row, D);
+  if (config_.rot_v) at_least(s.v_row, D);
+  at_least(s.converted, D * sizeof(float));
+  // An append takes at most the blocks of a whole table plus the copies of
+  // the two it may share with a fork at its end (K and V middles).
+  at_least(s.block_ids, blocks_.capacity() + 2);
+  at_least(s.copied, blocks_.capacity() + 2);
+}
+
+void LayerCache::reserve_rows(int) {}
+
+void LayerCache::check_truncate(int n_tokens) const {
+  if (n_tokens < 0 || n_tokens > n_tokens_) {
+    throw Error(
+        fmt::format("cache: cannot truncate to {} tokens: a layer holds {}", n_tokens, n_tokens_));
   }
-  int& id = blocks_[static_cast<size_t>(j)];
-  if (pool_->refs(id) > 1) {  // shared with a fork: copy before writing
-    const int mine = pool_->acquire();
+}
+
+const float* LayerCache::input_row(const float* x, int i, int h, bool value,
+                                   std::vector<float>& buffer) const {
+  const size_t D = static_cast<size_t>(head_dim_);
+  const float* row = x + (static_cast<size_t>(i) * n_kv_heads_ + static_cast<size_t>(h)) * D;
+  if (!(value ? config_.rot_v : config_.rot_k)) return row;
+  float* out = at_least(buffer, D);
+  std::copy(row, row + D, out);
+  kernels::simd::hadamard_rotate(out, 1, head_dim_, false);
+  return out;
+}
+
+void LayerCache::append(const float* k, const float* v, int n_tokens) {
+  AppendScratch scratch;
+  append(k, v, n_tokens, scratch);
+}
+
+void LayerCache::append(const float* k, const float* v, int n_tokens, AppendScratch& scratch) {
+  if (n_tokens <= 0) return;
+  const int held = n_blocks_held();
+  prepare_write(slots_written(n_tokens), scratch);
+  try {
+    reserve_rows(n_tokens);
+  } catch (...) {  // memory: the blocks just taken go back (copies stay: same bytes)
+    keep_blocks(held);
+    throw;
+  }
+  store(k, v, n_tokens, scratch);
+}
+
+void LayerCache::prepare_write(const std::array<SlotRange, 2>& ranges, AppendScratch& s) {
+  const int held = n_blocks_held(), B = block_tokens_;
+  int end = held, first = held;
+  for (const SlotRange& r : ranges) {
+    if (r.end <= r.first) continue;
+    first = std::min(first, static_cast<int>(r.first / B));
+    end = std::max(end, static_cast<int>((r.end + B - 1) / B));
+  }
+  // Held blocks the append writes that a fork shares: decided once here
+  // (a count read again later could have dropped meanwhile).
+  s.copied.clear();
+  for (int j = first; j < held; ++j) {
+    bool written = false;
+    for (const SlotRange& r : ranges) {
+      written = written || (r.end > r.first && j >= r.first / B && j < (r.end + B - 1) / B);
+    }
+    if (written && pool_->refs(blocks_[static_cast<size_t>(j)]) > 1) s.copied.push_back(j);
+  }
+  const size_t n_new = static_cast<size_t>(end - held);
+  if (n_new + s.copied.size() == 0) return;   // every block held alone: no lock taken
+  blocks_.reserve(static_cast<size_t>(end));  // only a standalone cache's table can grow
+  s.block_ids.resize(n_new + s.copied.size());
+  pool_->acquire_n(s.block_ids);  // all or none; throws when the pool is full
+  size_t next = 0;
+  for (const int j : s.copied) {
+    int& id = blocks_[static_cast<size_t>(j)];
+    const int mine = s.block_ids[next++];
     for (int h = 0; h < n_kv_heads_; ++h) {
       std::memcpy(region(mine, h, false), region(id, h, false), layout_.k_region);
       std::memcpy(region(mine, h, true), region(id, h, true), layout_.v_region);
@@ -108,7 +180,14 @@ int LayerCache::writable(int j) {
     pool_->release(id);
     id = mine;
   }
-  return id;
+  while (next < s.block_ids.size()) {
+    const int id = s.block_ids[next++];
+    for (int h = 0; h < n_kv_heads_; ++h) {  // a block from the pool holds old bytes
+      std::memset(region(id, h, false), 0, layout_.k_region);
+      std::memset(region(id, h, true), 0, layout_.v_region);
+    }
+    blocks_.push_back(id);
+  }
 }
 
 void LayerCache::push_block_segment(std::vector<Segment>& list, const Segment& s,
@@ -157,8 +236,10 @@ void LayerCache::load_blocks(ByteReader& in, int expected) {
   const int n = in.get_int("blocks", expected, expected);
   keep_blocks(0);
   in.require(static_cast<size_t>(n) * pool_->block_bytes());
+  AppendScratch scratch;
+  prepare_write({SlotRange{0, int64_t{n} * block_tokens_}, SlotRange{}}, scratch);
   for (int j = 0; j < n; ++j) {
-    const int id = writable(j);
+    const int id = blocks_[static_cast<size_t>(j)];
     for (int h = 0; h < n_kv_heads_; ++h) {
       in.bytes(region(id, h, false), layout_.k_region);
       in.bytes(region(id, h, true), layout_.v_region);
@@ -232,16 +313,30 @@ void KvCache::clear() {
     } else {
       layers_.push_back(make_layer_cache(configs_[static_cast<size_t>(l)], shape_.n_kv_heads,
                                          shape_.head_dim, pool_->layer(l), pool_->block_tokens()));
-      // The block table never grows during decode.
-      layers_.back()->set_layer_index(l);
       const LayerConfig& c = configs_[static_cast<size_t>(l)];
       if (c.key_factors != nullptr) {
         check_key_factors(*c.key_factors, l, shape_.n_kv_heads, shape_.head_dim);
       }
+      // The block table never grows during decode.
       layers_.back()->reserve_blocks(static_cast<int>(std::min<int64_t>(max_blocks, 1 << 20)));
     }
+    layers_.back()->set_layer_index(l);
+    layers_.back()->size_scratch(scratch_);
   }
   failure_.clear();
+}
+
+KvCache& KvCache::operator=(KvCache&& other) noexcept {
+  if (this != &other) {
+    layers_.clear();  // back to pool_ while it is alive: this may be its last owner
+    shape_ = std::move(other.shape_);
+    configs_ = std::move(other.configs_);
+    pool_ = std::move(other.pool_);
+    layers_ = std::move(other.layers_);
+    scratch_ = std::move(other.scratch_);
+    failure_ = std::move(other.failure_);
+  }
+  return *this;
 }
 
 void KvCache::mark_failed(const std::string& why) {
@@ -326,22 +421,8 @@ void KvCache::check_append(int layer, const float* k, const float* v, int n_toke
 void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
   require_usable();
   validate(layer, k, v, n_tokens);
-  LayerCache& lc = *layers_[static_cast<size_t>(layer)];
-  const LayerConfig& c = lc.config();
-  if (!c.rot_k && !c.rot_v) {
-    lc.append(k, v, n_tokens);
-    return;
-  }
-  // Rotated storage: the rows go in rotated (decode rotates the query and
-  // rotates the output back).
-  const size_t n = static_cast<size_t>(n_tokens) * shape_.n_kv_heads * shape_.head_dim;
-  thread_local std::vector<float> rk, rv;
-  const auto rotated = [&](const float* x, std::vector<float>& buffer) {
-    buffer.assign(x, x + n);
-    kernels::simd::hadamard_rotate(buffer.data(), n / shape_.head_dim, shape_.head_dim, false);
-    return buffer.data();
-  };
-  lc.append(c.rot_k ? rotated(k, rk) : k, c.rot_v ? rotated(v, rv) : v, n_tokens);
+  // Rotated layers rotate each row as they store it (LayerCache::input_row).
+  layers_[static_cast<size_t>(layer)]->append(k, v, n_tokens, scratch_);
 }
 
 size_t KvCache::reserved_bytes() const {
@@ -356,7 +437,10 @@ size_t KvCache::reserved_bytes() const {
 std::unique_ptr<KvCache> KvCache::fork() const {
   require_usable();
   auto child = std::make_unique<KvCache>(pool_, shape_.max_tokens);
-  for (size_t l = 0; l < layers_.size(); ++l) child->layers_[l] = layers_[l]->clone();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    child->layers_[l] = layers_[l]->clone();
+    child->layers_[l]->size_scratch(child->scratch_);
+  }
   return child;
 }
 
@@ -370,22 +454,9 @@ void KvCache::truncate(int n_drop) {
 }
 
 void KvCache::truncate_to(int n) {
-  for (const auto& l : layers_) {
-    if (n < 0 || n > l->n_tokens()) {
-      throw Error(
-          fmt::format("cache: cannot truncate to {} tokens: a layer holds {}", n, l->n_tokens()));
-    }
-  }
-  // Sliding-window layers refuse before anything changes.
-  for (int l = 0; l < shape_.n_layers; ++l) {
-    const LayerCache& lc = *layers_[static_cast<size_t>(l)];
-    if (shape_.window(l) > 0 && lc.n_tokens() != n && lc.n_tokens() > shape_.window(l)) {
-      throw Error(fmt::format(
-          "cache: layer {} is a sliding-window layer whose ring of {} has wrapped; positions "
-          "{}..{} cannot be dropped",
-          l, shape_.window(l), n, lc.n_tokens() - 1));
-    }
-  }
+  // Every layer checks first (a sliding-window ring may be unable to give
+  // the positions back): a refusal changes nothing.
+  for (const auto& l : layers_) l->check_truncate(n);
   for (const auto& l : layers_) l->truncate(n);
   failure_.clear();
 }
@@ -393,7 +464,7 @@ void KvCache::truncate_to(int n) {
 namespace {
 
 constexpr char kSeqMagic[8] = {'I', 'N', 'N', 'E', 'R', 'Q', 'K', 'V'};
-constexpr uint32_t kSeqVersion = 1;
+constexpr uint32_t kSeqVersion = 2;  // 2: sliding-window rings with spare slots
 
 uint64_t fnv1a64(const uint8_t* p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -656,10 +727,10 @@ MemoryPlan plan_memory(const CacheShape& shape, const std::vector<LayerConfig>& 
 
 LayerPlan MemoryPlan::layer(int l, int64_t n_tokens) const {
   const int window = shape.window(l);
-  if (window > 0) {  // the ring: per-sequence, not pooled
+  if (window > 0) {  // the ring: allocated whole with the sequence, not pooled
     LayerPlan p;
     p.content = plan_window_layer_memory(window, shape.n_kv_heads, shape.head_dim, n_tokens);
-    p.window_bytes = p.content.total();
+    p.window_bytes = window_ring_bytes(window, shape.n_kv_heads, shape.head_dim);
     return p;
   }
   return plan_layer(configs[static_cast<size_t>(l)], shape.n_kv_heads, shape.head_dim, n_tokens,
@@ -743,13 +814,20 @@ size_t KvPool::bytes() const {
 MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens) {
   if (n_tokens < 0) throw Error(fmt::format("cache plan: {} tokens is negative", n_tokens));
   if (window <= 0) throw Error(fmt::format("cache plan: window {} must be positive", window));
-  // The ring's storage (window_layer_cache.h): K in whole 16-token tiles, V
-  // in rows, for the positions it holds.
+  // The positions attention reads (window_layer_cache.h), K in whole
+  // 16-token tiles, V in rows.
   const int64_t held = std::min<int64_t>(n_tokens, window);
   const int64_t k_slots = (held + kTileRows - 1) / kTileRows * kTileRows;
   MemoryUsage m;
   m.windows = static_cast<size_t>((k_slots + held) * n_kv_heads * head_dim) * sizeof(f16_bits);
   return m;
+}
+
+size_t window_ring_bytes(int window, int n_kv_heads, int head_dim) {
+  if (window <= 0) throw Error(fmt::format("cache plan: window {} must be positive", window));
+  const int64_t slots = int64_t{window} + kWindowSpare;
+  const int64_t k_slots = (slots + kTileRows - 1) / kTileRows * kTileRows;
+  return static_cast<size_t>((k_slots + slots) * n_kv_heads * head_dim) * sizeof(f16_bits);
 }
 
 size_t KvCache::bytes_f16_equivalent() const {

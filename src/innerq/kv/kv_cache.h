@@ -1,9 +1,10 @@
 // innerq/kv/kv_cache.h — one sequence's key/value cache, all layers.
 //
 // Per layer and KV head the cache keeps, for K and for V, up to three regions
-// (DESIGN.md §1.3): a high-precision sink (first `sink` tokens), a quantized
-// middle, and a high-precision recent window. Which regions exist and how the
-// middle is stored depends on the layer's CacheKind:
+// (docs/architecture.md, "Cache structure"): a high-precision sink (first
+// `sink` tokens), a quantized middle, and a high-precision recent window.
+// Which regions exist and how the middle is stored depends on the layer's
+// CacheKind:
 //
 //   f32, f16      one plain region (no quantization)
 //   q8_0, q4_0    llama.cpp blocks of 32 along head_dim, every token, no windows
@@ -19,6 +20,7 @@
 // through the typed layer caches below.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -113,6 +115,31 @@ class ByteReader {
   std::string what_;
 };
 
+// Scratch of appends and flushes: an input row being rotated, a row being
+// converted or quantized, one channel of a G-token group and its record,
+// and the block ids one append takes. Bounded by the layer's shape — a few
+// rows of head_dim and one group, whatever the append's length (LayerCache::
+// size_scratch) — and owned by the caller: a KvCache holds one for all its
+// layers, which are appended one at a time (docs/architecture.md, "No
+// allocation per token").
+struct AppendScratch {
+  std::vector<float> k_row, v_row;  // [D] an input row, rotated (rot=k|v)
+  std::vector<float> row, scaled;   // [D] a row being flushed
+  std::vector<float> channel;       // [G] one channel of a G-token group
+  std::vector<uint8_t> converted;   // [D] elements: a K row in the storage type
+  std::vector<uint8_t> records;     // the group records of one row or one channel
+  std::vector<int> block_ids;       // blocks taken by one append
+  std::vector<int> copied;          // block numbers it copies (copy-on-write)
+  size_t bytes() const;             // heap bytes held
+};
+
+// v grown to at least n elements (a no-op once a scratch is sized).
+template <class T>
+T* at_least(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // One layer's K/V for all its KV heads. Concrete types live in layer_caches.h
 // (and window_layer_cache.h); attention reads them only through segments().
 class LayerCache {
@@ -121,8 +148,18 @@ class LayerCache {
       : config_(config), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {}
   virtual ~LayerCache();
 
-  // k, v: [n_tokens, n_kv_heads, head_dim]
-  virtual void append(const float* k, const float* v, int n_tokens) = 0;
+  // k, v: [n_tokens, n_kv_heads, head_dim], already validated (KvCache::
+  // check_append). All or nothing: every pool block the append writes (new
+  // ones, and a private copy of each it shares with a fork) is taken from
+  // the pool in one BlockPool::acquire_n before any row or counter changes,
+  // so a full pool throws innerq::Error naming it and leaves the layer
+  // exactly as it was (docs/architecture.md, "The block pool").
+  void append(const float* k, const float* v, int n_tokens, AppendScratch& scratch);
+  // The same with a scratch of its own, allocated per call (tests).
+  void append(const float* k, const float* v, int n_tokens);
+  // Grows `scratch` to what this layer's appends and flushes use, so that
+  // they allocate nothing.
+  virtual void size_scratch(AppendScratch& scratch) const;
   // Bytes of the stored contents, by purpose (quantized codes and metadata of
   // the tokens held, live window rows, factors): what "bits per value" uses.
   virtual MemoryUsage memory() const = 0;
@@ -134,7 +171,11 @@ class LayerCache {
   virtual void segments(int head, HeadSegments& out) const = 0;
   // A copy that shares this one's pool blocks (copy-on-write).
   virtual std::unique_ptr<LayerCache> clone() const = 0;
-  // Keeps the first n_tokens tokens (0 <= n_tokens <= n_tokens()); see
+  // Throws innerq::Error unless truncate(n_tokens) is possible: 0 <=
+  // n_tokens <= n_tokens(), and for a sliding-window ring the positions the
+  // shorter sequence attends to are still held.
+  virtual void check_truncate(int n_tokens) const;
+  // Keeps the first n_tokens tokens (check_truncate passed); see
   // KvCache::truncate for what happens to quantized groups and windows.
   virtual void truncate(int n_tokens) = 0;
   // The state of the sequence (not the config) as bytes, and back into an
@@ -170,16 +211,36 @@ class LayerCache {
   void reserve_blocks(int n) { blocks_.reserve(static_cast<size_t>(n)); }
 
  protected:
+  // Middle slots [first, end) one region (K or V) of an append writes.
+  struct SlotRange {
+    int64_t first = 0, end = 0;
+  };
   LayerCache(const LayerCache& other);  // shares the blocks (clone)
   LayerCache& operator=(const LayerCache&) = delete;
+
+  // What an append of n_tokens writes into blocks: K middle slots and V
+  // middle slots (the same range for kinds that store every token).
+  virtual std::array<SlotRange, 2> slots_written(int n_tokens) const = 0;
+  // Gives the f16 windows room for n_tokens more rows, so that store()
+  // does not reallocate them (InnerQ's recent windows take a whole append
+  // before they flush). Default: nothing to grow.
+  virtual void reserve_rows(int n_tokens);
+  // Stores the rows once every block slots_written() names is writable:
+  // allocates nothing and does not throw.
+  virtual void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) = 0;
+  // Row i, head h of the input k (or v, when `value`): the row itself, or
+  // its rotation in `buffer` when the layer stores rotated rows
+  // (docs/architecture.md, "Rotation").
+  const float* input_row(const float* x, int i, int h, bool value,
+                         std::vector<float>& buffer) const;
 
   // Blocks of `layout` from `pool`, or from a private growable pool when
   // pool is null (a standalone cache).
   void use_blocks(const BlockLayout& layout, BlockPool* pool, int block_tokens);
-  // Region of head h in block j for writing: takes block j from the pool
-  // when j == n_blocks_held(), copies it first when it is shared.
-  uint8_t* k_write(int j, int head) { return region(writable(j), head, false); }
-  uint8_t* v_write(int j, int head) { return region(writable(j), head, true); }
+  // Region of head h in block j for writing. Only for blocks an append's
+  // slots_written() names (held, unshared: prepared by append()).
+  uint8_t* k_write(int j, int head) { return region(blocks_[static_cast<size_t>(j)], head, false); }
+  uint8_t* v_write(int j, int head) { return region(blocks_[static_cast<size_t>(j)], head, true); }
   const uint8_t* k_read(int j, int head) const {
     return region(blocks_[static_cast<size_t>(j)], head, false);
   }
@@ -215,8 +276,10 @@ class LayerCache {
   int layer_index_ = 0;
 
  private:
-  // Block `id`'s block number (taking it, or copying it when shared).
-  int writable(int j);
+  // Makes every block the ranges touch held and unshared: the blocks past
+  // the table's end and a private copy of each shared one, taken in one
+  // acquire_n (which throws, changing nothing, when the pool is full).
+  void prepare_write(const std::array<SlotRange, 2>& ranges, AppendScratch& scratch);
   // Region (head, K or V) of block `id`. A slab holds slab_blocks blocks
   // region-major: region r of every block side by side, so the region r of
   // blocks id and id+1 of one slab are adjacent.
@@ -258,9 +321,12 @@ LayerPlan plan_layer(const LayerConfig& config, int n_kv_heads, int head_dim, in
 // Content bytes only (plan_layer(...).content).
 MemoryUsage plan_layer_memory(const LayerConfig& config, int n_kv_heads, int head_dim,
                               int64_t n_tokens);
-// The same for a sliding-window layer of `window` positions (its ring is
-// per-sequence storage, not pooled).
+// The same for a sliding-window layer of `window` positions: the positions
+// it attends to, min(n_tokens, window) (window_layer_cache.h).
 MemoryUsage plan_window_layer_memory(int window, int n_kv_heads, int head_dim, int64_t n_tokens);
+// Bytes of a sliding-window layer's ring, allocated once per sequence:
+// window + kWindowSpare slots of K tiles and V rows (window_layer_cache.h).
+size_t window_ring_bytes(int window, int n_kv_heads, int head_dim);
 
 // A whole cache shape: per-layer blocks and windows, and the budgets.
 struct MemoryPlan {
@@ -325,6 +391,12 @@ class KvCache {
   // A sequence in a shared pool, of at most max_tokens tokens (0: the pool's
   // shape.max_tokens).
   explicit KvCache(std::shared_ptr<KvPool> pool, int max_tokens = 0);
+  KvCache(KvCache&& other) noexcept = default;
+  // Gives this cache's blocks back to its own pool first (which may be held
+  // by this cache alone and go with it), then takes the other's layers and
+  // pool.
+  KvCache& operator=(KvCache&& other) noexcept;
+  ~KvCache() = default;
 
   const CacheShape& shape() const { return shape_; }
   int n_tokens() const { return layers_.empty() ? 0 : layers_[0]->n_tokens(); }
@@ -333,7 +405,9 @@ class KvCache {
   // independently; the model appends to every layer once per position.
   // Throws innerq::Error, leaving the cache unchanged, past max_tokens or on
   // a NaN, ±Inf or (for every kind but f32) a value beyond ±65504 (checked
-  // after rotation where the layer stores rotated rows), or once failed().
+  // after rotation where the layer stores rotated rows), once failed(), or
+  // when a fixed pool has not the blocks the append needs (LayerCache::
+  // append: all or nothing).
   void append(int layer, const float* k, const float* v, int n_tokens);
   // Everything append() checks, without storing: callers that append inside
   // an OpenMP region validate first, outside it (docs/architecture.md,
@@ -341,7 +415,9 @@ class KvCache {
   void check_append(int layer, const float* k, const float* v, int n_tokens) const;
 
   // A step that appends one position to every layer and fails part-way
-  // leaves the layers at different lengths. The model then marks the cache
+  // leaves the layers at different lengths. The model truncates them back
+  // to the shortest (truncate(0)); only where that is impossible (a chunk
+  // longer than a wrapped sliding-window ring's spare) it marks the cache
   // failed: append() and require_usable() throw, naming the first failure,
   // until clear() empties it (same shape and configs) or truncate() brings
   // every layer back to one length.
@@ -363,7 +439,9 @@ class KvCache {
   // V, KIVI K): the kept tokens of a cut group are dequantized back into the
   // f16 window. Tokens that moved from a window into quantized storage stay
   // quantized, and key factors/means stay as computed. Sliding-window layers
-  // refuse when a dropped position overwrote one that must come back.
+  // keep kWindowSpare positions beyond their window, so up to that many can
+  // be dropped even after the ring wrapped (a failed step, a rejected
+  // speculative token); more are refused before any layer changes.
   // Clears failed(): a failed step is undone by truncating to the shortest
   // layer (truncate_to(n)).
   void truncate(int n_drop);
@@ -394,6 +472,7 @@ class KvCache {
   std::vector<LayerConfig> configs_;
   std::shared_ptr<KvPool> pool_;                     // declared before layers_: outlives them
   std::vector<std::unique_ptr<LayerCache>> layers_;  // hold blocks of pool_
+  AppendScratch scratch_;                            // every layer's appends, sized once
   std::string failure_;
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include <fmt/core.h>
 
@@ -14,13 +15,6 @@
 #include "innerq/kv/key_factors.h"
 
 namespace innerq::kv {
-namespace {
-
-size_t at(int head, int head_dim, int n_kv_heads, int token) {
-  return (static_cast<size_t>(token) * n_kv_heads + head) * head_dim;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------
 // F16Rows
@@ -56,16 +50,12 @@ void F16Rows::to_f32(int first, int n, float* out) const {
   kernels::f16_to_f32(row(first), static_cast<size_t>(n) * head_dim_, out);
 }
 
-void F16Rows::subtract(const float* mu) {
-  std::vector<float> row(static_cast<size_t>(head_dim_));
+void F16Rows::subtract(const float* mu, float* row) {
   for (int i = 0; i < size(); ++i) {
     f16_bits* r = data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
-    kernels::f16_to_f32(r, static_cast<size_t>(head_dim_), row.data());
-    for (int c = 0; c < head_dim_; ++c) {
-      row[static_cast<size_t>(c)] =
-          std::clamp(row[static_cast<size_t>(c)] - mu[c], -kF16Max, kF16Max);
-    }
-    kernels::f32_to_f16(row.data(), static_cast<size_t>(head_dim_), r);
+    kernels::f16_to_f32(r, static_cast<size_t>(head_dim_), row);
+    for (int c = 0; c < head_dim_; ++c) row[c] = std::clamp(row[c] - mu[c], -kF16Max, kF16Max);
+    kernels::f32_to_f16(row, static_cast<size_t>(head_dim_), r);
   }
 }
 
@@ -80,13 +70,31 @@ void F16Rows::pop_back(int n) {
   if (count_ == 0) front_ = 0;
 }
 
+void F16Rows::make_room(int n) {
+  const size_t D = static_cast<size_t>(head_dim_);
+  const size_t need = static_cast<size_t>(count_ + n) * D;
+  if (static_cast<size_t>(front_) * D + need <= data_.size()) return;
+  if (need > data_.size()) {  // allocated first: a failure changes nothing
+    std::vector<f16_bits> larger(need);
+    std::copy(row(0), row(0) + static_cast<size_t>(count_) * D, larger.begin());
+    data_.swap(larger);
+  } else {
+    std::memmove(data_.data(), row(0), static_cast<size_t>(count_) * D * sizeof(f16_bits));
+  }
+  front_ = 0;
+}
+
 void F16Rows::trim() {
   const size_t D = static_cast<size_t>(head_dim_);
   if (data_.size() <= static_cast<size_t>(bound_) * D || count_ > bound_) return;
-  std::vector<f16_bits> fresh(static_cast<size_t>(bound_) * D);
-  std::copy(row(0), row(0) + static_cast<size_t>(count_) * D, fresh.begin());
-  data_.swap(fresh);
-  front_ = 0;
+  try {
+    std::vector<f16_bits> fresh(static_cast<size_t>(bound_) * D);
+    std::copy(row(0), row(0) + static_cast<size_t>(count_) * D, fresh.begin());
+    data_.swap(fresh);
+    front_ = 0;
+  } catch (const std::bad_alloc&) {
+    // Keeps the larger buffer (the rows are whole); the next trim tries again.
+  }
 }
 
 void F16Rows::save(ByteWriter& out) const {
@@ -124,6 +132,12 @@ void check_block_tokens(const LayerConfig& c, int block_tokens, int token_group)
   }
 }
 
+// Middle slots [first, end): nothing when the append flushes nothing there.
+template <class Range>
+Range slots(int64_t first, int64_t end) {
+  return end > first ? Range{first, end} : Range{};
+}
+
 Segment rows_f16(const F16Rows& rows, int start) {
   return {
       SegmentForm::kRowsF16, start, rows.size(), 1, rows.size() > 0 ? rows.row(0) : nullptr, {}};
@@ -149,27 +163,31 @@ PlainLayerCache<T>::PlainLayerCache(const LayerConfig& config, int n_kv_heads, i
 }
 
 template <typename T>
-void PlainLayerCache<T>::append(const float* k, const float* v, int n_tokens) {
+std::array<LayerCache::SlotRange, 2> PlainLayerCache<T>::slots_written(int n_tokens) const {
+  return {slots<SlotRange>(n_tokens_, int64_t{n_tokens_} + n_tokens), SlotRange{}};
+}
+
+template <typename T>
+void PlainLayerCache<T>::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
   const int D = head_dim_, B = block_tokens();
-  thread_local std::vector<T> krow;  // a K row, converted once, then spread over the tile
-  krow.resize(static_cast<size_t>(D));
+  // A K row, converted once, then spread over its tile.
+  T* krow = reinterpret_cast<T*>(at_least(s.converted, static_cast<size_t>(D) * sizeof(T)));
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
       const int t = n_tokens_ + i, j = t / B, r = t % B;
       T* tile =
           reinterpret_cast<T*>(k_write(j, h)) + static_cast<size_t>(r / kTileRows) * D * kTileRows;
       T* vrow = reinterpret_cast<T*>(v_write(j, h)) + static_cast<size_t>(r) * D;
-      const float* ksrc = k + at(h, D, n_kv_heads_, i);
-      const float* vsrc = v + at(h, D, n_kv_heads_, i);
+      const float* ksrc = input_row(k, i, h, false, s.k_row);
+      const float* vsrc = input_row(v, i, h, true, s.v_row);
       if constexpr (std::is_same_v<T, float>) {
-        std::copy(ksrc, ksrc + D, krow.begin());
+        std::copy(ksrc, ksrc + D, krow);
         std::copy(vsrc, vsrc + D, vrow);
       } else {
-        kernels::f32_to_f16(ksrc, static_cast<size_t>(D), krow.data());
+        kernels::f32_to_f16(ksrc, static_cast<size_t>(D), krow);
         kernels::f32_to_f16(vsrc, static_cast<size_t>(D), vrow);
       }
-      for (int c = 0; c < D; ++c)
-        tile[c * kTileRows + r % kTileRows] = krow[static_cast<size_t>(c)];
+      for (int c = 0; c < D; ++c) tile[c * kTileRows + r % kTileRows] = krow[c];
     }
   }
   n_tokens_ += n_tokens;
@@ -263,7 +281,14 @@ LlamaBlockLayerCache<Block>::LlamaBlockLayerCache(const LayerConfig& config, int
 }
 
 template <typename Block>
-void LlamaBlockLayerCache<Block>::append(const float* k, const float* v, int n_tokens) {
+std::array<LayerCache::SlotRange, 2> LlamaBlockLayerCache<Block>::slots_written(
+    int n_tokens) const {
+  return {slots<SlotRange>(n_tokens_, int64_t{n_tokens_} + n_tokens), SlotRange{}};
+}
+
+template <typename Block>
+void LlamaBlockLayerCache<Block>::store(const float* k, const float* v, int n_tokens,
+                                        AppendScratch& s) {
   const int nb = head_dim_ / kLlamaBlock, B = block_tokens();
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
@@ -271,8 +296,8 @@ void LlamaBlockLayerCache<Block>::append(const float* k, const float* v, int n_t
       const size_t off = static_cast<size_t>(t % B) * nb;
       Block* kd = reinterpret_cast<Block*>(k_write(j, h)) + off;
       Block* vd = reinterpret_cast<Block*>(v_write(j, h)) + off;
-      const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
-      const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
+      const float* krow = input_row(k, i, h, false, s.k_row);
+      const float* vrow = input_row(v, i, h, true, s.v_row);
       for (int b = 0; b < nb; ++b) {
         quantize_block(krow + b * kLlamaBlock, kd + b);
         quantize_block(vrow + b * kLlamaBlock, vd + b);
@@ -362,53 +387,79 @@ size_t KiviLayerCache::v_row_bytes() const {
   return static_cast<size_t>(head_dim_ / config_.group) * kivi_spec(config_).record_bytes();
 }
 
-void KiviLayerCache::append(const float* k, const float* v, int n_tokens) {
-  const int R = config_.recent, G = config_.group;
+// K's residual flushes its whole G-groups once it holds max(R, G) tokens;
+// V's keeps R and flushes the rest. The tokens each flushes after a push
+// (one rule for store() and for slots_written()).
+static int kivi_k_flush(int residual, const LayerConfig& c) {
+  return residual >= std::max(c.recent, c.group) ? residual / c.group * c.group : 0;
+}
+static int kivi_v_flush(int residual, const LayerConfig& c) {
+  return std::max(0, residual - c.recent);
+}
+
+std::array<LayerCache::SlotRange, 2> KiviLayerCache::slots_written(int n_tokens) const {
+  int k_res = k_res_[0].size(), v_res = v_res_[0].size();
+  int64_t k_q = k_quant_tokens_, v_q = v_quant_tokens_;
+  for (int i = 0; i < n_tokens; ++i) {
+    const int k_flush = kivi_k_flush(++k_res, config_), v_flush = kivi_v_flush(++v_res, config_);
+    k_q += k_flush;
+    k_res -= k_flush;
+    v_q += v_flush;
+    v_res -= v_flush;
+  }
+  return {slots<SlotRange>(k_quant_tokens_, k_q), slots<SlotRange>(v_quant_tokens_, v_q)};
+}
+
+void KiviLayerCache::size_scratch(AppendScratch& s) const {
+  LayerCache::size_scratch(s);
+  at_least(s.row, static_cast<size_t>(head_dim_));
+  at_least(s.channel, static_cast<size_t>(config_.group));
+}
+
+void KiviLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
   for (int h = 0; h < n_kv_heads_; ++h) {
     auto& kr = k_res_[static_cast<size_t>(h)];
     auto& vr = v_res_[static_cast<size_t>(h)];
     for (int i = 0; i < n_tokens; ++i) {
       const int held = n_tokens_ + i + 1;  // tokens of this head after the push
-      kr.push(k + at(h, head_dim_, n_kv_heads_, i));
-      vr.push(v + at(h, head_dim_, n_kv_heads_, i));
-      // K: the residual flushes whole once it holds R tokens (R = 0: every G).
-      if (kr.size() >= std::max(R, G)) flush_k(h, kr.size() / G * G, held - kr.size());
-      if (vr.size() > R) flush_v(h, vr.size() - R, held - vr.size());
+      kr.push(input_row(k, i, h, false, s.k_row));
+      vr.push(input_row(v, i, h, true, s.v_row));
+      if (const int n = kivi_k_flush(kr.size(), config_)) flush_k(h, n, held - kr.size(), s);
+      if (const int n = kivi_v_flush(vr.size(), config_)) flush_v(h, n, held - vr.size(), s);
     }
-    kr.trim();
-    vr.trim();
   }
   n_tokens_ += n_tokens;
   k_quant_tokens_ = n_tokens_ - k_res_[0].size();
   v_quant_tokens_ = n_tokens_ - v_res_[0].size();
 }
 
-void KiviLayerCache::flush_k(int head, int n_tokens, int mid) {
+void KiviLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s) {
   const kernels::GroupSpec spec = kivi_spec(config_);
   const int G = config_.group, D = head_dim_, B = block_tokens();
   auto& res = k_res_[static_cast<size_t>(head)];
-  thread_local std::vector<float> block;
-  block.resize(static_cast<size_t>(G) * D);
+  float* channel = at_least(s.channel, static_cast<size_t>(G));
   for (int b = 0; b < n_tokens / G; ++b) {
     const int m = mid + b * G;
-    res.to_f32(b * G, G, block.data());
-    kernels::simd::quantize_token_block(
-        spec, block.data(), static_cast<size_t>(D),
-        k_write(m / B, head) + static_cast<size_t>(m % B / G) * k_block_bytes());
+    uint8_t* records = k_write(m / B, head) + static_cast<size_t>(m % B / G) * k_block_bytes();
+    // Record c is channel c over the group's G tokens, quantized one at a
+    // time from the f16 rows.
+    for (int c = 0; c < D; ++c) {
+      for (int t = 0; t < G; ++t) channel[t] = f16_to_f32(res.row(b * G + t)[c]);
+      kernels::simd::quantize_token_block(spec, channel, 1, records + c * spec.record_bytes());
+    }
   }
   res.pop_front(n_tokens);
 }
 
-void KiviLayerCache::flush_v(int head, int n_tokens, int mid) {
+void KiviLayerCache::flush_v(int head, int n_tokens, int mid, AppendScratch& s) {
   const kernels::GroupSpec spec = kivi_spec(config_);
   const int B = block_tokens();
   auto& res = v_res_[static_cast<size_t>(head)];
-  thread_local std::vector<float> row;
-  row.resize(static_cast<size_t>(head_dim_));
+  float* row = at_least(s.row, static_cast<size_t>(head_dim_));
   for (int t = 0; t < n_tokens; ++t) {
     const int m = mid + t;
-    res.to_f32(t, 1, row.data());
-    kernels::simd::quantize_row(spec, row.data(), static_cast<size_t>(head_dim_ / config_.group),
+    res.to_f32(t, 1, row);
+    kernels::simd::quantize_row(spec, row, static_cast<size_t>(head_dim_ / config_.group),
                                 v_write(m / B, head) + static_cast<size_t>(m % B) * v_row_bytes());
   }
   res.pop_front(n_tokens);
@@ -485,15 +536,18 @@ void KiviLayerCache::truncate(int n) {
   const int G = config_.group, B = block_tokens(), D = head_dim_;
   const int k_q = n >= k_quant_tokens_ ? k_quant_tokens_ : n / G * G;
   const int v_q = std::min(n, v_quant_tokens_);
-  std::vector<float> block(static_cast<size_t>(G) * D);
+  std::vector<float> block;  // a cut K group, dequantized (truncate is not per token)
   for (int h = 0; h < n_kv_heads_; ++h) {
     auto& kr = k_res_[static_cast<size_t>(h)];
     auto& vr = v_res_[static_cast<size_t>(h)];
+    // Each residual keeps what it holds of tokens [its first, n): counted
+    // from its own rows, so the result is exact whatever they hold.
     if (n >= k_quant_tokens_) {
-      kr.pop_back(n_tokens_ - n);
+      kr.pop_back(kr.size() - (n - k_quant_tokens_));
     } else {  // the kept tokens of a cut K group go back to f16, dequantized
       kr.pop_back(kr.size());
       if (n > k_q) {
+        block.resize(static_cast<size_t>(G) * D);
         kernels::simd::dequantize_token_block(
             kivi_spec(config_),
             k_read(k_q / B, h) + static_cast<size_t>(k_q % B / G) * k_block_bytes(),
@@ -501,11 +555,7 @@ void KiviLayerCache::truncate(int n) {
         for (int t = 0; t < n - k_q; ++t) kr.push(block.data() + static_cast<size_t>(t) * D);
       }
     }
-    if (n >= v_quant_tokens_) {
-      vr.pop_back(n_tokens_ - n);
-    } else {
-      vr.pop_back(vr.size());
-    }
+    vr.pop_back(n >= v_quant_tokens_ ? vr.size() - (n - v_quant_tokens_) : vr.size());
   }
   n_tokens_ = n;
   k_quant_tokens_ = k_q;
@@ -550,21 +600,6 @@ void KiviLayerCache::load(ByteReader& in) {
 // ---------------------------------------------------------------------------
 namespace {
 
-// f32 rows being flushed, shared by every cache on this thread: a member
-// would keep each sequence's largest flush (a prefill's whole window)
-// resident for its lifetime, outside the memory plan.
-std::vector<float>& flush_scratch() {
-  thread_local std::vector<float> rows;
-  return rows;
-}
-
-// Group records being stored or read back, likewise per thread.
-uint8_t* flush_records(size_t bytes) {
-  thread_local std::vector<uint8_t> records;
-  if (records.size() < bytes) records.resize(bytes);
-  return records.data();
-}
-
 TileFormat innerq_k_format(const LayerConfig& c, int head_dim) {
   return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode)};
 }
@@ -602,47 +637,77 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
   }
   check_block_tokens(config, block_tokens, config.group);
   use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);
-  const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
-  records_bytes_ = std::max(
-      k_fmt_.n_groups * spec.record_bytes(),
-      static_cast<size_t>(head_dim) *
-          kernels::GroupSpec{config_.v_bits, config_.group, config_.v_mode}.record_bytes());
-  scaled_.resize(static_cast<size_t>(head_dim));
-  row_.resize(static_cast<size_t>(head_dim));
+}
+
+size_t InnerQLayerCache::records_bytes() const {
+  const kernels::GroupSpec k{config_.k_bits, config_.key_group(), config_.k_mode};
+  const kernels::GroupSpec v{config_.v_bits, config_.group, config_.v_mode};
+  return std::max(k_fmt_.n_groups * k.record_bytes(), v.record_bytes());
+}
+
+void InnerQLayerCache::size_scratch(AppendScratch& s) const {
+  LayerCache::size_scratch(s);
+  at_least(s.row, static_cast<size_t>(head_dim_));
+  at_least(s.scaled, static_cast<size_t>(head_dim_));
+  at_least(s.channel, static_cast<size_t>(config_.group));
+  at_least(s.records, records_bytes());
 }
 
 const float* InnerQLayerCache::key_norm(int head) const {
   return key_norm_.empty() ? ones_.data() : key_norm_[static_cast<size_t>(head)].data();
 }
 
-void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
-  const int S = config_.sink, R = config_.recent, G = config_.group;
+std::array<LayerCache::SlotRange, 2> InnerQLayerCache::slots_written(int n_tokens) const {
+  const int R = config_.recent, G = config_.group;
+  // Tokens at positions below `sink` go to the sink, the rest to the recent
+  // windows, which flush after the whole append.
+  const int to_recent = n_tokens - std::min(n_tokens, std::max(0, config_.sink - n_tokens_));
+  const int k_recent = k_recent_tokens() + to_recent, v_recent = v_recent_tokens() + to_recent;
+  const int64_t k_mid = int64_t{k_mid_tokens_} + std::max(0, k_recent - R);
+  const int64_t v_mid = int64_t{v_mid_tokens_} + std::max(0, v_recent - R) / G * G;
+  return {slots<SlotRange>(k_mid_tokens_, k_mid), slots<SlotRange>(v_mid_tokens_, v_mid)};
+}
+
+void InnerQLayerCache::reserve_rows(int n_tokens) {
   if (config_.key_factors != nullptr && n_tokens_ == 0 && key_norm_.empty() && key_mean_.empty()) {
     // Calibrated statistics hold from the first key: every key is stored
     // f16(K − μ) and quantized as (K − μ)/f whenever it is flushed, so equal
-    // prefixes store equal bytes however they were appended.
+    // prefixes store equal bytes however they were appended. Built aside and
+    // moved in, so that a failed allocation changes nothing.
     const KeyFactors& kf = *config_.key_factors;
+    std::vector<std::vector<float>> norm, mean;
     for (int h = 0; h < n_kv_heads_; ++h) {
       if (config_.knorm != KeyNorm::kOff) {
         const float* f = kf.head_factors(layer_index(), h);
-        key_norm_.emplace_back(f, f + head_dim_);
+        norm.emplace_back(f, f + head_dim_);
       }
       if (config_.kcenter) {
         const float* mu = kf.head_means(layer_index(), h);
-        key_mean_.emplace_back(mu, mu + head_dim_);
+        mean.emplace_back(mu, mu + head_dim_);
       }
     }
+    key_norm_.swap(norm);
+    key_mean_.swap(mean);
   }
+  const int to_recent = n_tokens - std::min(n_tokens, std::max(0, config_.sink - n_tokens_));
+  for (auto* windows : {&k_recent_, &v_recent_}) {
+    for (F16Rows& w : *windows) w.make_room(to_recent);
+  }
+}
+
+void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
+  const int S = config_.sink, R = config_.recent, G = config_.group;
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
-      const float* krow = k + at(h, head_dim_, n_kv_heads_, i);
+      const float* krow = input_row(k, i, h, false, s.k_row);
       if (const float* mu = key_mean(h)) {  // keys after the first flush are stored centered
+        float* centered = at_least(s.row, static_cast<size_t>(head_dim_));
         for (int c = 0; c < head_dim_; ++c) {
-          row_[static_cast<size_t>(c)] = std::clamp(krow[c] - mu[c], -kF16Max, kF16Max);
+          centered[c] = std::clamp(krow[c] - mu[c], -kF16Max, kF16Max);
         }
-        krow = row_.data();
+        krow = centered;
       }
-      const float* vrow = v + at(h, head_dim_, n_kv_heads_, i);
+      const float* vrow = input_row(v, i, h, true, s.v_row);
       if (n_tokens_ + i < S) {
         k_sink_[static_cast<size_t>(h)].push(krow);
         v_sink_[static_cast<size_t>(h)].push(vrow);
@@ -652,12 +717,13 @@ void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
       }
     }
     // Flush after the whole append so that a prefill computes the key
-    // normalization over every prompt key (DESIGN.md §1.4); token by token
-    // the result is the same as flushing after each token.
+    // normalization over every prompt key (docs/architecture.md, "Key
+    // normalization"); token by token the result is the same as flushing
+    // after each token.
     const int k_excess = k_recent_[static_cast<size_t>(h)].size() - R;
-    if (k_excess > 0) flush_k(h, k_excess);
+    if (k_excess > 0) flush_k(h, k_excess, s);
     for (int mid = v_mid_tokens_; v_recent_[static_cast<size_t>(h)].size() >= R + G; mid += G) {
-      flush_v(h, mid);
+      flush_v(h, mid, s);
     }
     k_recent_[static_cast<size_t>(h)].trim();
     v_recent_[static_cast<size_t>(h)].trim();
@@ -667,63 +733,60 @@ void InnerQLayerCache::append(const float* k, const float* v, int n_tokens) {
   v_mid_tokens_ = n_tokens_ - sink_tokens() - v_recent_[0].size();
 }
 
-void InnerQLayerCache::compute_key_norm(int head, const float* rows, int n_rows) {
-  std::vector<float>& f = key_norm_[static_cast<size_t>(head)];
-  f.resize(static_cast<size_t>(head_dim_));
-  if (config_.key_factors != nullptr) {  // calibrated once for every sequence
-    const float* fixed = config_.key_factors->head_factors(layer_index(), head);
-    f.assign(fixed, fixed + head_dim_);
-    return;
-  }
-  key_channel_factors(config_.knorm, rows, n_rows, head_dim_, f.data());
-}
-
-void InnerQLayerCache::flush_k(int head, int n_tokens) {
-  uint8_t* const records = flush_records(records_bytes_);
-  std::vector<float>& rows = flush_scratch();
+void InnerQLayerCache::flush_k(int head, int n_tokens, AppendScratch& s) {
   auto& recent = k_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, B = block_tokens();
+  float* const row = at_least(s.row, static_cast<size_t>(D));
+  float* const scaled = at_least(s.scaled, static_cast<size_t>(D));
+  uint8_t* const records = at_least(s.records, records_bytes());
   if (config_.knorm != KeyNorm::kOff && key_norm_.empty()) {
     key_norm_.resize(static_cast<size_t>(n_kv_heads_));
   }
   if (config_.kcenter && key_mean_.empty()) key_mean_.resize(static_cast<size_t>(n_kv_heads_));
   // The first flush centers and normalizes over the whole window, later ones
-  // read only the rows they quantize. rows: [n][D] f32, oldest first.
+  // read only the rows they quantize; either way a row at a time, f32 from
+  // the f16 window (centered as read, at the first flush).
   const bool first_center = config_.kcenter && key_mean_[static_cast<size_t>(head)].empty();
   const bool first_norm =
       config_.knorm != KeyNorm::kOff && key_norm_[static_cast<size_t>(head)].empty();
-  const int n_rows = first_norm || first_center ? recent.size() : n_tokens;
-  rows.resize(static_cast<size_t>(n_rows) * D);
-  recent.to_f32(0, n_rows, rows.data());
   if (first_center) {
     std::vector<float>& mu = key_mean_[static_cast<size_t>(head)];
     mu.resize(static_cast<size_t>(D));
-    if (config_.key_factors != nullptr) {  // calibrated once for every sequence
-      const float* fixed = config_.key_factors->head_means(layer_index(), head);
-      mu.assign(fixed, fixed + D);
-    } else {
-      key_channel_means(rows.data(), n_rows, D, mu.data());
+    KeyMeanAccumulator mean(D);
+    for (int t = 0; t < recent.size(); ++t) {
+      recent.to_f32(t, 1, row);
+      mean.add(row);
     }
-    for (int t = 0; t < n_rows; ++t)
-      for (int c = 0; c < D; ++c) {
-        float& x = rows[static_cast<size_t>(t) * D + c];
-        x = std::clamp(x - mu[static_cast<size_t>(c)], -kF16Max, kF16Max);
-      }
-    // What stays in f16 is centered too, so every region holds K − μ.
-    k_sink_[static_cast<size_t>(head)].subtract(mu.data());
-    recent.subtract(mu.data());
+    mean.mean(mu.data());
   }
-  if (first_norm) compute_key_norm(head, rows.data(), n_rows);
+  const float* const mu = first_center ? key_mean_[static_cast<size_t>(head)].data() : nullptr;
+  const auto read_row = [&](int t) {
+    recent.to_f32(t, 1, row);
+    if (mu != nullptr) {
+      for (int c = 0; c < D; ++c) row[c] = std::clamp(row[c] - mu[c], -kF16Max, kF16Max);
+    }
+  };
+  if (first_norm) {
+    std::vector<float>& f = key_norm_[static_cast<size_t>(head)];
+    f.resize(static_cast<size_t>(D));
+    KeyFactorAccumulator factors(config_.knorm, D);
+    for (int t = 0; t < recent.size(); ++t) {
+      read_row(t);
+      factors.add(row);
+    }
+    factors.factors(f.data());
+  }
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
   // Every head flushes the same tokens, so the member is this head's count
-  // until append() updates it after all heads.
+  // until store() updates it after all heads.
   const int mid = k_mid_tokens_;
   for (int t = 0; t < n_tokens; ++t) {
-    for (int c = 0; c < D; ++c)
-      scaled_[static_cast<size_t>(c)] = rows[static_cast<size_t>(t) * D + c] / f[c];
-    kernels::simd::quantize_row(spec, scaled_.data(), static_cast<size_t>(k_fmt_.n_groups),
-                                records);
+    read_row(t);
+    // Clamped: a key far beyond the factors of the first flush stays within
+    // the f16 metadata's range instead of failing the append half-way.
+    for (int c = 0; c < D; ++c) scaled[c] = std::clamp(row[c] / f[c], -kF16Max, kF16Max);
+    kernels::simd::quantize_row(spec, scaled, static_cast<size_t>(k_fmt_.n_groups), records);
     const int slot = mid + t;  // index of this token in the middle region
     tile_store_row(
         k_fmt_, records,
@@ -731,6 +794,10 @@ void InnerQLayerCache::flush_k(int head, int n_tokens) {
         slot % kTileRows);
   }
   recent.pop_front(n_tokens);
+  if (mu != nullptr) {  // what stays in f16 is centered too, so every region holds K − μ
+    k_sink_[static_cast<size_t>(head)].subtract(mu, row);
+    recent.subtract(mu, row);
+  }
 }
 
 size_t InnerQLayerCache::v_group_offset(int mid) const {
@@ -746,19 +813,19 @@ const uint8_t* InnerQLayerCache::v_group(int head, int mid) const {
   return v_read(mid / block_tokens(), head) + v_group_offset(mid);
 }
 
-void InnerQLayerCache::flush_v(int head, int mid) {
-  uint8_t* const records = flush_records(records_bytes_);
-  std::vector<float>& rows = flush_scratch();
+void InnerQLayerCache::flush_v(int head, int mid, AppendScratch& s) {
   auto& recent = v_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, G = config_.group;
-  rows.resize(static_cast<size_t>(G) * D);
-  recent.to_f32(0, G, rows.data());
   const kernels::GroupSpec spec{config_.v_bits, G, config_.v_mode};
-  kernels::simd::quantize_token_block(spec, rows.data(), static_cast<size_t>(D), records);
+  float* const channel = at_least(s.channel, static_cast<size_t>(G));
+  uint8_t* const record = at_least(s.records, records_bytes());
   uint8_t* group = v_group_for_write(head, mid);
+  // Channel c of the G oldest rows is one group: quantized one channel at a
+  // time into row c % 16 of its channel tile.
   for (int c = 0; c < D; ++c) {
-    tile_store_row(v_fmt_, records + c * spec.record_bytes(),
-                   group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
+    for (int t = 0; t < G; ++t) channel[t] = f16_to_f32(recent.row(t)[c]);
+    kernels::simd::quantize_token_block(spec, channel, 1, record);
+    tile_store_row(v_fmt_, record, group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows);
   }
   recent.pop_front(G);
 }
@@ -839,8 +906,9 @@ std::vector<uint8_t> InnerQLayerCache::v_blocks(int head) const {
 }
 
 void InnerQLayerCache::truncate(int n) {
-  uint8_t* const records = flush_records(records_bytes_);
-  std::vector<float>& rows = flush_scratch();
+  // A cut V group, dequantized (truncate is not per token).
+  std::vector<uint8_t> records;
+  std::vector<float> rows;
   const int S = sink_tokens(), G = config_.group, D = head_dim_;
   const int after = std::max(0, n - S);  // tokens kept past the sink
   const int k_mid = std::min(after, k_mid_tokens_);
@@ -862,13 +930,15 @@ void InnerQLayerCache::truncate(int n) {
     } else {  // the kept tokens of a cut V group go back to f16, dequantized
       v_recent_[hs].pop_back(v_recent_[hs].size());
       if (after > v_mid) {
+        records.resize(static_cast<size_t>(D) * spec.record_bytes());
         const uint8_t* group = v_group(h, v_mid);
         for (int c = 0; c < D; ++c) {
           tile_load_row(v_fmt_, group + (c / kTileRows) * v_fmt_.bytes(), c % kTileRows,
-                        records + c * spec.record_bytes());
+                        records.data() + c * spec.record_bytes());
         }
         rows.resize(static_cast<size_t>(G) * D);
-        kernels::simd::dequantize_token_block(spec, records, static_cast<size_t>(D), rows.data());
+        kernels::simd::dequantize_token_block(spec, records.data(), static_cast<size_t>(D),
+                                              rows.data());
         for (int t = 0; t < after - v_mid; ++t) {
           v_recent_[hs].push(rows.data() + static_cast<size_t>(t) * D);
         }

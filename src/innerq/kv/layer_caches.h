@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -23,7 +24,8 @@ namespace innerq::kv {
 // f16 rows [n][head_dim] — sink windows, recent windows, residuals. A
 // per-sequence buffer of fixed capacity (the window's bound, allocated and
 // zeroed at construction, so decode never allocates); only an append larger
-// than the window (a prefill) grows it, and trim() gives the excess back.
+// than the window (a prefill into InnerQ's recent windows) grows it, by
+// make_room() before anything is stored, and trim() gives the excess back.
 // ---------------------------------------------------------------------------
 class F16Rows {
  public:
@@ -34,10 +36,15 @@ class F16Rows {
   void to_f32(int first, int n, float* out) const;
   void pop_front(int n);  // drops the oldest n rows
   void pop_back(int n);   // drops the newest n rows
-  // Every live row r becomes f16(r − mu) (mu: [head_dim]), clamped to ±65504.
-  void subtract(const float* mu);
+  // Every live row r becomes f16(r − mu) (mu: [head_dim]), clamped to ±65504;
+  // row: [head_dim] scratch.
+  void subtract(const float* mu, float* row);
+  // Room for n more rows, so the next n pushes never reallocate; throws
+  // (std::bad_alloc) with the rows unchanged.
+  void make_room(int n);
   // Back to `capacity` rows of storage when an append grew it beyond and the
-  // live rows fit again.
+  // live rows fit again (best effort: without memory for the smaller buffer
+  // it keeps the larger one).
   void trim();
   int size() const { return count_; }
   int capacity() const { return static_cast<int>(data_.size() / std::max(head_dim_, 1)); }
@@ -68,7 +75,6 @@ class F16Rows {
   Class(const LayerConfig& config, int n_kv_heads, int head_dim, BlockPool* pool = nullptr, \
         int block_tokens = kDefaultBlockTokens);                                            \
   static BlockLayout layout(const LayerConfig& config, int head_dim, int block_tokens);     \
-  void append(const float* k, const float* v, int n_tokens) override;                       \
   MemoryUsage memory() const override;                                                      \
   void segments(int head, HeadSegments& out) const override;                                \
   std::unique_ptr<LayerCache> clone() const override {                                      \
@@ -77,6 +83,11 @@ class F16Rows {
   void truncate(int n_tokens) override;                                                     \
   void save(ByteWriter& out) const override;                                                \
   void load(ByteReader& in) override;
+
+// What each kind's append does (private: LayerCache::append calls them).
+#define INNERQ_LAYER_CACHE_STORE                                       \
+  std::array<SlotRange, 2> slots_written(int n_tokens) const override; \
+  void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) override;
 
 // ---------------------------------------------------------------------------
 // f32 / f16: one plain region, all in blocks. K is kept in 16-token tiles
@@ -98,6 +109,9 @@ class PlainLayerCache final : public LayerCache {
   // All of a head's K tiles (ceil(n/16) of them) and V rows, contiguous.
   std::vector<T> k_tiles(int head) const;
   std::vector<T> v_rows(int head) const;
+
+ private:
+  INNERQ_LAYER_CACHE_STORE
 };
 
 using F32LayerCache = PlainLayerCache<float>;
@@ -111,6 +125,9 @@ template <typename Block>
 class LlamaBlockLayerCache final : public LayerCache {
  public:
   INNERQ_LAYER_CACHE_MEMBERS(LlamaBlockLayerCache)
+
+ private:
+  INNERQ_LAYER_CACHE_STORE
 };
 
 using Q8_0LayerCache = LlamaBlockLayerCache<BlockQ8_0>;
@@ -144,17 +161,20 @@ class KiviLayerCache final : public LayerCache {
   // The quantized K groups (V rows) of a head, contiguous, in token order.
   std::vector<uint8_t> k_blocks(int head) const;
   std::vector<uint8_t> v_rows(int head) const;
+  void size_scratch(AppendScratch& scratch) const override;
 
  private:
-  void flush_k(int head, int n_tokens, int mid);
-  void flush_v(int head, int n_tokens, int mid);
+  INNERQ_LAYER_CACHE_STORE
+  void flush_k(int head, int n_tokens, int mid, AppendScratch& scratch);
+  void flush_v(int head, int n_tokens, int mid, AppendScratch& scratch);
 
   int k_quant_tokens_ = 0, v_quant_tokens_ = 0;
   std::vector<F16Rows> k_res_, v_res_;
 };
 
 // ---------------------------------------------------------------------------
-// InnerQ (DESIGN.md §1): groups along the inner dimension of each product.
+// InnerQ (docs/architecture.md, "Cache structure"): groups along the inner
+// dimension of each product.
 //   K: sink (f16) | middle: per-token groups along head_dim, 16-token tiles
 //      (tile_format.h), keys divided by the per-channel factor f | recent
 //      (f16, exactly `recent` tokens once full; flushes one token at a time).
@@ -209,16 +229,20 @@ class InnerQLayerCache final : public LayerCache {
                ? nullptr
                : key_mean_[static_cast<size_t>(head)].data();
   }
+  void size_scratch(AppendScratch& scratch) const override;
 
  private:
-  void flush_k(int head, int n_tokens);
-  void flush_v(int head, int mid);
+  INNERQ_LAYER_CACHE_STORE
+  void reserve_rows(int n_tokens) override;
+  void flush_k(int head, int n_tokens, AppendScratch& scratch);
+  void flush_v(int head, int mid, AppendScratch& scratch);
   // The G-token V group at middle slot `mid` (a multiple of G), and its
   // offset in its block's V region.
   size_t v_group_offset(int mid) const;
   uint8_t* v_group_for_write(int head, int mid);
   const uint8_t* v_group(int head, int mid) const;
-  void compute_key_norm(int head, const float* rows, int n_rows);  // rows: [n_rows][D]
+  // Bytes of one K row's records (or one V channel's record, the larger).
+  size_t records_bytes() const;
 
   TileFormat k_fmt_, v_fmt_;
   int k_mid_tokens_ = 0, v_mid_tokens_ = 0;
@@ -226,12 +250,10 @@ class InnerQLayerCache final : public LayerCache {
   std::vector<std::vector<float>> key_norm_;  // [heads][D], empty until computed
   std::vector<std::vector<float>> key_mean_;  // [heads][D], empty until computed
   std::vector<float> ones_;                   // [D] of 1.0
-  // Reused by append/flush so that decoding does not allocate.
-  std::vector<float> row_, scaled_;
-  size_t records_bytes_ = 0;  // per-thread record scratch a flush needs
 };
 
 #undef INNERQ_LAYER_CACHE_MEMBERS
+#undef INNERQ_LAYER_CACHE_STORE
 
 // Block regions of a layer of `config` (the kind registry, layer_caches.cc).
 BlockLayout layer_block_layout(const LayerConfig& config, int head_dim, int block_tokens);

@@ -29,6 +29,7 @@
 #include <utility>
 
 #include <fmt/core.h>
+#include <omp.h>
 
 #include "innerq/attn/decode_attention.h"
 #include "innerq/attn/prefill_attention.h"
@@ -329,10 +330,10 @@ void LlamaModel::rope(const Layer& L, float* v, int n_heads, int pos) const {
   }
 }
 
-void LlamaModel::output_logits(float* x, int n, float* logits, int n_threads) const {
+void LlamaModel::output_logits(float* x, int n, float* logits, int n_threads, Workspace& s) const {
   const int d = config_.n_embd;
   for (int t = 0; t < n; ++t) rmsnorm(x + t * d, output_norm_, d, config_.rms_eps, x + t * d);
-  matmul(output_, x, n, logits, n_threads);
+  matmul(output_, x, n, logits, n_threads, s.matmul_tiles);
   // NaN logits would make argmax pick token 0 and every caller (generate,
   // perplexity, passkey, tune, eval) carry on with garbage. Quantized weights
   // are not scanned at load (that would read the whole file), so their NaN/Inf
@@ -384,9 +385,12 @@ namespace {
 
 // Runs step(l) for every layer. A step that throws after some layers took
 // the new positions leaves a cache's layers at different lengths; such a
-// cache is truncated back to the shortest layer before the error goes on
-// (or, where that is impossible, marked failed), so it is never read or
-// extended as if it were whole (docs/architecture.md, "Errors and threads").
+// cache is truncated back to the shortest layer before the error goes on,
+// so it is never read or extended as if it were whole (docs/architecture.md,
+// "Errors and threads"). A layer's own append is all or nothing, and a
+// sliding-window ring gives back up to kWindowSpare positions even after it
+// wrapped, so a decode step always rolls back; only a longer chunk through
+// a wrapped ring cannot, and then the cache is marked failed.
 template <class Step>
 void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& step) {
   int l = 0;
@@ -395,9 +399,9 @@ void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& s
   } catch (const std::exception& e) {
     for (kv::KvCache* cache : caches) {
       if (cache->layers_agree()) continue;
-      // Back to the length every layer has (kv_cache.h, truncate); a
-      // sliding-window ring that has wrapped cannot give a position back,
-      // and then the cache is marked failed instead.
+      // Back to the length every layer has (kv_cache.h, truncate); where a
+      // wrapped ring cannot give that many positions back, the cache is
+      // marked failed instead.
       try {
         cache->truncate(0);
       } catch (const std::exception&) {
@@ -415,10 +419,10 @@ void for_each_layer(int n_layers, std::span<kv::KvCache* const> caches, Step&& s
 // ---------------------------------------------------------------------------
 
 LlamaModel::Workspace::Workspace(const LlamaModel& m, int rows, int sequences) {
-  reserve(m.config(), rows, sequences);
+  reserve(m.config(), rows, sequences, 1);
 }
 
-void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences) {
+void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences, int threads) {
   const size_t n = static_cast<size_t>(rows);
   const auto at_least = [](auto& buffer, size_t size) {
     if (buffer.size() < size) buffer.resize(size);
@@ -434,6 +438,7 @@ void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences)
   at_least(tokens, n);
   at_least(pos, n);
   at_least(windows, static_cast<size_t>(sequences));
+  at_least(attention, static_cast<size_t>(std::max(threads, 1)));
 }
 
 void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<const int> pos,
@@ -446,9 +451,9 @@ void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<cons
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.attn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads);
-  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads);
-  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads);
+  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads, s.matmul_tiles);
+  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads, s.matmul_tiles);
+  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads, s.matmul_tiles);
   if (L.bq != nullptr) {
     add_bias(s.q.data(), L.bq, n, q_dim);
     add_bias(s.k.data(), L.bk, n, kv_dim);
@@ -474,7 +479,7 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
                                           int n_threads) const {
   const ModelDesc& c = config_;
   const size_t xn = static_cast<size_t>(n) * c.n_embd;
-  matmul(L.wo, s.att.data(), n, s.xb.data(), n_threads);
+  matmul(L.wo, s.att.data(), n, s.xb.data(), n_threads, s.matmul_tiles);
   if (L.post_attn_norm != nullptr)
     rmsnorm_rows(s.xb.data(), L.post_attn_norm, n, c.n_embd, c.rms_eps);
   add_into(x, s.xb.data(), xn);
@@ -483,10 +488,10 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.ffn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads);
-  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads);
+  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads, s.matmul_tiles);
+  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads, s.matmul_tiles);
   gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff);
-  matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads);
+  matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads, s.matmul_tiles);
   if (L.post_ffn_norm != nullptr)
     rmsnorm_rows(s.xb.data(), L.post_ffn_norm, n, c.n_embd, c.rms_eps);
   add_into(x, s.xb.data(), xn);
@@ -515,7 +520,7 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
   const size_t nn = static_cast<size_t>(n);
   // Once per prompt: prefill allocates its own buffers.
   Workspace s;
-  s.reserve(c, n, 0);
+  s.reserve(c, n, 0, n_threads);
   const std::span<int> pos(s.pos.data(), nn);
   for (int t = 0; t < n; ++t) pos[static_cast<size_t>(t)] = t;
   float* x = s.x.data();  // [n, n_embd] residual stream
@@ -539,10 +544,10 @@ void LlamaModel::prefill(std::span<const int> tokens, std::span<kv::KvCache* con
   // ---- output head ----
   if (all_logits) {
     logits.resize(nn * c.n_vocab);
-    output_logits(x, n, logits.data(), n_threads);
+    output_logits(x, n, logits.data(), n_threads, s);
   } else {
     logits.resize(static_cast<size_t>(c.n_vocab));
-    output_logits(x + (nn - 1) * d, 1, logits.data(), n_threads);
+    output_logits(x + (nn - 1) * d, 1, logits.data(), n_threads, s);
   }
 }
 
@@ -563,7 +568,7 @@ void LlamaModel::decode(std::span<const int> tokens, std::span<kv::KvCache* cons
   }
   const int batch = static_cast<int>(tokens.size());
   check_new_tokens(1, caches, "decode");
-  ws.reserve(config_, batch, batch);
+  ws.reserve(config_, batch, batch, n_threads);
   std::copy(tokens.begin(), tokens.end(), ws.tokens.begin());
   forward_cached(1, caches, /*all_logits=*/true, logits, n_threads, ws, "decode");
 }
@@ -586,7 +591,7 @@ void LlamaModel::extend(std::span<const int> tokens, std::span<kv::KvCache* cons
     throw Error(
         fmt::format("extend: {} tokens for each of {} caches are too many for one call", n, batch));
   }
-  ws.reserve(config_, n * batch, batch);
+  ws.reserve(config_, n * batch, batch, n_threads);
   for (int b = 0; b < batch; ++b)
     std::copy(tokens.begin(), tokens.end(), ws.tokens.begin() + static_cast<ptrdiff_t>(b) * n);
   forward_cached(n, caches, all_logits, logits, n_threads, ws, "extend");
@@ -665,23 +670,25 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
     };
     // ---- attention through the cache ----
     // Row r = b·n_new + i attends to cache b up to its own position.
-    const auto attend = [&](int r, int attn_threads) {
+    // scratch: the workspace's attention buffers of the thread running it.
+    const auto attend = [&](int r, int attn_threads, attn::AttentionScratch& scratch) {
       const size_t rr = static_cast<size_t>(r);
       const int b = r / n_new, i = r % n_new;
       const kv::LayerCache& layer = caches[static_cast<size_t>(b)]->layer(l);
       if (window_chunk) {
         attn::window_chunk_attention(ws.windows[static_cast<size_t>(b)], i, &ws.q[rr * q_dim],
-                                     c.n_heads, &ws.att[rr * q_dim]);
+                                     c.n_heads, &ws.att[rr * q_dim], scratch);
       } else if (windowed) {
         attn::window_attention(static_cast<const kv::WindowLayerCache&>(layer), &ws.q[rr * q_dim],
-                               c.n_heads, &ws.att[rr * q_dim]);
+                               c.n_heads, &ws.att[rr * q_dim], scratch);
       } else {
         // One new token sees the whole cache; a chunk's token i must not see
         // the chunk's later tokens, already stored.
         attn::DecodeOptions options;
         options.n_threads = attn_threads;
         options.n_visible = n_new == 1 ? 0 : ws.pos[rr] + 1;
-        attn::decode_attention(layer, &ws.q[rr * q_dim], c.n_heads, &ws.att[rr * q_dim], options);
+        attn::decode_attention(layer, &ws.q[rr * q_dim], c.n_heads, &ws.att[rr * q_dim], options,
+                               scratch);
       }
     };
     // Several rows: one thread per row (each cache is its own object; the
@@ -694,7 +701,7 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
       store(0);
       const bool long_cache =
           int64_t{ws.pos[0] + 1} * static_cast<int64_t>(kv_dim) >= kMinParallelAttention;
-      attend(0, long_cache ? n_threads : 1);
+      attend(0, long_cache ? n_threads : 1, ws.attention[0]);
     } else {
       // What is left to fail here (memory) is carried out of the regions.
       ParallelErrors errors;
@@ -706,7 +713,9 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
         errors.rethrow();
       }
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-      for (int r = 0; r < rows; ++r) errors.run([&] { attend(r, 1); });
+      for (int r = 0; r < rows; ++r) {
+        errors.run([&] { attend(r, 1, ws.attention[static_cast<size_t>(omp_get_thread_num())]); });
+      }
       errors.rethrow();
     }
     attention_output_and_ffn(L, x, rows, ws, n_threads);
@@ -716,13 +725,13 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
   const size_t V = static_cast<size_t>(c.n_vocab);
   if (all_logits || n_new == 1) {
     logits.resize(static_cast<size_t>(rows) * V);
-    output_logits(x, rows, logits.data(), n_threads);
+    output_logits(x, rows, logits.data(), n_threads, ws);
     return;
   }
   // Each cache's last new row, gathered (the FFN is done with xb).
   for (size_t b = 0; b < nb; ++b) std::copy_n(x + (b * n + n - 1) * d, d, ws.xb.data() + b * d);
   logits.resize(nb * V);
-  output_logits(ws.xb.data(), batch, logits.data(), n_threads);
+  output_logits(ws.xb.data(), batch, logits.data(), n_threads, ws);
 }
 
 }  // namespace innerq::model

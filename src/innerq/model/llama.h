@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "innerq/attn/attention_scratch.h"
 #include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/kv_cache.h"
@@ -38,10 +39,11 @@ namespace innerq::model {
 class LlamaModel {
  public:
   // The buffers of one forward pass: residual stream, activations, positions
-  // and the sliding-window chunks of rows = sequences × tokens per call. A
-  // call that needs more rows than it holds grows it (once); smaller calls
-  // reuse it. One per calling thread; not tied to one model's weights, but
-  // sized by a model's shape.
+  // and the sliding-window chunks of rows = sequences × tokens per call,
+  // matmul's weight tiles, and the attention scratch of each thread. A call
+  // that needs more than it holds grows it (once); smaller calls reuse it,
+  // so a decode step allocates nothing. One per calling thread; not tied to
+  // one model's weights, but sized by a model's shape.
   class Workspace {
    public:
     Workspace() = default;
@@ -50,7 +52,7 @@ class LlamaModel {
 
    private:
     friend class LlamaModel;
-    void reserve(const ModelDesc& c, int rows, int sequences);
+    void reserve(const ModelDesc& c, int rows, int sequences, int threads);
 
     std::vector<float> x;                    // [rows, n_embd] residual stream
     std::vector<float> xb;                   // [rows, n_embd]
@@ -63,6 +65,10 @@ class LlamaModel {
     std::vector<int> tokens;                 // [rows]
     std::vector<int> pos;                    // [rows]
     std::vector<attn::WindowChunk> windows;  // [sequences], sliding-window layers
+    std::vector<float> matmul_tiles;         // matmul's per-thread weight tiles
+    // [threads]: rows that attend in parallel use their thread's; a single
+    // row uses the first (decode attention then splits it over the threads).
+    std::vector<attn::AttentionScratch> attention;
   };
 
   // Opens and validates the GGUF file; throws innerq::Error naming it. A file
@@ -148,7 +154,7 @@ class LlamaModel {
   void rope(const Layer& L, float* v, int n_heads, int pos) const;
   // x: [n, n_embd] in; logits: [n, n_vocab] out (x is normalized in place).
   // Throws innerq::Error naming the file if any logit is NaN or Inf.
-  void output_logits(float* x, int n, float* logits, int n_threads) const;
+  void output_logits(float* x, int n, float* logits, int n_threads, Workspace& s) const;
   // Why logits came out non-finite: the first weight matrix holding NaN/Inf
   // (a value, or a quantized block's scale), else an activation overflow.
   std::string non_finite_cause() const;

@@ -99,7 +99,7 @@ void MatvecImpl(const WeightMatrix& w, const float* x, float* y, int n_threads) 
 // accumulators in registers).
 // ---------------------------------------------------------------------------
 
-constexpr int kTileRows = 4;
+constexpr int kTileRows = kMatmulTileRows;
 constexpr int kTokenBlock = 64;
 
 // out: [cols], F16 row r in f32.
@@ -148,23 +148,17 @@ void Tile(DF df, const float* const w[kTileRows], const float* const x[kTileToke
   }
 }
 
-void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads) {
+// tiles: the caller's [n_threads][kTileRows][cols] (matmul_tile_floats),
+// sized before the region: nothing inside it may throw (docs/architecture.md,
+// "Errors and threads").
+void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
+                     float* tiles) {
   const DF df;
   const int64_t cols = w.cols;
   const int64_t n_tiles = (w.rows + kTileRows - 1) / kTileRows;
   const std::optional<kernels::WeightFormat> format = block_format(w.type);
   const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
-  // Each thread's tile is allocated here: nothing inside the region may throw
-  // (docs/architecture.md, "Errors and threads"). Kept across calls, so that
-  // a chunked forward pass allocates nothing once it has seen its widest
-  // matrix (model/llama.h, Workspace).
   const size_t tile_size = static_cast<size_t>(kTileRows * cols);
-  // (Inside the region a thread_local names each thread's own: the threads
-  // share the calling thread's buffer through a plain pointer.)
-  thread_local std::vector<float> tile_buffer;
-  if (tile_buffer.size() < static_cast<size_t>(std::max(n_threads, 1)) * tile_size)
-    tile_buffer.resize(static_cast<size_t>(std::max(n_threads, 1)) * tile_size);
-  float* const tiles = tile_buffer.data();
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
     const std::span<float> tile(tiles + static_cast<size_t>(omp_get_thread_num()) * tile_size,
@@ -208,11 +202,12 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
   }
 }
 
-void MatmulImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads) {
+void MatmulImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
+                float* tiles) {
   if (n_tokens == 1) {
     MatvecImpl(w, x, y, n_threads);
   } else {
-    MatmulTiledImpl(w, x, n_tokens, y, n_threads);
+    MatmulTiledImpl(w, x, n_tokens, y, n_threads, tiles);
   }
 }
 
@@ -311,8 +306,21 @@ void dequantize_row(const WeightMatrix& w, int64_t r, float* out) {
   }
 }
 
+size_t matmul_tile_floats(int64_t cols, int n_threads) {
+  return static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows * static_cast<size_t>(cols);
+}
+
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
+            std::vector<float>& tiles) {
+  if (n_tokens > 1 && tiles.size() < matmul_tile_floats(w.cols, n_threads)) {
+    tiles.resize(matmul_tile_floats(w.cols, n_threads));
+  }
+  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, n_tokens, y, n_threads, tiles.data());
+}
+
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads) {
-  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, n_tokens, y, n_threads);
+  std::vector<float> tiles;
+  matmul(w, x, n_tokens, y, n_threads, tiles);
 }
 
 void matmul_reference(const WeightMatrix& w, const float* x, int n_tokens, float* y) {

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "innerq/kernels/weight_blocks.h"
 #include "innerq/model/gguf.h"
@@ -66,6 +67,15 @@ WeightMatrix weight_matrix(const GgufTensor& tensor);
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out);
 
 // x: [n_tokens, cols], y: [n_tokens, rows]; y[t][r] = Σ_c W[r][c]·x[t][c].
+// Several tokens expand kMatmulTileRows weight rows at a time into a
+// per-thread f32 tile, from `tiles` (grown to matmul_tile_floats(cols,
+// n_threads) when smaller: the model's Workspace keeps it, so a forward pass
+// allocates nothing once it has seen its widest matrix).
+inline constexpr int kMatmulTileRows = 4;
+size_t matmul_tile_floats(int64_t cols, int n_threads);
+void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
+            std::vector<float>& tiles);
+// The same with tiles of its own, allocated per call (tests).
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads);
 
 // Scalar reference of matmul (double accumulation over the dequantized row).

@@ -157,14 +157,15 @@ std::vector<std::vector<double>> time_interleaved(const std::vector<const kv::La
                                                   int threads, int reps) {
   const attn::DecodeOptions options{threads, false};
   std::vector<float> out(q.size());
+  attn::AttentionScratch scratch;  // sized by the first round: the timed calls allocate nothing
   for (const kv::LayerCache* c : caches)
-    attn::decode_attention(*c, q.data(), n_heads, out.data(), options);
+    attn::decode_attention(*c, q.data(), n_heads, out.data(), options, scratch);
   std::vector<std::vector<double>> us(caches.size());
   double total = 0.0;
   for (int round = 0; round < (reps > 0 ? reps : 200); ++round) {
     for (size_t i = 0; i < caches.size(); ++i) {
       const auto start = std::chrono::steady_clock::now();
-      attn::decode_attention(*caches[i], q.data(), n_heads, out.data(), options);
+      attn::decode_attention(*caches[i], q.data(), n_heads, out.data(), options, scratch);
       us[i].push_back(
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
               .count());
