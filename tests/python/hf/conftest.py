@@ -171,10 +171,14 @@ def full_forward_logits(model, ids, tokens, attention_mask=None):
 
 @pytest.fixture(scope="session")
 def hf():
-    """(torch, transformers), skipping when either is missing."""
+    """(torch, transformers), skipping when either is missing; torch on 1 thread."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # One thread: the models are tiny, and with other work on the 2 cores
+    # torch's OpenMP threads wait for each other: the suite took 56 s on 2
+    # threads under load against 4.5 s idle, and 4.7 s on 1 thread under the
+    # same load.
+    torch.set_num_threads(1)
     return torch, transformers
 
 
