@@ -15,4 +15,12 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// A fixed pool has no room left for what was asked (blocks of a sequence, or
+// a new sequence): the request was refused and nothing was stored. The C ABI
+// reports it as INNERQ_ERROR_POOL_FULL, so a caller can evict and retry.
+class PoolFullError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace innerq

@@ -67,7 +67,7 @@ void BlockPool::acquire_n(std::span<int> ids) {
   if (free_.size() < ids.size()) {
     if (!growable_) {
       const size_t total = slabs_.size() * static_cast<size_t>(slab_blocks_);
-      throw Error(fmt::format(
+      throw PoolFullError(fmt::format(
           "{}: all {} blocks ({:.1f} MiB) are in use ({} free, {} needed); size the pool for more "
           "tokens or sequences",
           name_, total, static_cast<double>(block_bytes_) * static_cast<double>(total) / (1 << 20),

@@ -10,7 +10,7 @@
 // (copy-on-write). See docs/architecture.md, "The block pool".
 //
 // A pool is either fixed (n blocks allocated once; acquire_n() past them
-// throws innerq::Error naming the pool) or growable (a private pool of a
+// throws innerq::PoolFullError naming the pool) or growable (a private pool of a
 // standalone cache, which adds slabs as needed; a slab never moves). Slab
 // memory comes from calloc: pages are zero and only become resident when
 // written.
@@ -47,7 +47,7 @@ class BlockPool {
   BlockPool& operator=(const BlockPool&) = delete;
 
   // ids.size() blocks with one reference each, taken under one lock: all of
-  // them or none. A fixed pool with fewer free throws innerq::Error naming
+  // them or none. A fixed pool with fewer free throws PoolFullError naming
   // the pool, its size and the request, and hands out nothing. Their bytes
   // are unspecified (the layer cache clears or overwrites what it takes).
   void acquire_n(std::span<int> ids);

@@ -146,7 +146,8 @@ void LayerCache::append(const float* k, const float* v, int n_tokens, AppendScra
   store(k, v, n_tokens, scratch);
 }
 
-void LayerCache::prepare_write(const std::array<SlotRange, 2>& ranges, AppendScratch& s) {
+int LayerCache::blocks_to_take(const std::array<SlotRange, 2>& ranges,
+                               std::vector<int>& copied) const {
   const int held = n_blocks_held(), B = block_tokens_;
   int end = held, first = held;
   for (const SlotRange& r : ranges) {
@@ -156,17 +157,28 @@ void LayerCache::prepare_write(const std::array<SlotRange, 2>& ranges, AppendScr
   }
   // Held blocks the append writes that a fork shares: decided once here
   // (a count read again later could have dropped meanwhile).
-  s.copied.clear();
+  copied.clear();
   for (int j = first; j < held; ++j) {
     bool written = false;
     for (const SlotRange& r : ranges) {
       written = written || (r.end > r.first && j >= r.first / B && j < (r.end + B - 1) / B);
     }
-    if (written && pool_->refs(blocks_[static_cast<size_t>(j)]) > 1) s.copied.push_back(j);
+    if (written && pool_->refs(blocks_[static_cast<size_t>(j)]) > 1) copied.push_back(j);
   }
-  const size_t n_new = static_cast<size_t>(end - held);
-  if (n_new + s.copied.size() == 0) return;   // every block held alone: no lock taken
-  blocks_.reserve(static_cast<size_t>(end));  // only a standalone cache's table can grow
+  return end - held;
+}
+
+int LayerCache::blocks_needed(int n_tokens) const {
+  if (n_tokens <= 0) return 0;
+  std::vector<int> copied;
+  return blocks_to_take(slots_written(n_tokens), copied) + static_cast<int>(copied.size());
+}
+
+void LayerCache::prepare_write(const std::array<SlotRange, 2>& ranges, AppendScratch& s) {
+  const size_t n_new = static_cast<size_t>(blocks_to_take(ranges, s.copied));
+  if (n_new + s.copied.size() == 0) return;  // every block held alone: no lock taken
+  // Only a standalone cache's table can grow.
+  blocks_.reserve(static_cast<size_t>(n_blocks_held()) + n_new);
   s.block_ids.resize(n_new + s.copied.size());
   pool_->acquire_n(s.block_ids);  // all or none; throws when the pool is full
   size_t next = 0;

@@ -157,6 +157,10 @@ class LayerCache {
   void append(const float* k, const float* v, int n_tokens, AppendScratch& scratch);
   // The same with a scratch of its own, allocated per call (tests).
   void append(const float* k, const float* v, int n_tokens);
+  // Pool blocks an append of n_tokens would take now: new ones, and a copy
+  // of each shared block it writes (callers that append several sequences
+  // at once check their sum against the pool before any of them stores).
+  int blocks_needed(int n_tokens) const;
   // Grows `scratch` to what this layer's appends and flushes use, so that
   // they allocate nothing.
   virtual void size_scratch(AppendScratch& scratch) const;
@@ -280,6 +284,10 @@ class LayerCache {
   // the table's end and a private copy of each shared one, taken in one
   // acquire_n (which throws, changing nothing, when the pool is full).
   void prepare_write(const std::array<SlotRange, 2>& ranges, AppendScratch& scratch);
+  // What prepare_write takes for `ranges`: the blocks past the table's end
+  // (the count returned) and, into `copied`, the held blocks it writes that
+  // a fork shares.
+  int blocks_to_take(const std::array<SlotRange, 2>& ranges, std::vector<int>& copied) const;
   // Region (head, K or V) of block `id`. A slab holds slab_blocks blocks
   // region-major: region r of every block side by side, so the region r of
   // blocks id and id+1 of one slab are adjacent.
