@@ -52,6 +52,7 @@ class WindowChunk {
   int head_dim() const { return head_dim_; }
   int n_past() const { return n_past_; }
   int n_chunk() const { return n_chunk_; }
+  size_t bytes() const { return (k_.capacity() + v_.capacity()) * sizeof(f16_bits); }  // held
   // [n_past + n_chunk][D] of one KV head
   const f16_bits* k_rows(int head) const { return k_.data() + head_offset(head); }
   const f16_bits* v_rows(int head) const { return v_.data() + head_offset(head); }

@@ -422,6 +422,17 @@ LlamaModel::Workspace::Workspace(const LlamaModel& m, int rows, int sequences) {
   reserve(m.config(), rows, sequences, 1);
 }
 
+size_t LlamaModel::Workspace::bytes() const {
+  size_t floats = 0;
+  for (const std::vector<float>* b : {&x, &xb, &q, &k, &v, &att, &gate, &up, &matmul_tiles}) {
+    floats += b->capacity();
+  }
+  size_t total = floats * sizeof(float) + (tokens.capacity() + pos.capacity()) * sizeof(int);
+  for (const attn::WindowChunk& w : windows) total += w.bytes();
+  for (const attn::AttentionScratch& a : attention) total += a.bytes();
+  return total;
+}
+
 void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences, int threads) {
   const size_t n = static_cast<size_t>(rows);
   const auto at_least = [](auto& buffer, size_t size) {

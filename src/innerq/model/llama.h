@@ -49,6 +49,8 @@ class LlamaModel {
     Workspace() = default;
     // Sized for calls of up to `rows` rows over up to `sequences` caches.
     Workspace(const LlamaModel& m, int rows, int sequences);
+    // Heap bytes held (release them by assigning an empty Workspace).
+    size_t bytes() const;
 
    private:
     friend class LlamaModel;
