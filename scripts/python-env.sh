@@ -3,15 +3,18 @@
 # into it what the python tests need, only what is missing. Idempotent and
 # non-interactive: runs as root (CI) or as a user (apt-get through sudo).
 #
-#   bash scripts/python-env.sh          numpy, pytest, gguf
+#   bash scripts/python-env.sh          numpy, pytest, gguf, and the build
+#                                       tools of `pip install .` (scikit-build-core,
+#                                       nanobind)
 #   bash scripts/python-env.sh --hf     also torch, transformers, accelerate
-#                                       (tests/python/hf)
+#                                       (innerq.hf, tests/python/hf)
 #
-# Then: build/venv/bin/python -m pytest tests/python
+# Then: build/venv/bin/pip install --no-build-isolation . and
+#       build/venv/bin/python -m pytest tests/python
 #
 # Environment:
 #   INNERQ_VENV           the venv folder (default build/venv)
-#   INNERQ_PYTHON         the python that creates it (default python3 on PATH)
+#   INNERQ_VENV_PYTHON    the python that creates it (default python3 on PATH)
 #   INNERQ_TRANSFORMERS   transformers version for --hf (default 5.25.0, the
 #                         newest of the supported range >=5.19,<5.26; CI runs
 #                         both ends: 5.19.0 and 5.25.0)
@@ -44,7 +47,7 @@ start=$SECONDS
 # `python3 -m venv`) into python3-venv. The python3 on PATH may not be
 # Debian's (pyenv): if it still lacks ensurepip after the install, Debian's
 # /usr/bin/python3 makes the venv.
-PYTHON="${INNERQ_PYTHON:-python3}"
+PYTHON="${INNERQ_VENV_PYTHON:-python3}"
 has_venv() { "$1" -c 'import venv, ensurepip' >/dev/null 2>&1; }
 if ! has_venv "$PYTHON"; then
   if ! has_venv /usr/bin/python3; then
@@ -69,7 +72,7 @@ PY="$VENV/bin/python"
 
 # 3. Packages: NAME or NAME==VERSION. A bare name is skipped when installed at
 # any version; NAME==VERSION when installed at exactly that version.
-want=(numpy pytest gguf)
+want=(numpy pytest gguf scikit-build-core nanobind)
 if [ "$hf" -eq 1 ]; then
   # transformers reads GGUF files with `gguf` and builds their tokenizers
   # (SmolLM2's BPE, Gemma 3's SentencePiece vocabulary) with `tokenizers`, its

@@ -22,14 +22,13 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AttentionInterface, Cache  # noqa: E402
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
-from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # noqa: E402
-
-from conftest import PAD, build_model, prompt_ids  # noqa: E402
+import torch
+import transformers
+from conftest import PAD, build_model, prompt_ids
+from transformers import AttentionInterface, Cache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
@@ -52,12 +51,16 @@ def describe(x):
 def logged_layer(base):
     class Logged(base):
         def update(self, key_states, value_states, *args, **kwargs):
-            EVENTS.append(f"layer.update(K={describe(key_states)}, args={describe(args)}, kwargs={describe(kwargs)})")
+            EVENTS.append(
+                f"layer.update(K={describe(key_states)}, args={describe(args)}, kwargs={describe(kwargs)})"
+            )
             return super().update(key_states, value_states, *args, **kwargs)
 
         def get_mask_sizes(self, query_length, *args):
             out = super().get_mask_sizes(query_length, *args)
-            EVENTS.append(f"layer.get_mask_sizes({query_length}{', ' + describe(args) if args else ''}) -> {out}")
+            EVENTS.append(
+                f"layer.get_mask_sizes({query_length}{', ' + describe(args) if args else ''}) -> {out}"
+            )
             return out
 
     Logged.__name__ = "Logged" + base.__name__
@@ -79,17 +82,30 @@ class ProbeCache(Cache):
         super().__init__(layers=layers)
 
 
-LOGGED_CACHE_METHODS = ["get_seq_length", "get_mask_sizes", "get_query_offset", "get_max_length", "reset",
-                        "reorder_cache", "crop", "batch_repeat_interleave", "batch_select_indices",
-                        "activate_past_recording", "early_initialization"]
+LOGGED_CACHE_METHODS = [
+    "get_seq_length",
+    "get_mask_sizes",
+    "get_query_offset",
+    "get_max_length",
+    "reset",
+    "reorder_cache",
+    "crop",
+    "batch_repeat_interleave",
+    "batch_select_indices",
+    "activate_past_recording",
+    "early_initialization",
+]
 
 
 def _wrap(name):
     def method(self, *args, **kwargs):
         out = getattr(Cache, name)(self, *args, **kwargs)
-        EVENTS.append(f"cache.{name}({', '.join(describe(a) for a in args)}"
-                      f"{', ' + describe(kwargs) if kwargs else ''}) -> {describe(out)}")
+        EVENTS.append(
+            f"cache.{name}({', '.join(describe(a) for a in args)}"
+            f"{', ' + describe(kwargs) if kwargs else ''}) -> {describe(out)}"
+        )
         return out
+
     return method
 
 
@@ -100,13 +116,18 @@ for _name in LOGGED_CACHE_METHODS:
 
 def probe_attention(module, query, key, value, attention_mask, **kwargs):
     mask = describe(attention_mask)
-    if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool and attention_mask.shape[-1] <= 24:
+    if (
+        isinstance(attention_mask, torch.Tensor)
+        and attention_mask.dtype == torch.bool
+        and attention_mask.shape[-1] <= 24
+    ):
         rows = attention_mask[:, 0, -1, :].int().tolist()
         mask += f" last-query-row per batch={rows}"
     EVENTS.append(
         f"attn(layer_idx={module.layer_idx}, module.sliding_window={getattr(module, 'sliding_window', 'n/a')}, "
         f"module.is_causal={getattr(module, 'is_causal', 'n/a')}, Q={describe(query)}, K={describe(key)}, "
-        f"mask={mask}, kwargs={describe(kwargs)})")
+        f"mask={mask}, kwargs={describe(kwargs)})"
+    )
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -134,9 +155,11 @@ def main(archs):
     for arch in archs:
         model = build_model(arch, attn_implementation="sdpa")
         model.set_attn_implementation("probe")
-        print(f"\n===== {arch}: config._attn_implementation={model.config._attn_implementation}, "
-              f"layer_types={getattr(model.config, 'layer_types', None)}, "
-              f"sliding_window={getattr(model.config, 'sliding_window', None)}")
+        print(
+            f"\n===== {arch}: config._attn_implementation={model.config._attn_implementation}, "
+            f"layer_types={getattr(model.config, 'layer_types', None)}, "
+            f"sliding_window={getattr(model.config, 'sliding_window', None)}"
+        )
         ids = prompt_ids(batch=2, length=6)
         ids[0, :2] = PAD
         mask = torch.ones_like(ids)
@@ -145,7 +168,9 @@ def main(archs):
         kw = dict(max_new_tokens=3, do_sample=False, past_key_values=cache, attention_mask=mask)
         try:
             model.generate(ids, innerq_probe=object(), **kw)
-            summarize("generate(batch 2, row 0 left-padded by 2, greedy, 3 tokens, extra kwarg innerq_probe=object())")
+            summarize(
+                "generate(batch 2, row 0 left-padded by 2, greedy, 3 tokens, extra kwarg innerq_probe=object())"
+            )
         except Exception as e:  # the extra kwarg may be refused
             EVENTS.clear()
             print(f"--- extra generate kwarg refused: {type(e).__name__}: {str(e)[:200]}")
@@ -160,22 +185,39 @@ def main(archs):
             model.generate(long_ids, max_new_tokens=2, do_sample=False, past_key_values=cache)
             summarize(f"generate(batch 1, prompt {long_ids.shape[1]} > window, 2 tokens)")
         cache = ProbeCache(model.config)
-        model.generate(prompt_ids(batch=1, length=4), max_new_tokens=2, num_beams=2, do_sample=False,
-                       past_key_values=cache)
+        model.generate(
+            prompt_ids(batch=1, length=4),
+            max_new_tokens=2,
+            num_beams=2,
+            do_sample=False,
+            past_key_values=cache,
+        )
         summarize("generate(batch 1, num_beams=2, 2 tokens)")
         # An extra kwarg through a direct forward (not generate()).
         from conftest import cache_kwarg
+
         marker = object()
         with torch.no_grad():
-            model(input_ids=prompt_ids(batch=1, length=3), use_cache=True,
-                  **{cache_kwarg(model): ProbeCache(model.config)}, innerq_probe=marker)
+            model(
+                input_ids=prompt_ids(batch=1, length=3),
+                use_cache=True,
+                **{cache_kwarg(model): ProbeCache(model.config)},
+                innerq_probe=marker,
+            )
         EVENTS[:] = [e for e in EVENTS if e.startswith(("attn", "layer.update"))][:2]
-        summarize(f"model(..., {cache_kwarg(model)}=cache, innerq_probe=object()) (direct forward): first update + attn")
+        summarize(
+            f"model(..., {cache_kwarg(model)}=cache, innerq_probe=object()) (direct forward): first update + attn"
+        )
         # Without a registered mask builder.
         AttentionInterface.register("probe_nomask", probe_attention)
         model.set_attn_implementation("probe_nomask")
-        model.generate(ids, max_new_tokens=1, do_sample=False, past_key_values=ProbeCache(model.config),
-                       attention_mask=mask)
+        model.generate(
+            ids,
+            max_new_tokens=1,
+            do_sample=False,
+            past_key_values=ProbeCache(model.config),
+            attention_mask=mask,
+        )
         EVENTS[:] = [e for e in EVENTS if e.startswith("attn")][:1]
         summarize("attn_implementation registered WITHOUT AttentionMaskInterface (padded batch): mask seen")
 

@@ -37,6 +37,10 @@ def test_dynamic_cache_left_padded_batch(tiny_model, dynamic_cache, decode, refe
     ref = reference_logits(tiny_model, padded, got.tokens, attention_mask=mask)
     torch.testing.assert_close(got.logits, ref, atol=TOL, rtol=0)
     for row, start in ((0, pad), (1, 0)):
-        alone = decode(tiny_model, transformers.DynamicCache(config=tiny_model.config),
-                       ids[row:row + 1, start:], steps=STEPS)
-        torch.testing.assert_close(got.logits[row:row + 1], alone.logits, atol=TOL, rtol=0)
+        alone = decode(
+            tiny_model,
+            transformers.DynamicCache(config=tiny_model.config),
+            ids[row : row + 1, start:],
+            steps=STEPS,
+        )
+        torch.testing.assert_close(got.logits[row : row + 1], alone.logits, atol=TOL, rtol=0)
