@@ -64,10 +64,9 @@ int n_threads() {
 void check_view(const innerq_view* v, const std::string& name) {
   require(v != nullptr, fmt::format("{} is NULL", name));
   require(v->data != nullptr, fmt::format("{}.data is NULL", name));
-  require(
-      v->dtype == INNERQ_DTYPE_F32 || v->dtype == INNERQ_DTYPE_F16 || v->dtype == INNERQ_DTYPE_BF16,
-      fmt::format("{}.dtype {} is not INNERQ_DTYPE_F32, _F16 or _BF16", name,
-                  static_cast<int>(v->dtype)));
+  const int dtype = enum_value(v->dtype);
+  require(dtype == INNERQ_DTYPE_F32 || dtype == INNERQ_DTYPE_F16 || dtype == INNERQ_DTYPE_BF16,
+          fmt::format("{}.dtype {} is not INNERQ_DTYPE_F32, _F16 or _BF16", name, dtype));
 }
 
 innerq_view view_at(const innerq_view& v, int64_t i) {
@@ -135,7 +134,7 @@ const char* innerq_last_error(void) {
 }
 
 const char* innerq_status_name(innerq_status status) {
-  switch (status) {
+  switch (innerq::capi::enum_value(status)) {
     case INNERQ_OK:
       return "ok";
     case INNERQ_ERROR_INVALID_ARGUMENT:

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -41,6 +42,16 @@ inline void require(bool ok, const std::string& message) {
 template <typename T>
 void require_not_null(const T* p, const char* name) {
   require(p != nullptr, fmt::format("{} is NULL", name));
+}
+
+// The value of an enum a C caller passed: any int is legal C, but loading an
+// out-of-range value as a C++ enum is not, so the bytes are read as an int.
+template <typename E>
+int enum_value(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums here are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
 }
 
 // Records the message for innerq_last_error() on this thread.
