@@ -7,10 +7,7 @@
 #include <vector>
 
 #include "innerq/attn/window_attention.h"
-#include "innerq/base/fp16.h"
 #include "innerq/capi/capi_internal.h"
-#include "innerq/kernels/f16_convert.h"
-#include "innerq/kernels/tile_format.h"
 #include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::capi {
@@ -135,25 +132,6 @@ void attend_one(PoolState& s, const kv::LayerCache& layer, const float* q, int n
   o.n_threads = n_threads();
   o.n_visible = n_visible;
   attn::decode_attention(layer, q, n_heads, out, o, s.scratch);
-}
-
-// Positions [first, n) of a sliding-window ring in position order, [n − first][D] per
-// KV head: K from its 16-token tiles, V from its rows (both f16, never rotated).
-void ring_rows(const kv::WindowLayerCache& ring, int head, int64_t first, int64_t n, bool value,
-               float* out) {
-  const int D = ring.head_dim();
-  for (int64_t p = first; p < n; ++p) {
-    const int slot = ring.slot(p);
-    float* row = out + (p - first) * D;
-    if (value) {
-      kernels::f16_to_f32(ring.v_rows(head) + static_cast<size_t>(slot) * D, static_cast<size_t>(D),
-                          row);
-    } else {
-      const f16_bits* tile =
-          ring.k_tiles(head) + static_cast<size_t>(slot / kTileRows) * D * kTileRows;
-      for (int c = 0; c < D; ++c) row[c] = f16_to_f32(tile[c * kTileRows + slot % kTileRows]);
-    }
-  }
 }
 
 // Queries [n, n_heads, D] from a view into s.q, times `factor`.
@@ -460,7 +438,9 @@ innerq_status innerq_append(innerq_seq* const* seqs, int32_t n_seqs, int32_t lay
       capi::check_view(&k[b], fmt::format("k[{}]", b));
       capi::check_view(&v[b], fmt::format("v[{}]", b));
     }
-    // Checked for every sequence before any stores: values, room, usability.
+    // A single sequence's append is all or nothing by itself (KvCache::append
+    // checks its rows and takes its blocks before storing); a batch checks
+    // every sequence's rows first, then the blocks they need together.
     std::vector<const float*> kf(static_cast<size_t>(n_seqs)), vf(kf.size());
     std::vector<std::vector<float>> staged;
     if (n_seqs > 1) staged.resize(2 * static_cast<size_t>(n_seqs));
@@ -469,15 +449,14 @@ innerq_status innerq_append(innerq_seq* const* seqs, int32_t n_seqs, int32_t lay
       std::vector<float>& vs = n_seqs > 1 ? staged[2 * static_cast<size_t>(b) + 1] : s.v;
       kf[static_cast<size_t>(b)] = capi::rows_f32(k[b], n_tokens, s.shape, ks);
       vf[static_cast<size_t>(b)] = capi::rows_f32(v[b], n_tokens, s.shape, vs);
-      kv::KvCache& c = *seqs[b]->cache;
+      if (n_seqs == 1) break;
       try {
-        c.check_append(layer, kf[static_cast<size_t>(b)], vf[static_cast<size_t>(b)], n_tokens);
+        seqs[b]->cache->check_append(layer, kf[static_cast<size_t>(b)], vf[static_cast<size_t>(b)],
+                                     n_tokens);
       } catch (const Error& e) {
         fail(INNERQ_ERROR_INVALID_ARGUMENT, fmt::format("seqs[{}]: {}", b, e.what()));
       }
     }
-    // One sequence's append takes its blocks all at once or not at all; a
-    // batch checks the sum first, so a full pool stores nothing in any.
     const kv::BlockPool* blocks = s.pool->layer(layer);
     if (n_seqs > 1 && blocks != nullptr && !s.growable) {
       int64_t need = 0;
@@ -573,7 +552,7 @@ innerq_status innerq_seq_dequantize(const innerq_seq* seq, int32_t layer, const 
     for (int h = 0; h < H; ++h) {
       for (int kind = 0; kind < 2; ++kind) {
         if (ring != nullptr) {
-          capi::ring_rows(*ring, h, start, L.n_tokens(), kind == 1, rows.data());
+          ring->rows_f32(h, start, static_cast<int>(held), kind == 1, rows.data());
         } else {
           const std::vector<double> d =
               kind == 0 ? attn::dequantized_keys(L, h) : attn::dequantized_values(L, h);

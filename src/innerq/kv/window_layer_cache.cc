@@ -102,6 +102,20 @@ void WindowLayerCache::segments(int, HeadSegments&) const {
   throw Error("decode attention: a sliding-window layer is read by attn::window_attention");
 }
 
+void WindowLayerCache::rows_f32(int head, int64_t first, int count, bool value, float* out) const {
+  const int D = head_dim_;
+  for (int i = 0; i < count; ++i) {
+    const int s = slot(first + i);
+    float* row = out + static_cast<size_t>(i) * D;
+    if (value) {
+      kernels::f16_to_f32(v_rows(head) + static_cast<size_t>(s) * D, static_cast<size_t>(D), row);
+    } else {
+      const f16_bits* tile = k_tiles(head) + static_cast<size_t>(s / kTileRows) * D * kTileRows;
+      for (int c = 0; c < D; ++c) row[c] = f16_to_f32(tile[c * kTileRows + s % kTileRows]);
+    }
+  }
+}
+
 void WindowLayerCache::check_truncate(int n_tokens) const {
   LayerCache::check_truncate(n_tokens);
   const int needed = std::max(0, n_tokens - window_);  // the oldest position n_tokens' window reads

@@ -70,6 +70,9 @@ class WindowLayerCache final : public LayerCache {
     int start[2] = {0, 0}, length[2] = {0, 0};
   };
   SlotRuns runs(int64_t first, int count) const;
+  // The rows of positions [first, first + count) (held ones) of a KV head
+  // in position order, as f32: out [count][head_dim]; K (or V when value).
+  void rows_f32(int head, int64_t first, int count, bool value, float* out) const;
   const f16_bits* k_tiles(int head) const {  // [ceil(slots/16)][D][16]
     return ring_.get() + static_cast<size_t>(head) * k_head_elems();
   }
