@@ -74,8 +74,9 @@ class InnerQLayer(CacheLayerMixin):
         super().__init__()
         self.cache, self.index, self.window = cache, index, window
         self.is_sliding = window > 0
-        # Sliding layers keep only their window: they cannot give back a
-        # position once it has left (crop within the window is refused).
+        # A sliding layer's ring gives back at most its spare slots once it
+        # has wrapped, so crop cannot always restore it (transformers reads
+        # this before assisted decoding).
         self.is_croppable = window == 0
         self.n_tokens = 0
         self.dtype: torch.dtype | None = None
@@ -150,21 +151,18 @@ class InnerQLayer(CacheLayerMixin):
         return self.window if self.window else self.cache.max_tokens
 
     # Sequence operations act on whole innerq sequences (every layer at
-    # once): InnerQCache does them; a layer only follows the count.
+    # once): InnerQCache does them once and sets each layer's count. Called
+    # on one layer, they would run once per layer: refused.
     def reset(self) -> None:
         self.n_tokens = 0
 
-    def crop(self, tokens_to_remove: int) -> None:
-        self.cache.crop(tokens_to_remove)
+    def _whole_cache_only(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "InnerQLayer: crop, reorder and batch selection act on every layer of the innerq "
+            "sequences at once; call them on the InnerQCache"
+        )
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.cache.reorder_cache(beam_idx)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.cache.batch_repeat_interleave(repeats)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.cache.batch_select_indices(indices)
+    crop = reorder_cache = batch_repeat_interleave = batch_select_indices = _whole_cache_only
 
 
 class InnerQCache(Cache):
@@ -278,26 +276,22 @@ class InnerQCache(Cache):
         if tokens_to_remove == 0 or n == 0:
             return
         keep = max(0, n + tokens_to_remove)
-        if any(w and n > w for w in self.windows):
-            raise NotImplementedError(
-                f"crop: a sliding-window layer past its window cannot give back positions ({n} tokens held)"
-            )
+        # A sliding-window ring gives back positions while its spare slots
+        # still hold what the shorter sequence attends to; innerq refuses
+        # more (ValueError naming the layer), before anything changes.
         for seq in self.sequences:
             seq.truncate(keep)
         for layer in self.layers:
             layer.n_tokens = keep
 
-    def _replace(self, sequences: list[innerq.Sequence]) -> None:
-        self.sequences = sequences
-
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._replace([self.sequences[int(i)].fork() for i in beam_idx.tolist()])
+        self.sequences = [self.sequences[int(i)].fork() for i in beam_idx.tolist()]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self._replace([s if r == 0 else s.fork() for s in self.sequences for r in range(repeats)])
+        self.sequences = [s if r == 0 else s.fork() for s in self.sequences for r in range(repeats)]
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._replace([self.sequences[int(i)] for i in indices.tolist()])
+        self.sequences = [self.sequences[int(i)] for i in indices.tolist()]
 
 
 def _all_visible(mask: torch.Tensor | None) -> bool:
