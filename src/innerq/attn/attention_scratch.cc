@@ -121,6 +121,23 @@ size_t AttentionScratch::bytes() const {
   return bytes;
 }
 
+size_t ChunkScratch::bytes() const {
+  size_t b = held(heads_) + held(queries_) + held(cuts_) + held(threads_);
+  for (const kv::HeadSegments& h : heads_) b += held(h.k) + held(h.v);
+  for (const Thread& t : threads_) {
+    b += held(t.step.k) + held(t.step.v) + held(t.scores) + held(t.cut) + held(t.kernel) +
+         held(t.o) + held(t.m) + held(t.l) + held(t.acc);
+  }
+  return b;
+}
+
+void ChunkScratch::release() {
+  std::vector<kv::HeadSegments>().swap(heads_);
+  std::vector<float>().swap(queries_);
+  std::vector<int>().swap(cuts_);
+  std::vector<Thread>().swap(threads_);
+}
+
 void AttentionScratch::release() {
   std::vector<kv::HeadSegments>().swap(heads_);
   std::vector<int>().swap(cuts_);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "innerq/kv/kv_cache.h"
+#include "innerq/kv/layer_caches.h"
 #include "innerq/kv/segments.h"
 #include "innerq/kv/window_layer_cache.h"
 
@@ -29,6 +30,10 @@ namespace innerq::attn {
 
 struct DecodeOptions;
 class WindowChunk;
+
+// Query rows (steps × query heads of one KV head) chunk_attention reads the
+// cache for at once; a longer chunk takes several passes.
+inline constexpr int kChunkRows = 512;
 
 // Chunk cuts are multiples of this many tokens from the segments' origin, so
 // they fall on 16-token tiles and on G-token blocks for every G ≤ 128.
@@ -103,6 +108,37 @@ class AttentionScratch {
   std::vector<int> cuts_;
   std::vector<float> queries_;
   std::vector<float> partial_;
+  std::vector<Thread> threads_;
+};
+
+// The buffers of chunk_attention (decode_attention.h): the layer's segment
+// lists, one step's lists per thread, the queries of up to kChunkRows query
+// rows per KV head, and per thread a score buffer, a buffer for a group cut
+// by a step's end, the InnerQ kernel scratch and running softmax results of
+// every row. They grow to the largest call and stay (a workspace serves
+// every chunk of a generation loop without allocating again); bytes() is
+// what it holds, release() gives it back.
+class ChunkScratch {
+ public:
+  size_t bytes() const;
+  void release();
+
+ private:
+  friend void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps,
+                              const float* q, int n_heads, float* out, const DecodeOptions& options,
+                              ChunkScratch& scratch);
+  struct Thread {
+    kv::HeadSegments step;        // one step's segments
+    std::vector<float> scores;    // [rows][chunk]
+    std::vector<float> cut;       // [rows][chunk + kChunkAlign]
+    std::vector<uint8_t> kernel;  // kernels::KernelScratch
+    std::vector<float> o;         // [rows][D] one task's output
+    std::vector<float> m, l;      // [n_kv][rows] running max and sum
+    std::vector<float> acc;       // [n_kv][rows][D] running output
+  };
+  std::vector<kv::HeadSegments> heads_;
+  std::vector<float> queries_;  // rotated, scaled, normalized: 3 × [n_kv][rows][D]
+  std::vector<int> cuts_;
   std::vector<Thread> threads_;
 };
 

@@ -17,6 +17,7 @@
 #include "innerq/kernels/group_format.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
+#include "innerq/kv/layer_caches.h"
 #include "innerq/kv/segments.h"
 
 namespace innerq::attn {
@@ -279,6 +280,233 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
       kernels::scalar::hadamard_rotate(out, static_cast<size_t>(n_heads), D, true);
     else
       kernels::simd::hadamard_rotate(out, static_cast<size_t>(n_heads), D, true);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Chunked extend: the new tokens of one append, each as decode saw it
+// (docs/architecture.md, "Chunked extend").
+// ---------------------------------------------------------------------------
+namespace {
+
+// Score floats a shared-part task holds per thread (rows × chunk tokens):
+// sets the chunk length of the shared part.
+constexpr size_t kChunkScoreFloats = size_t{1} << 18;
+
+// A row's running softmax (max m, sum l, unnormalized output o[D]) merged
+// with the partial result of more tokens (m_c, l_c, o_c).
+inline void merge_partial(float m_c, float l_c, const float* o_c, int D, float& m, float& l,
+                          float* o) {
+  const float M = std::max(m, m_c);
+  const float a = m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(m - M);
+  const float b = std::exp(m_c - M);
+  l = l * a + l_c * b;
+  for (int d = 0; d < D; ++d) o[d] = o[d] * a + o_c[d] * b;
+  m = M;
+}
+
+// `list` clipped to positions below `end`, then the window rows
+// [end, stop) from `rows` (row 0 at position rows_from), when any.
+void step_segments(const std::vector<Segment>& list, int end, int stop, const kv::F16Rows* rows,
+                   int rows_from, std::vector<Segment>& out) {
+  out.clear();
+  for (const Segment& s : list) {
+    if (s.start >= end) continue;
+    Segment c = s;
+    c.length = std::min(s.length, end - s.start);
+    out.push_back(c);
+  }
+  if (rows != nullptr && end < stop) {
+    out.push_back(
+        Segment{SegmentForm::kRowsF16, end, stop - end, 1, rows->row(end - rows_from), {}});
+  }
+}
+
+}  // namespace
+
+void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, const float* q,
+                     int n_heads, float* out, const DecodeOptions& options, ChunkScratch& scratch) {
+  check_shape(cache, n_heads, 0);
+  const int n = steps.n;
+  if (n <= 0 || steps.first + n != cache.n_tokens() ||
+      steps.k_end.size() < static_cast<size_t>(n) || steps.v_end.size() < static_cast<size_t>(n) ||
+      (steps.has_rows && (steps.k_rows.size() != static_cast<size_t>(cache.n_kv_heads()) ||
+                          steps.v_rows.size() != static_cast<size_t>(cache.n_kv_heads())))) {
+    throw Error(fmt::format(
+        "chunk attention: the steps ({} tokens from position {}) are not those of the cache's "
+        "last append (it holds {} tokens)",
+        n, steps.first, cache.n_tokens()));
+  }
+  const int D = cache.head_dim(), n_kv = cache.n_kv_heads();
+  const int nq = n_heads / n_kv;
+  const int T = std::max(1, options.n_threads);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const kv::LayerConfig& config = cache.config();
+  const size_t Dz = static_cast<size_t>(D);
+
+  std::vector<HeadSegments>& heads = scratch.heads_;
+  if (heads.size() < static_cast<size_t>(n_kv)) heads.resize(static_cast<size_t>(n_kv));
+  for (int h = 0; h < n_kv; ++h) cache.segments(h, heads[static_cast<size_t>(h)]);
+  const int origin = heads[0].origin;
+  if (scratch.threads_.size() < static_cast<size_t>(T)) {
+    scratch.threads_.resize(static_cast<size_t>(T));
+  }
+
+  const int steps_per_pass = std::max(1, kChunkRows / nq);
+  for (int s0 = 0; s0 < n; s0 += steps_per_pass) {
+    const int s1 = std::min(n, s0 + steps_per_pass), ns = s1 - s0, rows = ns * nq;
+    const size_t R = static_cast<size_t>(rows);
+    // Positions [0, c0) every token of the pass sees as stored now (the
+    // boundaries only grow with i), cut where every segment can be cut.
+    const int seen =
+        std::min(steps.k_end[static_cast<size_t>(s0)], steps.v_end[static_cast<size_t>(s0)]);
+    const int c0 = seen >= origin ? origin + (seen - origin) / kChunkAlign * kChunkAlign : 0;
+    const int C = std::max<int>(
+        kChunkAlign, static_cast<int>(kChunkScoreFloats / R / kChunkAlign * kChunkAlign));
+    std::vector<int>& cuts = scratch.cuts_;
+    cuts.assign(1, 0);
+    if (c0 > 0) {
+      for (int64_t cut = int64_t{origin} + C; cut < c0; cut += C) {
+        cuts.push_back(static_cast<int>(cut));
+      }
+      cuts.push_back(c0);
+    }
+    const int n_shared = static_cast<int>(cuts.size()) - 1;
+    const size_t longest_shared = c0 > 0 ? static_cast<size_t>(std::min(c0, origin + C)) : 0;
+    const size_t longest_tail = static_cast<size_t>(steps.first + s1 - c0);
+    const size_t score_floats =
+        std::max(R * longest_shared, static_cast<size_t>(nq) * longest_tail);
+    const size_t cut_floats = std::max(R * (longest_shared + kChunkAlign),
+                                       static_cast<size_t>(nq) * (longest_tail + kChunkAlign));
+    size_t kernel_bytes = 0;
+    if (config.kind == kv::CacheKind::kInnerQ) {
+      const auto& layer = static_cast<const kv::InnerQLayerCache&>(cache);
+      kernel_bytes = std::max(kernels::innerq_k_scratch_bytes(layer.k_format(), D),
+                              kernels::innerq_v_scratch_bytes(layer.v_format()));
+    }
+    const size_t acc_rows = static_cast<size_t>(n_kv) * R;
+    for (int t = 0; t < T; ++t) {
+      ChunkScratch::Thread& th = scratch.threads_[static_cast<size_t>(t)];
+      kv::at_least(th.scores, score_floats);
+      kv::at_least(th.cut, cut_floats);
+      kv::at_least(th.kernel, kernel_bytes);
+      kv::at_least(th.o, R * (Dz + 2));
+      th.m.assign(acc_rows, -std::numeric_limits<float>::infinity());
+      th.l.assign(acc_rows, 0.0f);
+      th.acc.assign(acc_rows * Dz, 0.0f);
+      for (auto* list : {&th.step.k, &th.step.v}) {
+        if (list->capacity() < heads[0].k.size() + heads[0].v.size() + 1) {
+          list->reserve(heads[0].k.size() + heads[0].v.size() + 1);
+        }
+      }
+    }
+
+    // Queries of the pass per KV head, [n_kv][rows][D], row (i − s0)·nq + j
+    // = query head h·nq + j of token i: rotated (rotated keys), scaled by
+    // 1/sqrt(D), and also by the key factors (InnerQ's middle).
+    float* const q_rot = kv::at_least(scratch.queries_, 3 * acc_rows * Dz);
+    float* const q_scaled = q_rot + acc_rows * Dz;
+    float* const q_norm = q_scaled + acc_rows * Dz;
+    for (int h = 0; h < n_kv; ++h) {
+      for (int r = 0; r < rows; ++r) {
+        const int i = s0 + r / nq, j = r % nq;
+        std::copy_n(q + (static_cast<size_t>(i) * n_heads + static_cast<size_t>(h) * nq + j) * Dz,
+                    Dz, q_rot + (static_cast<size_t>(h) * R + r) * Dz);
+      }
+    }
+    if (config.rot_k) {
+      if (options.scalar_kernels)
+        kernels::scalar::hadamard_rotate(q_rot, acc_rows, D, false);
+      else
+        kernels::simd::hadamard_rotate(q_rot, acc_rows, D, false);
+    }
+    for (size_t row = 0; row < acc_rows; ++row) {
+      const float* f = heads[row / R].key_norm;
+      for (size_t c = 0; c < Dz; ++c) {
+        const size_t x = row * Dz + c;
+        q_scaled[x] = q_rot[x] * scale;
+        q_norm[x] = f ? q_scaled[x] * f[c] : q_scaled[x];
+      }
+    }
+
+    const int n_tasks = n_kv * (n_shared + ns);
+    ParallelErrors errors;
+#pragma omp parallel num_threads(T)
+    {
+      ChunkScratch::Thread& th = scratch.threads_[static_cast<size_t>(omp_get_thread_num())];
+      const ChunkBuffers buffers{th.cut.data(), {th.kernel.data(), th.kernel.size()}};
+#pragma omp for schedule(dynamic, 1)
+      for (int task = 0; task < n_tasks; ++task)
+        errors.run([&] {
+          // Shared part: task (h, chunk) for every row of the pass at once.
+          // Then task (h, token i): positions [c0, own] as token i saw them.
+          const bool shared = task < n_kv * n_shared;
+          const int h = shared ? task / n_shared : (task - n_kv * n_shared) / ns;
+          const HeadSegments& seg = heads[static_cast<size_t>(h)];
+          int a = c0, b = 0, first_row = 0, n_rows = rows;
+          const std::vector<Segment>* k_list = &seg.k;
+          const std::vector<Segment>* v_list = &seg.v;
+          if (shared) {
+            const int c = task % n_shared;
+            a = cuts[static_cast<size_t>(c)];
+            b = cuts[static_cast<size_t>(c) + 1];
+          } else {
+            const int i = s0 + (task - n_kv * n_shared) % ns;
+            const size_t is = static_cast<size_t>(i);
+            b = steps.first + i + 1;
+            first_row = (i - s0) * nq;
+            n_rows = nq;
+            step_segments(seg.k, steps.k_end[is], b,
+                          steps.has_rows ? &steps.k_rows[static_cast<size_t>(h)] : nullptr,
+                          steps.k_rows_from, th.step.k);
+            step_segments(seg.v, steps.v_end[is], b,
+                          steps.has_rows ? &steps.v_rows[static_cast<size_t>(h)] : nullptr,
+                          steps.v_rows_from, th.step.v);
+            k_list = &th.step.k;
+            v_list = &th.step.v;
+          }
+          const size_t stride = static_cast<size_t>(b - a);
+          const size_t q_off = (static_cast<size_t>(h) * R + first_row) * Dz;
+          float* const o = th.o.data();
+          float* const pm = o + static_cast<size_t>(n_rows) * Dz;
+          float* const pl = pm + n_rows;
+          chunk_scores(*k_list, a, b, q_scaled + q_off, q_norm + q_off, n_rows, D, th.scores.data(),
+                       stride, options, buffers);
+          kernels::simd::softmax_partial({th.scores.data(), stride}, b - a, n_rows, pm, pl);
+          std::fill(o, o + static_cast<size_t>(n_rows) * Dz, 0.0f);
+          chunk_values(*v_list, a, b, th.scores.data(), stride, n_rows, D, o, options, buffers);
+          for (int r = 0; r < n_rows; ++r) {
+            const size_t x = static_cast<size_t>(h) * R + first_row + r;
+            merge_partial(pm[r], pl[r], o + static_cast<size_t>(r) * Dz, D, th.m[x], th.l[x],
+                          &th.acc[x * Dz]);
+          }
+        });
+    }
+    errors.rethrow();
+
+    // Every thread's running results merged, row by row, into out.
+    for (size_t x = 0; x < acc_rows; ++x) {
+      const int h = static_cast<int>(x / R), r = static_cast<int>(x % R);
+      const int i = s0 + r / nq, j = r % nq;
+      float* const o =
+          out + (static_cast<size_t>(i) * n_heads + static_cast<size_t>(h) * nq + j) * Dz;
+      float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+      std::fill(o, o + Dz, 0.0f);
+      for (int t = 0; t < T; ++t) {
+        const ChunkScratch::Thread& th = scratch.threads_[static_cast<size_t>(t)];
+        if (th.l[x] == 0.0f) continue;  // no task of this row ran on thread t
+        merge_partial(th.m[x], th.l[x], &th.acc[x * Dz], D, m, l, o);
+      }
+      for (size_t c = 0; c < Dz; ++c) o[c] /= l;
+    }
+  }
+  // Rotated values: each output row rotated back by Rᵀ.
+  if (config.rot_v) {
+    const size_t n_rows = static_cast<size_t>(n) * n_heads;
+    if (options.scalar_kernels)
+      kernels::scalar::hadamard_rotate(out, n_rows, D, true);
+    else
+      kernels::simd::hadamard_rotate(out, n_rows, D, true);
   }
 }
 

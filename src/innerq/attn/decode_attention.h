@@ -38,6 +38,22 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
 void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, float* out,
                       const DecodeOptions& options = {});
 
+// Attention of the new tokens of one append through `cache`, each as
+// token-by-token decode would have computed it (docs/architecture.md,
+// "Chunked extend"): token i (position steps.first + i) attends to the
+// positions up to its own, the stored ones below steps.k_end[i] /
+// v_end[i] from the cache and the rest from the f16 rows the windows held
+// when it came (kv::ChunkSteps, filled by that append). The positions every
+// token sees stored are read once for all of them (up to kChunkRows query
+// rows per KV head at a time: the query heads of all the tokens), not once
+// per token; the rest per token.
+// q:   [steps.n][n_heads][head_dim] post-RoPE queries of the new positions
+// out: [steps.n][n_heads][head_dim]
+// The cache is the one the append left (a pooled layer, not a sliding-window
+// ring); buffers come from `scratch`. options.n_visible is ignored.
+void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, const float* q,
+                     int n_heads, float* out, const DecodeOptions& options, ChunkScratch& scratch);
+
 // Scalar reference of the same computation for every cache kind: dequantizes
 // each region in double precision and runs a plain softmax. Slow; for tests.
 void decode_attention_reference(const kv::LayerCache& cache, const float* q, int n_heads,

@@ -128,23 +128,38 @@ const float* LayerCache::input_row(const float* x, int i, int h, bool value,
   return out;
 }
 
-void LayerCache::append(const float* k, const float* v, int n_tokens) {
+void LayerCache::append(const float* k, const float* v, int n_tokens, ChunkSteps* steps) {
   AppendScratch scratch;
-  append(k, v, n_tokens, scratch);
+  append(k, v, n_tokens, scratch, steps);
 }
 
-void LayerCache::append(const float* k, const float* v, int n_tokens, AppendScratch& scratch) {
+void LayerCache::append(const float* k, const float* v, int n_tokens, AppendScratch& scratch,
+                        ChunkSteps* steps) {
   if (n_tokens <= 0) return;
   const int held = n_blocks_held();
   prepare_write(slots_written(n_tokens), scratch);
   try {
     reserve_rows(n_tokens);
+    if (steps != nullptr) {
+      steps->first = n_tokens_;
+      steps->n = n_tokens;
+      steps->k_end.resize(static_cast<size_t>(n_tokens));
+      steps->v_end.resize(static_cast<size_t>(n_tokens));
+      for (int i = 0; i < n_tokens; ++i) {
+        steps->k_end[static_cast<size_t>(i)] = steps->v_end[static_cast<size_t>(i)] =
+            n_tokens_ + i + 1;
+      }
+      steps->has_rows = false;
+      prepare_steps(n_tokens, *steps);
+    }
   } catch (...) {  // memory: the blocks just taken go back (copies stay: same bytes)
     keep_blocks(held);
     throw;
   }
-  store(k, v, n_tokens, scratch);
+  store(k, v, n_tokens, scratch, steps);
 }
+
+void LayerCache::prepare_steps(int, ChunkSteps&) const {}
 
 int LayerCache::blocks_to_take(const std::array<SlotRange, 2>& ranges,
                                std::vector<int>& copied) const {
@@ -430,11 +445,11 @@ void KvCache::check_append(int layer, const float* k, const float* v, int n_toke
   validate(layer, k, v, n_tokens);
 }
 
-void KvCache::append(int layer, const float* k, const float* v, int n_tokens) {
+void KvCache::append(int layer, const float* k, const float* v, int n_tokens, ChunkSteps* steps) {
   require_usable();
   validate(layer, k, v, n_tokens);
   // Rotated layers rotate each row as they store it (LayerCache::input_row).
-  layers_[static_cast<size_t>(layer)]->append(k, v, n_tokens, scratch_);
+  layers_[static_cast<size_t>(layer)]->append(k, v, n_tokens, scratch_, steps);
 }
 
 size_t KvCache::reserved_bytes() const {

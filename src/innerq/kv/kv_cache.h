@@ -33,6 +33,8 @@
 
 namespace innerq::kv {
 
+struct ChunkSteps;  // layer_caches.h
+
 struct CacheShape {
   int n_layers = 0;
   int n_kv_heads = 0;
@@ -154,9 +156,16 @@ class LayerCache {
   // the pool in one BlockPool::acquire_n before any row or counter changes,
   // so a full pool throws innerq::Error naming it and leaves the layer
   // exactly as it was (docs/architecture.md, "The block pool").
-  void append(const float* k, const float* v, int n_tokens, AppendScratch& scratch);
+  // With `steps`, the append also fills it with what each new token would
+  // have seen had the tokens come one at a time (ChunkSteps, layer_caches.h),
+  // and stores exactly what those appends would have stored: InnerQ's first
+  // flush, which fixes the key factors and mean, happens at the same token
+  // (a prompt's append without steps flushes after all its tokens, so that
+  // those statistics cover the whole prompt).
+  void append(const float* k, const float* v, int n_tokens, AppendScratch& scratch,
+              ChunkSteps* steps = nullptr);
   // The same with a scratch of its own, allocated per call (tests).
-  void append(const float* k, const float* v, int n_tokens);
+  void append(const float* k, const float* v, int n_tokens, ChunkSteps* steps = nullptr);
   // Pool blocks an append of n_tokens would take now: new ones, and a copy
   // of each shared block it writes (callers that append several sequences
   // at once check their sum against the pool before any of them stores).
@@ -229,9 +238,16 @@ class LayerCache {
   // does not reallocate them (InnerQ's recent windows take a whole append
   // before they flush). Default: nothing to grow.
   virtual void reserve_rows(int n_tokens);
+  // For an append of n_tokens with steps: what the kind adds to the default
+  // steps (every token sees every position up to its own as stored), before
+  // anything is stored — the windowed kinds copy their windows' rows and
+  // give the rows room for the new tokens (may throw std::bad_alloc).
+  virtual void prepare_steps(int n_tokens, ChunkSteps& steps) const;
   // Stores the rows once every block slots_written() names is writable:
-  // allocates nothing and does not throw.
-  virtual void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) = 0;
+  // allocates nothing and does not throw. With steps (prepared), also
+  // records in it what each token saw (the windowed kinds).
+  virtual void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch,
+                     ChunkSteps* steps) = 0;
   // Row i, head h of the input k (or v, when `value`): the row itself, or
   // its rotation in `buffer` when the layer stores rotated rows
   // (docs/architecture.md, "Rotation").
@@ -416,7 +432,8 @@ class KvCache {
   // after rotation where the layer stores rotated rows), once failed(), or
   // when a fixed pool has not the blocks the append needs (LayerCache::
   // append: all or nothing).
-  void append(int layer, const float* k, const float* v, int n_tokens);
+  // With `steps`: LayerCache::append with steps (what each token saw).
+  void append(int layer, const float* k, const float* v, int n_tokens, ChunkSteps* steps = nullptr);
   // Everything append() checks, without storing: callers that append inside
   // an OpenMP region validate first, outside it (docs/architecture.md,
   // "Errors and threads").

@@ -113,6 +113,34 @@ void F16Rows::load(ByteReader& in, int max_rows) {
   trim();
 }
 
+size_t ChunkSteps::bytes() const {
+  size_t b = (k_end.capacity() + v_end.capacity()) * sizeof(int) +
+             (k_rows.capacity() + v_rows.capacity()) * sizeof(F16Rows);
+  for (const auto* rows : {&k_rows, &v_rows}) {
+    for (const F16Rows& r : *rows) b += r.reserved_bytes();
+  }
+  return b;
+}
+
+namespace {
+
+// `to` becomes a copy of the live rows of `from` (per head) with room for
+// n_new more rows, reusing its buffers (ChunkSteps: the window rows a
+// chunk's first token sees).
+void copy_window_rows(const std::vector<F16Rows>& from, int head_dim, int n_new,
+                      std::vector<F16Rows>& to) {
+  if (to.size() != from.size() || (!to.empty() && to[0].head_dim() != head_dim)) {
+    to.assign(from.size(), F16Rows(head_dim, 0));
+  }
+  for (size_t h = 0; h < from.size(); ++h) {
+    to[h].pop_back(to[h].size());
+    to[h].make_room(from[h].size() + n_new);
+    for (int t = 0; t < from[h].size(); ++t) to[h].push_f16(from[h].row(t));
+  }
+}
+
+}  // namespace
+
 namespace {
 
 size_t round_region(size_t bytes) {
@@ -168,7 +196,8 @@ std::array<LayerCache::SlotRange, 2> PlainLayerCache<T>::slots_written(int n_tok
 }
 
 template <typename T>
-void PlainLayerCache<T>::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
+void PlainLayerCache<T>::store(const float* k, const float* v, int n_tokens, AppendScratch& s,
+                               ChunkSteps*) {
   const int D = head_dim_, B = block_tokens();
   // A K row, converted once, then spread over its tile.
   T* krow = reinterpret_cast<T*>(at_least(s.converted, static_cast<size_t>(D) * sizeof(T)));
@@ -288,7 +317,7 @@ std::array<LayerCache::SlotRange, 2> LlamaBlockLayerCache<Block>::slots_written(
 
 template <typename Block>
 void LlamaBlockLayerCache<Block>::store(const float* k, const float* v, int n_tokens,
-                                        AppendScratch& s) {
+                                        AppendScratch& s, ChunkSteps*) {
   const int nb = head_dim_ / kLlamaBlock, B = block_tokens();
   for (int h = 0; h < n_kv_heads_; ++h) {
     for (int i = 0; i < n_tokens; ++i) {
@@ -416,16 +445,35 @@ void KiviLayerCache::size_scratch(AppendScratch& s) const {
   at_least(s.channel, static_cast<size_t>(config_.group));
 }
 
-void KiviLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
+void KiviLayerCache::prepare_steps(int n_tokens, ChunkSteps& steps) const {
+  steps.k_rows_from = k_quant_tokens_;
+  steps.v_rows_from = v_quant_tokens_;
+  copy_window_rows(k_res_, head_dim_, n_tokens, steps.k_rows);
+  copy_window_rows(v_res_, head_dim_, n_tokens, steps.v_rows);
+  steps.has_rows = true;
+}
+
+void KiviLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s,
+                           ChunkSteps* steps) {
   for (int h = 0; h < n_kv_heads_; ++h) {
     auto& kr = k_res_[static_cast<size_t>(h)];
     auto& vr = v_res_[static_cast<size_t>(h)];
     for (int i = 0; i < n_tokens; ++i) {
       const int held = n_tokens_ + i + 1;  // tokens of this head after the push
-      kr.push(input_row(k, i, h, false, s.k_row));
-      vr.push(input_row(v, i, h, true, s.v_row));
+      const float* krow = input_row(k, i, h, false, s.k_row);
+      const float* vrow = input_row(v, i, h, true, s.v_row);
+      kr.push(krow);
+      vr.push(vrow);
       if (const int n = kivi_k_flush(kr.size(), config_)) flush_k(h, n, held - kr.size(), s);
       if (const int n = kivi_v_flush(vr.size(), config_)) flush_v(h, n, held - vr.size(), s);
+      if (steps != nullptr) {  // every head flushes the same tokens: head 0 records
+        steps->k_rows[static_cast<size_t>(h)].push(krow);
+        steps->v_rows[static_cast<size_t>(h)].push(vrow);
+        if (h == 0) {
+          steps->k_end[static_cast<size_t>(i)] = held - kr.size();
+          steps->v_end[static_cast<size_t>(i)] = held - vr.size();
+        }
+      }
     }
   }
   n_tokens_ += n_tokens;
@@ -695,9 +743,32 @@ void InnerQLayerCache::reserve_rows(int n_tokens) {
   }
 }
 
-void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s) {
+void InnerQLayerCache::prepare_steps(int n_tokens, ChunkSteps& steps) const {
+  steps.k_rows_from = sink_tokens() + k_mid_tokens_;
+  steps.v_rows_from = sink_tokens() + v_mid_tokens_;
+  copy_window_rows(k_recent_, head_dim_, n_tokens, steps.k_rows);
+  copy_window_rows(v_recent_, head_dim_, n_tokens, steps.v_rows);
+  steps.has_rows = true;
+}
+
+void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s,
+                             ChunkSteps* steps) {
   const int S = config_.sink, R = config_.recent, G = config_.group;
   for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    F16Rows& k_recent = k_recent_[hs];
+    F16Rows& v_recent = v_recent_[hs];
+    // Every head flushes the same tokens, so the members stay this head's
+    // counts until the end, which updates them after all heads.
+    int k_mid = k_mid_tokens_, v_mid = v_mid_tokens_;
+    const auto flush = [&] {
+      const int k_excess = k_recent.size() - R;
+      if (k_excess > 0) {
+        flush_k(h, k_excess, k_mid, s, steps);
+        k_mid += k_excess;
+      }
+      for (; v_recent.size() >= R + G; v_mid += G) flush_v(h, v_mid, s);
+    };
     for (int i = 0; i < n_tokens; ++i) {
       const float* krow = input_row(k, i, h, false, s.k_row);
       if (const float* mu = key_mean(h)) {  // keys after the first flush are stored centered
@@ -709,31 +780,40 @@ void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, Appen
       }
       const float* vrow = input_row(v, i, h, true, s.v_row);
       if (n_tokens_ + i < S) {
-        k_sink_[static_cast<size_t>(h)].push(krow);
-        v_sink_[static_cast<size_t>(h)].push(vrow);
+        k_sink_[hs].push(krow);
+        v_sink_[hs].push(vrow);
       } else {
-        k_recent_[static_cast<size_t>(h)].push(krow);
-        v_recent_[static_cast<size_t>(h)].push(vrow);
+        k_recent.push(krow);
+        v_recent.push(vrow);
+      }
+      if (steps != nullptr) {
+        // As token by token: flushed after each token, and what the token
+        // saw recorded (docs/architecture.md, "Chunked extend").
+        steps->k_rows[hs].push(krow);
+        steps->v_rows[hs].push(vrow);
+        flush();
+        if (h == 0) {
+          const int sink = std::min(S, n_tokens_ + i + 1);
+          steps->k_end[static_cast<size_t>(i)] = sink + k_mid;
+          steps->v_end[static_cast<size_t>(i)] = sink + v_mid;
+        }
       }
     }
-    // Flush after the whole append so that a prefill computes the key
-    // normalization over every prompt key (docs/architecture.md, "Key
-    // normalization"); token by token the result is the same as flushing
-    // after each token.
-    const int k_excess = k_recent_[static_cast<size_t>(h)].size() - R;
-    if (k_excess > 0) flush_k(h, k_excess, s);
-    for (int mid = v_mid_tokens_; v_recent_[static_cast<size_t>(h)].size() >= R + G; mid += G) {
-      flush_v(h, mid, s);
-    }
-    k_recent_[static_cast<size_t>(h)].trim();
-    v_recent_[static_cast<size_t>(h)].trim();
+    // A prompt flushes after the whole append so that the key normalization
+    // covers every prompt key (docs/architecture.md, "Key normalization");
+    // once the factors exist, the result is the same as flushing after each
+    // token.
+    if (steps == nullptr) flush();
+    k_recent.trim();
+    v_recent.trim();
   }
   n_tokens_ += n_tokens;
   k_mid_tokens_ = n_tokens_ - sink_tokens() - k_recent_[0].size();
   v_mid_tokens_ = n_tokens_ - sink_tokens() - v_recent_[0].size();
 }
 
-void InnerQLayerCache::flush_k(int head, int n_tokens, AppendScratch& s) {
+void InnerQLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s,
+                               ChunkSteps* steps) {
   auto& recent = k_recent_[static_cast<size_t>(head)];
   const int D = head_dim_, B = block_tokens();
   float* const row = at_least(s.row, static_cast<size_t>(D));
@@ -778,9 +858,6 @@ void InnerQLayerCache::flush_k(int head, int n_tokens, AppendScratch& s) {
   }
   const float* f = key_norm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
-  // Every head flushes the same tokens, so the member is this head's count
-  // until store() updates it after all heads.
-  const int mid = k_mid_tokens_;
   for (int t = 0; t < n_tokens; ++t) {
     read_row(t);
     // Clamped: a key far beyond the factors of the first flush stays within
@@ -797,6 +874,7 @@ void InnerQLayerCache::flush_k(int head, int n_tokens, AppendScratch& s) {
   if (mu != nullptr) {  // what stays in f16 is centered too, so every region holds K − μ
     k_sink_[static_cast<size_t>(head)].subtract(mu, row);
     recent.subtract(mu, row);
+    if (steps != nullptr) steps->k_rows[static_cast<size_t>(head)].subtract(mu, row);
   }
 }
 

@@ -47,6 +47,7 @@ class F16Rows {
   // it keeps the larger one).
   void trim();
   int size() const { return count_; }
+  int head_dim() const { return head_dim_; }
   int capacity() const { return static_cast<int>(data_.size() / std::max(head_dim_, 1)); }
   const f16_bits* row(int i) const {
     return data_.data() + (front_ + i) * static_cast<size_t>(head_dim_);
@@ -69,6 +70,29 @@ class F16Rows {
   std::vector<f16_bits> data_;
 };
 
+// ---------------------------------------------------------------------------
+// What each token of an append would have seen, had the tokens been appended
+// one at a time (LayerCache::append with steps; docs/architecture.md,
+// "Chunked extend"). New token i (position first + i) sees the positions
+// below k_end[i] (v_end[i]) as they are stored after the append — sink and
+// quantized middle, whose bytes do not depend on how the tokens came — and
+// the positions from there to its own as the f16 window held them then:
+// rows k_end[i] − k_rows_from ... of k_rows (v_rows), per KV head. Kinds
+// without windows store every token the same way whenever it comes: for
+// them k_end[i] = v_end[i] = first + i + 1 and the rows stay empty.
+// Reused from call to call and layer to layer (its buffers only grow).
+// ---------------------------------------------------------------------------
+struct ChunkSteps {
+  int first = 0;                         // position of the append's first token
+  int n = 0;                             // tokens appended
+  std::vector<int> k_end, v_end;         // [n]
+  int k_rows_from = 0, v_rows_from = 0;  // position of row 0 of k_rows / v_rows
+  std::vector<F16Rows> k_rows, v_rows;   // [n_kv_heads], read when has_rows
+  bool has_rows = false;                 // the kind has windows
+  // Heap bytes held.
+  size_t bytes() const;
+};
+
 // The members every pooled kind declares (docs/architecture.md, "The block
 // pool"): a constructor taking an optional pool, and the LayerCache virtuals.
 #define INNERQ_LAYER_CACHE_MEMBERS(Class)                                                   \
@@ -85,9 +109,10 @@ class F16Rows {
   void load(ByteReader& in) override;
 
 // What each kind's append does (private: LayerCache::append calls them).
-#define INNERQ_LAYER_CACHE_STORE                                       \
-  std::array<SlotRange, 2> slots_written(int n_tokens) const override; \
-  void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) override;
+#define INNERQ_LAYER_CACHE_STORE                                                   \
+  std::array<SlotRange, 2> slots_written(int n_tokens) const override;             \
+  void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch, \
+             ChunkSteps* steps) override;
 
 // ---------------------------------------------------------------------------
 // f32 / f16: one plain region, all in blocks. K is kept in 16-token tiles
@@ -165,6 +190,7 @@ class KiviLayerCache final : public LayerCache {
 
  private:
   INNERQ_LAYER_CACHE_STORE
+  void prepare_steps(int n_tokens, ChunkSteps& steps) const override;
   void flush_k(int head, int n_tokens, int mid, AppendScratch& scratch);
   void flush_v(int head, int n_tokens, int mid, AppendScratch& scratch);
 
@@ -234,7 +260,11 @@ class InnerQLayerCache final : public LayerCache {
  private:
   INNERQ_LAYER_CACHE_STORE
   void reserve_rows(int n_tokens) override;
-  void flush_k(int head, int n_tokens, AppendScratch& scratch);
+  void prepare_steps(int n_tokens, ChunkSteps& steps) const override;
+  // Quantizes the n_tokens oldest recent keys of a head into middle slots
+  // mid...; the first flush of a head also fixes its factors and mean and
+  // centers what stays in f16 (and the rows of `steps`, when recording).
+  void flush_k(int head, int n_tokens, int mid, AppendScratch& scratch, ChunkSteps* steps);
   void flush_v(int head, int mid, AppendScratch& scratch);
   // The G-token V group at middle slot `mid` (a multiple of G), and its
   // offset in its block's V region.

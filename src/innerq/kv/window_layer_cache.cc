@@ -72,7 +72,8 @@ void WindowLayerCache::put(int64_t position, int head, const f16_bits* k, const 
   std::memcpy(v_rows_mut(head) + static_cast<size_t>(s) * D, v, D * sizeof(f16_bits));
 }
 
-void WindowLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) {
+void WindowLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& scratch,
+                             ChunkSteps*) {
   const size_t D = static_cast<size_t>(head_dim_);
   const size_t per_token = static_cast<size_t>(n_kv_heads_) * D;
   auto* rows = reinterpret_cast<f16_bits*>(at_least(scratch.converted, 2 * D * sizeof(f16_bits)));

@@ -87,7 +87,10 @@ class WindowLayerCache final : public LayerCache {
   };
 
   std::array<SlotRange, 2> slots_written(int) const override { return {}; }
-  void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch) override;
+  // Sliding-window layers are read in chunks through attn::WindowChunk, not
+  // steps: `steps` keeps its defaults.
+  void store(const float* k, const float* v, int n_tokens, AppendScratch& scratch,
+             ChunkSteps* steps) override;
   size_t k_head_elems() const {
     return static_cast<size_t>((slots() + kTileRows - 1) / kTileRows) * kTileRows * head_dim_;
   }

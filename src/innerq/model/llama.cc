@@ -429,6 +429,8 @@ size_t LlamaModel::Workspace::bytes() const {
   }
   size_t total = floats * sizeof(float) + (tokens.capacity() + pos.capacity()) * sizeof(int);
   for (const attn::WindowChunk& w : windows) total += w.bytes();
+  for (const kv::ChunkSteps& st : steps) total += st.bytes();
+  total += chunk.bytes();
   for (const attn::AttentionScratch& a : attention) total += a.bytes();
   return total;
 }
@@ -449,6 +451,7 @@ void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences,
   at_least(tokens, n);
   at_least(pos, n);
   at_least(windows, static_cast<size_t>(sequences));
+  at_least(steps, static_cast<size_t>(sequences));
   at_least(attention, static_cast<size_t>(std::max(threads, 1)));
 }
 
@@ -658,6 +661,10 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
     // A window ring read by several new tokens at once: from a copy of what
     // it holds, taken before the append overwrites any of it.
     const bool window_chunk = windowed && n_new > 1;
+    // A pooled layer read by several new tokens at once: the append records
+    // what each of them would have seen, and chunk attention reads the cache
+    // once for all of them.
+    const bool pooled_chunk = !windowed && n_new > 1;
     attention_inputs(L, x, pos, ws, n_threads);
 
     // ---- store the new K/V ----
@@ -676,7 +683,8 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
       if (window_chunk) {  // check_caches: this layer's cache is a window ring
         ws.windows[bb].begin(static_cast<const kv::WindowLayerCache&>(caches[bb]->layer(l)), n_new);
       }
-      caches[bb]->append(l, &ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim], n_new);
+      caches[bb]->append(l, &ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim], n_new,
+                         pooled_chunk ? &ws.steps[bb] : nullptr);
       if (window_chunk) ws.windows[bb].add_chunk(&ws.k[bb * n * kv_dim], &ws.v[bb * n * kv_dim]);
     };
     // ---- attention through the cache ----
@@ -692,15 +700,19 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
       } else if (windowed) {
         attn::window_attention(static_cast<const kv::WindowLayerCache&>(layer), &ws.q[rr * q_dim],
                                c.n_heads, &ws.att[rr * q_dim], scratch);
-      } else {
-        // One new token sees the whole cache; a chunk's token i must not see
-        // the chunk's later tokens, already stored.
+      } else {  // one new token (pooled chunks: attend_chunk)
         attn::DecodeOptions options;
         options.n_threads = attn_threads;
-        options.n_visible = n_new == 1 ? 0 : ws.pos[rr] + 1;
         attn::decode_attention(layer, &ws.q[rr * q_dim], c.n_heads, &ws.att[rr * q_dim], options,
                                scratch);
       }
+    };
+    // All new tokens of cache b at once, on all threads.
+    const auto attend_chunk = [&](size_t b) {
+      attn::DecodeOptions options;
+      options.n_threads = n_threads;
+      attn::chunk_attention(caches[b]->layer(l), ws.steps[b], &ws.q[b * n * q_dim], c.n_heads,
+                            &ws.att[b * n * q_dim], options, ws.chunk);
     };
     // Several rows: one thread per row (each cache is its own object; the
     // rows of one cache only read it). One row: decode attention splits its
@@ -723,11 +735,16 @@ void LlamaModel::forward_cached(int n_new, std::span<kv::KvCache* const> caches,
         for (int b = 0; b < batch; ++b) errors.run([&] { store(b); });
         errors.rethrow();
       }
+      if (pooled_chunk) {
+        for (size_t b = 0; b < nb; ++b) attend_chunk(b);
+      } else {
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
-      for (int r = 0; r < rows; ++r) {
-        errors.run([&] { attend(r, 1, ws.attention[static_cast<size_t>(omp_get_thread_num())]); });
+        for (int r = 0; r < rows; ++r) {
+          errors.run(
+              [&] { attend(r, 1, ws.attention[static_cast<size_t>(omp_get_thread_num())]); });
+        }
+        errors.rethrow();
       }
-      errors.rethrow();
     }
     attention_output_and_ffn(L, x, rows, ws, n_threads);
   });

@@ -11,8 +11,11 @@
 // only their window (cache_shape() says which layers those are). Extend sends
 // a chunk of new tokens through caches that may already hold a sequence
 // (chunked prefill, a new chat turn, teacher-forced scoring): the chunk's K/V
-// is stored first, then each new token attends to the stored (quantized)
-// cache up to its own position, as decode would have seen it.
+// is stored first, then each new token attends to the cache up to its own
+// position exactly as token-by-token decode would have seen it — the
+// windows as they were at that position, not as the chunk left them — in
+// one pass over the stored cache for the whole chunk (attn::chunk_attention;
+// docs/architecture.md, "Chunked extend").
 //
 // decode() and extend() take their buffers from a Workspace the caller keeps,
 // so a generation loop allocates nothing per token in this layer once the
@@ -67,6 +70,8 @@ class LlamaModel {
     std::vector<int> tokens;                 // [rows]
     std::vector<int> pos;                    // [rows]
     std::vector<attn::WindowChunk> windows;  // [sequences], sliding-window layers
+    std::vector<kv::ChunkSteps> steps;       // [sequences], what each chunk token saw
+    attn::ChunkScratch chunk;                // chunk attention's buffers
     std::vector<float> matmul_tiles;         // matmul's per-thread weight tiles
     // [threads]: rows that attend in parallel use their thread's; a single
     // row uses the first (decode attention then splits it over the threads).
@@ -109,9 +114,9 @@ class LlamaModel {
   // tokens: [n] appended to every cache at its positions n_tokens()...; the
   // caches may be empty or hold a sequence, and each receives the same
   // tokens (teacher-forced scoring of several configs). Token i attends to
-  // what its cache holds at positions 0..n_tokens()+i, as decode would have
-  // read it, except that the chunk was stored before any of its tokens
-  // attended (a quantized cache may already have flushed some of them).
+  // positions 0..n_tokens()+i of its cache exactly as decode would have read
+  // them: what the windows held then, and the cache stores what token-by-
+  // token appends would have stored (kv::LayerCache::append with steps).
   // logits: [B, n, n_vocab] when all_logits, else [B, n_vocab] of each
   // cache's last new position. A chunk that does not fit a cache's
   // max_tokens is refused before anything is stored.
