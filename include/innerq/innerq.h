@@ -233,7 +233,18 @@ INNERQ_API innerq_status innerq_attend(innerq_seq* const* seqs, int32_t n_seqs, 
 
 /* Chunked attention of n_q queries of one sequence: query i sees positions
  * [0, n_visible + i) (causal over a chunk whose rows are already appended).
- * q, out: [n_q, n_heads, head_dim]. Not for sliding-window layers. */
+ * q, out: [n_q, n_heads, head_dim]. Not for sliding-window layers.
+ * When the queries are exactly the rows of the last innerq_append to this
+ * sequence and layer (n_visible - 1 = the position of its first row,
+ * n_q = its rows, nothing changed the layer since) and that append had
+ * several rows for a sequence that already held tokens, each query sees
+ * what token-by-token decode would have shown it: the f16 windows as they
+ * were at its position. Such an append stores its rows as if they came one
+ * at a time (a first append, a prompt, flushes after all its rows, so that
+ * InnerQ's key statistics cover it). The stored cache is then read once for
+ * all the queries. Otherwise each query reads the layer as it is now: with
+ * kivi and innerq a chunk's later rows may already have pushed earlier ones
+ * out of the f16 windows. */
 INNERQ_API innerq_status innerq_attend_chunk(const innerq_seq* seq, int32_t layer,
                                              const innerq_view* q, int32_t n_q, int32_t n_heads,
                                              int64_t n_visible, float scale,

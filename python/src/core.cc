@@ -796,7 +796,9 @@ NB_MODULE(_core, m) {
            "Decode attention of q [n_heads, head_dim] over everything the layer holds.")
       .def("attend_chunk", &Sequence::attend_chunk, "layer"_a, "q"_a, "n_visible"_a,
            "scale"_a = 0.0f, "out"_a = nb::none(),
-           "Attention of q [n_q, n_heads, head_dim]; query i sees positions [0, n_visible + i).")
+           "Attention of q [n_q, n_heads, head_dim]; query i sees positions [0, n_visible + i). "
+           "Over exactly the rows of the last multi-row append (n_visible - 1 = its first "
+           "position), each query sees the cache as token-by-token decode did.")
       .def("fork", &Sequence::fork, "A sequence with the same tokens (blocks shared).")
       .def("truncate", &Sequence::truncate, "n_tokens"_a, "Keeps the first n_tokens tokens.")
       .def("save", &Sequence::save, "path"_a)

@@ -613,6 +613,90 @@ static void test_every_kind(void) {
   free(vd);
 }
 
+/* A chunk appended at once to a sequence that holds tokens, then attended
+ * over exactly its rows: each query gets what token-by-token decode gave it
+ * (innerq_append then innerq_attend after every row), the windows as they
+ * were at its position. Same kernels, same stored bytes; they differ in f32
+ * summation order and in the int8 rounding of softmax weights relative to
+ * another chunk maximum (tests/attn/chunk_attention_test.cc), below 1e-3 of
+ * values of size ~1. The same queries read against the layer as it stands
+ * (one query fewer, so not the recorded rows) differ by more for windowed
+ * kinds: the check can fail. */
+static void test_chunk_attention(void) {
+  const char* specs[] = {"f16", "q4_0", "kivi", "innerq", "innerq:sink=8,recent=40,g=32"};
+  const int windowed[] = {0, 0, 1, 1, 1};
+  enum { kPrefix = 3, kChunks = 4, kMaxChunk = 64 };
+  const int chunks[kChunks] = {7, 33, 64, 40};
+  const int64_t n = kPrefix + 7 + 33 + 64 + 40;
+  float* k = malloc(sizeof(float) * n * H * D);
+  float* v = malloc(sizeof(float) * n * H * D);
+  float* q = malloc(sizeof(float) * kMaxChunk * NQ * D);
+  float* got = malloc(sizeof(float) * kMaxChunk * NQ * D);
+  float* loose = malloc(sizeof(float) * kMaxChunk * NQ * D);
+  float want[NQ * D];
+  fill(k, (size_t)n * H * D, 1.0f);
+  fill(v, (size_t)n * H * D, 1.0f);
+  for (size_t i = 0; i < sizeof specs / sizeof specs[0]; ++i) {
+    innerq_pool* pool = make_pool(specs[i], 2, 0);
+    innerq_seq *chunked = NULL, *stepped = NULL;
+    CHECK_OK(innerq_seq_create(pool, &chunked));
+    CHECK_OK(innerq_seq_create(pool, &stepped));
+    innerq_view kv = innerq_view_packed(k, INNERQ_DTYPE_F32, H, D);
+    innerq_view vv = innerq_view_packed(v, INNERQ_DTYPE_F32, H, D);
+    CHECK_OK(innerq_append(&chunked, 1, 0, &kv, &vv, kPrefix));
+    CHECK_OK(innerq_append(&stepped, 1, 0, &kv, &vv, kPrefix));
+    double worst = 0.0, old_way = 0.0;
+    int64_t at = kPrefix;
+    for (int c = 0; c < kChunks; ++c) {
+      const int m = chunks[c];
+      kv = innerq_view_packed(k + at * H * D, INNERQ_DTYPE_F32, H, D);
+      vv = innerq_view_packed(v + at * H * D, INNERQ_DTYPE_F32, H, D);
+      CHECK_OK(innerq_append(&chunked, 1, 0, &kv, &vv, m));
+      fill(q, (size_t)m * NQ * D, 0.5f);
+      innerq_view qv = innerq_view_packed(q, INNERQ_DTYPE_F32, NQ, D);
+      innerq_view gv = innerq_view_packed(got, INNERQ_DTYPE_F32, NQ, D);
+      CHECK_OK(innerq_attend_chunk(chunked, 0, &qv, m, NQ, at + 1, 0.0f, &gv));
+      /* Rows 1.. read against the layer as it stands. */
+      innerq_view q1 = innerq_view_packed(q + NQ * D, INNERQ_DTYPE_F32, NQ, D);
+      innerq_view lv = innerq_view_packed(loose, INNERQ_DTYPE_F32, NQ, D);
+      CHECK_OK(innerq_attend_chunk(chunked, 0, &q1, m - 1, NQ, at + 2, 0.0f, &lv));
+      for (int r = 0; r < m; ++r) {
+        innerq_view k1 = innerq_view_packed(k + (at + r) * H * D, INNERQ_DTYPE_F32, H, D);
+        innerq_view v1 = innerq_view_packed(v + (at + r) * H * D, INNERQ_DTYPE_F32, H, D);
+        CHECK_OK(innerq_append(&stepped, 1, 0, &k1, &v1, 1));
+        innerq_view qr = innerq_view_packed(q + (size_t)r * NQ * D, INNERQ_DTYPE_F32, NQ, D);
+        innerq_view wv = innerq_view_packed(want, INNERQ_DTYPE_F32, NQ, D);
+        CHECK_OK(innerq_attend(&stepped, 1, 0, &qr, NQ, 0.0f, &wv));
+        for (int x = 0; x < NQ * D; ++x) {
+          worst = fmax(worst, fabs((double)got[(size_t)r * NQ * D + x] - want[x]));
+          if (r > 0)
+            old_way = fmax(old_way, fabs((double)loose[(size_t)(r - 1) * NQ * D + x] - want[x]));
+        }
+      }
+      at += m;
+    }
+    if (!(worst < 1e-3)) fprintf(stderr, "%s: chunk vs step %g\n", specs[i], worst);
+    CHECK(worst < 1e-3);
+    CHECK(windowed[i] ? old_way > 1e-2 : old_way < 1e-3);
+    /* A truncate clears the record: the same call reads the layer as it is. */
+    kv = innerq_view_packed(k, INNERQ_DTYPE_F32, H, D);
+    vv = innerq_view_packed(v, INNERQ_DTYPE_F32, H, D);
+    CHECK_OK(innerq_append(&chunked, 1, 1, &kv, &vv, (int32_t)n));
+    CHECK_OK(innerq_seq_truncate(chunked, n - 1));
+    innerq_view qv = innerq_view_packed(q, INNERQ_DTYPE_F32, NQ, D);
+    innerq_view gv = innerq_view_packed(got, INNERQ_DTYPE_F32, NQ, D);
+    CHECK_OK(innerq_attend_chunk(chunked, 0, &qv, 39, NQ, n - 39, 0.0f, &gv));
+    innerq_seq_free(chunked);
+    innerq_seq_free(stepped);
+    innerq_pool_free(pool);
+  }
+  free(k);
+  free(v);
+  free(q);
+  free(got);
+  free(loose);
+}
+
 /* Fork, truncate, save and load, clear. (Keys not centered: a centered
  * cache re-centers the f16 window rows in place at its first flush, so rows
  * appended again after a truncate round once less, and attention would match
@@ -1087,6 +1171,7 @@ int main(int argc, char** argv) {
   test_plans();
   test_f32_attention_and_strides();
   test_every_kind();
+  test_chunk_attention();
   test_sequence_operations(argv[2]);
   test_fixed_pool();
   test_batch_is_all_or_nothing();

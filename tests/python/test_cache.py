@@ -155,6 +155,35 @@ def test_chunk_attention_sees_its_prefix():
         seq.attend_chunk(0, q, n_visible=699)
 
 
+@pytest.mark.parametrize("kv", ["kivi", "innerq", "innerq:sink=8,recent=40,g=32"])
+def test_chunk_over_its_own_rows_equals_token_by_token(kv):
+    """A chunk appended to a sequence that holds tokens, attended over exactly
+    its rows, gives each row what attending after each one-row append gave:
+    the windows as they were at its position (only f32 order and the int8
+    rounding of softmax weights differ, < 1e-3 here). Read as the layer
+    stands afterwards (not the recorded rows), the same queries differ more."""
+    pool = innerq.Pool(kv, n_layers=1, kv_heads=H, head_dim=D, max_tokens=4096)
+    chunked, stepped = pool.sequence(), pool.sequence()
+    k, v = rows(150), rows(150, seed=1)
+    q = np.random.default_rng(7).standard_normal((147, NQ, D)).astype(np.float32)
+    for s in (chunked, stepped):
+        s.append(0, k[:3], v[:3])
+    at, worst, loose = 3, 0.0, 0.0
+    for n in (7, 33, 64, 40):
+        chunked.append(0, k[at : at + n], v[at : at + n])
+        got = chunked.attend_chunk(0, q[at - 3 : at - 3 + n], n_visible=at + 1)
+        later = chunked.attend_chunk(0, q[at - 2 : at - 3 + n], n_visible=at + 2)
+        for i in range(n):
+            stepped.append(0, k[at + i : at + i + 1], v[at + i : at + i + 1])
+            want = stepped.attend(0, q[at - 3 + i])
+            worst = max(worst, np.abs(got[i] - want).max())
+            if i > 0:
+                loose = max(loose, np.abs(later[i - 1] - want).max())
+        at += n
+    assert worst < 1e-3
+    assert loose > 1e-2
+
+
 # Positions of the 700 a peaked query may pick, per query head: the middle
 # (quantized), the sink, the recent window, the middle again (heads 0-1 read
 # KV head 0, heads 2-3 KV head 1).

@@ -59,7 +59,7 @@ kv::MemoryPlan plan_of(const innerq_spec* spec, const innerq_shape* shape) {
 
 innerq_seq* new_sequence(const std::shared_ptr<PoolState>& state,
                          std::unique_ptr<kv::KvCache> cache) {
-  auto* seq = new innerq_seq{state, std::move(cache)};
+  auto* seq = new innerq_seq{state, std::move(cache), {}, -1};
   ++state->n_seqs;
   return seq;
 }
@@ -376,6 +376,7 @@ innerq_status innerq_seq_truncate(innerq_seq* seq, int64_t n_tokens) {
     require(n_tokens >= 0 && n_tokens <= c.n_tokens(),
             fmt::format("n_tokens {} is not in 0..{} (the tokens the sequence holds)", n_tokens,
                         c.n_tokens()));
+    seq->steps_layer = -1;
     c.truncate_to(static_cast<int>(n_tokens));
   });
 }
@@ -399,13 +400,17 @@ innerq_status innerq_seq_load(innerq_seq* seq, const char* path) {
         require_not_null(path, "path");
         require(c.n_tokens() == 0,
                 fmt::format("the sequence holds {} tokens; load needs an empty one", c.n_tokens()));
+        seq->steps_layer = -1;
         c.load(path);
       },
       INNERQ_ERROR_IO);
 }
 
 innerq_status innerq_seq_clear(innerq_seq* seq) {
-  return guard("innerq_seq_clear", [&] { capi::cache_of(seq, "seq").clear(); });
+  return guard("innerq_seq_clear", [&] {
+    capi::cache_of(seq, "seq").clear();
+    seq->steps_layer = -1;
+  });
 }
 
 innerq_status innerq_seq_memory(const innerq_seq* seq, innerq_memory* out) {
@@ -470,8 +475,17 @@ innerq_status innerq_append(innerq_seq* const* seqs, int32_t n_seqs, int32_t lay
       }
     }
     for (int32_t b = 0; b < n_seqs; ++b) {
-      seqs[b]->cache->append(layer, kf[static_cast<size_t>(b)], vf[static_cast<size_t>(b)],
-                             n_tokens);
+      // Several rows appended to a sequence that holds tokens (not a prompt)
+      // are stored as if they came one at a time, and what each saw is
+      // recorded for innerq_attend_chunk (kv::ChunkSteps).
+      innerq_seq& seq = *seqs[b];
+      const kv::LayerCache& L = seq.cache->layer(layer);
+      const bool record = n_tokens > 1 && L.n_tokens() > 0 &&
+                          dynamic_cast<const kv::WindowLayerCache*>(&L) == nullptr;
+      if (seq.steps_layer == layer) seq.steps_layer = -1;
+      seq.cache->append(layer, kf[static_cast<size_t>(b)], vf[static_cast<size_t>(b)], n_tokens,
+                        record ? &seq.steps : nullptr);
+      if (record) seq.steps_layer = layer;
     }
   });
 }
@@ -521,10 +535,20 @@ innerq_status innerq_attend_chunk(const innerq_seq* seq, int32_t layer, const in
     const float factor = capi::query_factor(scale, s.shape.head_dim);
     const int64_t D = s.shape.head_dim;
     capi::stage_queries(s, *q, n_q, n_heads, factor);
-    const size_t per_q = static_cast<size_t>(n_heads * D);
-    for (int32_t i = 0; i < n_q; ++i) {
-      capi::attend_one(s, L, s.q.data() + i * per_q, n_heads, s.out.data() + i * per_q,
-                       static_cast<int>(n_visible + i));
+    const kv::ChunkSteps& steps = seq->steps;
+    if (seq->steps_layer == layer && steps.first == n_visible - 1 && steps.n == n_q &&
+        steps.first + steps.n == L.n_tokens()) {
+      // The rows of the last append: each query as token-by-token decode
+      // saw it, the stored cache read once for all of them.
+      attn::DecodeOptions o;
+      o.n_threads = capi::n_threads();
+      attn::chunk_attention(L, steps, s.q.data(), n_heads, s.out.data(), o, s.chunk);
+    } else {
+      const size_t per_q = static_cast<size_t>(n_heads * D);
+      for (int32_t i = 0; i < n_q; ++i) {
+        capi::attend_one(s, L, s.q.data() + i * per_q, n_heads, s.out.data() + i * per_q,
+                         static_cast<int>(n_visible + i));
+      }
     }
     capi::write_view(*out, n_q, n_heads, D, s.out.data());
   });

@@ -19,6 +19,7 @@
 #include "innerq/innerq.h"
 #include "innerq/kv/cache_spec.h"
 #include "innerq/kv/kv_cache.h"
+#include "innerq/kv/layer_caches.h"
 
 namespace innerq::capi {
 
@@ -117,6 +118,7 @@ struct PoolState {
   int n_seqs = 0;
   bool growable = false;
   attn::AttentionScratch scratch;   // innerq_attend*: sized once per layer shape
+  attn::ChunkScratch chunk;         // innerq_attend_chunk over a recorded append
   std::vector<float> k, v, q, out;  // f32 staging of views, kept between calls
 };
 
@@ -133,4 +135,10 @@ struct innerq_pool {
 struct innerq_seq {
   std::shared_ptr<innerq::capi::PoolState> state;
   std::unique_ptr<innerq::kv::KvCache> cache;
+  // What each row of the last multi-row innerq_append to a sequence that
+  // held tokens saw (kv::ChunkSteps), for innerq_attend_chunk over exactly
+  // those rows; steps_layer is its layer, −1 when nothing valid is recorded
+  // (any other change to that layer clears it).
+  innerq::kv::ChunkSteps steps;
+  int32_t steps_layer = -1;
 };

@@ -76,6 +76,7 @@ std::vector<kv::KvCache*> model_caches(const model::LlamaModel& m, innerq_seq* c
     const std::string name = fmt::format("seqs[{}]", b);
     check_sequence_shape(m, seqs[b], name.c_str());
     caches[static_cast<size_t>(b)] = seqs[b]->cache.get();
+    seqs[b]->steps_layer = -1;  // the model's step changes every layer
   }
   return caches;
 }
