@@ -27,6 +27,7 @@ struct BenchAttentionArgs {
   int n_threads = 2;                 // CPU threads
   std::vector<int> n_seqs = {1};     // sequences per call (CUDA), each count timed
   int reps = 0;                      // 0 = automatic
+  int chunk = 0;                     // > 0: time chunked extend of this many tokens (CPU)
   bool json = false;
 };
 

@@ -86,6 +86,7 @@ struct BenchCliArgs {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string seqs = "1";
   int reps = 0;
+  int chunk = 0;
   bool json = false;
 };
 
@@ -176,6 +177,107 @@ std::vector<std::vector<double>> time_interleaved(const std::vector<const kv::La
   return us;
 }
 
+// `bench attention --chunk N`: the attention of the last N tokens of a
+// cache, appended at once (chunked extend), two ways per round, interleaved
+// over the specs: one attn::chunk_attention call (the stored cache read once
+// for all N, each token seeing the windows as token-by-token decode did) and
+// N decode_attention calls, one per token with n_visible (how extend read
+// the cache before: the whole cache per token, and the windows as the chunk
+// left them). The ratio is measured in the same run.
+int run_bench_chunk_cpu(const BenchAttentionArgs& args, const std::vector<kv::CacheSpec>& specs,
+                        double bandwidth) {
+  const AttentionShape& s = args.shape;
+  const int N = args.chunk;
+  if (!args.json) {
+    fmt::print("{:<30} {:>7} {:>6} {:>11} {:>13} {:>8} {:>10} {:>8} {:>7}\n", "kv", "ctx", "chunk",
+               "us_chunk", "us_per_token", "speedup", "kv_MiB", "GB/s", "of_bw");
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  const size_t q_row = static_cast<size_t>(s.n_heads) * s.head_dim;
+  std::vector<float> q(static_cast<size_t>(N) * q_row), out(q.size());
+  for (float& x : q) x = normal(rng);
+  for (int ctx : args.contexts) {
+    if (ctx <= N) {
+      throw Error(
+          fmt::format("--ctx {}: must exceed --chunk {} (the chunk is the last tokens)", ctx, N));
+    }
+    std::vector<float> k, v;
+    fill_synthetic_kv(ctx, s.n_kv_heads, s.head_dim, 7 + static_cast<unsigned>(ctx), k, v);
+    const kv::CacheShape shape{1, s.n_kv_heads, s.head_dim, ctx};
+    const size_t kv_row = static_cast<size_t>(s.n_kv_heads) * s.head_dim;
+    std::vector<std::unique_ptr<kv::KvCache>> caches;
+    std::vector<kv::ChunkSteps> steps(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      caches.push_back(std::make_unique<kv::KvCache>(shape, specs[i].layers(shape.n_layers)));
+      caches.back()->append(0, k.data(), v.data(), ctx - N);
+      caches.back()->append(0, &k[(ctx - N) * kv_row], &v[(ctx - N) * kv_row], N, &steps[i]);
+    }
+    attn::ChunkScratch chunk_scratch;
+    attn::AttentionScratch scratch;
+    attn::DecodeOptions options{args.n_threads, false};
+    const auto run_chunk = [&](size_t i) {
+      attn::chunk_attention(caches[i]->layer(0), steps[i], q.data(), s.n_heads, out.data(), options,
+                            chunk_scratch);
+    };
+    const auto run_tokens = [&](size_t i) {
+      for (int t = 0; t < N; ++t) {
+        attn::DecodeOptions o = options;
+        o.n_visible = ctx - N + t + 1;
+        attn::decode_attention(caches[i]->layer(0), &q[t * q_row], s.n_heads, &out[t * q_row], o,
+                               scratch);
+      }
+    };
+    for (size_t i = 0; i < specs.size(); ++i) {  // sizes the scratch: timed calls allocate nothing
+      run_chunk(i);
+      run_tokens(i);
+    }
+    std::vector<std::vector<double>> chunk_us(specs.size()), token_us(specs.size());
+    const auto time_us = [](auto&& f) {
+      const auto start = std::chrono::steady_clock::now();
+      f();
+      return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+          .count();
+    };
+    double total = 0.0;
+    for (int round = 0; round < (args.reps > 0 ? args.reps : 200); ++round) {
+      for (size_t i = 0; i < specs.size(); ++i) {
+        chunk_us[i].push_back(time_us([&] { run_chunk(i); }));
+        token_us[i].push_back(time_us([&] { run_tokens(i); }));
+        total += chunk_us[i].back() + token_us[i].back();
+      }
+      if (args.reps == 0 && round >= 4 && total > 1e6) break;
+    }
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const double tc = median(chunk_us[i]), tt = median(token_us[i]);
+      const double bytes = static_cast<double>(caches[i]->memory().total());
+      const double gbps = bytes / (tc * 1e-6) / 1e9;
+      rows.push_back({{"kv", specs[i].text},
+                      {"ctx", ctx},
+                      {"chunk", N},
+                      {"us_chunk", tc},
+                      {"us_per_token_reads", tt},
+                      {"speedup", tt / tc},
+                      {"rounds", chunk_us[i].size()},
+                      {"kv_bytes", static_cast<uint64_t>(bytes)},
+                      {"gbps", gbps},
+                      {"bandwidth_gbps", bandwidth},
+                      {"shape", s.name},
+                      {"threads", args.n_threads}});
+      if (!args.json) {
+        fmt::print(
+            "{:<30} {:>7} {:>6} {:>11.1f} {:>13.1f} {:>7.2f}x {:>10.2f} {:>8.1f} {:>6.0f}%\n",
+            specs[i].text, ctx, N, tc, tt, tt / tc, bytes / (1 << 20), gbps,
+            100.0 * gbps / bandwidth);
+        std::fflush(stdout);
+      }
+    }
+  }
+  if (args.json) print_json(rows, 2);
+  return 0;
+}
+
 int run_bench_attention_cpu(const BenchAttentionArgs& args) {
   const AttentionShape& s = args.shape;
   // f16 is always timed: every ratio is measured in the same run.
@@ -201,11 +303,16 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
   const double bandwidth = measure_read_bandwidth_gbps(args.n_threads);
   if (!args.json) {
     fmt::print(
-        "decode attention, one layer: shape {} ({} query heads, {} KV heads, head_dim {}), "
+        "{}, one layer: shape {} ({} query heads, {} KV heads, head_dim {}), "
         "{} thread(s)\n",
+        args.chunk > 0 ? fmt::format("chunked extend attention of {} tokens", args.chunk)
+                       : std::string("decode attention"),
         s.name, s.n_heads, s.n_kv_heads, s.head_dim, args.n_threads);
     fmt::print("memory read bandwidth ({} MiB, {} thread(s)): {:.1f} GB/s\n\n",
                bandwidth_probe_bytes() >> 20, args.n_threads, bandwidth);
+  }
+  if (args.chunk > 0) return run_bench_chunk_cpu(args, specs, bandwidth);
+  if (!args.json) {
     fmt::print("{:<30} {:>7} {:>10} {:>10} {:>8} {:>6} {:>9} {:>8}\n", "kv", "ctx", "us", "kv_MiB",
                "GB/s", "of_bw", "rel_err", "vs_f16");
   }
@@ -605,6 +712,11 @@ void add_bench_command(CLI::App& app) {
       ->add_option("--reps", args->reps,
                    "Timed rounds, each calling every cache once (0: at least 7 rounds and 0.5 s)")
       ->check(CLI::Range(0, 100000));
+  attention
+      ->add_option("--chunk", args->chunk,
+                   "Time chunked extend instead (CPU): attention of the last N tokens of each "
+                   "cache, appended at once, in one chunk_attention call vs N decode calls")
+      ->check(CLI::Range(0, 1 << 16));
   attention->add_flag("--json", args->json, "Print a JSON array of rows");
   attention->callback([args] {
     BenchAttentionArgs a;
@@ -614,7 +726,11 @@ void add_bench_command(CLI::App& app) {
     a.n_threads = args->threads;
     a.n_seqs = parse_counts(args->seqs, "--seqs", "a sequence count", 1024, false);
     a.reps = args->reps;
+    a.chunk = args->chunk;
     a.json = args->json;
+    if (a.chunk > 0 && args->device == "cuda") {
+      throw Error("bench attention: --chunk times the CPU path (leave out --device cuda)");
+    }
     const int code =
         args->device == "cuda" ? run_bench_attention_cuda(a) : run_bench_attention_cpu(a);
     if (code != 0) throw CLI::RuntimeError(code);
