@@ -41,27 +41,23 @@ class ExtendSmolLM2 : public ::testing::Test {
 };
 
 // The tolerance, per kind. Both runs store the same tokens with the same
-// quantizer; they differ in
+// quantizer, and each chunk token sees the windows as decode did
+// (attn::chunk_attention; exact at the attention level in
+// tests/attn/chunk_attention_test.cc). They differ in
 //   (1) f32 rounding: the chunk's weight matmuls run over several rows and
-//       decode's over one (reorder_tolerance, extend_cases.h);
+//       decode's over one, and attention sums in other chunks
+//       (reorder_tolerance, extend_cases.h);
 //   (2) rounding flips (every kind but f32): a K/V element whose f32 value
 //       lies within that rounding difference of an f16 or code boundary is
 //       stored one step apart. A flipped element's error is at most twice its
 //       rounding bound (half a step), so the flips move the logits by at most
-//       twice what rounding every element moves them;
-//   (3) windows (kivi, innerq): the chunk is stored before its tokens attend,
-//       so a query may see as quantized up to n_chunk − 1 tokens that decode
-//       still held in f16, and InnerQ's key factors and mean come from the
-//       keys present at its first flush, another set. Every token a chunk
-//       query sees quantized is one the step run quantizes by its last
-//       position, so (taking the logit error to grow with the tokens
-//       quantized, not to jump) neither run is further from the exact cache
-//       than E, the step run's largest error, and |chunk − step| ≤ 2E.
+//       twice what rounding every element moves them.
 // So tol = reorder + 2E, E = max over positions of |step − f32 step| on this
 // very sequence: 0 for f32 (exact reordering bound only), small for f16 and
-// q8_0, loose for the 2-4-bit kinds. It still fails when a chunk token sees
-// the wrong positions (a later token of its chunk, a position missed), whose
-// effect is not bounded by the quantization error.
+// q8_0, loose for the 2-4-bit kinds (SmolLM2's q4_0 caches move by about one
+// logit from flips alone). It still fails when a chunk token sees the wrong
+// positions (a later token of its chunk, a position missed), whose effect is
+// not bounded by the quantization error.
 TEST_F(ExtendSmolLM2, ChunksEqualTokenByTokenForEveryKind) {
   const LlamaModel& m = model();
   const std::vector<int> tokens = m.tokenizer().tokenize(testing::kText, false, false);

@@ -5,8 +5,8 @@
 // agreement must stay within bounds set from measurements (README, "Quality
 // gate") with margin, and the default must beat q4_0, so a kernel, cache or
 // rotation bug that hurts quality fails CI. It scores token by token (-b 1):
-// the decode path itself, where a chunk's tokens cannot see each other
-// already flushed out of the f16 windows.
+// the decode path itself (chunked extend is checked against it in
+// tests/attn/chunk_attention_test.cc and tests/model/extend_*).
 //
 // Needs models/ (scripts/fetch-model.sh) and data/wikitext2 (scripts/
 // fetch-data.sh); scripts/test.sh runs both first. Without them the test
