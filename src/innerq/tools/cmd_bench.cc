@@ -386,6 +386,7 @@ struct BenchDecodeArgs {
   std::string specs = "f16,innerq";
   int steps = 32;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  bool together = false;
   bool json = false;
 };
 
@@ -444,8 +445,13 @@ class DecodeBatch {
   // of it written) for ctx + steps + 1 tokens each, and fills each to `ctx`
   // by appending k/v ([ctx, n_kv_heads, head_dim], the same to every layer
   // and sequence: what attention reads costs the same whatever the values).
+  // together: the sequences grow in turn, kTogetherChunk tokens each, so
+  // that their blocks interleave in the pool as when a server's batch grows
+  // step by step; otherwise one sequence is filled after another (each
+  // one's blocks consecutive).
   DecodeBatch(const model::LlamaModel& m, const std::vector<kv::LayerConfig>& layers, int batch,
-              int ctx, int steps, const std::vector<float>& k, const std::vector<float>& v)
+              int ctx, int steps, const std::vector<float>& k, const std::vector<float>& v,
+              bool together)
       : tokens_(static_cast<size_t>(batch), std::max(m.tokenizer().bos(), 0)),
         workspace_(m, batch, batch) {
     const model::ModelDesc& d = m.config();
@@ -453,14 +459,24 @@ class DecodeBatch {
     pool_ = kv::KvPool::for_sequences(shape, layers, batch, ctx + steps + 1, /*prefault=*/true);
     const size_t row = static_cast<size_t>(d.n_kv_heads) * d.head_dim;
     constexpr int kFillChunk = 256;  // tokens appended per call: bounds the append's own buffers
+    constexpr int kTogetherChunk = 16;
     for (int b = 0; b < batch; ++b) {
       owned_.push_back(std::make_unique<kv::KvCache>(pool_));
       caches_.push_back(owned_.back().get());
+    }
+    const int chunk = together ? kTogetherChunk : kFillChunk;
+    const auto fill = [&](kv::KvCache& c, int t) {
       for (int l = 0; l < d.n_layers; ++l) {
-        for (int t = 0; t < ctx; t += kFillChunk) {
-          caches_.back()->append(l, k.data() + t * row, v.data() + t * row,
-                                 std::min(kFillChunk, ctx - t));
-        }
+        c.append(l, k.data() + t * row, v.data() + t * row, std::min(chunk, ctx - t));
+      }
+    };
+    if (together) {
+      for (int t = 0; t < ctx; t += chunk) {
+        for (kv::KvCache* c : caches_) fill(*c, t);
+      }
+    } else {
+      for (kv::KvCache* c : caches_) {
+        for (int t = 0; t < ctx; t += chunk) fill(*c, t);
       }
     }
   }
@@ -512,7 +528,7 @@ struct MemoryRun {
 // decoded one step, against its plan; alone, nothing else allocated meanwhile.
 MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, int batch, int ctx,
                          int steps, const std::vector<float>& k, const std::vector<float>& v,
-                         int threads) {
+                         int threads, bool together) {
   const model::ModelDesc& d = m.config();
   const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers);
   MemoryRun run;
@@ -522,7 +538,7 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
   malloc_trim(0);  // what earlier runs freed goes back to the system first
   run.peak_reset = reset_peak_rss();
   const ResidentMemory before = read_resident_memory();
-  DecodeBatch caches(m, layers, batch, ctx, steps, k, v);
+  DecodeBatch caches(m, layers, batch, ctx, steps, k, v, together);
   // Filling appends 256 tokens at a time, which grows the f16 windows past
   // their capacity until each append's flush trims them: heap the decode
   // never uses again. The peak that counts is the decode's, measured from
@@ -551,11 +567,12 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
 std::vector<double> time_decode_interleaved(const model::LlamaModel& m,
                                             const std::vector<kv::CacheSpec>& specs, int batch,
                                             int ctx, int steps, const std::vector<float>& k,
-                                            const std::vector<float>& v, int threads) {
+                                            const std::vector<float>& v, int threads,
+                                            bool together) {
   std::vector<std::unique_ptr<DecodeBatch>> batches;
   for (const kv::CacheSpec& spec : specs) {
     batches.push_back(std::make_unique<DecodeBatch>(m, spec.layers(m.config().n_layers), batch, ctx,
-                                                    steps, k, v));
+                                                    steps, k, v, together));
     batches.back()->step(m, threads);
   }
   std::vector<double> seconds(specs.size(), 0.0);
@@ -612,8 +629,10 @@ int run_bench_decode(const BenchDecodeArgs& args) {
         "steps after 1 untimed, the specs' batches stepped in turn\n",
         args.model, d.arch, d.n_layers, d.n_kv_heads, d.head_dim, args.threads, args.steps);
     fmt::print(
-        "caches filled to ctx with synthetic K/V, then the model decodes every sequence "
-        "of the batch per step\n");
+        "caches filled to ctx with synthetic K/V ({}), then the model decodes every sequence "
+        "of the batch per step\n",
+        args.together ? "together, 16 tokens per sequence in turn: blocks interleaved"
+                      : "one sequence after another: blocks consecutive");
     fmt::print(
         "plan: the pool and windows (kv::MemoryPlan::bytes) for batch x (ctx+n+1) tokens plus "
         "the named decode buffers;\npeak: VmHWM during a decode step of that spec's batch alone "
@@ -630,9 +649,11 @@ int run_bench_decode(const BenchDecodeArgs& args) {
     for (int batch : batches) {
       std::vector<MemoryRun> memory;
       for (const kv::CacheSpec& spec : specs)
-        memory.push_back(measure_memory(m, spec, batch, ctx, args.steps, k, v, args.threads));
+        memory.push_back(measure_memory(m, spec, batch, ctx, args.steps, k, v, args.threads,
+                                        args.together));
       const std::vector<double> seconds =
-          time_decode_interleaved(m, specs, batch, ctx, args.steps, k, v, args.threads);
+          time_decode_interleaved(m, specs, batch, ctx, args.steps, k, v, args.threads,
+                                  args.together);
       const double f16_tps = static_cast<double>(batch) * args.steps / seconds[0];
       for (size_t i = 0; i < specs.size(); ++i) {
         const MemoryRun& r = memory[i];
@@ -656,6 +677,7 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                         {"rss_growth_trimmed_bytes", r.trimmed_growth},
                         {"peak_vs_plan_pct", vs_plan},
                         {"peak_reset", r.peak_reset},
+                        {"together", args.together},
                         {"model", args.model},
                         {"threads", args.threads}});
         if (!args.json) {
@@ -758,6 +780,9 @@ void add_bench_command(CLI::App& app) {
   decode->add_option("-t,--threads", dargs->threads, "CPU threads")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  decode->add_flag("--together", dargs->together,
+                   "Fill the batch's sequences in turn, 16 tokens each, so their blocks interleave "
+                   "in the pool (a served batch growing together); default: one after another");
   decode->add_flag("--json", dargs->json, "Print a JSON array of rows");
   decode->callback([dargs] {
     const int code = run_bench_decode(*dargs);
