@@ -61,9 +61,11 @@ struct KernelScratch {
   uint8_t* data = nullptr;
   size_t bytes = 0;
 };
-// Query heads an InnerQ kernel rounds to int8 at once, and G-token blocks
-// v_accumulate_innerq rounds at once: what bounds the scratch per call.
-inline constexpr int kInnerQHeadsPerPass = 4;
+// Query heads an InnerQ kernel rounds to int8 at once (at most: 8 where
+// the target's registers hold their accumulators, AVX-512; 4 elsewhere), and
+// G-token blocks v_accumulate_innerq rounds at once: what bounds the scratch
+// per call.
+inline constexpr int kInnerQHeadsPerPass = 8;
 inline constexpr int kInnerQBlocksPerPass = 32;
 // k_scores_innerq: the int8 query of kInnerQHeadsPerPass heads
 // (head_dim bytes each) and a scale and a sum per group and head (f32).

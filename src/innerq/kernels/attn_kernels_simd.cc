@@ -40,8 +40,18 @@ using VI = hn::Vec<DI>;
 using VU = hn::Vec<DU>;
 
 // Query heads are processed in groups of at most this many, each group's
-// accumulators held in registers (the InnerQ scratch is sized for it).
-constexpr int kHeadsPerPass = kInnerQHeadsPerPass;
+// accumulators held in registers.
+constexpr int kHeadsPerPass = 4;
+// The InnerQ kernels take kWidePass heads per pass while that many are left
+// (a chunk's query rows, wide GQA groups): each tile's codes are unpacked
+// once per pass, so wider passes unpack less. AVX-512's 32 registers hold
+// eight heads' accumulators; narrower targets stay at four.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kWidePass = 8;
+#else
+constexpr int kWidePass = kHeadsPerPass;
+#endif
+static_assert(kWidePass <= kInnerQHeadsPerPass, "the InnerQ scratch is sized for a pass");
 
 // Calls f(std::integral_constant<int, V>()) for the V of kValues equal to
 // `value`, turning a runtime head count or bit width into a template
@@ -53,6 +63,20 @@ HWY_INLINE void with_constant(int value, F&& f) {
       ((value == kValues ? (f(std::integral_constant<int, kValues>()), true) : false) || ...);
   HWY_DASSERT(matched);
   (void)matched;
+}
+
+// Calls f(h0, nh) for passes over heads [h0, h0 + nh) covering [0, nq), nh
+// an integral_constant: kWidePass while that many are left, then up to
+// kHeadsPerPass (nh ∈ {1, 2, 3, 4, kWidePass}).
+template <class F>
+HWY_INLINE void for_wide_head_passes(int nq, F&& f) {
+  int h0 = 0;
+  if constexpr (kWidePass > kHeadsPerPass) {
+    for (; h0 + kWidePass <= nq; h0 += kWidePass) f(h0, std::integral_constant<int, kWidePass>());
+  }
+  for (; h0 < nq; h0 += kHeadsPerPass) {
+    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) { f(h0, nh); });
+  }
 }
 
 // Stores the first `count` lanes of v (count ≤ Lanes).
@@ -263,17 +287,15 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
 
 void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const QueryHeads& q,
                    HeadRows s, KernelScratch scratch) {
-  for (int h0 = 0; h0 < q.nq; h0 += kHeadsPerPass) {
-    with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, q.nq - h0), [&](auto nh) {
-      constexpr int NH = decltype(nh)::value;
-      float* out[NH];
-      for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
-      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
-        k_scores_innerq_heads<decltype(bits)::value, NH>(f, tiles, n, q.q + h0 * q.head_dim,
-                                                         q.head_dim, out, scratch);
-      });
+  for_wide_head_passes(q.nq, [&](int h0, auto nh) {
+    constexpr int NH = decltype(nh)::value;
+    float* out[NH];
+    for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
+    with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
+      k_scores_innerq_heads<decltype(bits)::value, NH>(f, tiles, n, q.q + h0 * q.head_dim,
+                                                       q.head_dim, out, scratch);
     });
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -337,21 +359,19 @@ void VAccumulateInnerQ(const TileFormat& f, const uint8_t* blocks, int n_blocks,
   // its blocks are summed in the same order: the passes change no bit.
   for (int b0 = 0; b0 < n_blocks; b0 += kInnerQBlocksPerPass) {
     const int nb = std::min(kInnerQBlocksPerPass, n_blocks - b0);
-    for (int h0 = 0; h0 < nq; h0 += kHeadsPerPass) {
-      with_constant<1, 2, 3, 4>(std::min(kHeadsPerPass, nq - h0), [&](auto nh) {
-        constexpr int NH = decltype(nh)::value;
-        const float* w[NH];
-        float* out[NH];
-        for (int j = 0; j < NH; ++j) {
-          w[j] = p.x + (h0 + j) * p.stride + static_cast<size_t>(b0) * f.group;
-          out[j] = o + (h0 + j) * head_dim;
-        }
-        with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
-          v_accumulate_innerq_heads<decltype(bits)::value, NH>(
-              f, blocks + static_cast<size_t>(b0) * block_bytes, nb, head_dim, w, out, scratch);
-        });
+    for_wide_head_passes(nq, [&](int h0, auto nh) {
+      constexpr int NH = decltype(nh)::value;
+      const float* w[NH];
+      float* out[NH];
+      for (int j = 0; j < NH; ++j) {
+        w[j] = p.x + (h0 + j) * p.stride + static_cast<size_t>(b0) * f.group;
+        out[j] = o + (h0 + j) * head_dim;
+      }
+      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
+        v_accumulate_innerq_heads<decltype(bits)::value, NH>(
+            f, blocks + static_cast<size_t>(b0) * block_bytes, nb, head_dim, w, out, scratch);
       });
-    }
+    });
   }
 }
 
