@@ -185,9 +185,9 @@ const std::vector<int> kChunks = {7, 1, 33, 64, 300};
 TEST(ChunkAttention, EqualsTokenByTokenDecodeForEveryKind) {
   for (const char* spec : kSpecs) {
     // A 3-token prompt: the first flushes (and InnerQ's statistics) happen
-    // inside chunks. A 1500-token prompt: the stored part is read in
+    // inside chunks. A 1100-token prompt: the stored part is read in
     // several shared chunks, and the 300-token chunk takes two passes.
-    for (int prefix : {3, 1500}) {
+    for (int prefix : {3, 1100}) {
       const Outcome r = run(spec, prefix, kChunks, /*scalar=*/true);
       EXPECT_LE(r.worst, 0.0) << spec << ", prompt " << prefix;
       if (has_windows(make(spec).layer(0))) {
