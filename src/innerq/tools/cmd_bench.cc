@@ -649,11 +649,10 @@ int run_bench_decode(const BenchDecodeArgs& args) {
     for (int batch : batches) {
       std::vector<MemoryRun> memory;
       for (const kv::CacheSpec& spec : specs)
-        memory.push_back(measure_memory(m, spec, batch, ctx, args.steps, k, v, args.threads,
-                                        args.together));
-      const std::vector<double> seconds =
-          time_decode_interleaved(m, specs, batch, ctx, args.steps, k, v, args.threads,
-                                  args.together);
+        memory.push_back(
+            measure_memory(m, spec, batch, ctx, args.steps, k, v, args.threads, args.together));
+      const std::vector<double> seconds = time_decode_interleaved(
+          m, specs, batch, ctx, args.steps, k, v, args.threads, args.together);
       const double f16_tps = static_cast<double>(batch) * args.steps / seconds[0];
       for (size_t i = 0; i < specs.size(); ++i) {
         const MemoryRun& r = memory[i];
