@@ -394,11 +394,9 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
       th.m.assign(acc_rows, -std::numeric_limits<float>::infinity());
       th.l.assign(acc_rows, 0.0f);
       th.acc.assign(acc_rows * Dz, 0.0f);
-      for (auto* list : {&th.step.k, &th.step.v}) {
-        if (list->capacity() < heads[0].k.size() + heads[0].v.size() + 1) {
-          list->reserve(heads[0].k.size() + heads[0].v.size() + 1);
-        }
-      }
+      // A step's lists: the layer's segments clipped, and one window segment.
+      th.step.k.reserve(heads[0].k.size() + 1);
+      th.step.v.reserve(heads[0].v.size() + 1);
     }
 
     // Queries of the pass per KV head, [n_kv][rows][D], row (i − s0)·nq + j

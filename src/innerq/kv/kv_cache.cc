@@ -139,7 +139,9 @@ void LayerCache::append(const float* k, const float* v, int n_tokens, AppendScra
   const int held = n_blocks_held();
   prepare_write(slots_written(n_tokens), scratch);
   try {
-    reserve_rows(n_tokens);
+    // An append with steps flushes after each token, so its windows never
+    // hold more than one new row beyond what they keep: no room to grow.
+    reserve_rows(steps != nullptr ? 1 : n_tokens);
     if (steps != nullptr) {
       steps->first = n_tokens_;
       steps->n = n_tokens;

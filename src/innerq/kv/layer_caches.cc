@@ -139,10 +139,6 @@ void copy_window_rows(const std::vector<F16Rows>& from, int head_dim, int n_new,
   }
 }
 
-}  // namespace
-
-namespace {
-
 size_t round_region(size_t bytes) {
   return (bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
 }
