@@ -12,11 +12,13 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/kernels/weight_blocks_simd.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 #include <cstring>
 #include <utility>
 
+#include "innerq/kernels/f16_scale-inl.h"
 #include "innerq/kernels/weight_blocks.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -33,20 +35,6 @@ using DI8 = hn::Rebind<int8_t, DF>;
 using DU16 = hn::Rebind<uint16_t, DF>;
 using VF = hn::Vec<DF>;
 using VI = hn::Vec<DI>;
-
-// One fp16 field in f32. With F16C (AVX2 and up) one instruction; the
-// emulated conversion of older targets mishandles Inf/NaN, so they use the
-// exact scalar one.
-HWY_INLINE float ScaleF32(const f16_bits& h) {
-#if HWY_TARGET <= HWY_AVX2
-  const hn::CappedTag<float, 1> d1;
-  const hn::Rebind<hwy::float16_t, decltype(d1)> dh1;
-  return hn::GetLane(
-      hn::PromoteTo(d1, hn::LoadU(dh1, reinterpret_cast<const hwy::float16_t*>(&h))));
-#else
-  return f16_to_f32(h);
-#endif
-}
 
 // Lanes() bytes at p, widened to i32.
 HWY_INLINE VI LoadBytes(const uint8_t* p) {
@@ -375,9 +363,18 @@ void DequantizeRows(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64
   }
 }
 
+constexpr int64_t kPrefetchRows = 2;
+
 void DotRows(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const float* x,
              int64_t n, float* y) {
   for (int64_t r = 0; r < n_rows; ++r) {
+    // The decode is too dense for the out-of-order window to keep enough
+    // cache misses in flight: fetch the row kPrefetchRows ahead
+    // (docs/architecture.md, "Quantized activations").
+    if (r + kPrefetchRows < n_rows) {
+      const uint8_t* ahead = rows + static_cast<size_t>(r + kPrefetchRows) * row_bytes;
+      for (size_t i = 0; i < row_bytes; i += 64) hwy::Prefetch(ahead + i);
+    }
     DotSink sink{x};
     DecodeAnyRow(f, rows + static_cast<size_t>(r) * row_bytes, n, sink);
     y[r] = sink.Sum();
