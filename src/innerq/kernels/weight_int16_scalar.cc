@@ -1,0 +1,253 @@
+// innerq/kernels/weight_int16_scalar.cc — scalar reference of the int16-activation
+// weight product: every code and factor computed on its own, straight from
+// the tables in weight_int16.h and the layouts in weight_blocks.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "innerq/kernels/weight_int16.h"
+
+namespace innerq::kernels::scalar {
+namespace {
+
+// One 32-value chunk of a weight row, as weight_int16.h defines it: codes,
+// and W, B per half (equal halves for the 32-value formats, which use ds).
+struct Chunk {
+  int u[kActChunk];
+  float w[2] = {0.0f, 0.0f};
+  float b[2] = {0.0f, 0.0f};
+  bool per_half = false;  // K-quants: F_h and O_h per half
+};
+
+int nibble32(const uint8_t* qs, int i) {
+  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
+}
+
+int high_bit32(const uint8_t* qh, int i) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, qh, sizeof(bits));
+  return static_cast<int>((bits >> i) & 1);
+}
+
+template <class Block>
+Block load(const uint8_t* at) {
+  Block b;
+  std::memcpy(&b, at, sizeof(b));  // rows need not be aligned for Block
+  return b;
+}
+
+Chunk whole(float w, float b) {
+  Chunk ch;
+  ch.w[0] = ch.w[1] = w;
+  ch.b[0] = ch.b[1] = b;
+  return ch;
+}
+
+// Chunk k of a block (k < kBlockValues<Block> / 32).
+Chunk chunk(const BlockQ4_0& b, int) {
+  const float d = f16_to_f32(b.d);
+  Chunk ch = whole(d, -8.0f * d);
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i);
+  return ch;
+}
+
+Chunk chunk(const BlockQ4_1& b, int) {
+  Chunk ch = whole(f16_to_f32(b.d), f16_to_f32(b.m));
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i);
+  return ch;
+}
+
+Chunk chunk(const BlockQ5_0& b, int) {
+  const float d = f16_to_f32(b.d);
+  Chunk ch = whole(d, -16.0f * d);
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | high_bit32(b.qh, i) << 4;
+  return ch;
+}
+
+Chunk chunk(const BlockQ5_1& b, int) {
+  Chunk ch = whole(f16_to_f32(b.d), f16_to_f32(b.m));
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | high_bit32(b.qh, i) << 4;
+  return ch;
+}
+
+Chunk chunk(const BlockQ8_0& b, int) {
+  Chunk ch = whole(f16_to_f32(b.d), 0.0f);
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = b.qs[i];
+  return ch;
+}
+
+// Value 32k + i of the super-block.
+Chunk chunk(const BlockQ2_K& b, int k) {
+  Chunk ch;
+  ch.per_half = true;
+  const int h = k / 4, j = k % 4;
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = (b.qs[32 * h + i] >> (2 * j)) & 3;
+  for (int half = 0; half < 2; ++half) {
+    const int sc = b.scales[2 * k + half];
+    ch.w[half] = f16_to_f32(b.d) * static_cast<float>(sc & 15);
+    ch.b[half] = -(f16_to_f32(b.dmin) * static_cast<float>(sc >> 4));
+  }
+  return ch;
+}
+
+Chunk chunk(const BlockQ3_K& b, int k) {
+  Chunk ch;
+  ch.per_half = true;
+  const int h = k / 4, j = k % 4;
+  for (int i = 0; i < kActChunk; ++i) {
+    ch.u[i] = ((b.qs[32 * h + i] >> (2 * j)) & 3) | ((b.hmask[i] >> (4 * h + j)) & 1) << 2;
+  }
+  for (int half = 0; half < 2; ++half) {
+    ch.w[half] = f16_to_f32(b.d) * static_cast<float>(q3k_scale(b.scales, 2 * k + half));
+    ch.b[half] = -4.0f * ch.w[half];
+  }
+  return ch;
+}
+
+template <class Block>  // BlockQ4_K or BlockQ5_K
+Chunk k_chunk(const Block& b, int k) {
+  int sc = 0, m = 0;
+  k_scale_min(b.scales, k, &sc, &m);
+  Chunk ch = whole(f16_to_f32(b.d) * static_cast<float>(sc),
+                   -(f16_to_f32(b.dmin) * static_cast<float>(m)));
+  ch.per_half = true;
+  return ch;
+}
+
+Chunk chunk(const BlockQ4_K& b, int k) {
+  Chunk ch = k_chunk(b, k);
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = (b.qs[32 * (k / 2) + i] >> (4 * (k % 2))) & 15;
+  return ch;
+}
+
+Chunk chunk(const BlockQ5_K& b, int k) {
+  Chunk ch = k_chunk(b, k);
+  for (int i = 0; i < kActChunk; ++i) {
+    ch.u[i] = ((b.qs[32 * (k / 2) + i] >> (4 * (k % 2))) & 15) | ((b.qh[i] >> k) & 1) << 4;
+  }
+  return ch;
+}
+
+Chunk chunk(const BlockQ6_K& b, int k) {
+  Chunk ch;
+  ch.per_half = true;
+  const int h = k / 4, s = k % 4;
+  for (int i = 0; i < kActChunk; ++i) {
+    const int low = (b.ql[64 * h + 32 * (s % 2) + i] >> (4 * (s / 2))) & 15;
+    ch.u[i] = low | ((b.qh[32 * h + i] >> (2 * s)) & 3) << 4;
+  }
+  for (int half = 0; half < 2; ++half) {
+    ch.w[half] = f16_to_f32(b.d) * static_cast<float>(b.scales[2 * k + half]);
+    ch.b[half] = -32.0f * ch.w[half];
+  }
+  return ch;
+}
+
+template <class Block>
+void dot_rows_of(const uint8_t* rows, size_t row_bytes, int64_t n_rows, const ActChunk* x,
+                 size_t x_stride, int n_tokens, int64_t n, float* y, size_t y_stride,
+                 double* y_abs) {
+  constexpr int kChunks = kBlockValues<Block> / kActChunk;
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = rows + static_cast<size_t>(r) * row_bytes;
+    for (int t = 0; t < n_tokens; ++t) {
+      const ActChunk* xt = x + static_cast<size_t>(t) * x_stride;
+      double sum = 0.0, abs = 0.0;
+      for (int64_t blk = 0; blk < n / kBlockValues<Block>; ++blk) {
+        const Block b = load<Block>(row + blk * sizeof(Block));
+        for (int k = 0; k < kChunks; ++k) {
+          const ActChunk& a = xt[blk * kChunks + k];
+          const Chunk ch = chunk(b, k);
+          int64_t j[2] = {0, 0}, j_abs[2] = {0, 0};
+          for (int i = 0; i < kActChunk; ++i) {
+            const int64_t p = static_cast<int64_t>(ch.u[i]) * a.q[i];
+            j[i / 16] += p;
+            j_abs[i / 16] += p < 0 ? -p : p;
+          }
+          if (ch.per_half) {
+            for (int h = 0; h < 2; ++h) {
+              const double f = ch.w[h] * a.d;
+              const double o = ch.b[h] * a.ds_half[h];
+              sum += f * static_cast<double>(j[h]) + o;
+              abs += std::fabs(f) * static_cast<double>(j_abs[h]) + std::fabs(o);
+            }
+          } else {
+            const double f = ch.w[0] * a.d;
+            const double o = ch.b[0] * a.ds;
+            sum += f * static_cast<double>(j[0] + j[1]) + o;
+            abs += std::fabs(f) * static_cast<double>(j_abs[0] + j_abs[1]) + std::fabs(o);
+          }
+        }
+      }
+      y[static_cast<size_t>(t) * y_stride + r] = static_cast<float>(sum);
+      if (y_abs) y_abs[static_cast<size_t>(t) * y_stride + r] = abs;
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_activations(const float* x, int64_t n, ActChunk* out) {
+  for (int64_t c = 0; c < n / kActChunk; ++c) {
+    const float* xc = x + c * kActChunk;
+    ActChunk& a = out[c];
+    float amax = 0.0f;
+    bool finite = true;
+    for (int i = 0; i < kActChunk; ++i) {
+      finite = finite && std::isfinite(xc[i]);
+      amax = std::max(amax, std::fabs(xc[i]));
+    }
+    a = ActChunk{};
+    if (!finite) {
+      a.d = a.ds = a.ds_half[0] = a.ds_half[1] = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    if (amax < 0x1p-90f) continue;
+    a.d = amax / 32767.0f;
+    const float id = 1.0f / a.d;
+    int32_t sum[2] = {0, 0};
+    for (int i = 0; i < kActChunk; ++i) {
+      const float q = std::clamp(std::nearbyint(xc[i] * id), -32767.0f, 32767.0f);
+      a.q[i] = static_cast<int16_t>(q);
+      sum[i / 16] += a.q[i];
+    }
+    a.ds = a.d * static_cast<float>(sum[0] + sum[1]);
+    a.ds_half[0] = a.d * static_cast<float>(sum[0]);
+    a.ds_half[1] = a.d * static_cast<float>(sum[1]);
+  }
+}
+
+void dot_rows_int16(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t n_rows,
+                    const ActChunk* x, size_t x_stride, int n_tokens, int64_t n, float* y,
+                    size_t y_stride, double* y_abs) {
+  const auto run = [&]<class Block>() {
+    dot_rows_of<Block>(rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride, y_abs);
+  };
+  switch (f) {
+    case WeightFormat::kQ4_0:
+      return run.operator()<BlockQ4_0>();
+    case WeightFormat::kQ4_1:
+      return run.operator()<BlockQ4_1>();
+    case WeightFormat::kQ5_0:
+      return run.operator()<BlockQ5_0>();
+    case WeightFormat::kQ5_1:
+      return run.operator()<BlockQ5_1>();
+    case WeightFormat::kQ8_0:
+      return run.operator()<BlockQ8_0>();
+    case WeightFormat::kQ2_K:
+      return run.operator()<BlockQ2_K>();
+    case WeightFormat::kQ3_K:
+      return run.operator()<BlockQ3_K>();
+    case WeightFormat::kQ4_K:
+      return run.operator()<BlockQ4_K>();
+    case WeightFormat::kQ5_K:
+      return run.operator()<BlockQ5_K>();
+    case WeightFormat::kQ6_K:
+      return run.operator()<BlockQ6_K>();
+    case WeightFormat::kBF16:
+      return;  // not supported (int16_dot_supported); callers check
+  }
+}
+
+}  // namespace innerq::kernels::scalar
