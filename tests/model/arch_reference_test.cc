@@ -164,7 +164,7 @@ void expect_matches(const LlamaModel& m, const nlohmann::json& c) {
 
 TEST_F(ArchReference, Llama3RopeFactors) {
   const nlohmann::json& c = find("llama3");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   EXPECT_EQ(m.config().arch, "llama");
   EXPECT_EQ(m.config().rope_style, RopeStyle::kAdjacentPairs);
   EXPECT_FALSE(m.tied_output());
@@ -173,7 +173,7 @@ TEST_F(ArchReference, Llama3RopeFactors) {
 
 TEST_F(ArchReference, MistralKeyLengthAndLinearRopeScaling) {
   const nlohmann::json& c = find("mistral");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   EXPECT_EQ(m.config().head_dim, 128);  // not n_embd / n_heads = 64
   EXPECT_FLOAT_EQ(m.config().rope_scale, 0.5f);
   expect_matches(m, c);
@@ -181,7 +181,7 @@ TEST_F(ArchReference, MistralKeyLengthAndLinearRopeScaling) {
 
 TEST_F(ArchReference, Qwen2Biases) {
   const nlohmann::json& c = find("qwen2");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   EXPECT_TRUE(m.config().qkv_bias);
   EXPECT_EQ(m.config().rope_style, RopeStyle::kHalfSplit);
   EXPECT_TRUE(m.tied_output());
@@ -190,7 +190,7 @@ TEST_F(ArchReference, Qwen2Biases) {
 
 TEST_F(ArchReference, Qwen3QkNorm) {
   const nlohmann::json& c = find("qwen3");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   EXPECT_TRUE(m.config().qk_norm);
   EXPECT_FALSE(m.config().qkv_bias);
   expect_matches(m, c);
@@ -200,7 +200,7 @@ TEST_F(ArchReference, Qwen3QkNorm) {
 // wrap the ring of the windowed layers across two 16-token tiles.
 TEST_F(ArchReference, Gemma3WindowedLayers) {
   const nlohmann::json& c = find("gemma3");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   const ModelDesc& d = m.config();
   EXPECT_EQ(d.head_dim, 256);
   EXPECT_EQ(d.n_kv_heads, 1);
@@ -216,7 +216,7 @@ TEST_F(ArchReference, Gemma3WindowedLayers) {
 // The file's own pattern array and local RoPE base, and final soft-capping.
 TEST_F(ArchReference, Gemma3PatternLocalBaseAndSoftcap) {
   const nlohmann::json& c = find("gemma3_pattern");
-  const LlamaModel m(c.at("file").get<std::string>());
+  const LlamaModel m(c.at("file").get<std::string>(), Activations::kF32);
   const ModelDesc& d = m.config();
   EXPECT_EQ(d.windows(), (std::vector<int>{6, 0, 6}));
   EXPECT_FLOAT_EQ(d.layers[0].rope_base, 500.0f);
@@ -227,7 +227,7 @@ TEST_F(ArchReference, Gemma3PatternLocalBaseAndSoftcap) {
 // A cache built without the model's windows (or for another shape) is
 // refused by name, before anything is stored.
 TEST_F(ArchReference, CacheOfAnotherShapeIsRefused) {
-  const LlamaModel m(find("gemma3").at("file").get<std::string>());
+  const LlamaModel m(find("gemma3").at("file").get<std::string>(), Activations::kF32);
   kv::CacheShape shape = m.cache_shape(8);
   shape.windows.clear();
   kv::KvCache cache(shape, kv::parse_cache_spec("f32").layer);

@@ -35,7 +35,7 @@ class ExtendSmolLM2 : public ::testing::Test {
     }
   }
   static const LlamaModel& model() {
-    static const LlamaModel m(resolve_model_path("smollm2"));
+    static const LlamaModel m(resolve_model_path("smollm2"), Activations::kF32);
     return m;
   }
 };

@@ -22,13 +22,14 @@
 #include "innerq/kv/kv_cache.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
+#include "extend_cases.h"
 #include "reference_fixture.h"
 
 namespace innerq::model {
 namespace {
 
 const LlamaModel& gemma3() {
-  static const LlamaModel model(resolve_model_path("gemma3-270m"));
+  static const LlamaModel model(resolve_model_path("gemma3-270m"), Activations::kF32);
   return model;
 }
 
@@ -106,6 +107,14 @@ TEST_F(Gemma3, TokenizesTheReferenceSentence) {
   const std::vector<int> tokens = ref["tokens"];
   const std::vector<int> want(tokens.begin(), tokens.begin() + 37);  // BOS + the sentence
   EXPECT_EQ(gemma3().tokenizer().tokenize(ref["text"].get<std::string>(), true, false), want);
+}
+
+// Measured 2026-12-06 over these 204 positions: mean KLD 3.5e-8, top-1 1.0 (int8
+// activations gave 2.1e-3 and 0.976).
+TEST_F(Gemma3, Int16ActivationsTrackTheF32Model) {
+  const LlamaModel int16(resolve_model_path("gemma3-270m"));
+  const std::vector<int> tokens = gemma3().tokenizer().tokenize(testing::kText, true, false);
+  testing::expect_int16_tracks_f32(gemma3(), int16, tokens, 1e-6, 0.99);
 }
 
 TEST_F(Gemma3, PrefillMatchesReference) {

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -86,6 +88,52 @@ inline void expect_logits_match(const LlamaModel& model, const nlohmann::json& f
       }
     }
   }
+}
+
+// Int16 activations (model/weights.h) against the f32 model on the same
+// tokens: the mean KL divergence of the next-token distributions and the
+// top-1 agreement over every position stay within bounds measured on these
+// models with margin (the int16 rounding is a change of about 2⁻¹⁶ of each
+// product: a wrong scale, code order or offset would move the logits by
+// whole units).
+inline void expect_int16_tracks_f32(const LlamaModel& f32_model, const LlamaModel& int16_model,
+                                    const std::vector<int>& tokens, double max_mean_kld,
+                                    double min_top1) {
+  ASSERT_EQ(f32_model.activations(), Activations::kF32);
+  ASSERT_EQ(int16_model.activations(), Activations::kInt16);
+  const int V = f32_model.config().n_vocab;
+  std::vector<float> logits[2];
+  for (int i = 0; i < 2; ++i) {
+    const LlamaModel& m = i == 0 ? f32_model : int16_model;
+    kv::KvCache cache(m.cache_shape(static_cast<int>(tokens.size())),
+                      kv::parse_cache_spec("f32").layer);
+    kv::KvCache* caches[] = {&cache};
+    m.prefill(tokens, caches, /*all_logits=*/true, logits[i], 2);
+  }
+  double kld = 0.0;
+  int agree = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    const float* a = &logits[0][t * V];
+    const float* b = &logits[1][t * V];
+    double ma = a[0], mb = b[0];
+    for (int j = 1; j < V; ++j) ma = std::max(ma, double{a[j]}), mb = std::max(mb, double{b[j]});
+    double za = 0.0, zb = 0.0;
+    for (int j = 0; j < V; ++j) za += std::exp(a[j] - ma), zb += std::exp(b[j] - mb);
+    double k = 0.0;
+    for (int j = 0; j < V; ++j) {
+      const double la = a[j] - ma - std::log(za), lb = b[j] - mb - std::log(zb);
+      k += std::exp(la) * (la - lb);
+    }
+    kld += k;
+    agree += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
+  }
+  const double n = static_cast<double>(tokens.size());
+  ::testing::Test::RecordProperty("mean_kld", std::to_string(kld / n));
+  ::testing::Test::RecordProperty("top1", std::to_string(agree / n));
+  EXPECT_LE(kld / n, max_mean_kld) << "top-1 agreement " << agree / n;
+  EXPECT_GE(agree / n, min_top1) << "mean KLD " << kld / n;
+  std::printf("int16 vs f32 activations over %zu positions: mean KLD %.3e, top-1 %.4f\n",
+              tokens.size(), kld / n, agree / n);
 }
 
 }  // namespace innerq::model::testing

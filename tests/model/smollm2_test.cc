@@ -10,13 +10,14 @@
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/sampler.h"
+#include "extend_cases.h"
 #include "reference_fixture.h"
 
 namespace innerq::model {
 namespace {
 
 const LlamaModel& smollm2() {
-  static const LlamaModel model(resolve_model_path("smollm2"));
+  static const LlamaModel model(resolve_model_path("smollm2"), Activations::kF32);
   return model;
 }
 
@@ -57,6 +58,14 @@ TEST_F(SmolLM2, DetokenizeRoundTrips) {
 
 TEST_F(SmolLM2, LogitsMatchReference) {
   testing::expect_logits_match(smollm2(), testing::load_fixture("smollm2"), 2);
+}
+
+// Measured 2026-12-06 over these 205 positions: mean KLD 6.5e-8, top-1 1.0 (int8
+// activations gave 3.1e-3 and 0.961, the floor int16 removes).
+TEST_F(SmolLM2, Int16ActivationsTrackTheF32Model) {
+  const LlamaModel int16(resolve_model_path("smollm2"));
+  const std::vector<int> tokens = smollm2().tokenizer().tokenize(testing::kText, true, false);
+  testing::expect_int16_tracks_f32(smollm2(), int16, tokens, 1e-6, 0.99);
 }
 
 }  // namespace

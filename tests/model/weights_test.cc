@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -18,6 +20,7 @@
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/weight_blocks.h"
+#include "innerq/kernels/weight_int16.h"
 
 namespace innerq::model {
 namespace {
@@ -106,6 +109,95 @@ TEST_P(MatmulVsReference, MatchesWithinRoundingBound) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
+// Int16 activations (Activations::kInt16): on every target, every row of a
+// product of up to kInt16MaxTokens tokens has the bits of the one-token
+// product of that token (wider ones are kF32's, bit for bit),
+// and equals the scalar int16 reference within its summation bound
+// (kernels/weight_int16.h). (F32, F16 and BF16 have no int16 kernel: kInt16
+// multiplies them in f32, as MatchesWithinRoundingBound tests.) The cases
+// are all_cases()' block formats.
+class Int16Matmul : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Int16Matmul, TokensEqualOneTokenCallsAndTheScalarReference) {
+  const Case c = GetParam();
+  std::mt19937_64 rng(static_cast<uint64_t>(c.rows * 37 + c.cols * 3 + c.n_tokens));
+  WeightMatrix w;
+  w.name = "test";
+  w.type = c.type;
+  w.rows = c.rows;
+  w.cols = c.cols;
+  const std::vector<uint8_t> data = random_matrix(c.type, c.rows, c.cols, &w.row_bytes, rng);
+  w.data = data.data();
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(c.n_tokens * c.cols));
+  for (float& v : x) v = normal(rng);
+
+  const kernels::WeightFormat f = *block_format(c.type);
+  std::vector<float> ref(static_cast<size_t>(c.n_tokens * c.rows));
+  std::vector<double> ref_abs(ref.size());
+  const size_t chunks = static_cast<size_t>(c.cols / kernels::kActChunk);
+  std::vector<kernels::ActChunk> act(c.n_tokens * chunks);
+  kernels::scalar::quantize_activations(x.data(), c.n_tokens * c.cols, act.data());
+  kernels::scalar::dot_rows_int16(f, w.data, w.row_bytes, w.rows, act.data(), chunks, c.n_tokens,
+                                  c.cols, ref.data(), static_cast<size_t>(w.rows), ref_abs.data());
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const double lanes = static_cast<double>(kernels::simd::int16_dot_lanes());
+    const double roundings = static_cast<double>(chunks) + std::log2(lanes) + 3;
+    MatmulScratch s;
+    std::vector<float> y(ref.size()), one(static_cast<size_t>(c.rows));
+    matmul(w, x.data(), c.n_tokens, y.data(), 2, s, Activations::kInt16);
+    if (c.n_tokens > kInt16MaxTokens) {  // wide: kF32's tiles, the same bits
+      std::vector<float> f32(ref.size());
+      matmul(w, x.data(), c.n_tokens, f32.data(), 2, s, Activations::kF32);
+      ASSERT_EQ(y, f32) << hwy::TargetName(target);
+      continue;
+    }
+    for (int t = 0; t < c.n_tokens; ++t) {
+      MatmulScratch s1;
+      matmul(w, x.data() + t * c.cols, 1, one.data(), 2, s1, Activations::kInt16);
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const size_t at = static_cast<size_t>(t * c.rows + r);
+        ASSERT_EQ(std::bit_cast<uint32_t>(one[r]), std::bit_cast<uint32_t>(y[at]))
+            << hwy::TargetName(target) << " row " << r << " token " << t;
+        const double tol =
+            roundings * 0x1p-24 * ref_abs[at] * (1 + 1e-6) + 0x1p-24 * std::fabs(ref[at]);
+        ASSERT_NEAR(y[at], ref[at], tol)
+            << hwy::TargetName(target) << " row " << r << " token " << t;
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// matmul(..., same_input) reuses the activations it quantized for the same
+// x, but not across a call that did not quantize (an F32 matrix), so a caller
+// that rewrote x in between gets the new values.
+TEST(Matmul, Int16ReusesActivationsOnlyWhileTheyAreThisInput) {
+  std::mt19937_64 rng(5);
+  WeightMatrix q, f;
+  q.name = f.name = "test";
+  q.type = GgmlType::kQ4_1;
+  f.type = GgmlType::kF32;
+  q.rows = f.rows = 8;
+  q.cols = f.cols = 64;
+  const std::vector<uint8_t> qd = random_matrix(q.type, q.rows, q.cols, &q.row_bytes, rng);
+  const std::vector<uint8_t> fd = random_matrix(f.type, f.rows, f.cols, &f.row_bytes, rng);
+  q.data = qd.data();
+  f.data = fd.data();
+  std::vector<float> x(64, 0.5f), y(8), fresh(8), again(8);
+  MatmulScratch s;
+  matmul(q, x.data(), 1, y.data(), 1, s, Activations::kInt16);
+  matmul(q, x.data(), 1, again.data(), 1, s, Activations::kInt16, true);
+  EXPECT_EQ(y, again);
+  matmul(f, x.data(), 1, y.data(), 1, s, Activations::kInt16);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) - 20.0f;
+  matmul(q, x.data(), 1, again.data(), 1, s, Activations::kInt16, true);
+  MatmulScratch s2;
+  matmul(q, x.data(), 1, fresh.data(), 1, s2, Activations::kInt16);
+  EXPECT_EQ(again, fresh);
+}
+
 // Every type: decode (one token) and prefill (5 and 70 tokens: a partial
 // register tile and more than one 64-token block), row counts that leave
 // partial tiles and partial 16-row kernel calls.
@@ -132,6 +224,24 @@ std::vector<Case> all_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, MatmulVsReference, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           std::ostringstream name;
+                           name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t"
+                                << c.n_tokens;
+                           return name.str();
+                         });
+
+std::vector<Case> block_cases() {
+  std::vector<Case> cases;
+  for (const Case& c : all_cases()) {
+    const std::optional<kernels::WeightFormat> f = block_format(c.type);
+    if (f && kernels::int16_dot_supported(*f)) cases.push_back(c);
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, Int16Matmul, ::testing::ValuesIn(block_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            const Case& c = info.param;
                            std::ostringstream name;

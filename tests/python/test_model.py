@@ -73,7 +73,11 @@ def test_extend_then_decode_equals_one_extend(smollm2):
     smollm2.extend(b, ids[:-3])
     smollm2.extend(b, ids[-3:-1])  # a held sequence goes through its cache
     last = smollm2.decode([b], ids[-1:])[0]
-    np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-4 * np.abs(whole[-1]).max())
+    # The two runs sum attention in other orders; with the default int16
+    # activations a reordering difference that crosses a rounding step moves
+    # an activation by 1/32767 of its chunk's largest, so the logits differ by
+    # up to about 1.2e-4 of the largest (measured), not f32 rounding alone.
+    np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-3 * np.abs(whole[-1]).max())
     assert len(a) == len(b) == len(ids)
 
 

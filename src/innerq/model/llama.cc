@@ -184,9 +184,11 @@ bool holds_non_finite(const WeightMatrix& w, int64_t* row) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const std::string& path) : LlamaModel(std::make_unique<GgufFile>(path)) {}
+LlamaModel::LlamaModel(const std::string& path, Activations activations)
+    : LlamaModel(std::make_unique<GgufFile>(path), activations) {}
 
-LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
+LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, Activations activations)
+    : file_(std::move(file)), activations_(activations) {
   if (file_ == nullptr) throw Error("LlamaModel: no GGUF file given");
   const GgufFile& f = *file_;
   config_ = read_model_desc(f);
@@ -333,7 +335,7 @@ void LlamaModel::rope(const Layer& L, float* v, int n_heads, int pos) const {
 void LlamaModel::output_logits(float* x, int n, float* logits, int n_threads, Workspace& s) const {
   const int d = config_.n_embd;
   for (int t = 0; t < n; ++t) rmsnorm(x + t * d, output_norm_, d, config_.rms_eps, x + t * d);
-  matmul(output_, x, n, logits, n_threads, s.matmul_tiles);
+  matmul(output_, x, n, logits, n_threads, s.matmul, activations_);
   // NaN logits would make argmax pick token 0 and every caller (generate,
   // perplexity, passkey, tune, eval) carry on with garbage. Quantized weights
   // are not scanned at load (that would read the whole file), so their NaN/Inf
@@ -424,13 +426,13 @@ LlamaModel::Workspace::Workspace(const LlamaModel& m, int rows, int sequences) {
 
 size_t LlamaModel::Workspace::bytes() const {
   size_t floats = 0;
-  for (const std::vector<float>* b : {&x, &xb, &q, &k, &v, &att, &gate, &up, &matmul_tiles}) {
+  for (const std::vector<float>* b : {&x, &xb, &q, &k, &v, &att, &gate, &up}) {
     floats += b->capacity();
   }
   size_t total = floats * sizeof(float) + (tokens.capacity() + pos.capacity()) * sizeof(int);
   for (const attn::WindowChunk& w : windows) total += w.bytes();
   for (const kv::ChunkSteps& st : steps) total += st.bytes();
-  total += chunk.bytes();
+  total += chunk.bytes() + matmul.bytes();
   for (const attn::AttentionScratch& a : attention) total += a.bytes();
   return total;
 }
@@ -465,9 +467,9 @@ void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<cons
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.attn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads, s.matmul_tiles);
-  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads, s.matmul_tiles);
-  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads, s.matmul_tiles);
+  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads, s.matmul, activations_);
+  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads, s.matmul, activations_, true);
+  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads, s.matmul, activations_, true);
   if (L.bq != nullptr) {
     add_bias(s.q.data(), L.bq, n, q_dim);
     add_bias(s.k.data(), L.bk, n, kv_dim);
@@ -493,7 +495,7 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
                                           int n_threads) const {
   const ModelDesc& c = config_;
   const size_t xn = static_cast<size_t>(n) * c.n_embd;
-  matmul(L.wo, s.att.data(), n, s.xb.data(), n_threads, s.matmul_tiles);
+  matmul(L.wo, s.att.data(), n, s.xb.data(), n_threads, s.matmul, activations_);
   if (L.post_attn_norm != nullptr)
     rmsnorm_rows(s.xb.data(), L.post_attn_norm, n, c.n_embd, c.rms_eps);
   add_into(x, s.xb.data(), xn);
@@ -502,10 +504,10 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.ffn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads, s.matmul_tiles);
-  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads, s.matmul_tiles);
+  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads, s.matmul, activations_);
+  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads, s.matmul, activations_, true);
   gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff);
-  matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads, s.matmul_tiles);
+  matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads, s.matmul, activations_);
   if (L.post_ffn_norm != nullptr)
     rmsnorm_rows(s.xb.data(), L.post_ffn_norm, n, c.n_embd, c.rms_eps);
   add_into(x, s.xb.data(), xn);

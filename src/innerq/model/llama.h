@@ -72,7 +72,7 @@ class LlamaModel {
     std::vector<attn::WindowChunk> windows;  // [sequences], sliding-window layers
     std::vector<kv::ChunkSteps> steps;       // [sequences], what each chunk token saw
     attn::ChunkScratch chunk;                // chunk attention's buffers
-    std::vector<float> matmul_tiles;         // matmul's per-thread weight tiles
+    MatmulScratch matmul;                    // matmul's weight tiles and int16 activations
     // [threads]: rows that attend in parallel use their thread's; a single
     // row uses the first (decode attention then splits it over the threads).
     std::vector<attn::AttentionScratch> attention;
@@ -82,15 +82,21 @@ class LlamaModel {
   // that cannot be a valid model is refused (docs/architecture.md, "GGUF
   // files"): metadata out of range, tensors the model does not read, NaN/Inf
   // in F32 weights.
-  explicit LlamaModel(const std::string& path);
+  explicit LlamaModel(const std::string& path, Activations activations = Activations::kInt16);
   // The same, over a file already parsed (from memory in the fuzz target).
-  explicit LlamaModel(std::unique_ptr<GgufFile> file);
+  explicit LlamaModel(std::unique_ptr<GgufFile> file,
+                      Activations activations = Activations::kInt16);
 
   const GgufFile& file() const { return *file_; }
   const ModelDesc& config() const { return config_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   bool tied_output() const { return tied_output_; }
   int64_t n_params() const;
+
+  // How the weight products treat activations (model/weights.h): kInt16,
+  // the default, quantizes them per 32 values (within about 2⁻¹⁶ of f32);
+  // kF32 multiplies them as they are (the reference the model tests use).
+  Activations activations() const { return activations_; }
 
   // The shape of this model's caches, with its sliding-window layers. Every
   // cache given to prefill() or decode() must have this shape (but for
@@ -174,6 +180,7 @@ class LlamaModel {
   const float* output_norm_ = nullptr;
   WeightMatrix output_;
   bool tied_output_ = false;
+  Activations activations_ = Activations::kInt16;
   std::vector<Layer> layers_;
   kv::CacheShape shape_;  // cache_shape() but for max_tokens
 };

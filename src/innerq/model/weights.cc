@@ -148,7 +148,7 @@ void Tile(DF df, const float* const w[kTileRows], const float* const x[kTileToke
   }
 }
 
-// tiles: the caller's [n_threads][kTileRows][cols] (matmul_tile_floats),
+// tiles: the caller's [n_threads][kTileRows][cols],
 // sized before the region: nothing inside it may throw (docs/architecture.md,
 // "Errors and threads").
 void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
@@ -202,9 +202,37 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
   }
 }
 
-void MatmulImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
-                float* tiles) {
-  if (n_tokens == 1) {
+// ---------------------------------------------------------------------------
+// Int16 activations (kernels/weight_int16.h): act holds x quantized, [n_tokens]
+// rows of cols / 32 chunks. Tokens go kTokenBlock at a time (their chunks
+// stay in L2) and rows kRowsPerKernelCall at a time across threads.
+// ---------------------------------------------------------------------------
+
+void MatmulInt16(const WeightMatrix& w, kernels::WeightFormat format, const kernels::ActChunk* act,
+                 int n_tokens, float* y, int n_threads) {
+  const size_t chunks = static_cast<size_t>(w.cols / kernels::kActChunk);
+  const int64_t n_calls = (w.rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall;
+  const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
+#pragma omp parallel num_threads(n_threads) if (parallel)
+  for (int t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
+    const int nt = std::min(kTokenBlock, n_tokens - t0);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < n_calls; ++c) {
+      const int64_t r0 = c * kRowsPerKernelCall;
+      kernels::simd::dot_rows_int16(
+          format, w.row(r0), w.row_bytes, std::min(kRowsPerKernelCall, w.rows - r0),
+          act + static_cast<size_t>(t0) * chunks, chunks, nt, w.cols,
+          y + static_cast<int64_t>(t0) * w.rows + r0, static_cast<size_t>(w.rows));
+    }
+  }
+}
+
+// act: x quantized when the int16 path multiplies w, else null.
+void MatmulImpl(const WeightMatrix& w, const float* x, const kernels::ActChunk* act, int n_tokens,
+                float* y, int n_threads, float* tiles) {
+  if (act != nullptr) {
+    MatmulInt16(w, *block_format(w.type), act, n_tokens, y, n_threads);
+  } else if (n_tokens == 1) {
     MatvecImpl(w, x, y, n_threads);
   } else {
     MatmulTiledImpl(w, x, n_tokens, y, n_threads, tiles);
@@ -306,21 +334,51 @@ void dequantize_row(const WeightMatrix& w, int64_t r, float* out) {
   }
 }
 
-size_t matmul_tile_floats(int64_t cols, int n_threads) {
-  return static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows * static_cast<size_t>(cols);
+namespace {
+
+// Quantizes x into s.act for w's columns, unless same_input says it is there.
+const kernels::ActChunk* quantized_input(const WeightMatrix& w, const float* x, int n_tokens,
+                                         int n_threads, MatmulScratch& s, bool same_input) {
+  const size_t chunks = static_cast<size_t>(w.cols / kernels::kActChunk);
+  if (same_input && s.act_x == x && s.act_tokens == n_tokens && s.act_cols == w.cols) {
+    return s.act.data();
+  }
+  if (s.act.size() < static_cast<size_t>(n_tokens) * chunks) {
+    s.act.resize(static_cast<size_t>(n_tokens) * chunks);
+  }
+  kernels::ActChunk* act = s.act.data();
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tokens >= 64)
+  for (int t = 0; t < n_tokens; ++t) {
+    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * w.cols, w.cols,
+                                        act + static_cast<size_t>(t) * chunks);
+  }
+  s.act_x = x;
+  s.act_tokens = n_tokens;
+  s.act_cols = w.cols;
+  return act;
 }
 
+}  // namespace
+
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
-            std::vector<float>& tiles) {
-  if (n_tokens > 1 && tiles.size() < matmul_tile_floats(w.cols, n_threads)) {
-    tiles.resize(matmul_tile_floats(w.cols, n_threads));
+            MatmulScratch& s, Activations a, bool same_input) {
+  const std::optional<kernels::WeightFormat> format = block_format(w.type);
+  const kernels::ActChunk* act = nullptr;
+  if (a == Activations::kInt16 && n_tokens <= kInt16MaxTokens && format &&
+      kernels::int16_dot_supported(*format)) {
+    act = quantized_input(w, x, n_tokens, n_threads, s, same_input);
+  } else {
+    s.act_x = nullptr;  // a later same_input call must not reuse an older input
+    const size_t tile_floats =
+        static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows * static_cast<size_t>(w.cols);
+    if (n_tokens > 1 && s.tiles.size() < tile_floats) s.tiles.resize(tile_floats);
   }
-  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, n_tokens, y, n_threads, tiles.data());
+  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, act, n_tokens, y, n_threads, s.tiles.data());
 }
 
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads) {
-  std::vector<float> tiles;
-  matmul(w, x, n_tokens, y, n_threads, tiles);
+  MatmulScratch s;
+  matmul(w, x, n_tokens, y, n_threads, s, Activations::kF32);
 }
 
 void matmul_reference(const WeightMatrix& w, const float* x, int n_tokens, float* y) {

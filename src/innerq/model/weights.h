@@ -19,10 +19,9 @@
 //   Q6_K     256          210          6.5625    d·sc·(q − 32) per 16; sc int8, q 6-bit
 // (d, m, dmin fp16; a row's length must be a multiple of its block.)
 //
-// matmul() computes y = x·Wᵀ for a few tokens (decode: one token, fused
-// dequantize-and-dot, kernels::simd::dot_rows for the block formats) or many
-// (prefill: a few rows at a time are expanded into a small f32 tile that every
-// token reuses). Whole matrices are never dequantized. Highway picks the SIMD
+// matmul() computes y = x·Wᵀ for one token (decode) or many (prefill), with
+// int16 or f32 activations (Activations below). Whole matrices are never
+// dequantized. Highway picks the SIMD
 // target once per call (the block kernels once per 16 rows or per tile); rows
 // are split over OpenMP threads.
 #pragma once
@@ -34,6 +33,7 @@
 #include <vector>
 
 #include "innerq/kernels/weight_blocks.h"
+#include "innerq/kernels/weight_int16.h"
 #include "innerq/model/gguf.h"
 
 namespace innerq::model {
@@ -66,16 +66,56 @@ WeightMatrix weight_matrix(const GgufTensor& tensor);
 // values of the scalar reference.
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out);
 
+// How matmul multiplies block-format weights (F32, F16 and BF16 weights are
+// always multiplied in f32).
+enum class Activations : uint8_t {
+  // The activations are quantized to int16 per 32 values and each weight
+  // block's integer codes are multiplied with them in integers
+  // (kernels/weight_int16.h, docs/architecture.md "Quantized activations"):
+  // llama.cpp's way with int8, but with 256 times finer activations, so the
+  // products stay within about 2⁻¹⁶ of the f32 ones. Faster than kF32 for a
+  // few rows (decode); matmuls of more than kInt16MaxTokens rows (prefill,
+  // wide decode batches) use kF32's tiles, which reuse each expanded weight
+  // row across many tokens and are faster there. Within that limit a
+  // token's result is the same bits whether it is multiplied alone or with
+  // others.
+  kInt16,
+  // The activations as they are: weights dequantized in registers, products
+  // within f32 rounding of the exact ones (the reference path of the tests).
+  kF32,
+};
+
+// matmul's buffers: f32 weight tiles per thread (kF32, several tokens) and
+// the quantized activations (kInt16). A call that needs more grows them once;
+// the model's Workspace keeps one, so a forward pass allocates nothing once
+// it has seen its widest matrix.
+struct MatmulScratch {
+  std::vector<float> tiles;
+  std::vector<kernels::ActChunk> act;
+  // The input `act` was quantized from (see matmul's same_input).
+  const float* act_x = nullptr;
+  int act_tokens = 0;
+  int64_t act_cols = 0;
+
+  size_t bytes() const {
+    return tiles.capacity() * sizeof(float) + act.capacity() * sizeof(kernels::ActChunk);
+  }
+};
+
 // x: [n_tokens, cols], y: [n_tokens, rows]; y[t][r] = Σ_c W[r][c]·x[t][c].
-// Several tokens expand kMatmulTileRows weight rows at a time into a
-// per-thread f32 tile, from `tiles` (grown to matmul_tile_floats(cols,
-// n_threads) when smaller: the model's Workspace keeps it, so a forward pass
-// allocates nothing once it has seen its widest matrix).
+// One token is a fused dequantize-and-dot per row; several tokens (kF32)
+// expand kMatmulTileRows weight rows at a time into a per-thread f32 tile,
+// or (kInt16) decode each weight block once for up to 4 tokens.
+// same_input: x holds the same values as in the previous call with this
+// scratch (Q, K and V of one input; gate and up), so kInt16 reuses its
+// quantized activations when pointer, tokens and columns match.
 inline constexpr int kMatmulTileRows = 4;
-size_t matmul_tile_floats(int64_t cols, int n_threads);
+// Measured on SmolLM2 decode (2 threads, AVX-512): int16 1.21× and 1.33× kF32
+// at 1 and 4 sequences, 0.97× at 8, 0.96× at 16 (the tiles' side).
+inline constexpr int kInt16MaxTokens = 4;
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
-            std::vector<float>& tiles);
-// The same with tiles of its own, allocated per call (tests).
+            MatmulScratch& s, Activations a, bool same_input = false);
+// kF32 with buffers of its own, allocated per call (tests).
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads);
 
 // Scalar reference of matmul (double accumulation over the dequantized row).

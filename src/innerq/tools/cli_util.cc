@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
@@ -78,6 +79,20 @@ int checked_token_sum(int64_t a, int64_t b, int64_t limit, const char* what) {
         fmt::format("{} = {} + {} tokens exceeds the limit of {} tokens", what, a, b, limit));
   }
   return static_cast<int>(sum);
+}
+
+void add_activations_option(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--activations", *value,
+                  "int16: quantize activations per 32 values for the weight products "
+                  "(fast, within about 2^-16 of f32); f32: multiply them as they are")
+      ->check(CLI::IsMember({"int16", "f32"}))
+      ->capture_default_str();
+}
+
+model::Activations parse_activations(const std::string& value) {
+  if (value == "int16") return model::Activations::kInt16;
+  if (value == "f32") return model::Activations::kF32;
+  throw Error(fmt::format("--activations {}: expected int16 or f32", value));
 }
 
 }  // namespace innerq::tools

@@ -8,6 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "innerq/model/weights.h"
+
+namespace CLI {
+class App;
+}
+
 namespace innerq::tools {
 
 // Text files given on the command line (-f prompts, evaluation texts, passkey
@@ -43,5 +49,10 @@ void check_allocation(uint64_t bytes, const std::string& what, double fraction =
 // The largest context (-c) any command accepts: a cache of this many tokens
 // is planned before anything is allocated, and larger requests are refused.
 inline constexpr int kMaxContextTokens = 1 << 24;
+
+// --activations int16|f32 on a command that runs a model: how its weight
+// products treat activations (model/weights.h; default int16).
+void add_activations_option(CLI::App* cmd, std::string* value);
+model::Activations parse_activations(const std::string& value);
 
 }  // namespace innerq::tools

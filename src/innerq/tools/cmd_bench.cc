@@ -384,6 +384,7 @@ struct BenchDecodeArgs {
   std::string batches = "1,4,16";
   std::string contexts = "1024,4096";
   std::string specs = "f16,innerq";
+  std::string activations = "int16";
   int steps = 32;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   bool together = false;
@@ -600,7 +601,8 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                         [](const kv::CacheSpec& c) { return c.text == "f16"; });
   if (!f16_listed) specs.insert(specs.begin(), kv::parse_cache_spec("f16"));
 
-  const model::LlamaModel m(model::resolve_model_path(args.model));
+  const model::LlamaModel m(model::resolve_model_path(args.model),
+                            parse_activations(args.activations));
   const model::ModelDesc& d = m.config();
   for (int ctx : contexts) {
     checked_token_sum(ctx, int64_t{args.steps} + 1, kMaxContextTokens, "--ctx plus -n");
@@ -625,9 +627,10 @@ int run_bench_decode(const BenchDecodeArgs& args) {
   }
   if (!args.json) {
     fmt::print(
-        "decode: {} ({}, {} layers, {} KV heads, head_dim {}), {} thread(s), {} timed "
-        "steps after 1 untimed, the specs' batches stepped in turn\n",
-        args.model, d.arch, d.n_layers, d.n_kv_heads, d.head_dim, args.threads, args.steps);
+        "decode: {} ({}, {} layers, {} KV heads, head_dim {}), {} activations, {} thread(s), {} "
+        "timed steps after 1 untimed, the specs' batches stepped in turn\n",
+        args.model, d.arch, d.n_layers, d.n_kv_heads, d.head_dim, args.activations, args.threads,
+        args.steps);
     fmt::print(
         "caches filled to ctx with synthetic K/V ({}), then the model decodes every sequence "
         "of the batch per step\n",
@@ -678,6 +681,7 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                         {"peak_reset", r.peak_reset},
                         {"together", args.together},
                         {"model", args.model},
+                        {"activations", args.activations},
                         {"threads", args.threads}});
         if (!args.json) {
           constexpr double kMiB = 1 << 20;
@@ -769,6 +773,7 @@ void add_bench_command(CLI::App& app) {
       ->add_option("-m,--model", dargs->model,
                    "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->capture_default_str();
+  add_activations_option(decode, &dargs->activations);
   decode->add_option("-b,--batch", dargs->batches, "Comma-separated batch sizes (sequences)")
       ->capture_default_str();
   decode->add_option("--ctx", dargs->contexts, "Comma-separated context lengths in tokens (4k ok)")

@@ -28,6 +28,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model;
+  std::string activations = "int16";
   std::string prompt;
   std::string prompt_file;
   int n_predict = 128;
@@ -48,7 +49,7 @@ void run_generate(const GenerateOptions& o) {
   }
   const kv::CacheSpec spec = kv::parse_cache_spec(o.kv);
   model::Sampler sampler(o.sampling);
-  const model::LlamaModel m(model::resolve_model_path(o.model));
+  const model::LlamaModel m(model::resolve_model_path(o.model), parse_activations(o.activations));
   const model::Tokenizer& tok = m.tokenizer();
 
   const std::string user_text =
@@ -126,6 +127,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model,
                   "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
+  add_activations_option(cmd, &o->activations);
   CLI::Option* prompt = cmd->add_option("-p,--prompt", o->prompt, "prompt text");
   CLI::Option* file = cmd->add_option("-f,--file", o->prompt_file, "read the prompt from a file");
   prompt->excludes(file);

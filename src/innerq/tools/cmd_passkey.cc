@@ -61,6 +61,7 @@ constexpr std::string_view kQuestion = " What is the pass key? The pass key is";
 
 struct PasskeyOptions {
   std::string model;
+  std::string activations = "int16";
   std::string file = "data/wikitext2/valid.txt";
   std::string kv = "innerq";
   std::vector<int> lengths{2048, 4096, 7680};
@@ -297,7 +298,7 @@ void run_passkey(const PasskeyOptions& o) {
   validate_options(o);
   const std::vector<std::string> lines = read_lines(o.file);
   const std::vector<kv::CacheSpec> specs = specs_with_f16_base(o.kv);  // [0]: the reference
-  const model::LlamaModel m(model::resolve_model_path(o.model));
+  const model::LlamaModel m(model::resolve_model_path(o.model), parse_activations(o.activations));
   validate_lengths(o, m);
   std::vector<std::vector<kv::LayerConfig>> configs;
   for (const kv::CacheSpec& s : specs) configs.push_back(s.layers(m.config().n_layers));
@@ -344,6 +345,7 @@ void add_passkey_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model,
                   "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
+  add_activations_option(cmd, &o->activations);
   cmd->add_option("-f,--file", o->file, "filler text file")->capture_default_str();
   cmd->add_option("--kv", o->kv, "comma-separated cache specs; f16 always runs as the reference")
       ->capture_default_str();

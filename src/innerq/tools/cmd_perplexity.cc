@@ -41,6 +41,7 @@ namespace {
 
 struct PerplexityOptions {
   std::string model;
+  std::string activations = "int16";
   std::string file;
   std::string kv = "innerq";
   int ctx = 1024;
@@ -54,7 +55,7 @@ struct PerplexityOptions {
 
 void run_perplexity(const PerplexityOptions& o) {
   const std::vector<kv::CacheSpec> specs = specs_with_f16_base(o.kv);  // [0]: the base
-  const model::LlamaModel m(model::resolve_model_path(o.model));
+  const model::LlamaModel m(model::resolve_model_path(o.model), parse_activations(o.activations));
   std::vector<EvalConfig> configs;
   for (const kv::CacheSpec& s : specs) configs.push_back({s.text, s.layers(m.config().n_layers)});
   const std::vector<int> tokens = tokenize_file(m, o.file);
@@ -86,13 +87,16 @@ void run_perplexity(const PerplexityOptions& o) {
                      {"chunks", n_chunks},
                      {"ctx", o.ctx},
                      {"prefix", o.prefix},
-                     {"token_batch", o.token_batch}});
+                     {"token_batch", o.token_batch},
+                     {"activations", o.activations}});
     }
     print_json(out, 1);
     return;
   }
-  fmt::print("{}: {} chunks of {} tokens, prefix {}, {} scored tokens per config, {} per step\n",
-             o.file, n_chunks, o.ctx, o.prefix, stats[0].tokens, o.token_batch);
+  fmt::print(
+      "{}: {} chunks of {} tokens, prefix {}, {} scored tokens per config, {} per step, "
+      "{} activations\n",
+      o.file, n_chunks, o.ctx, o.prefix, stats[0].tokens, o.token_batch, o.activations);
   size_t width = 24;
   for (const kv::CacheSpec& s : specs) width = std::max(width, s.text.size());
   fmt::print("{:<{}} {:>10} {:>10} {:>8} {:>12} {:>8}\n", "kv", width, "ppl", "kld", "top1",
@@ -114,6 +118,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model,
                   "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
+  add_activations_option(cmd, &o->activations);
   cmd->add_option("-f,--file", o->file, "text file")->required();
   cmd->add_option("--kv", o->kv, "comma-separated cache specs; f16 always runs as the base")
       ->capture_default_str();
