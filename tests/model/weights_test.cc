@@ -62,20 +62,31 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 class MatmulVsReference : public ::testing::TestWithParam<Case> {};
 
+// A random matrix of c's shape and type and c.n_tokens random input rows.
+struct Problem {
+  std::vector<uint8_t> data;
+  WeightMatrix w;
+  std::vector<float> x;
+
+  Problem(const Case& c, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    w.name = "test";
+    w.type = c.type;
+    w.rows = c.rows;
+    w.cols = c.cols;
+    data = random_matrix(c.type, c.rows, c.cols, &w.row_bytes, rng);
+    w.data = data.data();
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    x.resize(static_cast<size_t>(c.n_tokens * c.cols));
+    for (float& v : x) v = normal(rng);
+  }
+};
+
 TEST_P(MatmulVsReference, MatchesWithinRoundingBound) {
   const Case c = GetParam();
-  std::mt19937_64 rng(static_cast<uint64_t>(c.rows * 131 + c.cols * 7 + c.n_tokens));
-  WeightMatrix w;
-  w.name = "test";
-  w.type = c.type;
-  w.rows = c.rows;
-  w.cols = c.cols;
-  const std::vector<uint8_t> data = random_matrix(c.type, c.rows, c.cols, &w.row_bytes, rng);
-  w.data = data.data();
-
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(c.n_tokens * c.cols));
-  for (float& v : x) v = normal(rng);
+  const Problem p(c, static_cast<uint64_t>(c.rows * 131 + c.cols * 7 + c.n_tokens));
+  const WeightMatrix& w = p.w;
+  const std::vector<float>& x = p.x;
   std::vector<float> ref(static_cast<size_t>(c.n_tokens * c.rows));
   matmul_reference(w, x.data(), c.n_tokens, ref.data());
 
@@ -120,17 +131,9 @@ class Int16Matmul : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Int16Matmul, TokensEqualOneTokenCallsAndTheScalarReference) {
   const Case c = GetParam();
-  std::mt19937_64 rng(static_cast<uint64_t>(c.rows * 37 + c.cols * 3 + c.n_tokens));
-  WeightMatrix w;
-  w.name = "test";
-  w.type = c.type;
-  w.rows = c.rows;
-  w.cols = c.cols;
-  const std::vector<uint8_t> data = random_matrix(c.type, c.rows, c.cols, &w.row_bytes, rng);
-  w.data = data.data();
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(c.n_tokens * c.cols));
-  for (float& v : x) v = normal(rng);
+  const Problem p(c, static_cast<uint64_t>(c.rows * 37 + c.cols * 3 + c.n_tokens));
+  const WeightMatrix& w = p.w;
+  const std::vector<float>& x = p.x;
 
   const kernels::WeightFormat f = *block_format(c.type);
   std::vector<float> ref(static_cast<size_t>(c.n_tokens * c.rows));

@@ -49,6 +49,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "innerq/base/fp16.h"
 #include "innerq/kernels/llama_blocks.h"
@@ -210,6 +211,50 @@ constexpr WeightFormatInfo weight_format_info(WeightFormat f) {
       return {"BF16", 1, 2};
   }
   return {"?", 1, 0};
+}
+
+// Calls fn.template operator()<Block>() with the block type of f; BF16, which
+// has none, calls fn_bf16().
+template <class Fn, class FnBf16>
+decltype(auto) with_block_type(WeightFormat f, Fn&& fn, FnBf16&& fn_bf16) {
+  switch (f) {
+    case WeightFormat::kQ4_0:
+      return fn.template operator()<BlockQ4_0>();
+    case WeightFormat::kQ4_1:
+      return fn.template operator()<BlockQ4_1>();
+    case WeightFormat::kQ5_0:
+      return fn.template operator()<BlockQ5_0>();
+    case WeightFormat::kQ5_1:
+      return fn.template operator()<BlockQ5_1>();
+    case WeightFormat::kQ8_0:
+      return fn.template operator()<BlockQ8_0>();
+    case WeightFormat::kQ2_K:
+      return fn.template operator()<BlockQ2_K>();
+    case WeightFormat::kQ3_K:
+      return fn.template operator()<BlockQ3_K>();
+    case WeightFormat::kQ4_K:
+      return fn.template operator()<BlockQ4_K>();
+    case WeightFormat::kQ5_K:
+      return fn.template operator()<BlockQ5_K>();
+    case WeightFormat::kQ6_K:
+      return fn.template operator()<BlockQ6_K>();
+    case WeightFormat::kBF16:
+      break;
+  }
+  return fn_bf16();
+}
+
+// Q4_0/Q4_1/Q5_0/Q5_1 value i of a block: the low nibble of qs[i] for i < 16,
+// the high nibble of qs[i − 16] after; Q5's fifth bit is bit i of the
+// little-endian word qh.
+inline int nibble32(const uint8_t* qs, int i) {
+  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
+}
+
+inline int fifth_bit32(const uint8_t* qh, int i) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, qh, sizeof(bits));
+  return static_cast<int>((bits >> i) & 1);
 }
 
 inline constexpr WeightFormat kAllWeightFormats[] = {

@@ -9,17 +9,6 @@
 namespace innerq::kernels::scalar {
 namespace {
 
-// Low nibble of qs[i] for i < 16, high nibble of qs[i − 16] after.
-int nibble32(const uint8_t* qs, int i) {
-  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
-}
-
-int high_bit32(const uint8_t* qh, int i) {
-  uint32_t bits = 0;
-  std::memcpy(&bits, qh, sizeof(bits));
-  return static_cast<int>((bits >> i) & 1);
-}
-
 float value(const BlockQ4_0& b, int i) {
   return f16_to_f32(b.d) * static_cast<float>(nibble32(b.qs, i) - 8);
 }
@@ -29,12 +18,12 @@ float value(const BlockQ4_1& b, int i) {
 }
 
 float value(const BlockQ5_0& b, int i) {
-  const int q = nibble32(b.qs, i) | (high_bit32(b.qh, i) << 4);
+  const int q = nibble32(b.qs, i) | (fifth_bit32(b.qh, i) << 4);
   return f16_to_f32(b.d) * static_cast<float>(q - 16);
 }
 
 float value(const BlockQ5_1& b, int i) {
-  const int q = nibble32(b.qs, i) | (high_bit32(b.qh, i) << 4);
+  const int q = nibble32(b.qs, i) | (fifth_bit32(b.qh, i) << 4);
   return f16_to_f32(b.d) * static_cast<float>(q) + f16_to_f32(b.m);
 }
 
@@ -131,41 +120,11 @@ void dot_rows_of(const uint8_t* rows, size_t row_bytes, int64_t n_rows, const fl
   }
 }
 
-// Calls fn.template operator()<Block>() with f's block type (BF16 has none:
-// fn_bf16()).
-template <class Fn, class FnBf16>
-void with_block(WeightFormat f, Fn&& fn, FnBf16&& fn_bf16) {
-  switch (f) {
-    case WeightFormat::kQ4_0:
-      return fn.template operator()<BlockQ4_0>();
-    case WeightFormat::kQ4_1:
-      return fn.template operator()<BlockQ4_1>();
-    case WeightFormat::kQ5_0:
-      return fn.template operator()<BlockQ5_0>();
-    case WeightFormat::kQ5_1:
-      return fn.template operator()<BlockQ5_1>();
-    case WeightFormat::kQ8_0:
-      return fn.template operator()<BlockQ8_0>();
-    case WeightFormat::kQ2_K:
-      return fn.template operator()<BlockQ2_K>();
-    case WeightFormat::kQ3_K:
-      return fn.template operator()<BlockQ3_K>();
-    case WeightFormat::kQ4_K:
-      return fn.template operator()<BlockQ4_K>();
-    case WeightFormat::kQ5_K:
-      return fn.template operator()<BlockQ5_K>();
-    case WeightFormat::kQ6_K:
-      return fn.template operator()<BlockQ6_K>();
-    case WeightFormat::kBF16:
-      return fn_bf16();
-  }
-}
-
 }  // namespace
 
 void dequantize_rows(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t n_rows,
                      int64_t n, float* out, size_t out_stride) {
-  with_block(
+  with_block_type(
       f,
       [&]<class Block>() {
         dequantize_rows_of<Block>(rows, row_bytes, n_rows, n, out, out_stride);
@@ -182,7 +141,7 @@ void dequantize_rows(WeightFormat f, const uint8_t* rows, size_t row_bytes, int6
 
 void dot_rows(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t n_rows, const float* x,
               int64_t n, float* y) {
-  with_block(
+  with_block_type(
       f, [&]<class Block>() { dot_rows_of<Block>(rows, row_bytes, n_rows, x, n, y); },
       [&] {
         for (int64_t r = 0; r < n_rows; ++r) {

@@ -20,16 +20,6 @@ struct Chunk {
   bool per_half = false;  // K-quants: F_h and O_h per half
 };
 
-int nibble32(const uint8_t* qs, int i) {
-  return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
-}
-
-int high_bit32(const uint8_t* qh, int i) {
-  uint32_t bits = 0;
-  std::memcpy(&bits, qh, sizeof(bits));
-  return static_cast<int>((bits >> i) & 1);
-}
-
 template <class Block>
 Block load(const uint8_t* at) {
   Block b;
@@ -61,13 +51,13 @@ Chunk chunk(const BlockQ4_1& b, int) {
 Chunk chunk(const BlockQ5_0& b, int) {
   const float d = f16_to_f32(b.d);
   Chunk ch = whole(d, -16.0f * d);
-  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | high_bit32(b.qh, i) << 4;
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | fifth_bit32(b.qh, i) << 4;
   return ch;
 }
 
 Chunk chunk(const BlockQ5_1& b, int) {
   Chunk ch = whole(f16_to_f32(b.d), f16_to_f32(b.m));
-  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | high_bit32(b.qh, i) << 4;
+  for (int i = 0; i < kActChunk; ++i) ch.u[i] = nibble32(b.qs, i) | fifth_bit32(b.qh, i) << 4;
   return ch;
 }
 
@@ -221,33 +211,12 @@ void quantize_activations(const float* x, int64_t n, ActChunk* out) {
 void dot_rows_int16(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t n_rows,
                     const ActChunk* x, size_t x_stride, int n_tokens, int64_t n, float* y,
                     size_t y_stride, double* y_abs) {
-  const auto run = [&]<class Block>() {
-    dot_rows_of<Block>(rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride, y_abs);
-  };
-  switch (f) {
-    case WeightFormat::kQ4_0:
-      return run.operator()<BlockQ4_0>();
-    case WeightFormat::kQ4_1:
-      return run.operator()<BlockQ4_1>();
-    case WeightFormat::kQ5_0:
-      return run.operator()<BlockQ5_0>();
-    case WeightFormat::kQ5_1:
-      return run.operator()<BlockQ5_1>();
-    case WeightFormat::kQ8_0:
-      return run.operator()<BlockQ8_0>();
-    case WeightFormat::kQ2_K:
-      return run.operator()<BlockQ2_K>();
-    case WeightFormat::kQ3_K:
-      return run.operator()<BlockQ3_K>();
-    case WeightFormat::kQ4_K:
-      return run.operator()<BlockQ4_K>();
-    case WeightFormat::kQ5_K:
-      return run.operator()<BlockQ5_K>();
-    case WeightFormat::kQ6_K:
-      return run.operator()<BlockQ6_K>();
-    case WeightFormat::kBF16:
-      return;  // not supported (int16_dot_supported); callers check
-  }
+  with_block_type(
+      f,
+      [&]<class Block>() {
+        dot_rows_of<Block>(rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride, y_abs);
+      },
+      [] {});  // BF16: not supported (int16_dot_supported); callers check
 }
 
 }  // namespace innerq::kernels::scalar

@@ -467,33 +467,12 @@ void DotRowsInt16(WeightFormat f, const uint8_t* rows, size_t row_bytes, int64_t
   // one-lane target (CPUs without SSSE3) runs the reference.
   return scalar::dot_rows_int16(f, rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride);
 #else
-  const auto run = [&]<class Block>() {
-    DotRowsOf<Block>(rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride);
-  };
-  switch (f) {
-    case WeightFormat::kQ4_0:
-      return run.operator()<BlockQ4_0>();
-    case WeightFormat::kQ4_1:
-      return run.operator()<BlockQ4_1>();
-    case WeightFormat::kQ5_0:
-      return run.operator()<BlockQ5_0>();
-    case WeightFormat::kQ5_1:
-      return run.operator()<BlockQ5_1>();
-    case WeightFormat::kQ8_0:
-      return run.operator()<BlockQ8_0>();
-    case WeightFormat::kQ2_K:
-      return run.operator()<BlockQ2_K>();
-    case WeightFormat::kQ3_K:
-      return run.operator()<BlockQ3_K>();
-    case WeightFormat::kQ4_K:
-      return run.operator()<BlockQ4_K>();
-    case WeightFormat::kQ5_K:
-      return run.operator()<BlockQ5_K>();
-    case WeightFormat::kQ6_K:
-      return run.operator()<BlockQ6_K>();
-    case WeightFormat::kBF16:
-      return;  // not supported (int16_dot_supported); callers check
-  }
+  with_block_type(
+      f,
+      [&]<class Block>() {
+        DotRowsOf<Block>(rows, row_bytes, n_rows, x, x_stride, n_tokens, n, y, y_stride);
+      },
+      [] {});  // BF16: not supported (int16_dot_supported); callers check
 #endif
 }
 
