@@ -226,14 +226,14 @@ std::vector<Case> all_cases() {
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, MatmulVsReference, ::testing::ValuesIn(all_cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           const Case& c = info.param;
-                           std::ostringstream name;
-                           name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t"
-                                << c.n_tokens;
-                           return name.str();
-                         });
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  std::ostringstream name;
+  name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t" << c.n_tokens;
+  return name.str();
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, MatmulVsReference, ::testing::ValuesIn(all_cases()), case_name);
 
 std::vector<Case> block_cases() {
   std::vector<Case> cases;
@@ -244,14 +244,7 @@ std::vector<Case> block_cases() {
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, Int16Matmul, ::testing::ValuesIn(block_cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           const Case& c = info.param;
-                           std::ostringstream name;
-                           name << ggml_type_name(c.type) << "_" << c.rows << "x" << c.cols << "_t"
-                                << c.n_tokens;
-                           return name.str();
-                         });
+INSTANTIATE_TEST_SUITE_P(Formats, Int16Matmul, ::testing::ValuesIn(block_cases()), case_name);
 
 TEST(DequantizeRow, Q4_1NibbleOrder) {
   kernels::BlockQ4_1 b{};
