@@ -173,32 +173,49 @@ TEST_P(Int16Matmul, TokensEqualOneTokenCallsAndTheScalarReference) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// matmul(..., same_input) reuses the activations it quantized for the same
-// x, but not across a call that did not quantize (an F32 matrix), so a caller
-// that rewrote x in between gets the new values.
-TEST(Matmul, Int16ReusesActivationsOnlyWhileTheyAreThisInput) {
+// matmul_group gives each matrix the bits matmul gives it, whether the
+// group takes one int16 region (Q4_1, Q5_0 and Q8_0 of one input) or falls
+// back to one matmul per matrix (an F32 matrix among them, or more tokens
+// than the int16 path takes).
+TEST(Matmul, GroupEqualsOneMatmulPerMatrix) {
   std::mt19937_64 rng(5);
-  WeightMatrix q, f;
-  q.name = f.name = "test";
-  q.type = GgmlType::kQ4_1;
-  f.type = GgmlType::kF32;
-  q.rows = f.rows = 8;
-  q.cols = f.cols = 64;
-  const std::vector<uint8_t> qd = random_matrix(q.type, q.rows, q.cols, &q.row_bytes, rng);
-  const std::vector<uint8_t> fd = random_matrix(f.type, f.rows, f.cols, &f.row_bytes, rng);
-  q.data = qd.data();
-  f.data = fd.data();
-  std::vector<float> x(64, 0.5f), y(8), fresh(8), again(8);
-  MatmulScratch s;
-  matmul(q, x.data(), 1, y.data(), 1, s, Activations::kInt16);
-  matmul(q, x.data(), 1, again.data(), 1, s, Activations::kInt16, true);
-  EXPECT_EQ(y, again);
-  matmul(f, x.data(), 1, y.data(), 1, s, Activations::kInt16);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) - 20.0f;
-  matmul(q, x.data(), 1, again.data(), 1, s, Activations::kInt16, true);
-  MatmulScratch s2;
-  matmul(q, x.data(), 1, fresh.data(), 1, s2, Activations::kInt16);
-  EXPECT_EQ(again, fresh);
+  const GgmlType types[] = {GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ8_0, GgmlType::kF32};
+  const int64_t rows[] = {40, 17, 96, 8};
+  std::vector<std::vector<uint8_t>> data;
+  WeightMatrix ws[4];
+  for (int i = 0; i < 4; ++i) {
+    ws[i].name = "test";
+    ws[i].type = types[i];
+    ws[i].rows = rows[i];
+    ws[i].cols = 96;
+    data.push_back(random_matrix(types[i], rows[i], 96, &ws[i].row_bytes, rng));
+    ws[i].data = data.back().data();
+  }
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(7 * 96);
+  for (float& v : x) v = normal(rng);
+  for (const int n_tokens : {1, 3, 7}) {
+    for (const int n : {3, 4}) {  // without and with the F32 matrix
+      for (const Activations a : {Activations::kInt16, Activations::kF32}) {
+        std::vector<std::vector<float>> each(4), group(4);
+        const WeightMatrix* group_ws[4];
+        float* group_ys[4];
+        MatmulScratch s;
+        for (int i = 0; i < n; ++i) {
+          each[i].resize(static_cast<size_t>(n_tokens * rows[i]));
+          group[i].resize(each[i].size(), -1.0f);
+          matmul(ws[i], x.data(), n_tokens, each[i].data(), 2, s, a);
+          group_ws[i] = &ws[i];
+          group_ys[i] = group[i].data();
+        }
+        matmul_group(std::span(group_ws, n), x.data(), n_tokens, std::span(group_ys, n), 2, s, a);
+        for (int i = 0; i < n; ++i) {
+          EXPECT_EQ(group[i], each[i]) << "matrix " << i << " tokens " << n_tokens << " of " << n
+                                       << (a == Activations::kInt16 ? " int16" : " f32");
+        }
+      }
+    }
+  }
 }
 
 // Every type: decode (one token) and prefill (5 and 70 tokens: a partial

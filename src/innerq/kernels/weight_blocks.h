@@ -44,7 +44,8 @@
 // accumulates in double and rounds once.
 //
 // The kernels trust their arguments (n a multiple of V, row_bytes ≥ the row's
-// size); innerq::model::weight_matrix validates tensors before they get here.
+// size, rows and row_bytes 2-byte aligned as in a GGUF file);
+// innerq::model::weight_matrix validates tensors before they get here.
 #pragma once
 
 #include <cstddef>

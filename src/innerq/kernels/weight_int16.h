@@ -78,7 +78,8 @@ constexpr bool int16_dot_supported(WeightFormat f) {
 
 // Both namespaces have the same contracts:
 //   quantize_activations: x: [n] (n a multiple of 32) → out: [n / 32].
-//   dot_rows_int16: rows as weight_blocks.h's dot_rows, f supported; x: token
+//   dot_rows_int16: rows as weight_blocks.h's dot_rows (rows and row_bytes
+//     2-byte aligned, as GGUF's are, for the fp16 fields), f supported; x: token
 //     t's chunks at x + t·x_stride ([n / 32] each); y[t·y_stride + r] =
 //     Σ_i w[r][i]·x̂_t[i] for r < n_rows, t < n_tokens.
 namespace scalar {

@@ -467,9 +467,9 @@ void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<cons
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.attn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.wq, s.xb.data(), n, s.q.data(), n_threads, s.matmul, activations_);
-  matmul(L.wk, s.xb.data(), n, s.k.data(), n_threads, s.matmul, activations_, true);
-  matmul(L.wv, s.xb.data(), n, s.v.data(), n_threads, s.matmul, activations_, true);
+  const WeightMatrix* qkv[] = {&L.wq, &L.wk, &L.wv};
+  float* const qkv_out[] = {s.q.data(), s.k.data(), s.v.data()};
+  matmul_group(qkv, s.xb.data(), n, qkv_out, n_threads, s.matmul, activations_);
   if (L.bq != nullptr) {
     add_bias(s.q.data(), L.bq, n, q_dim);
     add_bias(s.k.data(), L.bk, n, kv_dim);
@@ -504,8 +504,9 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
     const size_t row = static_cast<size_t>(t) * c.n_embd;
     rmsnorm(x + row, L.ffn_norm, c.n_embd, c.rms_eps, &s.xb[row]);
   }
-  matmul(L.w_gate, s.xb.data(), n, s.gate.data(), n_threads, s.matmul, activations_);
-  matmul(L.w_up, s.xb.data(), n, s.up.data(), n_threads, s.matmul, activations_, true);
+  const WeightMatrix* gate_up[] = {&L.w_gate, &L.w_up};
+  float* const gate_up_out[] = {s.gate.data(), s.up.data()};
+  matmul_group(gate_up, s.xb.data(), n, gate_up_out, n_threads, s.matmul, activations_);
   gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff);
   matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads, s.matmul, activations_);
   if (L.post_ffn_norm != nullptr)

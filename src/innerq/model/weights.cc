@@ -204,35 +204,37 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
 
 // ---------------------------------------------------------------------------
 // Int16 activations (kernels/weight_int16.h): act holds x quantized, [n_tokens]
-// rows of cols / 32 chunks. Tokens go kTokenBlock at a time (their chunks
-// stay in L2) and rows kRowsPerKernelCall at a time across threads.
+// rows of cols / 32 chunks (n_tokens ≤ kInt16MaxTokens).
 // ---------------------------------------------------------------------------
 
-void MatmulInt16(const WeightMatrix& w, kernels::WeightFormat format, const kernels::ActChunk* act,
-                 int n_tokens, float* y, int n_threads) {
-  const size_t chunks = static_cast<size_t>(w.cols / kernels::kActChunk);
-  const int64_t n_calls = (w.rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall;
-  const bool parallel = w.rows * w.cols * n_tokens >= kMinParallelWork;
-#pragma omp parallel num_threads(n_threads) if (parallel)
-  for (int t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-    const int nt = std::min(kTokenBlock, n_tokens - t0);
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < n_calls; ++c) {
-      const int64_t r0 = c * kRowsPerKernelCall;
-      kernels::simd::dot_rows_int16(
-          format, w.row(r0), w.row_bytes, std::min(kRowsPerKernelCall, w.rows - r0),
-          act + static_cast<size_t>(t0) * chunks, chunks, nt, w.cols,
-          y + static_cast<int64_t>(t0) * w.rows + r0, static_cast<size_t>(w.rows));
+// ws: n_matrices matrices of the same columns, ys their outputs; one parallel
+// region over all their kRowsPerKernelCall-row calls.
+void MatmulInt16(const WeightMatrix* const* ws, float* const* ys, int n_matrices,
+                 const kernels::ActChunk* act, int n_tokens, int n_threads) {
+  const size_t chunks = static_cast<size_t>(ws[0]->cols / kernels::kActChunk);
+  int64_t n_calls = 0, work = 0;
+  for (int m = 0; m < n_matrices; ++m) {
+    n_calls += (ws[m]->rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall;
+    work += ws[m]->rows * ws[m]->cols * n_tokens;
+  }
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (work >= kMinParallelWork)
+  for (int64_t c = 0; c < n_calls; ++c) {
+    int m = 0;
+    int64_t r0 = c * kRowsPerKernelCall;
+    while (r0 >= ws[m]->rows) {  // calls never straddle two matrices
+      r0 -= (ws[m]->rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall * kRowsPerKernelCall;
+      ++m;
     }
+    const WeightMatrix& w = *ws[m];
+    kernels::simd::dot_rows_int16(*block_format(w.type), w.row(r0), w.row_bytes,
+                                  std::min(kRowsPerKernelCall, w.rows - r0), act, chunks, n_tokens,
+                                  w.cols, ys[m] + r0, static_cast<size_t>(w.rows));
   }
 }
 
-// act: x quantized when the int16 path multiplies w, else null.
-void MatmulImpl(const WeightMatrix& w, const float* x, const kernels::ActChunk* act, int n_tokens,
-                float* y, int n_threads, float* tiles) {
-  if (act != nullptr) {
-    MatmulInt16(w, *block_format(w.type), act, n_tokens, y, n_threads);
-  } else if (n_tokens == 1) {
+void MatmulImpl(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
+                float* tiles) {
+  if (n_tokens == 1) {
     MatvecImpl(w, x, y, n_threads);
   } else {
     MatmulTiledImpl(w, x, n_tokens, y, n_threads, tiles);
@@ -247,6 +249,7 @@ HWY_AFTER_NAMESPACE();
 namespace innerq::model {
 
 HWY_EXPORT(MatmulImpl);
+HWY_EXPORT(MatmulInt16);
 
 std::optional<kernels::WeightFormat> block_format(GgmlType type) {
   switch (type) {
@@ -336,44 +339,59 @@ void dequantize_row(const WeightMatrix& w, int64_t r, float* out) {
 
 namespace {
 
-// Quantizes x into s.act for w's columns, unless same_input says it is there.
-const kernels::ActChunk* quantized_input(const WeightMatrix& w, const float* x, int n_tokens,
-                                         int n_threads, MatmulScratch& s, bool same_input) {
-  const size_t chunks = static_cast<size_t>(w.cols / kernels::kActChunk);
-  if (same_input && s.act_x == x && s.act_tokens == n_tokens && s.act_cols == w.cols) {
-    return s.act.data();
-  }
+// Whether matmul multiplies w with int16 activations.
+bool takes_int16(const WeightMatrix& w, int n_tokens, Activations a) {
+  const std::optional<kernels::WeightFormat> format = block_format(w.type);
+  return a == Activations::kInt16 && n_tokens <= kInt16MaxTokens && format &&
+         kernels::int16_dot_supported(*format);
+}
+
+// x quantized into s.act for cols columns.
+const kernels::ActChunk* quantized_input(const float* x, int n_tokens, int64_t cols,
+                                         MatmulScratch& s) {
+  const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
   if (s.act.size() < static_cast<size_t>(n_tokens) * chunks) {
     s.act.resize(static_cast<size_t>(n_tokens) * chunks);
   }
-  kernels::ActChunk* act = s.act.data();
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tokens >= 64)
   for (int t = 0; t < n_tokens; ++t) {
-    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * w.cols, w.cols,
-                                        act + static_cast<size_t>(t) * chunks);
+    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * cols, cols,
+                                        s.act.data() + static_cast<size_t>(t) * chunks);
   }
-  s.act_x = x;
-  s.act_tokens = n_tokens;
-  s.act_cols = w.cols;
-  return act;
+  return s.act.data();
 }
 
 }  // namespace
 
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
-            MatmulScratch& s, Activations a, bool same_input) {
-  const std::optional<kernels::WeightFormat> format = block_format(w.type);
-  const kernels::ActChunk* act = nullptr;
-  if (a == Activations::kInt16 && n_tokens <= kInt16MaxTokens && format &&
-      kernels::int16_dot_supported(*format)) {
-    act = quantized_input(w, x, n_tokens, n_threads, s, same_input);
-  } else {
-    s.act_x = nullptr;  // a later same_input call must not reuse an older input
+            MatmulScratch& s, Activations a) {
+  const WeightMatrix* ws[] = {&w};
+  float* ys[] = {y};
+  matmul_group(ws, x, n_tokens, ys, n_threads, s, a);
+}
+
+void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n_tokens,
+                  std::span<float* const> ys, int n_threads, MatmulScratch& s, Activations a) {
+  const bool int16 = std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) {
+    return takes_int16(*w, n_tokens, a) && w->cols == ws[0]->cols;
+  });
+  if (int16) {
+    const kernels::ActChunk* act = quantized_input(x, n_tokens, ws[0]->cols, s);
+    HWY_DYNAMIC_DISPATCH(MatmulInt16)
+    (ws.data(), ys.data(), static_cast<int>(ws.size()), act, n_tokens, n_threads);
+    return;
+  }
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const WeightMatrix& w = *ws[i];
+    if (takes_int16(w, n_tokens, a)) {
+      HWY_DYNAMIC_DISPATCH(MatmulInt16)
+      (&ws[i], &ys[i], 1, quantized_input(x, n_tokens, w.cols, s), n_tokens, n_threads);
+      continue;
+    }
     const size_t tile_floats =
         static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows * static_cast<size_t>(w.cols);
     if (n_tokens > 1 && s.tiles.size() < tile_floats) s.tiles.resize(tile_floats);
+    HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, n_tokens, ys[i], n_threads, s.tiles.data());
   }
-  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, act, n_tokens, y, n_threads, s.tiles.data());
 }
 
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads) {

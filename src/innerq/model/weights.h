@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -92,10 +93,6 @@ enum class Activations : uint8_t {
 struct MatmulScratch {
   std::vector<float> tiles;
   std::vector<kernels::ActChunk> act;
-  // The input `act` was quantized from (see matmul's same_input).
-  const float* act_x = nullptr;
-  int act_tokens = 0;
-  int64_t act_cols = 0;
 
   size_t bytes() const {
     return tiles.capacity() * sizeof(float) + act.capacity() * sizeof(kernels::ActChunk);
@@ -106,17 +103,22 @@ struct MatmulScratch {
 // One token is a fused dequantize-and-dot per row; several tokens (kF32)
 // expand kMatmulTileRows weight rows at a time into a per-thread f32 tile,
 // or (kInt16) decode each weight block once for up to 4 tokens.
-// same_input: x holds the same values as in the previous call with this
-// scratch (Q, K and V of one input; gate and up), so kInt16 reuses its
-// quantized activations when pointer, tokens and columns match.
 inline constexpr int kMatmulTileRows = 4;
 // Measured on SmolLM2 decode (2 threads, AVX-512): int16 1.21× and 1.33× kF32
 // at 1 and 4 sequences, 0.97× at 8, 0.96× at 16 (the tiles' side).
 inline constexpr int kInt16MaxTokens = 4;
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
-            MatmulScratch& s, Activations a, bool same_input = false);
+            MatmulScratch& s, Activations a);
 // kF32 with buffers of its own, allocated per call (tests).
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads);
+
+// Several matrices of one input (Q, K and V; gate and up): ys[i] = x·ws[i]ᵀ,
+// each bit for bit what matmul gives. Where every matrix takes the int16
+// path, the input is quantized once and one parallel region covers all
+// their rows (one thread team wake-up instead of one per matrix); otherwise
+// one matmul per matrix. Every matrix must have x's columns.
+void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n_tokens,
+                  std::span<float* const> ys, int n_threads, MatmulScratch& s, Activations a);
 
 // Scalar reference of matmul (double accumulation over the dequantized row).
 void matmul_reference(const WeightMatrix& w, const float* x, int n_tokens, float* y);
