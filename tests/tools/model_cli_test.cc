@@ -40,6 +40,8 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
            std::string("passkey -m stories260K --lengths 256,abc --kv f32"),
            std::string("passkey -m stories260K --lengths 256 --trials 0 --kv f32"),
            std::string("passkey -m stories260K --lengths 256 -f /nonexistent/filler.txt"),
+           std::string("passkey -m stories260K --lengths 256 --keys 0 --kv f32"),
+           std::string("passkey -m stories260K --lengths 256 --keys 5 --kv f32"),
        }) {
     SCOPED_TRACE(args);
     const CliRun run = run_innerq(args);
@@ -146,18 +148,74 @@ TEST(ModelCli, PasskeyJsonHasEachConfigAndTrial) {
     EXPECT_EQ(config["trials"].get<int>(), 4);
     ASSERT_EQ(config["by_length"].size(), 2u);
     EXPECT_EQ(config["by_length"][1]["length"].get<int>(), 300);
+    int retrieved = 0;
     for (const auto& length : config["by_length"]) {
       ASSERT_EQ(length["runs"].size(), 2u);
       for (const auto& r : length["runs"]) {
         EXPECT_EQ(r["key"].get<std::string>().size(), 5u);
+        EXPECT_EQ(r["label"], "");  // one key per prompt: the plain needle
+        EXPECT_EQ(r["filler"], path);
         EXPECT_TRUE(r.contains("text"));
-        EXPECT_TRUE(r.contains("retrieved"));
+        retrieved += r["retrieved"].get<bool>();
+        EXPECT_GT(r["answer_nll"].get<double>(), 0.0);
       }
     }
+    EXPECT_EQ(config["retrieved"].get<int>(), retrieved);
+    const auto& wilson = config["wilson95"];
+    EXPECT_LE(wilson[0].get<double>(), retrieved / 4.0);
+    EXPECT_GE(wilson[1].get<double>(), retrieved / 4.0);
   }
   // Same prompts for every config: the keys agree.
   EXPECT_EQ(j["configs"][0]["by_length"][0]["runs"][1]["key"],
             j["configs"][1]["by_length"][0]["runs"][1]["key"]);
+  std::remove(path.c_str());
+}
+
+// Several keys under labels, two filler sources by turns, and the paired
+// statistics: the counts agree with the trials, and an f32 cache scores the
+// answer as the f16 reference does (K/V rounding only). stories260K's head
+// dimension (8) admits only the f16 and f32 caches; the quantized kinds run
+// through the same code (tested on SmolLM2 by the quality gate).
+TEST(ModelCli, PasskeyMultiKeyPairsEachConfigWithF16) {
+  const std::string path = write_temp_file(
+      "innerq_filler2.txt",
+      "Once upon a time, there was a little girl named Lily.\nShe loved to play.\n");
+  const CliRun run = run_innerq("passkey -m stories260K -f " + path +
+                                    ",repeat --keys 3 --lengths 400 --trials 4 --kv f32 -t 1 "
+                                    "--seed 3 --json",
+                                true);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const nlohmann::json j = nlohmann::json::parse(run.output);
+  ASSERT_EQ(j["configs"].size(), 2u);
+  const auto& base_runs = j["configs"][0]["by_length"][0]["runs"];
+  ASSERT_EQ(base_runs.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const std::string label = base_runs[i]["label"];
+    EXPECT_TRUE(label == "red" || label == "blue" || label == "green") << label;
+    EXPECT_EQ(base_runs[i]["filler"], i % 2 == 0 ? path : std::string("repeat"));
+  }
+  {
+    const auto& config = j["configs"][1];
+    const auto& runs = config["by_length"][0]["runs"];
+    int lost = 0, gained = 0;
+    for (size_t i = 0; i < 4; ++i) {
+      EXPECT_EQ(runs[i]["key"], base_runs[i]["key"]);
+      EXPECT_EQ(runs[i]["label"], base_runs[i]["label"]);
+      const bool base = base_runs[i]["retrieved"], mine = runs[i]["retrieved"];
+      lost += base && !mine;
+      gained += mine && !base;
+      const double b = base_runs[i]["answer_nll"], f = runs[i]["answer_nll"];
+      EXPECT_GT(b, 0.0);
+      EXPECT_NEAR(f, b, 0.01 * b) << "trial " << i;
+    }
+    EXPECT_EQ(config["lost_vs_f16"].get<int>(), lost);
+    EXPECT_EQ(config["gained_vs_f16"].get<int>(), gained);
+    EXPECT_LE(config["mcnemar_p"].get<double>(), 1.0);
+    ASSERT_EQ(config["by_filler"].size(), 2u);
+    EXPECT_EQ(
+        config["by_filler"][0]["trials"].get<int>() + config["by_filler"][1]["trials"].get<int>(),
+        4);
+  }
   std::remove(path.c_str());
 }
 

@@ -59,6 +59,12 @@ void score_row(const BaseRow& base, const float* row, int V, int next, EvalStats
 
 }  // namespace
 
+double token_nll(std::span<const float> logits, int token) {
+  std::vector<double> lp;
+  log_softmax(logits.data(), static_cast<int>(logits.size()), lp);
+  return -lp.at(static_cast<size_t>(token));
+}
+
 std::vector<kv::CacheSpec> specs_with_f16_base(std::string_view kv_list) {
   std::vector<kv::CacheSpec> specs{kv::parse_cache_spec("f16")};
   for (const kv::CacheSpec& s : kv::parse_cache_spec_list(kv_list)) {

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +57,9 @@ struct EvalOptions {
 
 // The `--kv` list with the f16 base first; a listed f16 is the base itself.
 std::vector<kv::CacheSpec> specs_with_f16_base(std::string_view kv_list);
+
+// −log p(token) under softmax(logits), in double.
+double token_nll(std::span<const float> logits, int token);
 
 // Reads a UTF-8 text file (regular file, at most 512 MiB) and tokenizes it.
 std::vector<int> tokenize_file(const model::LlamaModel& m, const std::string& path);
