@@ -110,8 +110,10 @@ INNERQ_API void innerq_spec_free(innerq_spec* spec);
 /* Writes a NUL-terminated string into buf (cap bytes) and the length it
  * needs (without the NUL) into *len; INNERQ_ERROR_BUFFER_TOO_SMALL when
  * cap <= *len. layer < 0: the spec as given; layer >= 0: that layer's config
- * spelled out (e.g. "innerq k3sym v3hybrid g128 kg64 sink32 recent96 rot=k
- * kcenter"), for a model of n_layers layers. */
+ * spelled out for a model of n_layers layers. `innerq` chooses its bits and
+ * key frame by head_dim, which this call does not know, so its layers read
+ * "innerq k3sym v3hybrid g128 sink32 recent96 knorm=off kg64 kcenter rot=k
+ * (head_dim < 256; from 256: k4sym v2hybrid knorm=sqrtmax rot=off)". */
 INNERQ_API innerq_status innerq_spec_describe(const innerq_spec* spec, int layer, int n_layers,
                                               char* buf, size_t cap, size_t* len);
 

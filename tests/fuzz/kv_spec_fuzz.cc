@@ -24,9 +24,9 @@ void check_spec(std::string_view input, const innerq::kv::CacheSpec& spec) {
   for (int n_layers : {1, 30}) {
     std::vector<LayerConfig> layers;
     try {
-      layers = spec.layers(n_layers);
+      layers = spec.layers(n_layers, n_layers == 1 ? 64 : 256);  // both sides of the rule
     } catch (const innerq::Error&) {
-      continue;  // an override beyond the model: refused with a message
+      continue;  // an override beyond the model, a kfactors frame: refused with a message
     }
     if (static_cast<int>(layers.size()) != n_layers) fail(input, "layers() has the wrong size");
     for (const LayerConfig& c : layers) {

@@ -95,9 +95,79 @@ TEST(CacheSpec, SpecStringRoundTrips) {
   }
 }
 
+// `innerq` picks its key frame and bit split by head_dim (docs/
+// architecture.md, "Choosing the default"): 3-bit keys rotated, 3-bit values
+// below 256; 4-bit keys unrotated with sqrt-max normalization, 2-bit values
+// from 256 on; a named field wins, field by field; other names are untouched.
+TEST(CacheSpec, InnerqFollowsHeadDim) {
+  const auto at = [](const char* spec, int head_dim) {
+    return parse_cache_spec(spec).layers(1, head_dim)[0];
+  };
+  for (int hd : {64, 128}) {
+    const LayerConfig c = at("innerq", hd);
+    EXPECT_TRUE(c.rot_k) << hd;
+    EXPECT_EQ(c.knorm, KeyNorm::kOff) << hd;
+    EXPECT_EQ(c.k_bits, 3);
+    EXPECT_EQ(c.v_bits, 3);
+    EXPECT_EQ(c.by_head_dim, 0u);
+  }
+  for (int hd : {256, 512}) {
+    const LayerConfig c = at("innerq", hd);
+    EXPECT_FALSE(c.rot_k) << hd;
+    EXPECT_EQ(c.knorm, KeyNorm::kSqrtMax) << hd;
+    EXPECT_EQ(c.k_bits, 4);
+    EXPECT_EQ(c.v_bits, 2);
+    EXPECT_TRUE(c.kcenter);
+    EXPECT_EQ(c.key_group(), 64);
+    EXPECT_EQ(c.group, 128);
+  }
+  EXPECT_TRUE(at("innerq:rot=k", 256).rot_k);                   // named: kept
+  EXPECT_EQ(at("innerq:rot=k", 256).knorm, KeyNorm::kSqrtMax);  // still by head_dim
+  EXPECT_EQ(at("innerq:knorm=off", 256).knorm, KeyNorm::kOff);  // named: kept
+  EXPECT_FALSE(at("innerq:knorm=off", 256).rot_k);              // still by head_dim
+  EXPECT_EQ(at("innerq:k=3", 256).k_bits, 3);                   // named: kept
+  EXPECT_EQ(at("innerq:k=3", 256).v_bits, 2);                   // still by head_dim
+  EXPECT_EQ(at("innerq:v=4", 64).v_bits, 4);
+  EXPECT_EQ(at("innerq:v=4", 64).k_bits, 3);
+  EXPECT_FALSE(at("innerq:rot=off", 64).rot_k);
+  EXPECT_EQ(at("innerq-paper", 256).knorm, KeyNorm::kSqrtMax);  // the paper's own
+  EXPECT_EQ(at("innerq-paper", 256).v_bits, 2);
+  EXPECT_EQ(at("innerq-paper", 64).k_bits, 3);
+  EXPECT_EQ(at("innerq-paper:knorm=off", 256).knorm, KeyNorm::kOff);  // no rule
+  // Whole-layer `innerq` overrides and overrides on top of it resolve too.
+  const std::vector<LayerConfig> l = parse_cache_spec("f16;0=innerq:k=8;1=innerq").layers(3, 256);
+  EXPECT_EQ(l[2].kind, CacheKind::kF16);
+  EXPECT_EQ(l[0].k_bits, 8);
+  EXPECT_EQ(l[1].k_bits, 4);
+  for (int i : {0, 1}) {
+    EXPECT_FALSE(l[static_cast<size_t>(i)].rot_k);
+    EXPECT_EQ(l[static_cast<size_t>(i)].knorm, KeyNorm::kSqrtMax);
+    EXPECT_EQ(l[static_cast<size_t>(i)].v_bits, 2);
+  }
+  const std::vector<LayerConfig> o = parse_cache_spec("innerq;0:v=4").layers(2, 256);
+  EXPECT_EQ(o[0].v_bits, 4);
+  EXPECT_EQ(o[0].k_bits, 4);
+  EXPECT_EQ(o[1].v_bits, 2);
+  // Without a model the spec says both choices, and round-trips.
+  const LayerConfig unresolved = parse_cache_spec("innerq:knorm=rms").layer;
+  EXPECT_EQ(describe(unresolved),
+            "innerq k3sym v3hybrid g128 sink32 recent96 knorm=rms kg64 kcenter rot=k "
+            "(head_dim < 256; from 256: k4sym v2hybrid rot=off)");
+  const LayerConfig again = parse_cache_spec(spec_string(unresolved)).layer;
+  EXPECT_EQ(again.by_head_dim,
+            LayerConfig::kAutoRot | LayerConfig::kAutoKBits | LayerConfig::kAutoVBits);
+  EXPECT_EQ(again.knorm, KeyNorm::kRms);
+  EXPECT_EQ(spec_string(again), spec_string(unresolved));
+  // Resolved configs spell every field out.
+  const std::string resolved = spec_string(at("innerq", 256));
+  EXPECT_EQ(resolved,
+            "innerq-paper:k=4,v=2,kmode=sym,vmode=hybrid,g=128,kg=64,sink=32,recent=96,"
+            "knorm=sqrtmax,kcenter=on,rot=off");
+}
+
 TEST(CacheSpec, PerLayerOverridesInline) {
   const CacheSpec s = parse_cache_spec("innerq-paper:k=4;0-1:k=8,v=4;3=f16;1:kmode=asym");
-  const std::vector<LayerConfig> l = s.layers(5);
+  const std::vector<LayerConfig> l = s.layers(5, 64);
   ASSERT_EQ(l.size(), 5u);
   EXPECT_EQ(l[0].k_bits, 8);
   EXPECT_EQ(l[0].v_bits, 4);
@@ -107,7 +177,7 @@ TEST(CacheSpec, PerLayerOverridesInline) {
   EXPECT_EQ(l[3].kind, CacheKind::kF16);
   EXPECT_EQ(l[4].kind, CacheKind::kInnerQ);
   try {
-    s.layers(3);
+    s.layers(3, 64);
     ADD_FAILURE() << "layer 3 of a 3-layer model accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layer 3 is beyond the model's 3 layers"),
@@ -128,7 +198,7 @@ TEST(CacheSpec, PerLayerOverridesFromAFile) {
     f << "# tuned\n0:k=8,v=8   # protect layer 0\n\n  2-3 = q8_0\n";
   }
   const CacheSpec s = parse_cache_spec("innerq:k=2,layers=" + path);
-  const std::vector<LayerConfig> l = s.layers(4);
+  const std::vector<LayerConfig> l = s.layers(4, 64);
   EXPECT_EQ(l[0].k_bits, 8);
   EXPECT_EQ(l[1].k_bits, 2);
   EXPECT_EQ(l[2].kind, CacheKind::kQ8_0);

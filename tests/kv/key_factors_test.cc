@@ -247,7 +247,15 @@ TEST(KeyFactors, SpecKeyLoadsTheFileOnceAndRoundTrips) {
   const CacheSpec spec = parse_cache_spec("innerq:kfactors=" + path + ";1:k=4;2=f16");
   ASSERT_TRUE(spec.layer.key_factors);
   EXPECT_EQ(spec.layer.key_factors->path, path);
-  const std::vector<LayerConfig> layers = spec.layers(3);
+  const std::vector<LayerConfig> layers = spec.layers(3, 64);
+  // The file holds a rotated, unnormalized frame: `innerq` has it below
+  // head_dim 256 and not from there on, where layers() refuses the file.
+  try {
+    (void)spec.layers(3, 256);
+    ADD_FAILURE() << "a rotated kfactors file accepted for an unrotated frame";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim 256"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(layers[1].key_factors, spec.layer.key_factors);  // shared, not re-read
   EXPECT_FALSE(layers[2].key_factors);
   EXPECT_NE(describe(layers[0]).find(" kfactors=" + path), std::string::npos);

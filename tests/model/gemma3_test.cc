@@ -178,7 +178,7 @@ TEST_F(Gemma3, AFailedDecodeStepAfterTheRingsWrappedRollsBack) {
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = 1000 + static_cast<int>(i * 37 % 5000);
   const kv::CacheShape shape = m.cache_shape(n + 8);
   const std::vector<kv::LayerConfig> configs =
-      kv::parse_cache_spec("f32").layers(m.config().n_layers);
+      kv::parse_cache_spec("f32").layers(m.config().n_layers, m.config().head_dim);
   const int next[] = {tokens.back()};
   std::vector<float> logits, want;
 

@@ -54,7 +54,7 @@ kv::CacheShape shape_of(const innerq_shape* s) {
 kv::MemoryPlan plan_of(const innerq_spec* spec, const innerq_shape* shape) {
   const kv::CacheSpec& s = spec_of(spec);
   const kv::CacheShape sh = shape_of(shape);
-  return kv::plan_memory(sh, s.layers(sh.n_layers));
+  return kv::plan_memory(sh, s.layers(sh.n_layers, sh.head_dim));
 }
 
 innerq_seq* new_sequence(const std::shared_ptr<PoolState>& state,
@@ -188,7 +188,7 @@ innerq_status innerq_spec_describe(const innerq_spec* spec, int layer, int n_lay
     if (layer >= 0) {
       require(n_layers >= 1 && layer < n_layers,
               fmt::format("layer {} is not in 0..n_layers-1 (n_layers {})", layer, n_layers));
-      text = kv::describe(s.layers(n_layers)[static_cast<size_t>(layer)]);
+      text = kv::describe(s.configured_layers(n_layers)[static_cast<size_t>(layer)]);
     }
     *len = text.size();
     if (buf == nullptr || cap <= text.size()) {
@@ -208,7 +208,7 @@ innerq_status innerq_spec_check_head_dim(const innerq_spec* spec, int32_t n_laye
             fmt::format("n_layers {} is not in 1..4096", n_layers));
     require(head_dim >= 1 && head_dim <= 4096,
             fmt::format("head_dim {} is not in 1..4096", head_dim));
-    for (const kv::LayerConfig& c : s.layers(n_layers)) kv::plan_layer(c, 1, head_dim, 0);
+    for (const kv::LayerConfig& c : s.layers(n_layers, head_dim)) kv::plan_layer(c, 1, head_dim, 0);
   });
 }
 
@@ -261,7 +261,7 @@ innerq_status innerq_pool_create(const innerq_spec* spec, const innerq_shape* sh
         max_seqs >= 0 && max_seqs <= capi::kMaxSequences,
         fmt::format("max_seqs {} is not in 0..{} (0 = no limit)", max_seqs, capi::kMaxSequences));
     state->spec = s;
-    state->configs = s.layers(state->shape.n_layers);
+    state->configs = s.layers(state->shape.n_layers, state->shape.head_dim);
     state->window.assign(state->shape.windows.begin(), state->shape.windows.end());
     state->max_seqs = max_seqs;
     const kv::MemoryPlan plan = kv::plan_memory(state->shape, state->configs);

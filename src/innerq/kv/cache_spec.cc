@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "innerq/base/error.h"
 #include "innerq/kv/key_factors.h"
@@ -126,19 +128,22 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       throw Error(fmt::format("cache spec '{}': key '{}' is given twice", spec, key));
     }
     seen.push_back(key);
-    if (is_innerq && key == "k")
+    if (is_innerq && key == "k") {
       c.k_bits = parse_bits(spec, key, value);
-    else if (is_innerq && key == "v")
+      c.by_head_dim &= ~LayerConfig::kAutoKBits;
+    } else if (is_innerq && key == "v") {
       c.v_bits = parse_bits(spec, key, value);
-    else if (is_innerq && key == "kmode")
+      c.by_head_dim &= ~LayerConfig::kAutoVBits;
+    } else if (is_innerq && key == "kmode")
       c.k_mode = parse_mode(spec, key, value);
     else if (is_innerq && key == "vmode")
       c.v_mode = parse_mode(spec, key, value);
     else if (is_innerq && key == "sink")
       c.sink = parse_tokens(spec, key, value);
-    else if (is_innerq && key == "knorm")
+    else if (is_innerq && key == "knorm") {
       c.knorm = parse_knorm(spec, value);
-    else if (is_innerq && key == "kcenter") {
+      c.by_head_dim &= ~LayerConfig::kAutoKnorm;
+    } else if (is_innerq && key == "kcenter") {
       if (value != "on" && value != "off") {
         throw Error(fmt::format("cache spec '{}': kcenter='{}' is not on or off", spec, value));
       }
@@ -163,6 +168,7 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       const Rotation r = parse_rot(spec, value);
       c.rot_k = r.k;
       c.rot_v = r.v;
+      c.by_head_dim &= ~LayerConfig::kAutoRot;
     } else if (key == "layers" && layers_file != nullptr) {
       *layers_file = std::string(value);
     } else {
@@ -176,8 +182,24 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
     }
     pos = comma + 1;
   }
-  if (c.key_factors)
-    check_key_factors_frame(*c.key_factors, c, fmt::format("cache spec '{}'", spec));
+  if (c.key_factors) {
+    const std::string where = fmt::format("cache spec '{}'", spec);
+    if (c.by_head_dim == 0) {
+      check_key_factors_frame(*c.key_factors, c, where);
+    } else {
+      // The frame is chosen by head_dim: the file must fit one of the two
+      // (layers() checks the one chosen); otherwise the refusal below 256.
+      try {
+        check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim - 1), where);
+      } catch (const Error&) {
+        try {
+          check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim), where);
+        } catch (const Error&) {
+          check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim - 1), where);
+        }
+      }
+    }
+  }
   if (is_kivi && c.recent % c.group != 0) {
     throw Error(fmt::format("cache spec '{}': recent={} must be a multiple of g={} for kivi", spec,
                             c.recent, c.group));
@@ -280,7 +302,9 @@ LayerConfig default_innerq_config() {
   c.group = 128;
   c.knorm = KeyNorm::kOff;
   c.kcenter = true;
-  c.rot_k = true;
+  c.rot_k = true;  // k_bits, v_bits, knorm, rot_k: below kWideHeadDim
+  c.by_head_dim = LayerConfig::kAutoRot | LayerConfig::kAutoKnorm | LayerConfig::kAutoKBits |
+                  LayerConfig::kAutoVBits;
   return c;
 }
 
@@ -299,7 +323,17 @@ CacheSpec parse_cache_spec(std::string_view spec) {
   return out;
 }
 
-std::vector<LayerConfig> CacheSpec::layers(int n_layers) const {
+LayerConfig resolve_head_dim(LayerConfig c, int head_dim) {
+  const bool wide = head_dim >= kWideHeadDim;
+  if (c.by_head_dim & LayerConfig::kAutoRot) c.rot_k = !wide;
+  if (c.by_head_dim & LayerConfig::kAutoKnorm) c.knorm = wide ? KeyNorm::kSqrtMax : KeyNorm::kOff;
+  if (c.by_head_dim & LayerConfig::kAutoKBits) c.k_bits = wide ? 4 : 3;
+  if (c.by_head_dim & LayerConfig::kAutoVBits) c.v_bits = wide ? 2 : 3;
+  c.by_head_dim = 0;
+  return c;
+}
+
+std::vector<LayerConfig> CacheSpec::configured_layers(int n_layers) const {
   std::vector<LayerConfig> out(static_cast<size_t>(std::max(n_layers, 0)), layer);
   for (const LayerOverride& o : overrides) {
     if (o.last >= n_layers) {
@@ -307,6 +341,19 @@ std::vector<LayerConfig> CacheSpec::layers(int n_layers) const {
                               text, o.last, n_layers, n_layers - 1));
     }
     for (int l = o.first; l <= o.last; ++l) out[static_cast<size_t>(l)] = o.config;
+  }
+  return out;
+}
+
+std::vector<LayerConfig> CacheSpec::layers(int n_layers, int head_dim) const {
+  std::vector<LayerConfig> out = configured_layers(n_layers);
+  for (LayerConfig& c : out) {
+    const bool had_auto = c.by_head_dim != 0;
+    c = resolve_head_dim(c, head_dim);
+    if (had_auto && c.key_factors) {
+      check_key_factors_frame(*c.key_factors, c,
+                              fmt::format("cache spec '{}' at head_dim {}", text, head_dim));
+    }
   }
   return out;
 }
@@ -345,7 +392,7 @@ static const char* rot_name(const LayerConfig& c) {
   return c.rot_k && c.rot_v ? "kv" : c.rot_k ? "k" : c.rot_v ? "v" : "off";
 }
 
-std::string describe(const LayerConfig& c) {
+static std::string describe_fields(const LayerConfig& c) {
   std::string out = cache_kind_name(c.kind);
   if (c.kind == CacheKind::kInnerQ) {
     out += fmt::format(" k{}{} v{}{} g{} sink{} recent{} knorm={}", c.k_bits, mode_name(c.k_mode),
@@ -361,15 +408,46 @@ std::string describe(const LayerConfig& c) {
   return out;
 }
 
+std::string describe(const LayerConfig& c) {
+  if (c.by_head_dim == 0) return describe_fields(c);
+  // Both choices; of the wide one only the words that differ.
+  const std::string narrow = describe_fields(resolve_head_dim(c, kWideHeadDim - 1));
+  const std::string wide = describe_fields(resolve_head_dim(c, kWideHeadDim));
+  std::vector<std::string> words, differ;
+  for (size_t pos = 0; pos < narrow.size();) {
+    const size_t end = std::min(narrow.find(' ', pos), narrow.size());
+    words.push_back(narrow.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  for (size_t pos = 0; pos < wide.size();) {
+    const size_t end = std::min(wide.find(' ', pos), wide.size());
+    std::string w = wide.substr(pos, end - pos);
+    if (std::find(words.begin(), words.end(), w) == words.end()) differ.push_back(std::move(w));
+    pos = end + 1;
+  }
+  if (c.rot_k && c.by_head_dim & LayerConfig::kAutoRot && !c.rot_v) differ.push_back("rot=off");
+  return fmt::format("{} (head_dim < {}; from {}: {})", narrow, kWideHeadDim, kWideHeadDim,
+                     fmt::join(differ, " "));
+}
+
 std::string spec_string(const LayerConfig& c) {
   const char* rot = rot_name(c);
   switch (c.kind) {
     case CacheKind::kInnerQ: {
+      // A field still chosen by head_dim stays unnamed on `innerq`'s base,
+      // which chooses them all; naming one clears its bit.
+      const unsigned a = c.by_head_dim;
+      const auto field = [&](unsigned bit, const std::string& text) {
+        return a & bit ? std::string() : text;
+      };
       return fmt::format(
-          "innerq-paper:k={},v={},kmode={},vmode={},g={},kg={},sink={},recent={},knorm={},"
-          "kcenter={},rot={}{}",
-          c.k_bits, c.v_bits, mode_name(c.k_mode), mode_name(c.v_mode), c.group, c.key_group(),
-          c.sink, c.recent, key_norm_name(c.knorm), c.kcenter ? "on" : "off", rot,
+          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}",
+          a != 0 ? "innerq" : "innerq-paper",
+          field(LayerConfig::kAutoKBits, fmt::format("k={},", c.k_bits)),
+          field(LayerConfig::kAutoVBits, fmt::format("v={},", c.v_bits)), mode_name(c.k_mode),
+          mode_name(c.v_mode), c.group, c.key_group(), c.sink, c.recent,
+          field(LayerConfig::kAutoKnorm, fmt::format(",knorm={}", key_norm_name(c.knorm))),
+          c.kcenter ? "on" : "off", field(LayerConfig::kAutoRot, fmt::format(",rot={}", rot)),
           c.key_factors ? ",kfactors=" + c.key_factors->path : "");
     }
     case CacheKind::kKivi:

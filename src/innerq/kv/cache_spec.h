@@ -28,8 +28,8 @@
 // (docs/architecture.md, "Specs"): K 3-bit symmetric with sqrt-max key
 // normalization, V 2-bit hybrid, g=32, sink=32, recent=96, no rotation;
 // `innerq` alone is the project's default (docs/architecture.md, "Choosing
-// the default"). Invalid specs throw innerq::Error naming the field and the
-// allowed values.
+// the default"); its k, v, knorm and rot depend on head_dim unless named.
+// Invalid specs throw innerq::Error naming the field and the allowed values.
 #pragma once
 
 #include <memory>
@@ -63,6 +63,12 @@ struct LayerConfig {
   // Calibrated key mean and factors (kfactors=FILE), or null: computed per
   // sequence at the first flush. Immutable, shared by every layer using it.
   std::shared_ptr<const KeyFactors> key_factors;
+  // Fields of `innerq` that depend on head_dim (docs/architecture.md,
+  // "Choosing the default"): while a bit of `by_head_dim` is set, that field
+  // still holds its value for head_dim < 256 and resolve_head_dim() sets it;
+  // a spec that names the field clears the bit.
+  enum : unsigned { kAutoRot = 1, kAutoKnorm = 2, kAutoKBits = 4, kAutoVBits = 8 };
+  unsigned by_head_dim = 0;
 
   int key_group() const { return k_group > 0 ? k_group : group; }
 };
@@ -78,15 +84,29 @@ struct CacheSpec {
   LayerConfig layer;  // applied to every layer unless overridden
   std::vector<LayerOverride> overrides;
 
-  // One config per layer. Throws innerq::Error when an override names a
-  // layer at or beyond n_layers.
-  std::vector<LayerConfig> layers(int n_layers) const;
+  // One config per layer for a model of n_layers layers and head_dim,
+  // resolved for head_dim (resolve_head_dim). Throws innerq::Error when an
+  // override names a layer at or beyond n_layers, or when a kfactors file
+  // does not match the resolved key frame.
+  std::vector<LayerConfig> layers(int n_layers, int head_dim) const;
+  // The same before resolve_head_dim (auto fields unresolved, kfactors
+  // unchecked against them): what the spec says without a model.
+  std::vector<LayerConfig> configured_layers(int n_layers) const;
 };
 
 CacheSpec parse_cache_spec(std::string_view spec);
 
-// What `innerq` alone means.
+// What `innerq` alone means (before resolve_head_dim).
 LayerConfig default_innerq_config();
+
+// From this head_dim on, `innerq` stores 4-bit keys unrotated with sqrt-max
+// key normalization and 2-bit values; below it, 3-bit rotated keys without
+// normalization and 3-bit values (the same bytes).
+inline constexpr int kWideHeadDim = 256;
+
+// c with the fields still chosen by head_dim set for head_dim, and
+// by_head_dim cleared.
+LayerConfig resolve_head_dim(LayerConfig c, int head_dim);
 
 // Splits "a,b:k=1,c" style lists of specs on commas that start a new NAME.
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs);
@@ -96,7 +116,9 @@ const char* key_norm_name(KeyNorm norm);  // "off", "sqrtmax", "rms"
 
 // A short canonical description of one layer's config, e.g.
 // "innerq k3sym v2hybrid g32 sink32 recent96 knorm=sqrtmax rot=k"
-// (plus " kfactors=FILE" when calibrated factors are used).
+// (plus " kfactors=FILE" when calibrated factors are used). A config with
+// fields still chosen by head_dim describes both choices: "<below 256>
+// (head_dim < 256; from 256: <the fields that differ>)".
 std::string describe(const LayerConfig& c);
 
 // A spec string that parses back to exactly `c`, with every field spelled

@@ -210,7 +210,8 @@ int run_bench_chunk_cpu(const BenchAttentionArgs& args, const std::vector<kv::Ca
     std::vector<std::unique_ptr<kv::KvCache>> caches;
     std::vector<kv::ChunkSteps> steps(specs.size());
     for (size_t i = 0; i < specs.size(); ++i) {
-      caches.push_back(std::make_unique<kv::KvCache>(shape, specs[i].layers(shape.n_layers)));
+      caches.push_back(
+          std::make_unique<kv::KvCache>(shape, specs[i].layers(shape.n_layers, shape.head_dim)));
       caches.back()->append(0, k.data(), v.data(), ctx - N);
       caches.back()->append(0, &k[(ctx - N) * kv_row], &v[(ctx - N) * kv_row], N, &steps[i]);
     }
@@ -295,7 +296,8 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
     uint64_t bytes =
         uint64_t{3} * 2 * static_cast<uint64_t>(ctx) * s.n_kv_heads * s.head_dim * sizeof(float);
     for (const kv::CacheSpec& spec : specs) {
-      bytes += kv::plan_layer_memory(spec.layers(1)[0], s.n_kv_heads, s.head_dim, ctx).total();
+      bytes += kv::plan_layer_memory(spec.layers(1, s.head_dim)[0], s.n_kv_heads, s.head_dim, ctx)
+                   .total();
     }
     check_allocation(bytes, fmt::format("bench attention at --ctx {} ({} KV heads × head_dim {})",
                                         ctx, s.n_kv_heads, s.head_dim));
@@ -334,7 +336,8 @@ int run_bench_attention_cpu(const BenchAttentionArgs& args) {
     std::vector<std::unique_ptr<kv::KvCache>> caches;
     std::vector<const kv::LayerCache*> layers;
     for (const kv::CacheSpec& spec : specs) {
-      caches.push_back(std::make_unique<kv::KvCache>(shape, spec.layers(shape.n_layers)));
+      caches.push_back(
+          std::make_unique<kv::KvCache>(shape, spec.layers(shape.n_layers, shape.head_dim)));
       caches.back()->append(0, k.data(), v.data(), ctx);
       layers.push_back(&caches.back()->layer(0));
     }
@@ -531,7 +534,7 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
                          int steps, const std::vector<float>& k, const std::vector<float>& v,
                          int threads, bool together) {
   const model::ModelDesc& d = m.config();
-  const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers);
+  const std::vector<kv::LayerConfig> layers = spec.layers(d.n_layers, d.head_dim);
   MemoryRun run;
   run.planned =
       planned_cache_bytes(m.cache_shape(ctx + steps + 1), layers, ctx + steps + 1, batch) +
@@ -572,8 +575,9 @@ std::vector<double> time_decode_interleaved(const model::LlamaModel& m,
                                             bool together) {
   std::vector<std::unique_ptr<DecodeBatch>> batches;
   for (const kv::CacheSpec& spec : specs) {
-    batches.push_back(std::make_unique<DecodeBatch>(m, spec.layers(m.config().n_layers), batch, ctx,
-                                                    steps, k, v, together));
+    batches.push_back(
+        std::make_unique<DecodeBatch>(m, spec.layers(m.config().n_layers, m.config().head_dim),
+                                      batch, ctx, steps, k, v, together));
     batches.back()->step(m, threads);
   }
   std::vector<double> seconds(specs.size(), 0.0);
@@ -611,7 +615,8 @@ int run_bench_decode(const BenchDecodeArgs& args) {
       const kv::CacheShape shape = m.cache_shape(ctx + args.steps + 1);
       uint64_t bytes = 0;
       for (const kv::CacheSpec& spec : specs)
-        bytes += planned_cache_bytes(shape, spec.layers(d.n_layers), ctx + args.steps + 1, batch);
+        bytes += planned_cache_bytes(shape, spec.layers(d.n_layers, d.head_dim),
+                                     ctx + args.steps + 1, batch);
       check_allocation(bytes, fmt::format("bench decode: {} sequences of {} tokens for each of {} "
                                           "specs",
                                           batch, ctx, specs.size()));

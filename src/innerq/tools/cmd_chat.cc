@@ -100,7 +100,7 @@ void run_chat(const ChatOptions& o) {
   const model::Tokenizer& tok = m.tokenizer();
   tok.require_chat_template();
 
-  kv::KvCache cache(m.cache_shape(o.ctx), spec.layers(m.config().n_layers));
+  kv::KvCache cache(m.cache_shape(o.ctx), spec.layers(m.config().n_layers, m.config().head_dim));
   model::LlamaModel::Workspace ws;
   std::vector<float> logits;
   for (int turn = 0;; ++turn) {

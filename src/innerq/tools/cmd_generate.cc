@@ -66,7 +66,7 @@ void run_generate(const GenerateOptions& o) {
                             n_prompt, ctx));
   }
 
-  kv::KvCache cache(m.cache_shape(ctx), spec.layers(m.config().n_layers));
+  kv::KvCache cache(m.cache_shape(ctx), spec.layers(m.config().n_layers, m.config().head_dim));
   kv::KvCache* caches[] = {&cache};
   if (!o.json && !o.chat) {
     fmt::print("{}", tok.decode(prompt));

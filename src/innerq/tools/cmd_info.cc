@@ -46,7 +46,7 @@ struct PoolFacts {
 PoolFacts pool_facts(const model::LlamaModel& m, const kv::CacheSpec& spec, int ctx,
                      const InfoOptions& o) {
   const kv::CacheShape shape = m.cache_shape(std::max(ctx, 1));
-  const kv::MemoryPlan plan = kv::plan_memory(shape, spec.layers(shape.n_layers));
+  const kv::MemoryPlan plan = kv::plan_memory(shape, spec.layers(shape.n_layers, shape.head_dim));
   PoolFacts f;
   f.block_tokens = plan.block_tokens;
   for (int l = 0; l < shape.n_layers; ++l) f.block_bytes += plan.layer(l, 0).block_bytes;
@@ -71,7 +71,7 @@ struct LayerPlan {
 
 std::vector<LayerPlan> cache_plan(const model::LlamaModel& m, const kv::CacheSpec& spec, int ctx) {
   const kv::CacheShape shape = m.cache_shape(std::max(ctx, 1));
-  const std::vector<kv::LayerConfig> layers = spec.layers(shape.n_layers);
+  const std::vector<kv::LayerConfig> layers = spec.layers(shape.n_layers, shape.head_dim);
   std::map<std::string, kv::MemoryUsage> measured;  // each distinct config planned once
   std::vector<LayerPlan> out;
   for (int l = 0; l < shape.n_layers; ++l) {

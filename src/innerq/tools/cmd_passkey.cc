@@ -490,7 +490,8 @@ void run_passkey(const PasskeyOptions& o) {
   const model::LlamaModel m(model::resolve_model_path(o.model), parse_activations(o.activations));
   validate_lengths(o, m);
   std::vector<std::vector<kv::LayerConfig>> configs;
-  for (const kv::CacheSpec& s : specs) configs.push_back(s.layers(m.config().n_layers));
+  for (const kv::CacheSpec& s : specs)
+    configs.push_back(s.layers(m.config().n_layers, m.config().head_dim));
 
   std::vector<Trial> trials;
   long total = 0;

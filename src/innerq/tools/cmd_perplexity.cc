@@ -57,7 +57,8 @@ void run_perplexity(const PerplexityOptions& o) {
   const std::vector<kv::CacheSpec> specs = specs_with_f16_base(o.kv);  // [0]: the base
   const model::LlamaModel m(model::resolve_model_path(o.model), parse_activations(o.activations));
   std::vector<EvalConfig> configs;
-  for (const kv::CacheSpec& s : specs) configs.push_back({s.text, s.layers(m.config().n_layers)});
+  for (const kv::CacheSpec& s : specs)
+    configs.push_back({s.text, s.layers(m.config().n_layers, m.config().head_dim)});
   const std::vector<int> tokens = tokenize_file(m, o.file);
 
   EvalOptions eo;
