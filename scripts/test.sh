@@ -9,10 +9,16 @@
 # into build/venv and its tests (tests/python), torch-free first, then the
 # transformers integration at both ends of its pinned range (5.19, 5.25).
 # Last, the C++ and C suites under ASan + UBSan and the fuzzers (label
-# `fuzz`, about a minute each).
+# `fuzz`, 30 s each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# Each stage says when it starts, in seconds since this script did, so a CI
+# log shows where the suite's time goes.
+started=$SECONDS
+stage() { echo "test: [$((SECONDS - started)) s] $*" >&2; }
+
+stage "dependencies, models and data"
 bash scripts/install-deps.sh
 bash scripts/fetch-model.sh
 bash scripts/fetch-data.sh
@@ -22,20 +28,22 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   cuda=ON
   export PATH="$PATH:/usr/local/cuda/bin"
 fi
-echo "test: configuring (CUDA backend: $cuda)" >&2
+stage "configuring (CUDA backend: $cuda)"
 cmake --preset ci -DINNERQ_CUDA="$cuda" >/dev/null
 cmake --build --preset ci -j "$(nproc)"
+stage "the default suite"
 ctest --preset ci -j "$(nproc)"
 
 # The Python package as a user installs it, then its tests against the tool
 # just built (the same greedy tokens, the same perplexity): the transformers
 # tests with the oldest supported transformers, then everything with the
 # newest (the venv's default, kept for the next run).
-echo "test: pip install . and the Python tests" >&2
+stage "pip install . and the Python tests"
 python="$(INNERQ_TRANSFORMERS=5.19.0 bash scripts/python-env.sh --hf | tail -n 1)"
 "$python" -m pip install --disable-pip-version-check -q --no-build-isolation .
 export INNERQ_BINARY="$PWD/build/ci/innerq"
 "$python" -m pytest -q tests/python/hf
+stage "the newest transformers and every Python test"
 bash scripts/python-env.sh --hf >/dev/null
 "$python" -m pytest -q tests/python
 
@@ -44,8 +52,9 @@ bash scripts/python-env.sh --hf >/dev/null
 # the model code they run is covered by the model tests on stories260K and
 # the synthetic files), then each libFuzzer target for INNERQ_FUZZ_SECONDS
 # (60 s) from its seed corpus (tests/fuzz).
-echo "test: the default suite under ASan + UBSan, then the fuzzers" >&2
+stage "the default suite under ASan + UBSan, then the fuzzers"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$(nproc)"
 ctest --preset asan -j "$(nproc)"
 ctest --preset fuzz
+stage "done"

@@ -19,9 +19,10 @@ padded batch) `update` returns the cache's contents dequantized, so every
 model keeps working, only without the speed.
 
 Keys arrive from transformers with each RoPE pair split into the two halves
-of the head (GGUF files, and innerq's own models, keep pairs adjacent). A
-rotated spec (rot=k, the default `innerq`) does not care; an unrotated one
-groups channels in transformers' order here.
+of the head (llama GGUF files, and innerq's own models of them, keep pairs
+adjacent). A rotated spec (rot=k, the default `innerq` below head_dim 256)
+does not care; an unrotated one (the default from head_dim 256 on, as Gemma
+3 files store it too) groups channels in transformers' order here.
 
 Tested with transformers 5.19 to 5.25 (pyproject.toml pins the range).
 """

@@ -208,6 +208,12 @@ TEST(ModelCli, PasskeyMultiKeyPairsEachConfigWithF16) {
       EXPECT_GT(b, 0.0);
       EXPECT_NEAR(f, b, 0.01 * b) << "trial " << i;
     }
+    double delta = 0.0;
+    for (size_t i = 0; i < 4; ++i) {
+      delta += runs[i]["answer_nll"].get<double>() - base_runs[i]["answer_nll"].get<double>();
+    }
+    EXPECT_NEAR(config["answer_nll_delta_vs_f16"].get<double>(), delta / 4, 1e-9);
+    EXPECT_GE(config["answer_nll_delta_ci95"].get<double>(), 0.0);
     EXPECT_EQ(config["lost_vs_f16"].get<int>(), lost);
     EXPECT_EQ(config["gained_vs_f16"].get<int>(), gained);
     EXPECT_LE(config["mcnemar_p"].get<double>(), 1.0);

@@ -88,6 +88,98 @@ TEST(QualityGate, SmolLM2KldAndTop1WithinMeasuredBounds) {
   EXPECT_LT(kld["q4_0:rot=kv"], kld["q4_0"]);
 }
 
+// Gemma 3 270M (head_dim 256, 3 global layers quantized): the default must
+// stay well below rotated and plain q4_0's KLD (the target is half; the
+// head_dim rule meets it, docs/architecture.md, "By head_dim"). One chunk,
+// batched extend (exact, tests/attn/chunk_attention_test.cc): about 35 s.
+TEST(QualityGate, Gemma3KldWithinMeasuredBounds) {
+  const std::string text = "data/wikitext2/test.raw.txt";
+  if (!std::filesystem::exists("models/gemma-3-270m-q4_k_m.gguf")) {
+    return missing("models/gemma-3-270m-q4_k_m.gguf (run scripts/fetch-model.sh)");
+  }
+  if (!std::filesystem::exists(text)) return missing(text + " (run scripts/fetch-data.sh)");
+  const std::string command = std::string(INNERQ_BINARY) + " perplexity -m gemma3-270m -f " + text +
+                              " --ctx 1024 --prefix 512 --chunks 1 -t 2 -b 64 --json"
+                              " --kv q4_0,q4_0:rot=kv,innerq 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  const nlohmann::json rows = nlohmann::json::parse(output.substr(output.find('[')));
+  // Measured 2026-12-06 (KLD, top-1): q4_0 0.0787, 0.895; q4_0:rot=kv
+  // 0.0657, 0.898; innerq 0.0269, 0.953. One chunk moves by up to 10 % from
+  // float order alone, hence 0.6 rather than the target's 0.5 below.
+  const std::map<std::string, Bound> bounds = {
+      {"f16", {0.0, 1.0}},
+      {"q4_0", {0.12, 0.85}},
+      {"q4_0:rot=kv", {0.10, 0.85}},
+      {"innerq", {0.04, 0.92}},
+  };
+  std::map<std::string, double> kld;
+  ASSERT_EQ(rows.size(), bounds.size()) << output;
+  for (const auto& row : rows) {
+    const std::string kv = row.at("kv");
+    SCOPED_TRACE(kv);
+    ASSERT_TRUE(bounds.count(kv)) << output;
+    EXPECT_EQ(row.at("tokens").get<long>(), 512);
+    EXPECT_LE(row.at("kld").get<double>(), bounds.at(kv).max_kld);
+    EXPECT_GE(row.at("top1").get<double>(), bounds.at(kv).min_top1);
+    kld[kv] = row.at("kld");
+  }
+  EXPECT_GT(kld["innerq"], 0.0);
+  EXPECT_LE(kld["innerq"], 0.6 * kld["q4_0:rot=kv"]);
+  EXPECT_LE(kld["innerq"], 0.6 * kld["q4_0"]);
+}
+
+// Passkey retrieval on SmolLM2 (tools/cmd_passkey.cc): a few fixed trials
+// with the `repeat` filler, where f16 retrieves every key. Each cache must
+// retrieve as measured and answer with an NLL within bounds: a key-path bug
+// (a wrong scale, rotation or window) loses keys or inflates the NLL long
+// before it moves KLD over ordinary text. About 15 s.
+TEST(QualityGate, SmolLM2PasskeyAnswersLikeF16) {
+  if (!std::filesystem::exists("models/SmolLM2-135M-Instruct.Q4_1.gguf")) {
+    return missing("models/SmolLM2-135M-Instruct.Q4_1.gguf (run scripts/fetch-model.sh)");
+  }
+  const std::string command = std::string(INNERQ_BINARY) +
+                              " passkey -m smollm2 -f repeat --lengths 1024 --trials 4 --seed 1"
+                              " -t 2 --json --kv innerq,innerq:k=4,v=4 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  std::array<char, 4096> buffer;
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  const nlohmann::json j = nlohmann::json::parse(output.substr(output.find('{')));
+  // Measured 2026-12-06 (keys retrieved of 4, mean answer NLL in nats):
+  // f16 4, 0.926; innerq 3, 1.769; innerq:k=4,v=4 4, 1.032. The default
+  // loses one key here and answers with twice f16's NLL (README, "Passkey
+  // retrieval": the retrieval target is not met on SmolLM2); the bounds
+  // hold it there and 4-bit keys at f16's level.
+  const std::map<std::string, double> max_nll = {
+      {"f16", 1.4}, {"innerq", 2.7}, {"innerq:k=4,v=4", 1.55}};
+  const std::map<std::string, int> min_retrieved = {
+      {"f16", 4}, {"innerq", 3}, {"innerq:k=4,v=4", 4}};
+  ASSERT_EQ(j.at("configs").size(), max_nll.size()) << output;
+  double f16_nll = 0.0;
+  for (const auto& c : j.at("configs")) {
+    const std::string kv = c.at("kv");
+    SCOPED_TRACE(kv);
+    ASSERT_TRUE(max_nll.count(kv)) << output;
+    EXPECT_GE(c.at("retrieved").get<int>(), min_retrieved.at(kv)) << output;
+    const double nll = c.at("mean_answer_nll");
+    EXPECT_GT(nll, 0.0);
+    EXPECT_LE(nll, max_nll.at(kv));
+    if (kv == "f16") f16_nll = nll;
+    if (kv == "innerq:k=4,v=4") {
+      EXPECT_LE(nll, 1.25 * f16_nll);
+    }
+  }
+}
+
 }  // namespace
 
 namespace {

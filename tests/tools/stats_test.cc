@@ -4,6 +4,7 @@
 #include "innerq/tools/stats.h"
 
 #include <cmath>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -44,6 +45,19 @@ TEST(Stats, McNemarIsTheTwoSidedBinomialTailOfTheDisagreements) {
   const double p = mcnemar_exact_p(0, 200);
   EXPECT_GT(p, 0.0);
   EXPECT_NEAR(std::log2(p), 1.0 - 200.0, 1e-6);
+}
+
+TEST(Stats, MeanIntervalIsTheNormalIntervalOfTheMean) {
+  // 1, 2, 3, 4: mean 2.5, s² = 5/3, half width 1.96 · sqrt(5/3 / 4).
+  const std::vector<double> x = {1, 2, 3, 4};
+  const MeanInterval m = mean_interval(x);
+  EXPECT_DOUBLE_EQ(m.mean, 2.5);
+  EXPECT_NEAR(m.half_width, 1.959963984540054 * std::sqrt(5.0 / 12.0), 1e-12);
+  const std::vector<double> one = {7.0}, same = {3.0, 3.0, 3.0};
+  EXPECT_DOUBLE_EQ(mean_interval(one).mean, 7.0);
+  EXPECT_DOUBLE_EQ(mean_interval(one).half_width, 0.0);
+  EXPECT_DOUBLE_EQ(mean_interval(same).half_width, 0.0);
+  EXPECT_DOUBLE_EQ(mean_interval(std::vector<double>{}).mean, 0.0);
 }
 
 }  // namespace

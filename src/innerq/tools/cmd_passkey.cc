@@ -350,6 +350,9 @@ struct Run {
 struct Summary {
   int retrieved = 0, trials = 0, lost = 0, gained = 0;
   double mean_nll = 0.0;
+  // Paired: mean of (this NLL − f16's NLL) per trial, and the half width of
+  // its 95 % normal interval.
+  double nll_delta = 0.0, nll_delta_ci = 0.0;
   Interval wilson;
   double p = 1.0;  // exact McNemar vs f16
 };
@@ -365,6 +368,11 @@ Summary summarize(const std::vector<const Run*>& runs, size_t config) {
   }
   s.trials = static_cast<int>(runs.size());
   if (s.trials > 0) s.mean_nll /= s.trials;
+  std::vector<double> d;
+  for (const Run* r : runs) d.push_back(r->answers[config].nll - r->answers[0].nll);
+  const MeanInterval m = mean_interval(d);
+  s.nll_delta = m.mean;
+  s.nll_delta_ci = m.half_width;
   s.wilson = wilson_interval(s.retrieved, s.trials);
   s.p = mcnemar_exact_p(s.lost, s.gained);
   return s;
@@ -426,6 +434,10 @@ void print_table(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& spec
     const double rel = total[0].mean_nll > 0 ? total[c].mean_nll / total[0].mean_nll - 1 : 0.0;
     return fmt::format("{:.3f} {:+.0f}%", total[c].mean_nll, 100 * rel);
   });
+  row("  paired ΔNLL, 95% CI", [&](size_t c) {
+    return c == 0 ? std::string("-")
+                  : fmt::format("{:+.3f}±{:.3f}", total[c].nll_delta, total[c].nll_delta_ci);
+  });
 }
 
 nlohmann::json summary_json(const Summary& s) {
@@ -435,7 +447,9 @@ nlohmann::json summary_json(const Summary& s) {
           {"lost_vs_f16", s.lost},
           {"gained_vs_f16", s.gained},
           {"mcnemar_p", s.p},
-          {"mean_answer_nll", s.mean_nll}};
+          {"mean_answer_nll", s.mean_nll},
+          {"answer_nll_delta_vs_f16", s.nll_delta},
+          {"answer_nll_delta_ci95", s.nll_delta_ci}};
 }
 
 void print_report_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs,

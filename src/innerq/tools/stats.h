@@ -1,11 +1,13 @@
 // innerq/tools/stats.h — the small statistics of the evaluation tools: a
-// binomial proportion's Wilson interval and the exact McNemar test of two
-// configs scored on the same trials (docs/architecture.md, "Passkey
+// binomial proportion's Wilson interval, the exact McNemar test of two
+// configs scored on the same trials, and a mean's normal interval (paired
+// differences) (docs/architecture.md, "Passkey
 // retrieval").
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 
 namespace innerq::tools {
 
@@ -38,6 +40,26 @@ inline double mcnemar_exact_p(int lost, int gained) {
                      n * std::log(2.0));
   }
   return std::min(1.0, 2.0 * tail);
+}
+
+struct MeanInterval {
+  double mean = 0.0, half_width = 0.0;
+};
+
+// Mean of x and the half width of its 95 % normal interval,
+// 1.96 · s / sqrt(n) with the sample standard deviation s (n − 1); one value
+// gives a half width of 0, none a mean of 0.
+inline MeanInterval mean_interval(std::span<const double> x) {
+  MeanInterval m;
+  if (x.empty()) return m;
+  for (double v : x) m.mean += v;
+  m.mean /= static_cast<double>(x.size());
+  if (x.size() < 2) return m;
+  double ss = 0.0;
+  for (double v : x) ss += (v - m.mean) * (v - m.mean);
+  m.half_width = 1.959963984540054 *
+                 std::sqrt(ss / static_cast<double>(x.size() - 1) / static_cast<double>(x.size()));
+  return m;
 }
 
 }  // namespace innerq::tools
