@@ -6,6 +6,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -190,13 +191,9 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       // The frame is chosen by head_dim: the file must fit one of the two
       // (layers() checks the one chosen); otherwise the refusal below 256.
       try {
-        check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim - 1), where);
+        check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim), where);
       } catch (const Error&) {
-        try {
-          check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim), where);
-        } catch (const Error&) {
-          check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim - 1), where);
-        }
+        check_key_factors_frame(*c.key_factors, resolve_head_dim(c, kWideHeadDim - 1), where);
       }
     }
   }
@@ -410,24 +407,24 @@ static std::string describe_fields(const LayerConfig& c) {
 
 std::string describe(const LayerConfig& c) {
   if (c.by_head_dim == 0) return describe_fields(c);
-  // Both choices; of the wide one only the words that differ.
-  const std::string narrow = describe_fields(resolve_head_dim(c, kWideHeadDim - 1));
-  const std::string wide = describe_fields(resolve_head_dim(c, kWideHeadDim));
-  std::vector<std::string> words, differ;
-  for (size_t pos = 0; pos < narrow.size();) {
-    const size_t end = std::min(narrow.find(' ', pos), narrow.size());
-    words.push_back(narrow.substr(pos, end - pos));
-    pos = end + 1;
+  // Both choices; of the wide one only the words that differ (describe
+  // omits rot when off, so a rotation that goes away is named).
+  const LayerConfig narrow = resolve_head_dim(c, kWideHeadDim - 1);
+  const LayerConfig wide = resolve_head_dim(c, kWideHeadDim);
+  const auto words = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+  };
+  const std::vector<std::string> before = words(describe_fields(narrow));
+  std::vector<std::string> differ;
+  for (std::string& w : words(describe_fields(wide))) {
+    if (std::find(before.begin(), before.end(), w) == before.end()) differ.push_back(std::move(w));
   }
-  for (size_t pos = 0; pos < wide.size();) {
-    const size_t end = std::min(wide.find(' ', pos), wide.size());
-    std::string w = wide.substr(pos, end - pos);
-    if (std::find(words.begin(), words.end(), w) == words.end()) differ.push_back(std::move(w));
-    pos = end + 1;
-  }
-  if (c.rot_k && c.by_head_dim & LayerConfig::kAutoRot && !c.rot_v) differ.push_back("rot=off");
-  return fmt::format("{} (head_dim < {}; from {}: {})", narrow, kWideHeadDim, kWideHeadDim,
-                     fmt::join(differ, " "));
+  if (narrow.rot_k && !wide.rot_k && !wide.rot_v) differ.push_back("rot=off");
+  return fmt::format("{} (head_dim < {}; from {}: {})", fmt::join(before, " "), kWideHeadDim,
+                     kWideHeadDim, fmt::join(differ, " "));
 }
 
 std::string spec_string(const LayerConfig& c) {
