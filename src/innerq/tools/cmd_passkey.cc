@@ -16,9 +16,10 @@
 //     in one batch, so the answer attends through each config's cache;
 //   - the answer's NLL: the key's tokens teacher-forced after the question,
 //     Σ −log p through each cache;
-//   - retrieval: each config, rolled back to the question, greedily generates
-//     kAnswerTokens tokens from its own logits; the trial passes when the
-//     first number in the decoded text is the asked key.
+//   - retrieval: each config greedily generates kAnswerTokens tokens from its
+//     own logits after the question (the NLL ran on forks of the caches); the
+//     trial passes when the first number in the decoded text is the asked
+//     key.
 // Everything is drawn from --seed, length and trial, so a (length, trial)
 // gives the same prompt whatever configs are listed. Each config's retrieval
 // gets a Wilson interval and an exact McNemar test against f16 on the same
@@ -290,8 +291,8 @@ std::vector<int> argmax_rows(const std::vector<float>& logits, size_t batch, int
 }
 
 // Prefill once, feed the question through every cache, score the answer
-// teacher-forced, roll back to the question and generate; one answer per
-// config. `progress(tokens)` is called after the prefill and each decode.
+// teacher-forced through forks of the caches, and generate from the caches;
+// one answer per config. `progress(tokens)` is called after the prefill and each decode.
 std::vector<Answer> run_trial(const model::LlamaModel& m,
                               const std::vector<std::vector<kv::LayerConfig>>& configs,
                               const Trial& t, int threads,
@@ -306,6 +307,7 @@ std::vector<Answer> run_trial(const model::LlamaModel& m,
   }
   const size_t B = caches.size();
   const int V = m.config().n_vocab;
+  std::vector<Answer> answers(B);
   const std::span<const int> prompt(t.prompt);
   const size_t n_context = prompt.size() - static_cast<size_t>(t.n_question);
   std::vector<float> logits;
@@ -315,17 +317,26 @@ std::vector<Answer> run_trial(const model::LlamaModel& m,
     m.decode(std::vector<int>(B, q), caches, logits, threads);
     progress(1);
   }
-  const std::vector<float> after_question = logits;
 
-  std::vector<Answer> answers(B);
-  for (int i = 0; i < n_answer; ++i) {
-    const int token = t.answer[static_cast<size_t>(i)];
-    for (size_t b = 0; b < B; ++b) answers[b].nll += token_nll(logits_row(logits, b, V), token);
-    if (i + 1 < n_answer) m.decode(std::vector<int>(B, token), caches, logits, threads);
+  // The answer's NLL through forks (copy-on-write: they share the prompt's
+  // blocks), so the caches generate from exactly the state after the
+  // question; a truncate would leave tokens that the answer pushed out of a
+  // window quantized.
+  {
+    std::vector<std::unique_ptr<kv::KvCache>> forks;
+    std::vector<kv::KvCache*> forked;
+    for (kv::KvCache* c : caches) {
+      forks.push_back(c->fork());
+      forked.push_back(forks.back().get());
+    }
+    std::vector<float> scored = logits;
+    for (int i = 0; i < n_answer; ++i) {
+      const int token = t.answer[static_cast<size_t>(i)];
+      for (size_t b = 0; b < B; ++b) answers[b].nll += token_nll(logits_row(scored, b, V), token);
+      if (i + 1 < n_answer) m.decode(std::vector<int>(B, token), forked, scored, threads);
+    }
   }
-  for (kv::KvCache* c : caches) c->truncate_to(static_cast<int>(prompt.size()));
 
-  logits = after_question;
   std::vector<std::vector<int>> generated(B);
   for (int step = 0; step < kAnswerTokens; ++step) {
     const std::vector<int> next = argmax_rows(logits, B, V);
