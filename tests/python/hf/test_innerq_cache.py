@@ -96,11 +96,15 @@ def test_f32_spec_equals_dynamic_cache_fused_and_dense(hf, tiny_model, fused_mod
 
 # KL divergence of the default spec from DynamicCache over 32 teacher-forced
 # steps after a 300-token prompt, measured with transformers 5.25 / torch
-# 2.15: llama 0.353, qwen2 0.931, qwen3 0.0695, gemma3 0.0018 (random weights
+# 2.15: llama 0.353, qwen2 0.931, qwen3 0.0695, gemma3 0.0047 (random weights
 # at initializer_range 0.1 make attention far more sensitive than a trained
 # model's; 4-bit kivi4 measured 0.079 / 0.21 / 0.016 / 0.0004 on the same
-# runs). The bound is twice the measurement.
-DEFAULT_KLD_BOUND = {"llama": 0.71, "qwen2": 1.86, "qwen3": 0.14, "gemma3": 0.0036}
+# runs). gemma3's head_dim of 256 takes the default's 4-bit unrotated keys
+# and 2-bit values (kv/cache_spec.h, kWideHeadDim): 0.0018 with the
+# head_dim-64 choice, 0.0047 with this one (5.19 and 5.25 alike) on these
+# random weights, where the trained Gemma 3 270M reads 3x lower KLD with it
+# (README, "Quality per bit"). The bound is twice the measurement.
+DEFAULT_KLD_BOUND = {"llama": 0.71, "qwen2": 1.86, "qwen3": 0.14, "gemma3": 0.0094}
 
 
 def test_default_spec_kld_is_bounded(hf, arch, tiny_model, fused_model, dynamic_cache, decode, make_prompt):
