@@ -33,7 +33,6 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <numeric>
 #include <random>
 #include <span>
 #include <sstream>
@@ -350,8 +349,8 @@ std::vector<Answer> run_trial(const model::LlamaModel& m,
   return answers;
 }
 
-// Every trial with each config's answer; `of` selects trials (a length, a
-// filler source, or all).
+// One trial with each config's answer; select() picks the runs of a length,
+// a filler source, or all of them.
 struct Run {
   const Trial* trial;
   std::vector<Answer> answers;  // per config, [0] = f16
@@ -466,8 +465,9 @@ nlohmann::json summary_json(const Summary& s) {
 void print_report_json(const PasskeyOptions& o, const std::vector<kv::CacheSpec>& specs,
                        const std::vector<FillerSource>& sources, const std::vector<Run>& runs) {
   nlohmann::json configs = nlohmann::json::array();
+  const auto all = select(runs, [](const Trial&) { return true; });
   for (size_t c = 0; c < specs.size(); ++c) {
-    nlohmann::json j = summary_json(summarize(select(runs, [](const Trial&) { return true; }), c));
+    nlohmann::json j = summary_json(summarize(all, c));
     j["kv"] = specs[c].text;
     nlohmann::json by_length = nlohmann::json::array();
     for (int length : o.lengths) {
