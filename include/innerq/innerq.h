@@ -252,7 +252,7 @@ INNERQ_API innerq_status innerq_attend_chunk(const innerq_seq* seq, int32_t laye
                                              int64_t n_visible, float scale,
                                              const innerq_view* out);
 
-/* What `layer` holds, dequantized, in the model's coordinates (rotation,
+/* What `layer` holds, dequantized, in the model's coordinates (rotation, channel order,
  * centering and key factors undone): k, v: [kv_heads, n, head_dim] where
  * n = *n_tokens on return. A sliding-window layer gives its last
  * min(n_tokens, window) positions; *first is the position of row 0. Pass

@@ -35,7 +35,9 @@ const char* const kSpecs[] = {"f16",
                               "innerq-paper",
                               "innerq",
                               "innerq:sink=8,recent=40,g=32",
-                              "innerq:kcenter=off,knorm=sqrtmax,rot=kv"};
+                              "innerq:kcenter=off,knorm=sqrtmax,rot=kv",
+                              "innerq:kperm=evenodd",
+                              "q4_0:kperm=pairs"};
 
 // K/V rows of positions [first, first + n), [n][heads][D]: a per-channel
 // offset (what key centering removes), an outlier channel, and values in

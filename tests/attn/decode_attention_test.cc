@@ -9,12 +9,14 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "hwy/targets.h"
 #include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
+#include "innerq/kernels/channel_order.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kv/layer_caches.h"
 
@@ -101,6 +103,13 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
   for (int kv_head = 0; kv_head < cache.n_kv_heads(); ++kv_head) {
     std::vector<double> k = dequantized_keys(cache, kv_head);
     std::vector<double> v = dequantized_values(cache, kv_head);
+    // Permuted keys: back to the channel order the kernels read.
+    const auto permute = [&](std::vector<double>& rows) {
+      const std::vector<double> model_order(rows);
+      for (size_t at = 0; at < rows.size(); at += static_cast<size_t>(D))
+        kernels::permute_channels(model_order.data() + at, rows.data() + at, D, config.kperm);
+    };
+    permute(k);
     if (config.rot_k) kernels::scalar::hadamard_rotate(k.data(), n, D, false);
     if (config.rot_v) kernels::scalar::hadamard_rotate(v.data(), n, D, false);
     const float* f = cache.kind() == kv::CacheKind::kInnerQ
@@ -116,6 +125,7 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
       std::vector<double> qd(q + static_cast<size_t>(h) * D, q + static_cast<size_t>(h + 1) * D);
       double q_abs = 0.0;
       for (double x : qd) q_abs += std::fabs(x);
+      permute(qd);
       if (config.rot_k) kernels::scalar::hadamard_rotate(qd.data(), 1, D, false);
       const double* qh = qd.data();
       double delta = 0.0;
@@ -231,8 +241,9 @@ TEST(DecodeAttention, VisiblePrefixMatchesTheReferenceForEveryKind) {
   const Shape s{8, 2, 128};
   const int n = 300;
   const Inputs in = make_inputs(s, n, 77);
-  for (const char* spec : {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper",
-                           "innerq:rot=kv", "kivi:rot=kv", "innerq:kcenter=on"}) {
+  for (const char* spec :
+       {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper", "innerq:rot=kv",
+        "kivi:rot=kv", "innerq:kcenter=on", "q4_0:kperm=evenodd", "innerq:kperm=pairs"}) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     const kv::LayerCache& layer = cache.layer(0);
     const size_t out_size = static_cast<size_t>(s.n_heads) * s.head_dim;
@@ -282,7 +293,10 @@ std::vector<Case> reference_cases() {
                          "q8_0:rot=kv",
                          "q4_0:rot=kv",
                          "kivi:rot=kv",
-                         "f16:rot=v"};
+                         "f16:rot=v",
+                         "q4_0:kperm=evenodd",
+                         "q8_0:kperm=pairs,rot=kv",
+                         "innerq:kperm=pairs,rot=k,kcenter=on,knorm=sqrtmax"};
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
@@ -525,6 +539,59 @@ TEST(DecodeAttention, RotationHelpsOutlierKeys) {
   decode_attention(a.layer(0), in.q.data(), s.n_heads, plain.data(), {1, false});
   decode_attention(b.layer(0), in.q.data(), s.n_heads, rotated.data(), {1, false});
   EXPECT_LT(relative_error(rotated, exact), 0.7 * relative_error(plain, exact));
+}
+
+// A channel order (kernels/channel_order.h) is a relabeling: a cache given
+// keys k with kperm stores exactly the bytes a cache without it stores when
+// given P k, reads back as P⁻¹ of them, and attends to a query q exactly as
+// the other attends to P q — bit for bit, rotated and centered or not, on the
+// SIMD and the scalar path.
+TEST(DecodeAttention, ChannelOrderIsARelabeling) {
+  const Shape s{8, 2, 128};
+  const int n = 400;
+  const Inputs in = make_inputs(s, n, 21);
+  for (const kernels::ChannelOrder order :
+       {kernels::ChannelOrder::kEvenOdd, kernels::ChannelOrder::kPairs}) {
+    Inputs moved = in;
+    for (size_t at = 0; at < in.k.size(); at += s.head_dim)
+      kernels::permute_channels(&in.k[at], &moved.k[at], s.head_dim, order);
+    for (size_t at = 0; at < in.q.size(); at += s.head_dim)
+      kernels::permute_channels(&in.q[at], &moved.q[at], s.head_dim, order);
+    for (const std::string base : {"q4_0", "kivi4", "innerq-paper", "innerq:rot=k,kcenter=on"}) {
+      const std::string spec = base + (base.find(':') == std::string::npos ? ":" : ",") +
+                               "kperm=" + kv::channel_order_name(order);
+      SCOPED_TRACE(spec);
+      const kv::KvCache a = make_cache(spec.c_str(), s, in, n);
+      const kv::KvCache b = make_cache(base.c_str(), s, moved, n);
+      for (int h = 0; h < s.n_kv_heads; ++h) {
+        const std::vector<double> got = dequantized_keys(a.layer(0), h);
+        const std::vector<double> stored = dequantized_keys(b.layer(0), h);
+        std::vector<double> want(stored.size());
+        for (size_t at = 0; at < stored.size(); at += s.head_dim) {
+          kernels::permute_channels(&stored[at], &want[at], s.head_dim, order, true);
+        }
+        ASSERT_EQ(got, want) << "KV head " << h;
+      }
+      for (const bool scalar : {false, true}) {
+        std::vector<float> got(in.q.size()), want(in.q.size());
+        decode_attention(a.layer(0), in.q.data(), s.n_heads, got.data(), {2, scalar});
+        decode_attention(b.layer(0), moved.q.data(), s.n_heads, want.data(), {2, scalar});
+        EXPECT_EQ(got, want) << (scalar ? "scalar" : "simd");
+      }
+    }
+  }
+  // The two orders undo each other; an odd head_dim has no pairs.
+  const float x[6] = {0, 1, 2, 3, 4, 5};
+  float y[6], z[6];
+  kernels::permute_channels(x, y, 6, kernels::ChannelOrder::kEvenOdd);
+  EXPECT_EQ(std::vector<float>(y, y + 6), (std::vector<float>{0, 2, 4, 1, 3, 5}));
+  kernels::permute_channels(y, z, 6, kernels::ChannelOrder::kPairs);
+  EXPECT_EQ(std::vector<float>(z, z + 6), std::vector<float>(x, x + 6));
+  kernels::permute_channels(x, y, 6, kernels::ChannelOrder::kEvenOdd, true);
+  EXPECT_EQ(std::vector<float>(y, y + 6), (std::vector<float>{0, 3, 1, 4, 2, 5}));
+  EXPECT_THROW(kv::make_layer_cache(kv::parse_cache_spec("f16:kperm=evenodd").layer, 1, 5, nullptr,
+                                    kv::kDefaultBlockTokens),
+               Error);
 }
 
 // Key centering is an identity in exact arithmetic (every stored key is

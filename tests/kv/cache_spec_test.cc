@@ -80,6 +80,22 @@ TEST(CacheSpec, RotationAndCenteringKeys) {
   EXPECT_EQ(kg.group, 128);
   EXPECT_EQ(kg.key_group(), 64);
   EXPECT_EQ(parse_cache_spec("innerq-paper:g=64").layer.key_group(), 64);
+  EXPECT_EQ(parse_cache_spec("q4_0").layer.kperm, kernels::ChannelOrder::kAsIs);
+  EXPECT_EQ(parse_cache_spec("q4_0:kperm=evenodd").layer.kperm, kernels::ChannelOrder::kEvenOdd);
+  EXPECT_EQ(parse_cache_spec("innerq:kperm=pairs,rot=k").layer.kperm,
+            kernels::ChannelOrder::kPairs);
+  EXPECT_EQ(parse_cache_spec("kivi4:kperm=off").layer.kperm, kernels::ChannelOrder::kAsIs);
+  EXPECT_NE(describe(parse_cache_spec("q4_0:kperm=evenodd").layer).find("kperm=evenodd"),
+            std::string::npos);
+  try {
+    parse_cache_spec("q4_0:kperm=halves");
+    ADD_FAILURE() << "kperm=halves parsed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kperm='halves' is not a channel order (off, evenodd, "
+                                         "pairs)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // spec_string spells every field, and parses back to the same config.
@@ -88,7 +104,8 @@ TEST(CacheSpec, SpecStringRoundTrips) {
        {"innerq", "innerq-paper",
         "innerq:k=8,v=4,kmode=hybrid,vmode=asym,g=64,"
         "kg=32,sink=3,recent=7,knorm=rms,kcenter=on,rot=kv",
-        "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi", "kivi4:g=64,recent=64"}) {
+        "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi", "kivi4:g=64,recent=64",
+        "q4_0:kperm=evenodd", "innerq:kperm=pairs", "kivi:kperm=evenodd,rot=k"}) {
     const LayerConfig c = parse_cache_spec(spec).layer;
     EXPECT_EQ(describe(parse_cache_spec(spec_string(c)).layer), describe(c)) << spec;
     EXPECT_EQ(spec_string(parse_cache_spec(spec_string(c)).layer), spec_string(c)) << spec;
@@ -256,8 +273,8 @@ TEST(CacheSpec, MalformedSpecsNameTheBadField) {
       {"innerq:recent=99999999", "recent=99999999 must be between"},
       {"innerq:bits=3",
        "unknown key 'bits' for innerq (allowed keys: k, v, kmode, vmode, g, kg, sink"},
-      {"f16:k=3", "unknown key 'k' for f16 (allowed keys: rot, layers)"},
-      {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent, rot, layers)"},
+      {"f16:k=3", "unknown key 'k' for f16 (allowed keys: rot, kperm, layers)"},
+      {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent, rot, kperm, layers)"},
       {"q4_0:rot=q", "rot='q' is not a rotation (off, k, v, kv)"},
       {"innerq:kcenter=yes", "kcenter='yes' is not on or off"},
       {"innerq:kg=16", "kg=16 is not a supported group size (32, 64, 128)"},

@@ -278,6 +278,11 @@ TEST(KeyFactors, SpecKeyLoadsTheFileOnceAndRoundTrips) {
   EXPECT_TRUE(contains(refusal("innerq:kfactors=" + path + ",rot=off"), "rot(k)=off"));
   EXPECT_TRUE(contains(refusal("innerq:kfactors=" + path + ";0:knorm=rms"), "knorm=rms"));
   EXPECT_TRUE(contains(refusal("f16:kfactors=" + path), "unknown key 'kfactors' for f16"));
+  // A file holds channels in the model's order: no channel permutation.
+  EXPECT_TRUE(contains(refusal("innerq:kfactors=" + path + ",kperm=evenodd"),
+                       "kfactors and kperm=evenodd together are not supported"));
+  EXPECT_TRUE(contains(refusal("innerq:kfactors=" + path + ";0:kperm=pairs"),
+                       "kfactors and kperm=pairs together are not supported"));
   EXPECT_TRUE(contains(refusal("innerq:kfactors=/nonexistent.kf"),
                        "key factors file '/nonexistent.kf' is not a readable file"));
   std::remove(path.c_str());

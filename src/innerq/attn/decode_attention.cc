@@ -15,6 +15,7 @@
 #include "innerq/base/parallel_errors.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/group_format.h"
+#include "innerq/kernels/channel_order.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
 #include "innerq/kv/layer_caches.h"
@@ -203,11 +204,19 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
   float* const q_rot = scratch.queries_.data();
   float* const q_scaled = q_rot + static_cast<size_t>(n_heads) * D;
   float* const q_norm = q_scaled + static_cast<size_t>(n_heads) * D;
-  // Rotated keys (kernels/hadamard.h): the query is rotated by the same R,
-  // so (R q)·(R k) = q·k.
+  // Permuted and rotated keys (kernels/channel_order.h, kernels/hadamard.h):
+  // the query is permuted and rotated alike, so (R P q)·(R P k) = q·k.
   const kv::LayerConfig& config = cache.config();
+  const bool permute = config.kperm != kernels::ChannelOrder::kAsIs;
+  if (permute) {
+    for (int h = 0; h < n_heads; ++h) {
+      const size_t at = static_cast<size_t>(h) * D;
+      kernels::permute_channels(q + at, q_rot + at, D, config.kperm);
+    }
+    q = q_rot;
+  }
   if (config.rot_k) {
-    std::copy_n(q, static_cast<size_t>(n_heads) * D, q_rot);
+    if (!permute) std::copy_n(q, static_cast<size_t>(n_heads) * D, q_rot);
     if (options.scalar_kernels)
       kernels::scalar::hadamard_rotate(q_rot, static_cast<size_t>(n_heads), D, false);
     else
@@ -408,8 +417,9 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
     for (int h = 0; h < n_kv; ++h) {
       for (int r = 0; r < rows; ++r) {
         const int i = s0 + r / nq, j = r % nq;
-        std::copy_n(q + (static_cast<size_t>(i) * n_heads + static_cast<size_t>(h) * nq + j) * Dz,
-                    Dz, q_rot + (static_cast<size_t>(h) * R + r) * Dz);
+        kernels::permute_channels(
+            q + (static_cast<size_t>(i) * n_heads + static_cast<size_t>(h) * nq + j) * Dz,
+            q_rot + (static_cast<size_t>(h) * R + r) * Dz, D, config.kperm);
       }
     }
     if (config.rot_k) {
@@ -638,6 +648,14 @@ std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
   if (cache.config().rot_k) {
     kernels::scalar::hadamard_rotate(rows.data(), static_cast<size_t>(cache.n_tokens()),
                                      cache.head_dim(), true);
+  }
+  if (cache.config().kperm != kernels::ChannelOrder::kAsIs) {
+    const size_t D = static_cast<size_t>(cache.head_dim());
+    std::vector<double> stored(rows);
+    for (size_t at = 0; at < rows.size(); at += D) {
+      kernels::permute_channels(stored.data() + at, rows.data() + at, cache.head_dim(),
+                                cache.config().kperm, /*inverse=*/true);
+    }
   }
   return rows;
 }

@@ -79,6 +79,14 @@ Rotation parse_rot(std::string_view spec, std::string_view value) {
       fmt::format("cache spec '{}': rot='{}' is not a rotation (off, k, v, kv)", spec, value));
 }
 
+kernels::ChannelOrder parse_kperm(std::string_view spec, std::string_view value) {
+  if (value == "off") return kernels::ChannelOrder::kAsIs;
+  if (value == "evenodd") return kernels::ChannelOrder::kEvenOdd;
+  if (value == "pairs") return kernels::ChannelOrder::kPairs;
+  throw Error(fmt::format(
+      "cache spec '{}': kperm='{}' is not a channel order (off, evenodd, pairs)", spec, value));
+}
+
 // Base configuration of each name.
 LayerConfig base_config(std::string_view spec, std::string_view name) {
   LayerConfig c;  // defaults are the paper's reference configuration
@@ -170,18 +178,27 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       c.rot_k = r.k;
       c.rot_v = r.v;
       c.by_head_dim &= ~LayerConfig::kAutoRot;
+    } else if (key == "kperm") {
+      c.kperm = parse_kperm(spec, value);
     } else if (key == "layers" && layers_file != nullptr) {
       *layers_file = std::string(value);
     } else {
       const char* allowed =
           is_innerq
-              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, kfactors, rot, layers"
-          : is_kivi ? "g, recent, rot, layers"
-                    : "rot, layers";
+              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, kfactors, rot, kperm, "
+                "layers"
+          : is_kivi ? "g, recent, rot, kperm, layers"
+                    : "rot, kperm, layers";
       throw Error(fmt::format("cache spec '{}': unknown key '{}' for {} (allowed keys: {})", spec,
                               key, cache_kind_name(c.kind), allowed));
     }
     pos = comma + 1;
+  }
+  if (c.key_factors && c.kperm != kernels::ChannelOrder::kAsIs) {
+    throw Error(fmt::format(
+        "cache spec '{}': kfactors and kperm={} together are not supported (a factors file "
+        "holds its channels in the model's order); use kperm=off or drop kfactors",
+        spec, channel_order_name(c.kperm)));
   }
   if (c.key_factors) {
     const std::string where = fmt::format("cache spec '{}'", spec);
@@ -385,6 +402,12 @@ const char* key_norm_name(KeyNorm n) {
   return n == KeyNorm::kOff ? "off" : n == KeyNorm::kRms ? "rms" : "sqrtmax";
 }
 
+const char* channel_order_name(kernels::ChannelOrder order) {
+  return order == kernels::ChannelOrder::kEvenOdd ? "evenodd"
+         : order == kernels::ChannelOrder::kPairs ? "pairs"
+                                                  : "off";
+}
+
 static const char* rot_name(const LayerConfig& c) {
   return c.rot_k && c.rot_v ? "kv" : c.rot_k ? "k" : c.rot_v ? "v" : "off";
 }
@@ -402,6 +425,8 @@ static std::string describe_fields(const LayerConfig& c) {
     out += fmt::format(" {}-bit g{} recent{}", c.k_bits, c.group, c.recent);
   }
   if (c.rot_k || c.rot_v) out += fmt::format(" rot={}", rot_name(c));
+  if (c.kperm != kernels::ChannelOrder::kAsIs)
+    out += fmt::format(" kperm={}", channel_order_name(c.kperm));
   return out;
 }
 
@@ -429,6 +454,9 @@ std::string describe(const LayerConfig& c) {
 
 std::string spec_string(const LayerConfig& c) {
   const char* rot = rot_name(c);
+  const std::string kperm = c.kperm == kernels::ChannelOrder::kAsIs
+                                ? std::string()
+                                : fmt::format(",kperm={}", channel_order_name(c.kperm));
   switch (c.kind) {
     case CacheKind::kInnerQ: {
       // A field still chosen by head_dim stays unnamed on `innerq`'s base,
@@ -438,20 +466,20 @@ std::string spec_string(const LayerConfig& c) {
         return a & bit ? std::string() : text;
       };
       return fmt::format(
-          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}",
+          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}{}",
           a != 0 ? "innerq" : "innerq-paper",
           field(LayerConfig::kAutoKBits, fmt::format("k={},", c.k_bits)),
           field(LayerConfig::kAutoVBits, fmt::format("v={},", c.v_bits)), mode_name(c.k_mode),
           mode_name(c.v_mode), c.group, c.key_group(), c.sink, c.recent,
           field(LayerConfig::kAutoKnorm, fmt::format(",knorm={}", key_norm_name(c.knorm))),
           c.kcenter ? "on" : "off", field(LayerConfig::kAutoRot, fmt::format(",rot={}", rot)),
-          c.key_factors ? ",kfactors=" + c.key_factors->path : "");
+          kperm, c.key_factors ? ",kfactors=" + c.key_factors->path : "");
     }
     case CacheKind::kKivi:
-      return fmt::format("{}:g={},recent={},rot={}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,
-                         c.recent, rot);
+      return fmt::format("{}:g={},recent={},rot={}{}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,
+                         c.recent, rot, kperm);
     default:
-      return fmt::format("{}:rot={}", cache_kind_name(c.kind), rot);
+      return fmt::format("{}:rot={}{}", cache_kind_name(c.kind), rot, kperm);
   }
 }
 

@@ -18,6 +18,9 @@
 //   keys (kivi, kivi4): g, recent (the fp16 residual length)
 //   keys (every name): rot (off|k|v|kv): randomized Hadamard rotation of K
 //                  and/or V along head_dim (kernels/hadamard.h);
+//                  kperm (off|evenodd|pairs): a fixed order of K's channels
+//                  before grouping and rotation (kernels/channel_order.h;
+//                  not with kfactors);
 //                  layers=FILE: per-layer overrides, one OVERRIDE per line
 //   OVERRIDE := RANGE=SPEC      layers RANGE use SPEC (any name)
 //             | RANGE:FIELDS    layers RANGE use BASE with FIELDS applied
@@ -37,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "innerq/kernels/channel_order.h"
 #include "innerq/kernels/group_format.h"
 
 namespace innerq::kv {
@@ -60,6 +64,8 @@ struct LayerConfig {
   bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
   bool rot_k = false;    // keys stored rotated (query rotated at decode)
   bool rot_v = false;    // values stored rotated (output rotated back)
+  // Keys stored with their channels in this order (query permuted alike).
+  kernels::ChannelOrder kperm = kernels::ChannelOrder::kAsIs;
   // Calibrated key mean and factors (kfactors=FILE), or null: computed per
   // sequence at the first flush. Immutable, shared by every layer using it.
   std::shared_ptr<const KeyFactors> key_factors;
@@ -112,7 +118,8 @@ LayerConfig resolve_head_dim(LayerConfig c, int head_dim);
 std::vector<CacheSpec> parse_cache_spec_list(std::string_view specs);
 
 const char* cache_kind_name(CacheKind kind);
-const char* key_norm_name(KeyNorm norm);  // "off", "sqrtmax", "rms"
+const char* key_norm_name(KeyNorm norm);                      // "off", "sqrtmax", "rms"
+const char* channel_order_name(kernels::ChannelOrder order);  // "off", "evenodd", "pairs"
 
 // A short canonical description of one layer's config, e.g.
 // "innerq k3sym v2hybrid g32 sink32 recent96 knorm=sqrtmax rot=k"

@@ -12,6 +12,7 @@
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/kernels/channel_order.h"
 #include "innerq/kernels/hadamard.h"
 #include "innerq/kernels/llama_blocks.h"
 #include "innerq/kernels/tile_format.h"
@@ -99,7 +100,7 @@ void LayerCache::use_blocks(const BlockLayout& layout, BlockPool* pool, int bloc
 
 void LayerCache::size_scratch(AppendScratch& s) const {
   const size_t D = static_cast<size_t>(head_dim_);
-  if (config_.rot_k) at_least(s.k_row, D);
+  if (config_.rot_k || config_.kperm != kernels::ChannelOrder::kAsIs) at_least(s.k_row, D);
   if (config_.rot_v) at_least(s.v_row, D);
   at_least(s.converted, D * sizeof(float));
   // An append takes at most the blocks of a whole table plus the copies of
@@ -121,10 +122,16 @@ const float* LayerCache::input_row(const float* x, int i, int h, bool value,
                                    std::vector<float>& buffer) const {
   const size_t D = static_cast<size_t>(head_dim_);
   const float* row = x + (static_cast<size_t>(i) * n_kv_heads_ + static_cast<size_t>(h)) * D;
-  if (!(value ? config_.rot_v : config_.rot_k)) return row;
+  // Keys: channel order first, then the rotation (kernels/channel_order.h).
+  const bool permute = !value && config_.kperm != kernels::ChannelOrder::kAsIs;
+  const bool rotate = value ? config_.rot_v : config_.rot_k;
+  if (!permute && !rotate) return row;
   float* out = at_least(buffer, D);
-  std::copy(row, row + D, out);
-  kernels::simd::hadamard_rotate(out, 1, head_dim_, false);
+  if (permute)
+    kernels::permute_channels(row, out, head_dim_, config_.kperm);
+  else
+    std::copy(row, row + D, out);
+  if (rotate) kernels::simd::hadamard_rotate(out, 1, head_dim_, false);
   return out;
 }
 
@@ -641,6 +648,9 @@ void check_plannable(const LayerConfig& c, int n_kv_heads, int head_dim, int blo
   const auto need = [&](bool ok, const std::string& what) {
     if (!ok) throw Error(fmt::format("{} cache: {}", cache_kind_name(c.kind), what));
   };
+  need(c.kperm == kernels::ChannelOrder::kAsIs || head_dim % 2 == 0,
+       fmt::format("kperm={} needs an even head_dim, not {}", channel_order_name(c.kperm),
+                   head_dim));
   need(block_tokens > 0 && block_tokens % kTileRows == 0,
        fmt::format("block of {} tokens is not a positive multiple of {}", block_tokens, kTileRows));
   switch (c.kind) {

@@ -1084,6 +1084,10 @@ void InnerQLayerCache::load(ByteReader& in) {
 // ---------------------------------------------------------------------------
 std::unique_ptr<LayerCache> make_layer_cache(const LayerConfig& c, int n_kv_heads, int head_dim,
                                              BlockPool* pool, int block_tokens) {
+  if (c.kperm != kernels::ChannelOrder::kAsIs && head_dim % 2 != 0) {
+    throw Error(fmt::format("{} cache: kperm={} needs an even head_dim, not {}",
+                            cache_kind_name(c.kind), channel_order_name(c.kperm), head_dim));
+  }
   switch (c.kind) {
     case CacheKind::kF32:
       return std::make_unique<F32LayerCache>(c, n_kv_heads, head_dim, pool, block_tokens);

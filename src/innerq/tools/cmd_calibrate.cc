@@ -66,6 +66,12 @@ kv::LayerConfig calibrated_config(const kv::CacheSpec& spec) {
   if (spec.layer.key_factors) {
     throw Error(fmt::format("--kv '{}': already names a kfactors file", spec.text));
   }
+  if (spec.layer.kperm != kernels::ChannelOrder::kAsIs) {
+    throw Error(fmt::format(
+        "--kv '{}': kperm={} is not calibrated (a factors file holds its channels in the "
+        "model's order, and kfactors refuses kperm); give the spec without kperm",
+        spec.text, kv::channel_order_name(spec.layer.kperm)));
+  }
   return spec.layer;
 }
 

@@ -44,9 +44,10 @@ int current_sm_count() {
   return sms;
 }
 
-// Rotated caches (rot=k|v|kv) store H·k and H·v: decoding them needs the
-// query rotated by H and the output rotated back, which no CUDA kernel does.
-void reject_rotation(const kv::LayerConfig& c, const char* what) {
+// Rotated caches (rot=k|v|kv) store H·k and H·v, permuted ones (kperm) P·k:
+// decoding them needs the query rotated or permuted alike and the output
+// rotated back, which no CUDA kernel does.
+void reject_key_transforms(const kv::LayerConfig& c, const char* what) {
   if (c.rot_k || c.rot_v) {
     throw Error(std::string(what) + ": rotated caches (rot=" +
                 (c.rot_k && c.rot_v ? "kv"
@@ -54,6 +55,11 @@ void reject_rotation(const kv::LayerConfig& c, const char* what) {
                                     : "v") +
                 ") are not supported on CUDA (the query would need the rotation and the output "
                 "its inverse); use an unrotated spec");
+  }
+  if (c.kperm != kernels::ChannelOrder::kAsIs) {
+    throw Error(std::string(what) + ": kperm=" + kv::channel_order_name(c.kperm) +
+                " is not supported on CUDA (the query would need the same channel order); "
+                "use kperm=off");
   }
 }
 
@@ -298,7 +304,7 @@ DeviceLayerBatch::DeviceLayerBatch(const std::vector<const kv::LayerCache*>& seq
       throw Error("cuda upload: every sequence must have the same cache kind and shape");
     }
     if (c->n_tokens() < 1) throw Error("cuda upload: a sequence holds no tokens");
-    reject_rotation(c->config(), "cuda upload");
+    reject_key_transforms(c->config(), "cuda upload");
     s.max_tokens = std::max(s.max_tokens, c->n_tokens());
     s.kv_bytes += c->memory().total();
     switch (s.kind) {
@@ -442,7 +448,7 @@ CublasF16Batch::CublasF16Batch(const std::vector<const kv::LayerCache*>& seqs)
     if (!c || c->n_tokens() != N || c->n_kv_heads() != s.n_kv_heads || c->head_dim() != D) {
       throw Error("cublas baseline: every sequence must be an f16 cache of the same shape");
     }
-    reject_rotation(c->config(), "cublas baseline");
+    reject_key_transforms(c->config(), "cublas baseline");
   }
   // [seq][KV head] pairs in parallel: at 128k tokens × 8 sequences this is
   // gigabytes of transposition.
