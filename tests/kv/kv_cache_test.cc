@@ -272,6 +272,27 @@ TEST(KvCache, PerLayerConfigurations) {
   EXPECT_THROW(KvCache(shape, std::vector<LayerConfig>(3)), Error);  // one config per layer
 }
 
+// A config whose fields `innerq` still chooses by head_dim is resolved by
+// the cache (and its plan) for the shape's head_dim, as CacheSpec::layers()
+// resolves it: the same cache either way.
+TEST(KvCache, ResolvesHeadDimChoicesOfTheConfig) {
+  const LayerConfig innerq = parse_cache_spec("innerq").layer;
+  ASSERT_NE(innerq.by_head_dim, 0u);
+  for (const int head_dim : {64, 256}) {
+    SCOPED_TRACE(head_dim);
+    const CacheShape shape{2, 1, head_dim, 512};
+    const KvCache cache(shape, innerq);
+    const LayerConfig want = parse_cache_spec("innerq").layers(2, head_dim)[0];
+    const LayerConfig& got = cache.layer(1).config();
+    EXPECT_EQ(got.by_head_dim, 0u);
+    EXPECT_EQ(describe(got), describe(want));
+    EXPECT_EQ(got.k_bits, head_dim >= 256 ? 4 : 3);
+    EXPECT_EQ(got.rot_k, head_dim < 256);
+    EXPECT_EQ(plan_memory(shape, {innerq, innerq}).layer(0, 512).block_bytes,
+              plan_memory(shape, {want, want}).layer(0, 512).block_bytes);
+  }
+}
+
 TEST(KvCache, RejectsBadShapesAndOverflow) {
   const LayerConfig innerq;
   EXPECT_THROW(KvCache(CacheShape{0, 2, 64, 10}, innerq), Error);

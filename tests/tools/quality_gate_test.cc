@@ -24,6 +24,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "innerq/kv/cache_spec.h"
+
 namespace {
 
 struct Bound {
@@ -235,6 +237,16 @@ TEST(Tune, WritesADeterministicLayersFileWithinTheBudget) {
   int eights = 0;
   for (const auto& l : j.at("layers")) eights += l.at("k_bits") == 8 || l.at("v_bits") == 8;
   EXPECT_GT(eights, 0);
+  // Each layer of the file holds the bits chosen for it (an `innerq` base
+  // resolves its head_dim fields first, so the file names k and v).
+  const std::vector<innerq::kv::LayerConfig> layers =
+      innerq::kv::parse_cache_spec("innerq:layers=" + base + ".txt").layers(30, 64);
+  for (const auto& l : j.at("layers")) {
+    const innerq::kv::LayerConfig& c = layers.at(l.at("layer").get<size_t>());
+    EXPECT_EQ(c.k_bits, l.at("k_bits").get<int>()) << "layer " << l.at("layer");
+    EXPECT_EQ(c.v_bits, l.at("v_bits").get<int>()) << "layer " << l.at("layer");
+    EXPECT_EQ(c.sink, 4);
+  }
   int status = 0;
   const std::string info =
       run("info -m smollm2 -c 1024 --json --kv innerq:layers=" + base + ".txt", &status);
@@ -242,6 +254,44 @@ TEST(Tune, WritesADeterministicLayersFileWithinTheBudget) {
   const nlohmann::json caches = nlohmann::json::parse(info.substr(info.find('{'))).at("caches");
   EXPECT_EQ(caches.at(0).at("layer_bytes").size(), 30u);
   std::remove((base + ".txt").c_str());
+}
+
+// On Gemma 3 only the 3 global layers are quantized: tune measures, budgets
+// and writes those, with the head_dim-256 frame of `innerq` (unrotated keys,
+// sqrt-max normalization) and the chosen bits.
+TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
+  if (!std::filesystem::exists("models/gemma-3-270m-q4_k_m.gguf")) {
+    return missing("models/gemma-3-270m-q4_k_m.gguf (run scripts/fetch-model.sh)");
+  }
+  const std::string text = "data/wikitext2/valid.txt";
+  if (!std::filesystem::exists(text)) return missing(text + " (run scripts/fetch-data.sh)");
+  const std::string file = ::testing::TempDir() + "tune_gemma_" + std::to_string(::getpid());
+  int status = 0;
+  const std::string out = run("tune -m gemma3-270m -f " + text +
+                                  " --base innerq:sink=4,recent=8 --bits 2,8 --budget 3"
+                                  " --ctx 96 --prefix 64 --chunks 1 -t 2 --json -o " +
+                                  file,
+                              &status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const nlohmann::json j = nlohmann::json::parse(out.substr(out.find('{')));
+  std::vector<int> tuned;
+  for (const auto& l : j.at("layers")) tuned.push_back(l.at("layer").get<int>());
+  EXPECT_EQ(tuned, (std::vector<int>{5, 11, 17}));
+  EXPECT_LE(j.at("chosen_bits").get<double>(), 3.0);
+  const std::string written = read_file(file);
+  EXPECT_NE(written.find("# innerq tune: 3 layers of 18 (the others are sliding windows)"),
+            std::string::npos)
+      << written;
+  const std::vector<innerq::kv::LayerConfig> layers =
+      innerq::kv::parse_cache_spec("innerq:layers=" + file).layers(18, 256);
+  for (const auto& l : j.at("layers")) {
+    const innerq::kv::LayerConfig& c = layers.at(l.at("layer").get<size_t>());
+    EXPECT_EQ(c.k_bits, l.at("k_bits").get<int>());
+    EXPECT_EQ(c.v_bits, l.at("v_bits").get<int>());
+    EXPECT_FALSE(c.rot_k);
+    EXPECT_EQ(c.knorm, innerq::kv::KeyNorm::kSqrtMax);
+  }
+  std::remove(file.c_str());
 }
 
 }  // namespace

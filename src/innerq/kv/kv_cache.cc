@@ -298,6 +298,17 @@ void LayerCache::load_stored_tokens(ByteReader& in) {
   load_blocks(in, (n_tokens_ + block_tokens_ - 1) / block_tokens_);
 }
 
+// Configs as the shape's head_dim resolves them: a config of `innerq` whose
+// fields are still chosen by head_dim (cache_spec.h) gets them here, so a
+// cache built from parse_cache_spec("innerq").layer is the same cache as one
+// built from CacheSpec::layers().
+static std::vector<LayerConfig> resolved(std::vector<LayerConfig> configs, int head_dim) {
+  for (LayerConfig& c : configs) {
+    if (c.by_head_dim != 0) c = resolve_head_dim(c, head_dim);
+  }
+  return configs;
+}
+
 KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers) : shape_(shape) {
   if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 ||
       shape.max_tokens <= 0) {
@@ -321,7 +332,7 @@ KvCache::KvCache(const CacheShape& shape, const std::vector<LayerConfig>& layers
             fmt::format("cache shape: layer {} window {} is negative", l, shape.windows[l]));
     }
   }
-  configs_ = layers;
+  configs_ = resolved(layers, shape.head_dim);
   // A private pool that grows in slabs of up to 16 blocks: a single sequence
   // never holds more than its plan, and pages become resident as written.
   const MemoryPlan plan = plan_memory(shape_, configs_);
@@ -757,7 +768,7 @@ MemoryPlan plan_memory(const CacheShape& shape, const std::vector<LayerConfig>& 
     throw Error(
         fmt::format("cache plan: {} layer configs for {} layers", configs.size(), shape.n_layers));
   }
-  MemoryPlan plan{shape, configs, block_tokens};
+  MemoryPlan plan{shape, resolved(configs, shape.head_dim), block_tokens};
   for (int l = 0; l < shape.n_layers; ++l) {
     if (shape.window(l) == 0) plan.layer(l, 0);  // refuses configs the shape cannot hold
   }
@@ -818,8 +829,11 @@ int64_t MemoryPlan::tokens_for_budget(size_t budget, int n_seqs) const {
 // ---------------------------------------------------------------------------
 KvPool::KvPool(const CacheShape& shape, const std::vector<LayerConfig>& configs, int64_t n_blocks,
                int block_tokens, bool prefault, bool growable)
-    : shape_(shape), configs_(configs), block_tokens_(block_tokens), n_blocks_(n_blocks) {
-  const MemoryPlan plan = plan_memory(shape, configs, block_tokens);
+    : shape_(shape),
+      configs_(resolved(configs, shape.head_dim)),
+      block_tokens_(block_tokens),
+      n_blocks_(n_blocks) {
+  const MemoryPlan plan = plan_memory(shape, configs_, block_tokens);
   if (n_blocks <= 0 || n_blocks > (1 << 30)) {
     throw Error(fmt::format("KV pool: {} blocks per layer is not in 1..2^30", n_blocks));
   }

@@ -1,7 +1,12 @@
 // innerq/tools/cmd_tune.cc — `innerq tune`: per-layer K/V bit widths for a
 // byte budget, found offline on calibration text (KVTuner-style).
 //
-// 1. Sensitivity: for every layer l and bit width b, the KL divergence from
+// Sliding-window layers (Gemma 3) keep their window in f16 whatever the spec
+// says, so only the other layers are measured, budgeted and written; the
+// base is resolved for the model's head_dim first (`innerq` chooses its bits
+// and key frame by head_dim, kv/cache_spec.h).
+//
+// 1. Sensitivity: for every such layer l and bit width b, the KL divergence from
 //    the f16 cache when only layer l is quantized — its K at b bits (V at 8),
 //    or its V at b bits (K at 8) — every other layer f16. All these configs
 //    run through the same teacher-forced evaluation as `perplexity`
@@ -67,8 +72,7 @@ struct Choice {
 
 void run_tune(const TuneOptions& o) {
   const kv::CacheSpec base_spec = kv::parse_cache_spec(o.base);
-  const kv::LayerConfig base = base_spec.layer;
-  if (base.kind != kv::CacheKind::kInnerQ || !base_spec.overrides.empty()) {
+  if (base_spec.layer.kind != kv::CacheKind::kInnerQ || !base_spec.overrides.empty()) {
     throw Error(
         fmt::format("--base '{}' must be one innerq config without layer overrides", o.base));
   }
@@ -85,6 +89,19 @@ void run_tune(const TuneOptions& o) {
 
   const model::LlamaModel m(model::resolve_model_path(o.model));
   const int L = m.config().n_layers;
+  // The base as this model's head_dim resolves it (`innerq` chooses its bits
+  // and key frame by head_dim): every tuned layer sets its own k and v on
+  // top, and the layers file spells every field out.
+  const kv::LayerConfig base = base_spec.layers(1, m.config().head_dim)[0];
+  // Sliding-window layers keep their window in f16 whatever the spec says
+  // (docs/architecture.md, "Sliding-window layers"): only the others are
+  // measured, budgeted and written.
+  const kv::CacheShape shape = m.cache_shape(o.ctx);
+  std::vector<int> tuned;
+  for (int l = 0; l < L; ++l)
+    if (shape.window(l) == 0) tuned.push_back(l);
+  if (tuned.empty()) throw Error(fmt::format("-m {}: every layer is a sliding window", o.model));
+  const int T = static_cast<int>(tuned.size());
   const std::vector<int> tokens = tokenize_file(m, o.file);
 
   // Config 0: f16 base. Then per layer: K at each width (V 8), V at each
@@ -96,17 +113,18 @@ void run_tune(const TuneOptions& o) {
   std::sort(bits.begin(), bits.end());
   bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
   const size_t nb = bits.size();
-  // index[l][kind][b] into configs; kind 0 = K, 1 = V.
-  std::vector<size_t> index(static_cast<size_t>(L) * 2 * nb);
-  auto at = [&](int l, int kind, size_t b) -> size_t& {
-    return index[(static_cast<size_t>(l) * 2 + kind) * nb + b];
+  // index[i][kind][b] into configs for tuned layer i; kind 0 = K, 1 = V.
+  std::vector<size_t> index(static_cast<size_t>(T) * 2 * nb);
+  auto at = [&](int i, int kind, size_t b) -> size_t& {
+    return index[(static_cast<size_t>(i) * 2 + kind) * nb + b];
   };
-  for (int l = 0; l < L; ++l) {
+  for (int i = 0; i < T; ++i) {
+    const int l = tuned[static_cast<size_t>(i)];
     size_t shared = 0;
     for (int kind = 0; kind < 2; ++kind) {
       for (size_t b = 0; b < nb; ++b) {
         if (bits[b] == 8 && shared != 0) {
-          at(l, kind, b) = shared;
+          at(i, kind, b) = shared;
           continue;
         }
         kv::LayerConfig c = base;
@@ -115,7 +133,7 @@ void run_tune(const TuneOptions& o) {
         std::vector<kv::LayerConfig> layers(static_cast<size_t>(L), f16);
         layers[static_cast<size_t>(l)] = c;
         configs.push_back({fmt::format("layer {} k{} v{}", l, c.k_bits, c.v_bits), layers});
-        at(l, kind, b) = configs.size() - 1;
+        at(i, kind, b) = configs.size() - 1;
         if (bits[b] == 8) shared = configs.size() - 1;
       }
     }
@@ -123,10 +141,10 @@ void run_tune(const TuneOptions& o) {
 
   // The cheapest choice must fit the budget: checked before the long
   // sensitivity pass.
-  const int max_cost = static_cast<int>(std::floor(o.budget * 2 * 16 * L + 1e-9));
+  const int max_cost = static_cast<int>(std::floor(o.budget * 2 * 16 * T + 1e-9));
   const int cheapest = cost_units(bits.front(), base.key_group(), base.k_mode) +
                        cost_units(bits.front(), base.group, base.v_mode);
-  if (cheapest * L > max_cost) {
+  if (cheapest * T > max_cost) {
     throw Error(fmt::format(
         "--budget {} bits per value is below the cheapest choice ({:.3f} bits with --bits {} "
         "and the base's modes)",
@@ -143,7 +161,7 @@ void run_tune(const TuneOptions& o) {
   eo.progress = [&](long d, long t) { bar.update(d, t); };
   const std::vector<EvalStats> stats = evaluate(m, tokens, configs, eo);
   bar.finish();
-  auto sens = [&](int l, int kind, size_t b) { return stats[at(l, kind, b)].mean_kld(); };
+  auto sens = [&](int i, int kind, size_t b) { return stats[at(i, kind, b)].mean_kld(); };
 
   // Dynamic program over layers; cost in 1/16-bit units of (K + V) per value.
   std::vector<Choice> options;
@@ -157,9 +175,9 @@ void run_tune(const TuneOptions& o) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   const size_t width = static_cast<size_t>(max_cost) + 1;
   std::vector<double> best(width, kInf), next(width);
-  std::vector<int> pick(static_cast<size_t>(L) * width, -1);
+  std::vector<int> pick(static_cast<size_t>(T) * width, -1);
   best[0] = 0.0;
-  for (int l = 0; l < L; ++l) {
+  for (int l = 0; l < T; ++l) {
     std::fill(next.begin(), next.end(), kInf);
     for (size_t c = 0; c < width; ++c) {
       if (best[c] == kInf) continue;
@@ -182,14 +200,14 @@ void run_tune(const TuneOptions& o) {
   size_t end = 0;
   for (size_t c = 0; c < width; ++c)
     if (best[c] < best[end] || (best[end] == kInf && best[c] < kInf)) end = c;
-  std::vector<Choice> chosen(static_cast<size_t>(L));
-  for (int l = L - 1, c = static_cast<int>(end); l >= 0; --l) {
+  std::vector<Choice> chosen(static_cast<size_t>(T));
+  for (int l = T - 1, c = static_cast<int>(end); l >= 0; --l) {
     const int i = pick[static_cast<size_t>(l) * width + static_cast<size_t>(c)];
     chosen[static_cast<size_t>(l)] = options[static_cast<size_t>(i)];
     c -= options[static_cast<size_t>(i)].cost;
   }
   const double predicted = best[end];
-  const double avg_bits = static_cast<double>(end) / (2.0 * 16 * L);
+  const double avg_bits = static_cast<double>(end) / (2.0 * 16 * T);
 
   // The same additive prediction for every uniform choice within the budget.
   struct Uniform {
@@ -201,26 +219,27 @@ void run_tune(const TuneOptions& o) {
     for (size_t vb = 0; vb < nb; ++vb) {
       const int cost = cost_units(bits[kb], base.key_group(), base.k_mode) +
                        cost_units(bits[vb], base.group, base.v_mode);
-      if (cost * L > max_cost) continue;
+      if (cost * T > max_cost) continue;
       double s = 0.0;
-      for (int l = 0; l < L; ++l) s += sens(l, 0, kb) + sens(l, 1, vb);
+      for (int i = 0; i < T; ++i) s += sens(i, 0, kb) + sens(i, 1, vb);
       uniform.push_back({bits[kb], bits[vb], cost / 32.0, s});
     }
 
   std::ofstream out(o.out);
   if (!out) throw Error(fmt::format("-o '{}': cannot write the layers file", o.out));
   out << fmt::format(
-      "# innerq tune: {} layers, budget {} bits/value (quantized storage), chose {:.4f}\n"
+      "# innerq tune: {} layers{}, budget {} bits/value (quantized storage), chose {:.4f}\n"
       "# model {}, calibration text {} ({} chunks of {} tokens, prefix {})\n"
       "# base {}\n# predicted KLD (sum of per-layer sensitivities) {:.5f}\n"
       "# use: --kv 'innerq:layers={}'\n",
-      L, o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
+      T, T < L ? fmt::format(" of {} (the others are sliding windows)", L) : std::string(),
+      o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
       kv::spec_string(base), predicted, o.out);
-  for (int l = 0; l < L; ++l) {
+  for (int i = 0; i < T; ++i) {
     kv::LayerConfig c = base;
-    c.k_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)];
-    c.v_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)];
-    out << l << '=' << kv::spec_string(c) << '\n';
+    c.k_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)];
+    c.v_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)];
+    out << tuned[static_cast<size_t>(i)] << '=' << kv::spec_string(c) << '\n';
   }
   if (!out) throw Error(fmt::format("-o '{}': write failed", o.out));
 
@@ -231,14 +250,14 @@ void run_tune(const TuneOptions& o) {
     j["predicted_kld"] = predicted;
     j["file"] = o.out;
     j["bits"] = bits;
-    for (int l = 0; l < L; ++l) {
+    for (int i = 0; i < T; ++i) {
       nlohmann::json row;
-      row["layer"] = l;
-      row["k_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)];
-      row["v_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)];
+      row["layer"] = tuned[static_cast<size_t>(i)];
+      row["k_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)];
+      row["v_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)];
       for (size_t b = 0; b < nb; ++b) {
-        row["kld_k"].push_back(sens(l, 0, b));
-        row["kld_v"].push_back(sens(l, 1, b));
+        row["kld_k"].push_back(sens(i, 0, b));
+        row["kld_v"].push_back(sens(i, 1, b));
       }
       j["layers"].push_back(row);
     }
@@ -254,12 +273,12 @@ void run_tune(const TuneOptions& o) {
   for (int b : bits) fmt::print(" {:>9}", fmt::format("K{}", b));
   for (int b : bits) fmt::print(" {:>9}", fmt::format("V{}", b));
   fmt::print("  chosen\n");
-  for (int l = 0; l < L; ++l) {
-    fmt::print("{:>5}", l);
-    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(l, 0, b));
-    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(l, 1, b));
-    fmt::print("  K{} V{}\n", bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].k_bits)],
-               bits[static_cast<size_t>(chosen[static_cast<size_t>(l)].v_bits)]);
+  for (int i = 0; i < T; ++i) {
+    fmt::print("{:>5}", tuned[static_cast<size_t>(i)]);
+    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(i, 0, b));
+    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(i, 1, b));
+    fmt::print("  K{} V{}\n", bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)],
+               bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)]);
   }
   fmt::print("\nchosen: {:.4f} bits per value (budget {}), predicted KLD {:.5f}\n", avg_bits,
              o.budget, predicted);
