@@ -258,7 +258,8 @@ TEST(Tune, WritesADeterministicLayersFileWithinTheBudget) {
 
 // On Gemma 3 only the 3 global layers are quantized: tune measures, budgets
 // and writes those, with the head_dim-256 frame of `innerq` (unrotated keys,
-// sqrt-max normalization) and the chosen bits.
+// sqrt-max normalization) and the chosen bits; --validate measures the
+// choice for real.
 TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
   if (!std::filesystem::exists("models/gemma-3-270m-q4_k_m.gguf")) {
     return missing("models/gemma-3-270m-q4_k_m.gguf (run scripts/fetch-model.sh)");
@@ -268,8 +269,8 @@ TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
   const std::string file = ::testing::TempDir() + "tune_gemma_" + std::to_string(::getpid());
   int status = 0;
   const std::string out = run("tune -m gemma3-270m -f " + text +
-                                  " --base innerq:sink=4,recent=8 --bits 2,8 --budget 3"
-                                  " --ctx 96 --prefix 64 --chunks 1 -t 2 --json -o " +
+                                  " --base innerq:sink=4,recent=8 --bits 2,8 --budget 3.5"
+                                  " --ctx 96 --prefix 64 --chunks 1 -t 2 --json --validate -o " +
                                   file,
                               &status);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
@@ -277,7 +278,15 @@ TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
   std::vector<int> tuned;
   for (const auto& l : j.at("layers")) tuned.push_back(l.at("layer").get<int>());
   EXPECT_EQ(tuned, (std::vector<int>{5, 11, 17}));
-  EXPECT_LE(j.at("chosen_bits").get<double>(), 3.0);
+  EXPECT_LE(j.at("chosen_bits").get<double>(), 3.5);
+  EXPECT_GT(j.at("chosen_bits").get<double>(), 3.0);  // one layer affords an 8-bit K or V
+  // --validate ran the choice and the one uniform choice within the budget
+  // (K2 V2): spending the budget on 8-bit layers must measure better.
+  ASSERT_EQ(j.at("uniform").size(), 1u);
+  const double tuned_kld = j.at("measured_kld").get<double>();
+  const double uniform_kld = j.at("uniform").at(0).at("measured_kld").get<double>();
+  EXPECT_GE(tuned_kld, 0.0);
+  EXPECT_LT(tuned_kld, uniform_kld);
   const std::string written = read_file(file);
   EXPECT_NE(written.find("# innerq tune: 3 layers of 18 (the others are sliding windows)"),
             std::string::npos)

@@ -59,6 +59,7 @@ struct TuneOptions {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int batch = 64;
   bool json = false;
+  bool validate = false;
 };
 
 // Cost of b-bit groups in 1/16-bit units per value (exact for G ≤ 128).
@@ -225,6 +226,42 @@ void run_tune(const TuneOptions& o) {
       uniform.push_back({bits[kb], bits[vb], cost / 32.0, s});
     }
 
+  // The tuned layers as configs (window layers f16, as the evaluation
+  // treats them whatever they hold).
+  const auto tuned_layers = [&](auto k_of, auto v_of) {
+    std::vector<kv::LayerConfig> layers(static_cast<size_t>(L), f16);
+    for (int i = 0; i < T; ++i) {
+      kv::LayerConfig c = base;
+      c.k_bits = k_of(i);
+      c.v_bits = v_of(i);
+      layers[static_cast<size_t>(tuned[static_cast<size_t>(i)])] = c;
+    }
+    return layers;
+  };
+  const auto chosen_k = [&](int i) {
+    return bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)];
+  };
+  const auto chosen_v = [&](int i) {
+    return bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)];
+  };
+
+  // --validate: the choice and every uniform choice within the budget run
+  // for real on the same calibration chunks, all layers quantized at once,
+  // so the additive prediction can be checked (measured[0]: the choice).
+  std::vector<double> measured;
+  if (o.validate) {
+    std::vector<EvalConfig> runs{configs[0], {"tuned", tuned_layers(chosen_k, chosen_v)}};
+    for (const Uniform& u : uniform) {
+      runs.push_back({fmt::format("K{} V{}", u.k, u.v),
+                      tuned_layers([&](int) { return u.k; }, [&](int) { return u.v; })});
+    }
+    ProgressBar vbar(fmt::format("tune: validating {} configs", runs.size() - 1));
+    eo.progress = [&](long d, long t) { vbar.update(d, t); };
+    const std::vector<EvalStats> v = evaluate(m, tokens, runs, eo);
+    vbar.finish();
+    for (size_t r = 1; r < v.size(); ++r) measured.push_back(v[r].mean_kld());
+  }
+
   std::ofstream out(o.out);
   if (!out) throw Error(fmt::format("-o '{}': cannot write the layers file", o.out));
   out << fmt::format(
@@ -235,11 +272,9 @@ void run_tune(const TuneOptions& o) {
       T, T < L ? fmt::format(" of {} (the others are sliding windows)", L) : std::string(),
       o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
       kv::spec_string(base), predicted, o.out);
-  for (int i = 0; i < T; ++i) {
-    kv::LayerConfig c = base;
-    c.k_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)];
-    c.v_bits = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)];
-    out << tuned[static_cast<size_t>(i)] << '=' << kv::spec_string(c) << '\n';
+  const std::vector<kv::LayerConfig> written = tuned_layers(chosen_k, chosen_v);
+  for (const int l : tuned) {
+    out << l << '=' << kv::spec_string(written[static_cast<size_t>(l)]) << '\n';
   }
   if (!out) throw Error(fmt::format("-o '{}': write failed", o.out));
 
@@ -248,6 +283,7 @@ void run_tune(const TuneOptions& o) {
     j["budget_bits"] = o.budget;
     j["chosen_bits"] = avg_bits;
     j["predicted_kld"] = predicted;
+    if (o.validate) j["measured_kld"] = measured[0];
     j["file"] = o.out;
     j["bits"] = bits;
     for (int i = 0; i < T; ++i) {
@@ -261,8 +297,14 @@ void run_tune(const TuneOptions& o) {
       }
       j["layers"].push_back(row);
     }
-    for (const Uniform& u : uniform)
-      j["uniform"].push_back({{"k_bits", u.k}, {"v_bits", u.v}, {"bits", u.bits}, {"kld", u.kld}});
+    for (size_t u = 0; u < uniform.size(); ++u) {
+      nlohmann::json row = {{"k_bits", uniform[u].k},
+                            {"v_bits", uniform[u].v},
+                            {"bits", uniform[u].bits},
+                            {"kld", uniform[u].kld}};
+      if (o.validate) row["measured_kld"] = measured[u + 1];
+      j["uniform"].push_back(row);
+    }
     print_json(j, 1);
     return;
   }
@@ -280,11 +322,16 @@ void run_tune(const TuneOptions& o) {
     fmt::print("  K{} V{}\n", bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)],
                bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)]);
   }
-  fmt::print("\nchosen: {:.4f} bits per value (budget {}), predicted KLD {:.5f}\n", avg_bits,
-             o.budget, predicted);
-  fmt::print("uniform choices within the budget (same prediction):\n");
-  for (const Uniform& u : uniform)
-    fmt::print("  K{} V{}  {:.4f} bits  predicted KLD {:.5f}\n", u.k, u.v, u.bits, u.kld);
+  const auto measured_text = [&](size_t r) {
+    return o.validate ? fmt::format(", measured {:.5f}", measured[r]) : std::string();
+  };
+  fmt::print("\nchosen: {:.4f} bits per value (budget {}), predicted KLD {:.5f}{}\n", avg_bits,
+             o.budget, predicted, measured_text(0));
+  fmt::print("uniform choices within the budget (same prediction{}):\n",
+             o.validate ? "; measured: every tuned layer quantized, on the same text" : "");
+  for (size_t u = 0; u < uniform.size(); ++u)
+    fmt::print("  K{} V{}  {:.4f} bits  predicted KLD {:.5f}{}\n", uniform[u].k, uniform[u].v,
+               uniform[u].bits, uniform[u].kld, measured_text(u + 1));
   fmt::print("wrote {} (use --kv 'innerq:layers={}')\n", o.out, o.out);
 }
 
@@ -318,6 +365,10 @@ void add_tune_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "threads")->capture_default_str();
   cmd->add_option("--batch", o->batch, "configs decoded together per pass")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the sensitivities and the choice as JSON");
+  cmd->add_flag("--validate", o->validate,
+                "also run the choice and each uniform choice within the budget on the same "
+                "calibration chunks, every layer quantized at once, and print their measured KLD "
+                "next to the prediction");
   cmd->callback([o] { run_tune(*o); });
 }
 
