@@ -15,12 +15,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -301,6 +305,82 @@ TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
     EXPECT_EQ(c.knorm, innerq::kv::KeyNorm::kSqrtMax);
   }
   std::remove(file.c_str());
+}
+
+// --passkey adds each config's answer NLL over f16 on calibration passkeys to
+// its KLD: the JSON carries both sensitivities, the choice minimizes their
+// weighted sum over every choice within the budget (checked here by
+// enumeration), and --validate measures both for real. Bad values are
+// refused with the option's name.
+TEST(Tune, PricesRetrievalWithCalibrationPasskeys) {
+  if (!std::filesystem::exists("models/gemma-3-270m-q4_k_m.gguf")) {
+    return missing("models/gemma-3-270m-q4_k_m.gguf (run scripts/fetch-model.sh)");
+  }
+  const std::string text = "data/wikitext2/valid.txt";
+  if (!std::filesystem::exists(text)) return missing(text + " (run scripts/fetch-data.sh)");
+  const std::string file = ::testing::TempDir() + "tune_passkey_" + std::to_string(::getpid());
+  const std::string common = "tune -m gemma3-270m -f " + text +
+                             " --base innerq:sink=4,recent=8 --bits 2,8 --budget 3.5"
+                             " --ctx 96 --prefix 64 --chunks 1 -t 2 -o " +
+                             file;
+  const double weight = 100.0;
+  int status = 0;
+  const std::string out =
+      run(common + " --json --validate --passkey 2 --passkey-length 256" + " --passkey-weight 100",
+          &status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const nlohmann::json j = nlohmann::json::parse(out.substr(out.find('{')));
+  ASSERT_EQ(j.at("passkey").at("trials"), 2);
+  EXPECT_EQ(j.at("passkey").at("length"), 256);
+  const std::vector<int> bits = j.at("bits").get<std::vector<int>>();
+  ASSERT_EQ(bits, (std::vector<int>{2, 8}));
+  const nlohmann::json& layers = j.at("layers");
+  ASSERT_EQ(layers.size(), 3u);
+  // Per layer and option (k index, v index): objective and cost in bits.
+  const auto sens = [&](size_t l, size_t k, size_t v) {
+    const nlohmann::json& r = layers.at(l);
+    for (const char* key : {"dnll_k", "dnll_v"}) {
+      for (double d : r.at(key).get<std::vector<double>>()) {
+        EXPECT_TRUE(std::isfinite(d) && d >= 0.0) << key << " " << d;
+      }
+    }
+    return r.at("kld_k").at(k).get<double>() + r.at("kld_v").at(v).get<double>() +
+           weight * (r.at("dnll_k").at(k).get<double>() + r.at("dnll_v").at(v).get<double>());
+  };
+  // K sym kg=64 (b + 0.25 bits), V hybrid g=128 (b + 0.25): per layer (K + V) / 2.
+  const auto cost = [&](size_t k, size_t v) { return (bits[k] + bits[v] + 0.5) / 2.0; };
+  double best = 1e30, any_dnll = 0.0;
+  for (size_t c = 0; c < 64; ++c) {
+    double objective = 0.0, avg = 0.0;
+    for (size_t l = 0; l < 3; ++l) {
+      const size_t k = (c >> (2 * l)) & 1, v = (c >> (2 * l + 1)) & 1;
+      objective += sens(l, k, v);
+      avg += cost(k, v) / 3.0;
+      any_dnll += layers.at(l).at("dnll_k").at(k).get<double>();
+    }
+    if (avg <= 3.5 + 1e-9) best = std::min(best, objective);
+  }
+  EXPECT_GT(any_dnll, 0.0) << "2-bit keys must cost some answer NLL somewhere";
+  double chosen = 0.0;
+  for (size_t l = 0; l < 3; ++l) {
+    const size_t k = layers.at(l).at("k_bits") == 8, v = layers.at(l).at("v_bits") == 8;
+    chosen += sens(l, k, v);
+  }
+  EXPECT_NEAR(chosen, best, 1e-9 * std::max(1.0, best));
+  EXPECT_NEAR(j.at("predicted_objective").get<double>(), best, 1e-9 * std::max(1.0, best));
+  const double measured = j.at("passkey").at("measured_dnll").get<double>();
+  EXPECT_TRUE(std::isfinite(measured) && measured >= 0.0);
+  EXPECT_NE(read_file(file).find("# objective: KLD + 100 x answer NLL/token"), std::string::npos);
+  std::remove(file.c_str());
+
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {" --passkey -1", "--passkey -1 must be in [0, 1000]"},
+           {" --passkey 2 --passkey-weight nan", "--passkey-weight nan must be a finite number"},
+           {" --passkey 2 --passkey-length 100", "--passkey-length 100 must be in [256, "}}) {
+    const std::string err = run(common + args, &status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << args << ": " << err;
+    EXPECT_NE(err.find(expected), std::string::npos) << args << ": " << err;
+  }
 }
 
 }  // namespace

@@ -11,6 +11,12 @@
 //    or its V at b bits (K at 8) — every other layer f16. All these configs
 //    run through the same teacher-forced evaluation as `perplexity`
 //    (tools/eval.h), in batches.
+//    With --passkey N, each config's sensitivity also counts retrieval: its
+//    answer NLL per answer token over f16's on N calibration passkeys built
+//    from the calibration text (tools/passkey_trials.h; a seed of tune's own,
+//    so never the prompts of `innerq passkey`), times --passkey-weight,
+//    clamped at 0. KLD on ordinary text does not price the keys a lookup
+//    needs (docs/architecture.md, "Passkey retrieval").
 // 2. Search: the KLDs of layers add up to first order, so the tuner picks one
 //    (K bits, V bits) pair per layer minimizing Σ_l S_K(l, k_l) + S_V(l, v_l)
 //    under the budget on the average bits per value of the quantized storage
@@ -42,6 +48,7 @@
 #include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 #include "innerq/tools/eval.h"
+#include "innerq/tools/passkey_trials.h"
 
 namespace innerq::tools {
 namespace {
@@ -60,7 +67,48 @@ struct TuneOptions {
   int batch = 64;
   bool json = false;
   bool validate = false;
+  int passkey = 0;  // calibration passkey trials (0: KLD only)
+  int passkey_length = 1024;
+  double passkey_weight = 1.0;
 };
+
+constexpr int kMaxPasskeyTrials = 1000;
+// The seed of tune's calibration passkeys ("tune"): `innerq passkey` draws
+// its prompts from its own --seed (default 0).
+constexpr uint64_t kPasskeySeed = 0x74756e65;
+
+// For each config (configs[0]: f16), the mean over `trials` calibration
+// passkeys of its answer NLL minus f16's, per answer token, clamped at 0
+// (nats). Configs run `batch` at a time, each batch with its own prefill.
+std::vector<double> passkey_deltas(const model::LlamaModel& m,
+                                   const std::vector<EvalConfig>& configs,
+                                   const std::vector<FillerSource>& filler, const TuneOptions& o,
+                                   ProgressBar& bar) {
+  const size_t n = configs.size();
+  const size_t batch = static_cast<size_t>(o.batch);
+  const long per_trial = static_cast<long>((n + batch - 1) / batch) * o.passkey_length;
+  const long total = per_trial * o.passkey;
+  long done = 0;
+  std::vector<double> delta(n, 0.0);
+  for (int i = 0; i < o.passkey; ++i) {
+    const Trial t = make_trial(m.tokenizer(), filler, o.passkey_length, i, o.passkey,
+                               /*n_keys=*/1, kPasskeySeed);
+    std::vector<double> nll(n);
+    for (size_t b0 = 0; b0 < n; b0 += batch) {
+      std::vector<std::vector<kv::LayerConfig>> group;
+      for (size_t c = b0; c < std::min(n, b0 + batch); ++c) group.push_back(configs[c].layers);
+      const std::vector<Answer> a = run_trial(
+          m, group, t, o.threads,
+          [&](int tokens) { bar.update(done += tokens, total, fmt::format("passkey {}", i + 1)); },
+          /*generate=*/false);
+      for (size_t j = 0; j < a.size(); ++j) nll[b0 + j] = a[j].nll;
+    }
+    for (size_t c = 0; c < n; ++c)
+      delta[c] += (nll[c] - nll[0]) / static_cast<double>(t.answer.size());
+  }
+  for (double& d : delta) d = std::max(0.0, d / o.passkey);
+  return delta;
+}
 
 // Cost of b-bit groups in 1/16-bit units per value (exact for G ≤ 128).
 int cost_units(int bits, int group, QuantMode mode) {
@@ -87,9 +135,26 @@ void run_tune(const TuneOptions& o) {
     throw Error(fmt::format("--budget {} must be in (0, 16] bits per value", o.budget));
   }
   if (o.out.empty()) throw Error("-o FILE is required: where to write the layers file");
+  if (o.passkey < 0 || o.passkey > kMaxPasskeyTrials) {
+    throw Error(fmt::format("--passkey {} must be in [0, {}] calibration trials", o.passkey,
+                            kMaxPasskeyTrials));
+  }
+  if (!std::isfinite(o.passkey_weight) || o.passkey_weight < 0.0) {
+    throw Error(fmt::format("--passkey-weight {} must be a finite number >= 0", o.passkey_weight));
+  }
+  if (o.batch < 1) throw Error(fmt::format("--batch {} must be >= 1", o.batch));
 
   const model::LlamaModel m(model::resolve_model_path(o.model));
   const int L = m.config().n_layers;
+  if (o.passkey > 0) {
+    const int max_length = m.config().n_ctx_train - kAnswerTokens;
+    if (o.passkey_length < kMinLength || o.passkey_length > max_length) {
+      throw Error(fmt::format(
+          "--passkey-length {} must be in [{}, {}] (the model's training context minus {} answer "
+          "tokens)",
+          o.passkey_length, kMinLength, max_length, kAnswerTokens));
+    }
+  }
   // The base as this model's head_dim resolves it (`innerq` chooses its bits
   // and key frame by head_dim): every tuned layer sets its own k and v on
   // top, and the layers file spells every field out.
@@ -104,6 +169,9 @@ void run_tune(const TuneOptions& o) {
   if (tuned.empty()) throw Error(fmt::format("-m {}: every layer is a sliding window", o.model));
   const int T = static_cast<int>(tuned.size());
   const std::vector<int> tokens = tokenize_file(m, o.file);
+  // The calibration text is also the passkeys' filler.
+  std::vector<FillerSource> filler;
+  if (o.passkey > 0) filler.push_back(read_filler(o.file));
 
   // Config 0: f16 base. Then per layer: K at each width (V 8), V at each
   // width (K 8); the (8, 8) point is shared.
@@ -162,7 +230,20 @@ void run_tune(const TuneOptions& o) {
   eo.progress = [&](long d, long t) { bar.update(d, t); };
   const std::vector<EvalStats> stats = evaluate(m, tokens, configs, eo);
   bar.finish();
-  auto sens = [&](int i, int kind, size_t b) { return stats[at(i, kind, b)].mean_kld(); };
+  std::vector<double> retrieval(configs.size(), 0.0);
+  const auto passkeys = [&](const std::vector<EvalConfig>& runs, const std::string& what) {
+    ProgressBar pbar(fmt::format("tune: {} on {} calibration passkeys of {} tokens", what,
+                                 o.passkey, o.passkey_length));
+    std::vector<double> d = passkey_deltas(m, runs, filler, o, pbar);
+    pbar.finish();
+    return d;
+  };
+  if (o.passkey > 0) retrieval = passkeys(configs, fmt::format("{} configs", configs.size() - 1));
+  auto kld = [&](int i, int kind, size_t b) { return stats[at(i, kind, b)].mean_kld(); };
+  auto dnll = [&](int i, int kind, size_t b) { return retrieval[at(i, kind, b)]; };
+  auto sens = [&](int i, int kind, size_t b) {
+    return kld(i, kind, b) + o.passkey_weight * dnll(i, kind, b);
+  };
 
   // Dynamic program over layers; cost in 1/16-bit units of (K + V) per value.
   std::vector<Choice> options;
@@ -209,11 +290,27 @@ void run_tune(const TuneOptions& o) {
   }
   const double predicted = best[end];
   const double avg_bits = static_cast<double>(end) / (2.0 * 16 * T);
+  // The objective's two parts for per-layer K and V choices (bit indices).
+  struct Parts {
+    double kld = 0.0, dnll = 0.0;
+  };
+  const auto parts = [&](auto k_index, auto v_index) {
+    Parts p;
+    for (int i = 0; i < T; ++i) {
+      p.kld += kld(i, 0, k_index(i)) + kld(i, 1, v_index(i));
+      p.dnll += dnll(i, 0, k_index(i)) + dnll(i, 1, v_index(i));
+    }
+    return p;
+  };
+  const Parts chosen_parts =
+      parts([&](int i) { return static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits); },
+            [&](int i) { return static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits); });
 
   // The same additive prediction for every uniform choice within the budget.
   struct Uniform {
     int k, v;
-    double bits, kld;
+    double bits, objective;
+    Parts parts;
   };
   std::vector<Uniform> uniform;
   for (size_t kb = 0; kb < nb; ++kb)
@@ -223,7 +320,8 @@ void run_tune(const TuneOptions& o) {
       if (cost * T > max_cost) continue;
       double s = 0.0;
       for (int i = 0; i < T; ++i) s += sens(i, 0, kb) + sens(i, 1, vb);
-      uniform.push_back({bits[kb], bits[vb], cost / 32.0, s});
+      uniform.push_back({bits[kb], bits[vb], cost / 32.0, s,
+                         parts([&](int) { return kb; }, [&](int) { return vb; })});
     }
 
   // The tuned layers as configs (window layers f16, as the evaluation
@@ -248,7 +346,7 @@ void run_tune(const TuneOptions& o) {
   // --validate: the choice and every uniform choice within the budget run
   // for real on the same calibration chunks, all layers quantized at once,
   // so the additive prediction can be checked (measured[0]: the choice).
-  std::vector<double> measured;
+  std::vector<double> measured, measured_dnll;
   if (o.validate) {
     std::vector<EvalConfig> runs{configs[0], {"tuned", tuned_layers(chosen_k, chosen_v)}};
     for (const Uniform& u : uniform) {
@@ -260,6 +358,10 @@ void run_tune(const TuneOptions& o) {
     const std::vector<EvalStats> v = evaluate(m, tokens, runs, eo);
     vbar.finish();
     for (size_t r = 1; r < v.size(); ++r) measured.push_back(v[r].mean_kld());
+    if (o.passkey > 0) {
+      measured_dnll = passkeys(runs, "validating");
+      measured_dnll.erase(measured_dnll.begin());
+    }
   }
 
   std::ofstream out(o.out);
@@ -267,11 +369,16 @@ void run_tune(const TuneOptions& o) {
   out << fmt::format(
       "# innerq tune: {} layers{}, budget {} bits/value (quantized storage), chose {:.4f}\n"
       "# model {}, calibration text {} ({} chunks of {} tokens, prefix {})\n"
-      "# base {}\n# predicted KLD (sum of per-layer sensitivities) {:.5f}\n"
+      "# base {}\n# predicted KLD (sum of per-layer sensitivities) {:.5f}{}\n"
       "# use: --kv 'innerq:layers={}'\n",
       T, T < L ? fmt::format(" of {} (the others are sliding windows)", L) : std::string(),
       o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
-      kv::spec_string(base), predicted, o.out);
+      kv::spec_string(base), chosen_parts.kld,
+      o.passkey > 0 ? fmt::format("\n# objective: KLD + {} x answer NLL/token over f16 on {} "
+                                  "calibration passkeys of {} tokens (predicted NLL/token {:.5f})",
+                                  o.passkey_weight, o.passkey, o.passkey_length, chosen_parts.dnll)
+                    : std::string(),
+      o.out);
   const std::vector<kv::LayerConfig> written = tuned_layers(chosen_k, chosen_v);
   for (const int l : tuned) {
     out << l << '=' << kv::spec_string(written[static_cast<size_t>(l)]) << '\n';
@@ -282,18 +389,30 @@ void run_tune(const TuneOptions& o) {
     nlohmann::json j;
     j["budget_bits"] = o.budget;
     j["chosen_bits"] = avg_bits;
-    j["predicted_kld"] = predicted;
+    j["predicted_kld"] = chosen_parts.kld;
+    j["predicted_objective"] = predicted;
     if (o.validate) j["measured_kld"] = measured[0];
+    if (o.passkey > 0) {
+      j["passkey"] = {{"trials", o.passkey},
+                      {"length", o.passkey_length},
+                      {"weight", o.passkey_weight},
+                      {"predicted_dnll", chosen_parts.dnll}};
+      if (o.validate) j["passkey"]["measured_dnll"] = measured_dnll[0];
+    }
     j["file"] = o.out;
     j["bits"] = bits;
     for (int i = 0; i < T; ++i) {
       nlohmann::json row;
       row["layer"] = tuned[static_cast<size_t>(i)];
-      row["k_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)];
-      row["v_bits"] = bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)];
+      row["k_bits"] = chosen_k(i);
+      row["v_bits"] = chosen_v(i);
       for (size_t b = 0; b < nb; ++b) {
-        row["kld_k"].push_back(sens(i, 0, b));
-        row["kld_v"].push_back(sens(i, 1, b));
+        row["kld_k"].push_back(kld(i, 0, b));
+        row["kld_v"].push_back(kld(i, 1, b));
+        if (o.passkey > 0) {
+          row["dnll_k"].push_back(dnll(i, 0, b));
+          row["dnll_v"].push_back(dnll(i, 1, b));
+        }
       }
       j["layers"].push_back(row);
     }
@@ -301,37 +420,55 @@ void run_tune(const TuneOptions& o) {
       nlohmann::json row = {{"k_bits", uniform[u].k},
                             {"v_bits", uniform[u].v},
                             {"bits", uniform[u].bits},
-                            {"kld", uniform[u].kld}};
+                            {"kld", uniform[u].parts.kld},
+                            {"objective", uniform[u].objective}};
+      if (o.passkey > 0) row["dnll"] = uniform[u].parts.dnll;
       if (o.validate) row["measured_kld"] = measured[u + 1];
+      if (o.validate && o.passkey > 0) row["measured_dnll"] = measured_dnll[u + 1];
       j["uniform"].push_back(row);
     }
     print_json(j, 1);
     return;
   }
-  fmt::print(
-      "sensitivity: KLD with only this layer quantized (K at b bits with V 8, or V at b with K "
-      "8)\n");
-  fmt::print("{:>5}", "layer");
-  for (int b : bits) fmt::print(" {:>9}", fmt::format("K{}", b));
-  for (int b : bits) fmt::print(" {:>9}", fmt::format("V{}", b));
-  fmt::print("  chosen\n");
-  for (int i = 0; i < T; ++i) {
-    fmt::print("{:>5}", tuned[static_cast<size_t>(i)]);
-    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(i, 0, b));
-    for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", sens(i, 1, b));
-    fmt::print("  K{} V{}\n", bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].k_bits)],
-               bits[static_cast<size_t>(chosen[static_cast<size_t>(i)].v_bits)]);
-  }
-  const auto measured_text = [&](size_t r) {
-    return o.validate ? fmt::format(", measured {:.5f}", measured[r]) : std::string();
+  const auto table = [&](const std::string& title, auto value) {
+    fmt::print("{}\n{:>5}", title, "layer");
+    for (int b : bits) fmt::print(" {:>9}", fmt::format("K{}", b));
+    for (int b : bits) fmt::print(" {:>9}", fmt::format("V{}", b));
+    fmt::print("  chosen\n");
+    for (int i = 0; i < T; ++i) {
+      fmt::print("{:>5}", tuned[static_cast<size_t>(i)]);
+      for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", value(i, 0, b));
+      for (size_t b = 0; b < nb; ++b) fmt::print(" {:>9.5f}", value(i, 1, b));
+      fmt::print("  K{} V{}\n", chosen_k(i), chosen_v(i));
+    }
   };
-  fmt::print("\nchosen: {:.4f} bits per value (budget {}), predicted KLD {:.5f}{}\n", avg_bits,
-             o.budget, predicted, measured_text(0));
+  table(
+      "sensitivity: KLD with only this layer quantized (K at b bits with V 8, or V at b with K "
+      "8)",
+      kld);
+  if (o.passkey > 0) {
+    table(fmt::format("\nretrieval: answer NLL per token over f16, same configs, {} calibration "
+                      "passkeys of {} tokens (weight {} in the objective)",
+                      o.passkey, o.passkey_length, o.passkey_weight),
+          dnll);
+  }
+  const auto predicted_text = [&](const Parts& p) {
+    return o.passkey > 0
+               ? fmt::format("predicted KLD {:.5f}, answer dNLL/token {:.5f}", p.kld, p.dnll)
+               : fmt::format("predicted KLD {:.5f}", p.kld);
+  };
+  const auto measured_text = [&](size_t r) {
+    if (!o.validate) return std::string();
+    return o.passkey > 0 ? fmt::format("; measured {:.5f}, {:.5f}", measured[r], measured_dnll[r])
+                         : fmt::format(", measured {:.5f}", measured[r]);
+  };
+  fmt::print("\nchosen: {:.4f} bits per value (budget {}), {}{}\n", avg_bits, o.budget,
+             predicted_text(chosen_parts), measured_text(0));
   fmt::print("uniform choices within the budget (same prediction{}):\n",
              o.validate ? "; measured: every tuned layer quantized, on the same text" : "");
   for (size_t u = 0; u < uniform.size(); ++u)
-    fmt::print("  K{} V{}  {:.4f} bits  predicted KLD {:.5f}{}\n", uniform[u].k, uniform[u].v,
-               uniform[u].bits, uniform[u].kld, measured_text(u + 1));
+    fmt::print("  K{} V{}  {:.4f} bits  {}{}\n", uniform[u].k, uniform[u].v, uniform[u].bits,
+               predicted_text(uniform[u].parts), measured_text(u + 1));
   fmt::print("wrote {} (use --kv 'innerq:layers={}')\n", o.out, o.out);
 }
 
@@ -365,6 +502,16 @@ void add_tune_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "threads")->capture_default_str();
   cmd->add_option("--batch", o->batch, "configs decoded together per pass")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the sensitivities and the choice as JSON");
+  cmd->add_option("--passkey", o->passkey,
+                  "also price retrieval: N calibration passkeys (filler: the calibration text, a "
+                  "seed of tune's own); each config's answer NLL per token over f16's joins its "
+                  "KLD in the objective (0 = KLD only)")
+      ->capture_default_str();
+  cmd->add_option("--passkey-length", o->passkey_length, "tokens per calibration passkey prompt")
+      ->capture_default_str();
+  cmd->add_option("--passkey-weight", o->passkey_weight,
+                  "weight of the answer NLL per token (nats) against the KLD per token (nats)")
+      ->capture_default_str();
   cmd->add_flag("--validate", o->validate,
                 "also run the choice and each uniform choice within the budget on the same "
                 "calibration chunks, every layer quantized at once, and print their measured KLD "
