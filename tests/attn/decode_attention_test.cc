@@ -296,7 +296,10 @@ std::vector<Case> reference_cases() {
                          "f16:rot=v",
                          "q4_0:kperm=evenodd",
                          "q8_0:kperm=pairs,rot=kv",
-                         "innerq:kperm=pairs,rot=k,kcenter=on,knorm=sqrtmax"};
+                         "innerq:kperm=pairs,rot=k,kcenter=on,knorm=sqrtmax",
+                         "innerq:klevels=normal",
+                         "innerq-paper:k=2,klevels=normal",
+                         "innerq:k=4,v=4,kg=32,klevels=normal,knorm=rms"};
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
@@ -329,9 +332,11 @@ TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
   for (const Shape s : {Shape{8, 2, 128}, Shape{24, 2, 64}}) {
     const int n = 700;
     const Inputs in = make_inputs(s, n, 77);
-    for (const char* spec : {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq",
-                             "innerq-paper:k=4,v=4", "innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym",
-                             "innerq-paper:k=3,v=3,g=64", "innerq-paper:rot=kv", "q4_0:rot=kv"}) {
+    for (const char* spec :
+         {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper:k=4,v=4",
+          "innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym", "innerq-paper:k=3,v=3,g=64",
+          "innerq-paper:rot=kv", "q4_0:rot=kv", "innerq:klevels=normal",
+          "innerq-paper:k=2,v=2,klevels=normal", "innerq-paper:k=4,v=4,klevels=normal"}) {
       const kv::KvCache cache = make_cache(spec, s, in, n);
       std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
       decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, want.data());

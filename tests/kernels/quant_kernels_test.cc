@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -427,6 +428,119 @@ TEST(QuantKernels, DenormalGroupIsWithinFp16Resolution) {
       for (int i = 0; i < spec.group; ++i) ASSERT_LE(std::fabs(x_hat[i] - x[i]), 0x1p-24) << i;
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Codebook levels (group_format.h, "Levels"): symmetric groups whose codes
+// index T_b, with the scale searched (quant_kernels.h).
+// ---------------------------------------------------------------------------
+
+// The tables are increasing, symmetric about 64 and within [1, 127] (so
+// AVX2's maddubs stays exact). Each code is the nearest level of x/s under
+// the stored scale, that scale has the lowest error of the 11 candidates,
+// dequantize is s·(T[u] − 64), and simd:: writes the same bytes.
+TEST(QuantKernels, CodebookLevelsAreNearestUnderTheBestScale) {
+  for (int bits : {2, 3, 4}) {
+    const uint8_t* T = normal_level_table(bits);
+    const int n_levels = 1 << bits;
+    for (int u = 0; u < n_levels; ++u) {
+      EXPECT_GE(T[u], 1);
+      EXPECT_LE(T[u], 127);
+      if (u > 0) {
+        EXPECT_GT(T[u], T[u - 1]);
+      }
+      EXPECT_EQ(T[u] - kNormalLevelOffset, kNormalLevelOffset - T[n_levels - 1 - u]);
+    }
+    for (int group : kSupportedGroups) {
+      for (Content content : kContents) {
+        const GroupSpec spec{bits, group, QuantMode::kSymmetric, Levels::kNormal};
+        SCOPED_TRACE(describe(spec) + " levels=normal content=" + testing::content_name(content));
+        const size_t n_groups = 16;
+        const std::vector<float> x = make_groups(content, group, n_groups, 9);
+        const std::vector<uint8_t> records = quantize_scalar(spec, x);
+        ASSERT_EQ(first_differing_record(spec, records, quantize_simd(spec, x)), -1);
+        const std::vector<float> x_hat = dequantize_scalar(spec, records);
+        for (size_t g = 0; g < n_groups; ++g) {
+          const uint8_t* record = records.data() + g * spec.record_bytes();
+          const GroupMeta meta = record_meta(spec, record);
+          ASSERT_TRUE(meta.symmetric);
+          ASSERT_EQ(meta.zero, -64.0f * meta.scale);
+          const float* xg = x.data() + g * group;
+          const float* hg = x_hat.data() + g * group;
+          double absmax = 0.0;
+          for (int i = 0; i < group; ++i) absmax = std::max(absmax, std::fabs(double{xg[i]}));
+          // The error of every candidate scale, in double.
+          const auto error_at = [&](double s) {
+            double e = 0.0;
+            for (int i = 0; i < group; ++i) {
+              double best = 1e300;
+              for (int u = 0; u < n_levels; ++u) {
+                const double d = xg[i] - s * (T[u] - kNormalLevelOffset);
+                best = std::min(best, d * d);
+              }
+              e += best;
+            }
+            return e;
+          };
+          const double chosen = l2_error(xg, hg, group);
+          for (int k = 0; k < 11; ++k) {
+            const double s = f16_to_f32(f32_to_f16(static_cast<float>(absmax) *
+                                                   (1.0f - 0.05f * static_cast<float>(k)) / 63.0f));
+            ASSERT_LE(chosen, error_at(s) * (1 + 1e-4) + 1e-12)
+                << "group " << g << " rho step " << k;
+          }
+          const double s = meta.scale;
+          for (int i = 0; i < group; ++i) {
+            const int u = read_code(record, bits, i);
+            const double at = s * (T[u] - kNormalLevelOffset);
+            ASSERT_NEAR(hg[i], at, 4 * FLT_EPSILON * 128 * s + 1e-30) << "element " << i;
+            for (int j = 0; j < n_levels; ++j) {  // nearest (up to float rounding)
+              ASSERT_LE(std::fabs(xg[i] - at),
+                        std::fabs(xg[i] - s * (T[j] - kNormalLevelOffset)) + 1e-4 * s)
+                  << "element " << i << " level " << j;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// What the format is for: on gaussian groups (rotated keys) the codebook's
+// squared error is well below the uniform symmetric rule's at the same bytes
+// (about 0.66–0.73 of it in a simulation; the bounds leave margin), and the
+// fused dot product reads the same levels as dequantize.
+TEST(QuantKernels, CodebookLevelsBeatUniformOnGaussianGroups) {
+  for (int bits : {2, 3, 4}) {
+    const GroupSpec uniform{bits, 64, QuantMode::kSymmetric};
+    const GroupSpec normal{bits, 64, QuantMode::kSymmetric, Levels::kNormal};
+    const size_t n_groups = 400;
+    const std::vector<float> x = make_groups(Content::kGaussian, 64, n_groups, 21);
+    const std::vector<float> u_hat = dequantize_scalar(uniform, quantize_scalar(uniform, x));
+    const std::vector<uint8_t> records = quantize_scalar(normal, x);
+    const std::vector<float> n_hat = dequantize_scalar(normal, records);
+    const int n = static_cast<int>(x.size());
+    const double ratio = l2_error(x.data(), n_hat.data(), n) / l2_error(x.data(), u_hat.data(), n);
+    EXPECT_LT(ratio, 0.85) << bits << " bits";
+    std::vector<float> q(64), sums(1), scores(n_groups);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal_q(0.0f, 1.0f);
+    for (float& v : q) v = normal_q(rng);
+    scalar::group_sums(64, q.data(), 1, sums.data());
+    simd::dot_rows(normal, q.data(), sums.data(), records.data(), 1, n_groups, scores.data());
+    for (size_t r = 0; r < n_groups; ++r) {
+      double want = 0.0, mag = 0.0;
+      for (int i = 0; i < 64; ++i) {
+        want += double{q[i]} * n_hat[r * 64 + i];
+        mag += std::fabs(double{q[i]} * n_hat[r * 64 + i]);
+      }
+      ASSERT_NEAR(scores[r], want, 256 * FLT_EPSILON * (mag + 1e-30)) << "row " << r;
+    }
+  }
+  const GroupSpec hybrid{3, 32, QuantMode::kHybrid, Levels::kNormal};
+  const std::vector<float> x(32, 1.0f);
+  std::vector<uint8_t> record(hybrid.record_bytes());
+  EXPECT_THROW(scalar::quantize_row(hybrid, x.data(), 1, record.data()), Error);
 }
 
 TEST(QuantKernels, InvalidValuesThrowNamingTheGroup) {

@@ -85,6 +85,11 @@ TEST(CacheSpec, RotationAndCenteringKeys) {
   EXPECT_EQ(parse_cache_spec("innerq:kperm=pairs,rot=k").layer.kperm,
             kernels::ChannelOrder::kPairs);
   EXPECT_EQ(parse_cache_spec("kivi4:kperm=off").layer.kperm, kernels::ChannelOrder::kAsIs);
+  EXPECT_EQ(parse_cache_spec("innerq").layer.k_levels, Levels::kUniform);
+  EXPECT_EQ(parse_cache_spec("innerq:klevels=normal").layer.k_levels, Levels::kNormal);
+  EXPECT_EQ(parse_cache_spec("innerq-paper:klevels=uniform").layer.k_levels, Levels::kUniform);
+  EXPECT_NE(describe(parse_cache_spec("innerq:klevels=normal").layer).find("klevels=normal"),
+            std::string::npos);
   EXPECT_NE(describe(parse_cache_spec("q4_0:kperm=evenodd").layer).find("kperm=evenodd"),
             std::string::npos);
   try {
@@ -105,7 +110,8 @@ TEST(CacheSpec, SpecStringRoundTrips) {
         "innerq:k=8,v=4,kmode=hybrid,vmode=asym,g=64,"
         "kg=32,sink=3,recent=7,knorm=rms,kcenter=on,rot=kv",
         "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi", "kivi4:g=64,recent=64",
-        "q4_0:kperm=evenodd", "innerq:kperm=pairs", "kivi:kperm=evenodd,rot=k"}) {
+        "q4_0:kperm=evenodd", "innerq:kperm=pairs", "kivi:kperm=evenodd,rot=k",
+        "innerq:klevels=normal", "innerq-paper:k=2,klevels=normal,rot=k"}) {
     const LayerConfig c = parse_cache_spec(spec).layer;
     EXPECT_EQ(describe(parse_cache_spec(spec_string(c)).layer), describe(c)) << spec;
     EXPECT_EQ(spec_string(parse_cache_spec(spec_string(c)).layer), spec_string(c)) << spec;
@@ -288,6 +294,12 @@ TEST(CacheSpec, MalformedSpecsNameTheBadField) {
       {"innerq;99999:k=3", "layer 99999 must be between 0 and 4095"},
       {"kivi:recent=100", "recent=100 must be a multiple of g=32"},
       {"innerq:k=3,,v=2", "'' is not key=value"},
+      {"innerq:klevels=lloyd", "klevels='lloyd' is not uniform or normal"},
+      {"innerq:klevels=normal,kmode=hybrid",
+       "klevels=normal needs symmetric key groups (kmode=sym), not kmode=hybrid"},
+      {"innerq:k=8,klevels=normal", "klevels=normal has codebooks for k=2, 3 and 4, not k=8"},
+      {"innerq:klevels=normal;0:k=8", "has codebooks for k=2, 3 and 4, not k=8"},
+      {"kivi:klevels=normal", "unknown key 'klevels' for kivi"},
   };
   for (const auto& [spec, message] : cases) {
     SCOPED_TRACE(spec);

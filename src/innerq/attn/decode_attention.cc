@@ -524,14 +524,17 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
 // ---------------------------------------------------------------------------
 namespace {
 
-void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x) {
+void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x,
+                         Levels levels = Levels::kUniform) {
   const size_t code_bytes = group_code_bytes(bits, group);
   f16_bits scale = 0, zero = 0;
   __builtin_memcpy(&scale, record + code_bytes, 2);
   if (has_zero) __builtin_memcpy(&zero, record + code_bytes + 2, 2);
   const GroupMeta m = decode_meta(scale, zero, bits);
+  // Codebook levels are symmetric: x̂ = s·(T[u] − 64) (group_format.h).
+  const double z = levels == Levels::kUniform ? m.zero : -kNormalLevelOffset * double{m.scale};
   for (int i = 0; i < group; ++i) {
-    x[i] = static_cast<double>(m.scale) * read_code(record, bits, i) + m.zero;
+    x[i] = static_cast<double>(m.scale) * level_value(levels, bits, read_code(record, bits, i)) + z;
   }
 }
 
@@ -579,7 +582,7 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, double* 
                     t % kTileRows, records.data());
       for (int g = 0; g < f.n_groups; ++g) {
         decode_group_double(f.bits, f.group, f.has_zero, records.data() + g * record_bytes,
-                            x + g * f.group);
+                            x + g * f.group, f.levels);
       }
       for (int c = 0; c < D; ++c) x[c] *= key_norm[c];  // stored keys are K / f
       return;

@@ -7,6 +7,7 @@
 // local buffers, and leave the caller's InnerQ scratch unused.
 #include <vector>
 
+#include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/quant_kernels.h"
 
@@ -23,8 +24,9 @@ float element(const f16_bits* p) {
 // Decodes one group record into x [G] with the quantizer's scalar reference.
 // Records with a zero slot decode alike for asym and hybrid (the scale's sign
 // bit marks symmetric groups), so has_zero alone picks the layout.
-void decode_group(int bits, int group, bool has_zero, const uint8_t* record, float* x) {
-  const GroupSpec spec{bits, group, has_zero ? QuantMode::kHybrid : QuantMode::kSymmetric};
+void decode_group(int bits, int group, bool has_zero, const uint8_t* record, float* x,
+                  Levels levels = Levels::kUniform) {
+  const GroupSpec spec{bits, group, has_zero ? QuantMode::kHybrid : QuantMode::kSymmetric, levels};
   dequantize_row(spec, record, 1, x);
 }
 
@@ -40,7 +42,8 @@ void decode_tile_row(const TileFormat& f, const uint8_t* tile, int row, float* x
   const size_t record_bytes = group_code_bytes(f.bits, f.group) + (f.has_zero ? 4 : 2);
   tile_load_row(f, tile, row, records.data());
   for (int g = 0; g < f.n_groups; ++g) {
-    decode_group(f.bits, f.group, f.has_zero, records.data() + g * record_bytes, x + g * f.group);
+    decode_group(f.bits, f.group, f.has_zero, records.data() + g * record_bytes, x + g * f.group,
+                 f.levels);
   }
 }
 
@@ -200,6 +203,9 @@ void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, C
 
 void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
                          int head_dim, ConstHeadRows p, float* o, KernelScratch) {
+  if (f.levels != Levels::kUniform) {
+    throw Error("v_accumulate_innerq: codebook levels are a key format");
+  }
   const int G = f.group;
   const size_t block_bytes = static_cast<size_t>(head_dim / kTileRows) * f.bytes();
   std::vector<float> channel(static_cast<size_t>(G));

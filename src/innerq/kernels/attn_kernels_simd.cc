@@ -112,7 +112,7 @@ HWY_INLINE TileMeta load_tile_meta(const TileFormat& f, const uint8_t* tile, int
   const auto* scales = reinterpret_cast<const hwy::float16_t*>(tile + f.scales_offset()) + index;
   const VF signed_s = hn::PromoteTo(df, hn::LoadU(dh, scales));  // exact; sign = symmetric row
   const VF s = hn::Abs(signed_s);
-  const VF sym_zero = hn::Mul(s, hn::Set(df, -static_cast<float>(sym_offset(f.bits))));
+  const VF sym_zero = hn::Mul(s, hn::Set(df, -static_cast<float>(level_offset(f.levels, f.bits))));
   if (!f.has_zero) return {s, sym_zero};
   const auto* zeros = reinterpret_cast<const hwy::float16_t*>(tile + f.zeros_offset()) + index;
   const VF zero = hn::PromoteTo(df, hn::LoadU(dh, zeros));
@@ -178,14 +178,43 @@ HWY_INLINE VU merge_high_bit(VU shifted_low, VU high, int m) {
 #endif
 }
 
+// Codebook levels (group_format.h): `levels` (16 bytes) in every 128-bit
+// block of a vector, and each code byte u of `codes` replaced by levels[u].
+// The scalar target has no byte shuffle; it looks the four bytes up.
+HWY_INLINE VU level_table(const uint8_t* levels) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)levels;
+  return hn::Zero(DU());
+#else
+  const hn::Repartition<uint8_t, DU> d8;
+  HWY_ALIGN uint8_t bytes[16];
+  for (int i = 0; i < 16; ++i) bytes[i] = levels[i];
+  return hn::BitCast(DU(), hn::LoadDup128(d8, bytes));
+#endif
+}
+HWY_INLINE VU lookup_levels(VU table, const uint8_t* levels, VU codes) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)table;
+  const uint32_t c = hn::GetLane(codes);
+  uint32_t out = 0;
+  for (int i = 0; i < 4; ++i) out |= uint32_t{levels[(c >> (8 * i)) & 0xFFu]} << (8 * i);
+  return hn::Set(DU(), out);
+#else
+  (void)levels;
+  return hn::TableLookupBytes(table, codes);
+#endif
+}
+
 // Integer dot of one group of Lanes tile rows against NH int8 vectors.
 // words: the tile's word (g, 0, row) — consecutive words of the group are
 // kTileRows apart. q4[j]: [G/4] int32, four int8 of head j per entry.
 // Quad m of a chunk (codes 4m..4m+3) comes from plane word (m mod w) shifted
-// right by w·⌊m/w⌋ (group_format.h), one whole vector at a time.
-template <int kBits, int NH>
-HWY_INLINE void dot_group_rows(const uint32_t* words, int group, const int32_t* const* q4,
-                               VI* acc) {
+// right by w·⌊m/w⌋ (group_format.h), one whole vector at a time. With
+// kTable, each code byte u becomes T[u] (codebook levels: `levels` = T,
+// `table` = level_table(T)) by one byte shuffle before the dot product.
+template <int kBits, int NH, bool kTable = false>
+HWY_INLINE void dot_group_rows(const uint32_t* words, int group, const int32_t* const* q4, VI* acc,
+                               VU table = hn::Zero(DU()), const uint8_t* levels = nullptr) {
   const DU du;
   const DI di;
   for (int chunk = 0; chunk < group / kChunk; ++chunk) {
@@ -207,6 +236,7 @@ HWY_INLINE void dot_group_rows(const uint32_t* words, int group, const int32_t* 
           codes = hn::And(hn::ShiftRightSame(low, w * (m / w)), hn::Set(du, low_bits_per_byte(w)));
         }
       }
+      if constexpr (kTable) codes = lookup_levels(table, levels, codes);
       for (int j = 0; j < NH; ++j) acc[j] = dot_quad<kBits>(codes, hn::Set(di, qc[j][m]), acc[j]);
     }
   }
@@ -239,11 +269,14 @@ HWY_INLINE float quantize_int8(const float* x, int n, int32_t* quads, float* sum
 // ---------------------------------------------------------------------------
 // InnerQ K: scores of tokens (tile rows) against the int8 query.
 // ---------------------------------------------------------------------------
-template <int kBits, int NH>
+template <int kBits, int NH, bool kTable>
 void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, const float* q,
                            int head_dim, float* const* scores, KernelScratch scratch) {
   const DF df;
   const DI di;
+  const uint8_t* levels = nullptr;
+  if constexpr (kTable) levels = normal_level_table(kBits);
+  const VU table = kTable ? level_table(levels) : hn::Zero(DU());
   const size_t N = hn::Lanes(df);
   const int G = f.group, ng = f.n_groups;
   // From the caller's scratch (innerq_k_scratch_bytes): q8[j]: [head_dim/4]
@@ -271,7 +304,7 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
           acc[j] = hn::Zero(di);
           q4[j] = &q8[(j * head_dim + g * G) / 4];
         }
-        dot_group_rows<kBits, NH>(words + f.word_index(g, 0, r), G, q4, acc);
+        dot_group_rows<kBits, NH, kTable>(words + f.word_index(g, 0, r), G, q4, acc, table, levels);
         const TileMeta meta = load_tile_meta(f, tile, g, r);
         for (int j = 0; j < NH; ++j) {
           const VF sq = hn::Mul(meta.s, hn::Set(df, q_scale[j * ng + g]));
@@ -291,10 +324,17 @@ void KScoresInnerQ(const TileFormat& f, const uint8_t* tiles, int n, const Query
     constexpr int NH = decltype(nh)::value;
     float* out[NH];
     for (int j = 0; j < NH; ++j) out[j] = s.x + (h0 + j) * s.stride;
-    with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
-      k_scores_innerq_heads<decltype(bits)::value, NH>(f, tiles, n, q.q + h0 * q.head_dim,
-                                                       q.head_dim, out, scratch);
-    });
+    if (f.levels == Levels::kUniform) {
+      with_constant<2, 3, 4, 8>(f.bits, [&](auto bits) {
+        k_scores_innerq_heads<decltype(bits)::value, NH, false>(f, tiles, n, q.q + h0 * q.head_dim,
+                                                                q.head_dim, out, scratch);
+      });
+    } else {
+      with_constant<2, 3, 4>(f.bits, [&](auto bits) {
+        k_scores_innerq_heads<decltype(bits)::value, NH, true>(f, tiles, n, q.q + h0 * q.head_dim,
+                                                               q.head_dim, out, scratch);
+      });
+    }
   });
 }
 
@@ -848,6 +888,10 @@ void k_scores_innerq(const TileFormat& f, const uint8_t* tiles, int n, const Que
     throw Error("k_scores_innerq: " + std::to_string(scratch.bytes) + " bytes of scratch, " +
                 std::to_string(innerq_k_scratch_bytes(f, q.head_dim)) + " needed");
   }
+  if (!levels_support_bits(f.levels, f.bits)) {
+    throw Error("k_scores_innerq: codebook levels need 2-4 bit codes, not " +
+                std::to_string(f.bits));
+  }
   HWY_DYNAMIC_DISPATCH(KScoresInnerQ)(f, tiles, n, q, s, scratch);
 }
 void k_scores_kivi(int bits, int group, const uint8_t* blocks, int n, const QueryHeads& q,
@@ -871,6 +915,9 @@ void v_accumulate_blocks(const BlockQ4_0* blocks, int n, int nq, int head_dim, C
 }
 void v_accumulate_innerq(const TileFormat& f, const uint8_t* blocks, int n_blocks, int nq,
                          int head_dim, ConstHeadRows p, float* o, KernelScratch scratch) {
+  if (f.levels != Levels::kUniform) {
+    throw Error("v_accumulate_innerq: codebook levels are a key format");
+  }
   if (scratch.bytes < innerq_v_scratch_bytes(f)) {
     throw Error("v_accumulate_innerq: " + std::to_string(scratch.bytes) + " bytes of scratch, " +
                 std::to_string(innerq_v_scratch_bytes(f)) + " needed");

@@ -146,6 +146,47 @@ inline void write_code(uint8_t* codes, int bits, int i, int code) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Levels (docs/architecture.md, "Codebook levels"). A group's codes index
+// its levels: uniform (x̂ = s·u + z, above) or, for symmetric key groups
+// with `klevels=normal`, a fixed codebook of 2^b levels placed for a normal
+// distribution (Lloyd-Max for N(0, 1), scaled so the outermost is ±63):
+//
+//   x̂_i = s·(T_b[u_i] − 64)        T_b[u] ∈ [1, 127], increasing in u
+//
+// The kernels keep their form Σ q_i·x̂_i = s·Σ q_i·T[u_i] + z·Σ q_i with
+// z = −64·s: a byte-table lookup turns each unpacked code into T[u] before
+// the same u8×i8 dot product (T ≤ 127 keeps AVX2's maddubs exact).
+// ---------------------------------------------------------------------------
+enum class Levels : uint8_t { kUniform, kNormal };
+inline constexpr int kNormalLevelOffset = 64;
+
+// T_b for b = 2, 3, 4 (16 bytes each; entries past 2^b are unused):
+// round(63·λ_u / λ_max) + 64 for the Lloyd-Max levels λ of N(0, 1)
+// (b=2: ±0.4528 ±1.5104; b=3: ±0.2451 ±0.7560 ±1.3440 ±2.1520; b=4: ±0.1284
+// ±0.3881 ±0.6568 ±0.9424 ±1.2562 ±1.6180 ±2.0690 ±2.7326).
+inline constexpr uint8_t kNormalLevels[3][16] = {
+    {1, 45, 83, 127, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {1, 25, 42, 57, 71, 86, 103, 127, 0, 0, 0, 0, 0, 0, 0, 0},
+    {1, 16, 27, 35, 42, 49, 55, 61, 67, 73, 79, 86, 93, 101, 112, 127},
+};
+
+constexpr bool levels_support_bits(Levels l, int bits) {
+  return l == Levels::kUniform || (bits >= 2 && bits <= 4);
+}
+// The table of `bits` (levels_support_bits), 16 bytes.
+constexpr const uint8_t* normal_level_table(int bits) {
+  return kNormalLevels[bits - 2];
+}
+// The value a code stands for before the scale: u (uniform) or T_b[u].
+constexpr int level_value(Levels l, int bits, int u) {
+  return l == Levels::kUniform ? u : normal_level_table(bits)[u];
+}
+// The symmetric offset: x̂ = s·(level_value − offset).
+constexpr int level_offset(Levels l, int bits) {
+  return l == Levels::kUniform ? sym_offset(bits) : kNormalLevelOffset;
+}
+
 // Metadata of one group, decoded.
 struct GroupMeta {
   float scale;  // s ≥ 0

@@ -27,6 +27,13 @@
 //     the groups before it are written; the rest of the output is unspecified.
 //   - Dequantize computes x̂ = s·u + z in f32 (a product, then a sum — never
 //     fused), the same in both paths.
+//   - Codebook levels (GroupSpec::levels = kNormal, symmetric groups only,
+//     group_format.h): u is the nearest level of x/s (the lower on a tie),
+//     x̂ = s·(T[u] − 64), and the scale is searched: ρ·absmax/63 for ρ = 1,
+//     0.95, …, 0.5, each rounded to fp16 first, keeping the lowest canonical
+//     L2 error (the first on a tie). These formats run the scalar code in both
+//     namespaces (an evaluation format: only the fused attention kernel has a
+//     Highway version, kernels/attn_kernels.h).
 #pragma once
 
 #include <cstddef>
@@ -42,6 +49,7 @@ struct GroupSpec {
   int bits;
   int group;
   QuantMode mode;
+  Levels levels = Levels::kUniform;  // kNormal: symmetric groups only
 
   constexpr size_t record_bytes() const { return group_record_bytes(bits, group, mode); }
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "innerq/base/error.h"
 #include "innerq/kernels/quant_kernels.h"
 #include "innerq/kernels/quantize_rules.h"
 
@@ -28,6 +29,54 @@ float encode_group(const ModeParams& p, const float* x, int group, uint8_t* code
   return fold_error_partials(partial);
 }
 
+// Codebook levels (quant_kernels.h): the scales ρ·absmax/63 (the outermost
+// level at ρ·absmax) for ρ = 1 − 0.05·k.
+inline constexpr int kLevelScales = 11;
+
+// x: [G] → one record with codebook levels; `absmax` of x.
+void quantize_group_levels(const GroupSpec& spec, const float* x, float absmax, uint8_t* record) {
+  if (spec.mode != QuantMode::kSymmetric) {
+    throw Error("quantize: codebook levels need symmetric groups");
+  }
+  const uint8_t* table = normal_level_table(spec.bits);
+  const int n_levels = 1 << spec.bits;
+  // Midpoints between neighbouring levels (exact: half-integers): the
+  // nearest level of y is the number of midpoints below it, the lower on a
+  // tie.
+  float mid[15];
+  for (int j = 0; j + 1 < n_levels; ++j) {
+    mid[j] = 0.5f * static_cast<float>(table[j] + table[j + 1]) - kNormalLevelOffset;
+  }
+  uint8_t codes[kMaxGroup], best_codes[kMaxGroup];
+  float best_error = 0.0f;
+  f16_bits best_scale = 0;
+  for (int k = 0; k < kLevelScales; ++k) {
+    const float rho = 1.0f - 0.05f * static_cast<float>(k);
+    const f16_bits scale_bits = f32_to_f16(absmax * rho / 63.0f);
+    const float s = f16_to_f32(scale_bits);
+    const float inv = inverse_or_zero(s);
+    float partial[kErrorPartials] = {};
+    for (int i = 0; i < spec.group; ++i) {
+      // The nearest level of x/s, the lower on a tie.
+      const float y = x[i] * inv;
+      int u = 0;
+      for (int j = 0; j + 1 < n_levels; ++j) u += y > mid[j];
+      codes[i] = static_cast<uint8_t>(u);
+      const float err = x[i] - s * static_cast<float>(table[u] - kNormalLevelOffset);
+      partial[i % kErrorPartials] += err * err;
+    }
+    const float error = fold_error_partials(partial);
+    if (k == 0 || error < best_error) {
+      best_error = error;
+      best_scale = scale_bits;
+      std::copy(codes, codes + spec.group, best_codes);
+    }
+  }
+  for (int i = 0; i < spec.group; ++i) write_code(record, spec.bits, i, best_codes[i]);
+  store_f16(record + group_code_bytes(spec.bits, spec.group),
+            static_cast<f16_bits>(best_scale | kSymFlag));
+}
+
 // x: [G] → one record.
 void quantize_group(const GroupSpec& spec, const float* x, size_t group_index, uint8_t* record) {
   float lo = x[0], hi = x[0];
@@ -37,6 +86,9 @@ void quantize_group(const GroupSpec& spec, const float* x, size_t group_index, u
     }
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
+  }
+  if (spec.levels != Levels::kUniform) {
+    return quantize_group_levels(spec, x, canonical_range(lo, hi).absmax, record);
   }
   const Candidates candidates = candidates_for(spec.mode, canonical_range(lo, hi), spec.bits);
 
@@ -62,7 +114,9 @@ void quantize_group(const GroupSpec& spec, const float* x, size_t group_index, u
 void dequantize_group(const GroupSpec& spec, const uint8_t* record, float* x) {
   const GroupMeta meta = record_meta(spec, record);
   for (int i = 0; i < spec.group; ++i) {
-    const float product = meta.scale * static_cast<float>(read_code(record, spec.bits, i));
+    const float product =
+        meta.scale *
+        static_cast<float>(level_value(spec.levels, spec.bits, read_code(record, spec.bits, i)));
     x[i] = product + meta.zero;
   }
 }
@@ -118,8 +172,9 @@ void dot_rows(const GroupSpec& spec, const float* q, const float* q_sums, const 
       const GroupMeta meta = record_meta(spec, record);
       float code_dot = 0.0f;
       for (size_t i = 0; i < G; ++i) {
-        code_dot +=
-            q[g * G + i] * static_cast<float>(read_code(record, spec.bits, static_cast<int>(i)));
+        code_dot += q[g * G + i] *
+                    static_cast<float>(level_value(
+                        spec.levels, spec.bits, read_code(record, spec.bits, static_cast<int>(i))));
       }
       score += meta.scale * code_dot + meta.zero * q_sums[g];
     }
@@ -139,8 +194,9 @@ void accumulate_token_blocks(const GroupSpec& spec, const float* p, const uint8_
       const GroupMeta meta = record_meta(spec, record);
       float code_dot = 0.0f;
       for (size_t t = 0; t < G; ++t) {
-        code_dot +=
-            weights[t] * static_cast<float>(read_code(record, spec.bits, static_cast<int>(t)));
+        code_dot += weights[t] *
+                    static_cast<float>(level_value(
+                        spec.levels, spec.bits, read_code(record, spec.bits, static_cast<int>(t))));
       }
       out[c] += meta.scale * code_dot + meta.zero * weight_sum;
     }

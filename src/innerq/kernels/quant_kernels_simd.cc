@@ -249,16 +249,24 @@ HWY_EXPORT(AccumulateTokenBlocks);
 namespace simd {
 
 void quantize_row(const GroupSpec& spec, const float* x, size_t n_groups, uint8_t* records) {
+  if (spec.levels != Levels::kUniform) return scalar::quantize_row(spec, x, n_groups, records);
   HWY_DYNAMIC_DISPATCH(QuantizeRow)(spec, x, n_groups, records);
 }
 void dequantize_row(const GroupSpec& spec, const uint8_t* records, size_t n_groups, float* x) {
+  if (spec.levels != Levels::kUniform) return scalar::dequantize_row(spec, records, n_groups, x);
   HWY_DYNAMIC_DISPATCH(DequantizeRow)(spec, records, n_groups, x);
 }
 void quantize_token_block(const GroupSpec& spec, const float* block, size_t dim, uint8_t* records) {
+  if (spec.levels != Levels::kUniform) {
+    return scalar::quantize_token_block(spec, block, dim, records);
+  }
   HWY_DYNAMIC_DISPATCH(QuantizeTokenBlock)(spec, block, dim, records);
 }
 void dequantize_token_block(const GroupSpec& spec, const uint8_t* records, size_t dim,
                             float* block) {
+  if (spec.levels != Levels::kUniform) {
+    return scalar::dequantize_token_block(spec, records, dim, block);
+  }
   HWY_DYNAMIC_DISPATCH(DequantizeTokenBlock)(spec, records, dim, block);
 }
 void group_sums(int group, const float* q, size_t n_groups, float* q_sums) {
@@ -266,10 +274,16 @@ void group_sums(int group, const float* q, size_t n_groups, float* q_sums) {
 }
 void dot_rows(const GroupSpec& spec, const float* q, const float* q_sums, const uint8_t* rows,
               size_t n_groups, size_t n_rows, float* scores) {
+  if (spec.levels != Levels::kUniform) {
+    return scalar::dot_rows(spec, q, q_sums, rows, n_groups, n_rows, scores);
+  }
   HWY_DYNAMIC_DISPATCH(DotRows)(spec, q, q_sums, rows, n_groups, n_rows, scores);
 }
 void accumulate_token_blocks(const GroupSpec& spec, const float* p, const uint8_t* blocks,
                              size_t dim, size_t n_blocks, float* out) {
+  if (spec.levels != Levels::kUniform) {
+    return scalar::accumulate_token_blocks(spec, p, blocks, dim, n_blocks, out);
+  }
   HWY_DYNAMIC_DISPATCH(AccumulateTokenBlocks)(spec, p, blocks, dim, n_blocks, out);
 }
 

@@ -28,7 +28,9 @@ void throw_invalid_group(size_t group_index, const float* values, size_t count, 
 GroupMeta record_meta(const GroupSpec& spec, const uint8_t* record) {
   const uint8_t* meta = record + group_code_bytes(spec.bits, spec.group);
   const f16_bits zero_bits = mode_has_zero(spec.mode) ? load_f16(meta + 2) : f16_bits{0};
-  return decode_meta(load_f16(meta), zero_bits, spec.bits);
+  GroupMeta m = decode_meta(load_f16(meta), zero_bits, spec.bits);
+  if (spec.levels != Levels::kUniform) m.zero = -static_cast<float>(kNormalLevelOffset) * m.scale;
+  return m;
 }
 
 }  // namespace innerq::kernels

@@ -34,10 +34,11 @@ namespace innerq {
 inline constexpr int kTileRows = 16;
 
 struct TileFormat {
-  int bits;       // 2, 3, 4, 8
-  int group;      // G: 32, 64, 128
-  int n_groups;   // groups per row
-  bool has_zero;  // asymmetric or hybrid
+  int bits;                          // 2, 3, 4, 8
+  int group;                         // G: 32, 64, 128
+  int n_groups;                      // groups per row
+  bool has_zero;                     // asymmetric or hybrid
+  Levels levels = Levels::kUniform;  // kNormal: codebook levels (group_format.h)
 
   constexpr int words_per_group() const { return group * bits / 32; }
   constexpr size_t code_bytes() const {

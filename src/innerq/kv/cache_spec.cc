@@ -157,6 +157,12 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
         throw Error(fmt::format("cache spec '{}': kcenter='{}' is not on or off", spec, value));
       }
       c.kcenter = value == "on";
+    } else if (is_innerq && key == "klevels") {
+      if (value != "uniform" && value != "normal") {
+        throw Error(
+            fmt::format("cache spec '{}': klevels='{}' is not uniform or normal", spec, value));
+      }
+      c.k_levels = value == "normal" ? Levels::kNormal : Levels::kUniform;
     } else if ((is_innerq || is_kivi) && key == "recent")
       c.recent = parse_tokens(spec, key, value);
     else if ((is_innerq || is_kivi) && key == "g") {
@@ -185,14 +191,24 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
     } else {
       const char* allowed =
           is_innerq
-              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, kfactors, rot, kperm, "
-                "layers"
+              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, klevels, kfactors, rot, "
+                "kperm, layers"
           : is_kivi ? "g, recent, rot, kperm, layers"
                     : "rot, kperm, layers";
       throw Error(fmt::format("cache spec '{}': unknown key '{}' for {} (allowed keys: {})", spec,
                               key, cache_kind_name(c.kind), allowed));
     }
     pos = comma + 1;
+  }
+  if (c.k_levels != Levels::kUniform && c.k_mode != QuantMode::kSymmetric) {
+    throw Error(fmt::format(
+        "cache spec '{}': klevels=normal needs symmetric key groups (kmode=sym), not kmode={}",
+        spec, quant::quant_mode_name(c.k_mode)));
+  }
+  if (!levels_support_bits(c.k_levels, c.k_bits)) {
+    throw Error(
+        fmt::format("cache spec '{}': klevels=normal has codebooks for k=2, 3 and 4, not k={}",
+                    spec, c.k_bits));
   }
   if (c.key_factors && c.kperm != kernels::ChannelOrder::kAsIs) {
     throw Error(fmt::format(
@@ -420,6 +436,7 @@ static std::string describe_fields(const LayerConfig& c) {
                        key_norm_name(c.knorm));
     if (c.k_group > 0 && c.k_group != c.group) out += fmt::format(" kg{}", c.k_group);
     if (c.kcenter) out += " kcenter";
+    if (c.k_levels != Levels::kUniform) out += " klevels=normal";
     if (c.key_factors) out += fmt::format(" kfactors={}", c.key_factors->path);
   } else if (c.kind == CacheKind::kKivi) {
     out += fmt::format(" {}-bit g{} recent{}", c.k_bits, c.group, c.recent);
@@ -466,14 +483,15 @@ std::string spec_string(const LayerConfig& c) {
         return a & bit ? std::string() : text;
       };
       return fmt::format(
-          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}{}",
+          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}{}{}",
           a != 0 ? "innerq" : "innerq-paper",
           field(LayerConfig::kAutoKBits, fmt::format("k={},", c.k_bits)),
           field(LayerConfig::kAutoVBits, fmt::format("v={},", c.v_bits)), mode_name(c.k_mode),
           mode_name(c.v_mode), c.group, c.key_group(), c.sink, c.recent,
           field(LayerConfig::kAutoKnorm, fmt::format(",knorm={}", key_norm_name(c.knorm))),
-          c.kcenter ? "on" : "off", field(LayerConfig::kAutoRot, fmt::format(",rot={}", rot)),
-          kperm, c.key_factors ? ",kfactors=" + c.key_factors->path : "");
+          c.kcenter ? "on" : "off", c.k_levels != Levels::kUniform ? ",klevels=normal" : "",
+          field(LayerConfig::kAutoRot, fmt::format(",rot={}", rot)), kperm,
+          c.key_factors ? ",kfactors=" + c.key_factors->path : "");
     }
     case CacheKind::kKivi:
       return fmt::format("{}:g={},recent={},rot={}{}", c.k_bits == 2 ? "kivi" : "kivi4", c.group,

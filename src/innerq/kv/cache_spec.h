@@ -8,6 +8,9 @@
 //                  (sym|asym|hybrid), g (32 64 128), kg (K's own group size,
 //                  32 64 128; default g), sink, recent (tokens ≥ 0),
 //                  knorm (off|sqrtmax|rms), kcenter (on|off),
+//                  klevels (uniform|normal): K's codes index uniform levels
+//                  or a codebook placed for a normal distribution
+//                  (kernels/group_format.h; needs kmode=sym and k of 2-4),
 //                  kfactors=FILE: the key mean and factors of every layer
 //                  and KV head read from FILE (written by `innerq
 //                  calibrate`, kv/key_factors.h) instead of computed per
@@ -61,9 +64,10 @@ struct LayerConfig {
   int sink = 32;
   int recent = 96;
   KeyNorm knorm = KeyNorm::kSqrtMax;
-  bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
-  bool rot_k = false;    // keys stored rotated (query rotated at decode)
-  bool rot_v = false;    // values stored rotated (output rotated back)
+  bool kcenter = false;                // keys stored minus their per-channel mean (innerq)
+  Levels k_levels = Levels::kUniform;  // K's levels (innerq): uniform or codebook
+  bool rot_k = false;                  // keys stored rotated (query rotated at decode)
+  bool rot_v = false;                  // values stored rotated (output rotated back)
   // Keys stored with their channels in this order (query permuted alike).
   kernels::ChannelOrder kperm = kernels::ChannelOrder::kAsIs;
   // Calibrated key mean and factors (kfactors=FILE), or null: computed per

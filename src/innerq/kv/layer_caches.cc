@@ -645,7 +645,7 @@ void KiviLayerCache::load(ByteReader& in) {
 namespace {
 
 TileFormat innerq_k_format(const LayerConfig& c, int head_dim) {
-  return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode)};
+  return {c.k_bits, c.key_group(), head_dim / c.key_group(), mode_has_zero(c.k_mode), c.k_levels};
 }
 
 TileFormat innerq_v_format(const LayerConfig& c) {
@@ -853,7 +853,8 @@ void InnerQLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s
     factors.factors(f.data());
   }
   const float* f = key_norm(head);
-  const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode};
+  const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode,
+                                config_.k_levels};
   for (int t = 0; t < n_tokens; ++t) {
     read_row(t);
     // Clamped: a key far beyond the factors of the first flush stays within
