@@ -132,6 +132,7 @@ TEST(CacheSpec, InnerqFollowsHeadDim) {
     EXPECT_EQ(c.knorm, KeyNorm::kOff) << hd;
     EXPECT_EQ(c.k_bits, 3);
     EXPECT_EQ(c.v_bits, 3);
+    EXPECT_EQ(c.k_levels, Levels::kUniform);
     EXPECT_EQ(c.by_head_dim, 0u);
   }
   for (int hd : {256, 512}) {
@@ -143,7 +144,18 @@ TEST(CacheSpec, InnerqFollowsHeadDim) {
     EXPECT_TRUE(c.kcenter);
     EXPECT_EQ(c.key_group(), 64);
     EXPECT_EQ(c.group, 128);
+    EXPECT_EQ(c.k_levels, Levels::kNormal);
   }
+  // The codebook only where it exists: named 8-bit or hybrid keys stay
+  // uniform, a named klevels wins.
+  EXPECT_EQ(at("innerq:k=8", 256).k_levels, Levels::kUniform);
+  EXPECT_EQ(at("innerq:kmode=hybrid", 256).k_levels, Levels::kUniform);
+  EXPECT_EQ(at("innerq:k=2", 256).k_levels, Levels::kNormal);
+  EXPECT_EQ(at("innerq:klevels=uniform", 256).k_levels, Levels::kUniform);
+  EXPECT_EQ(at("innerq:klevels=normal", 64).k_levels, Levels::kNormal);
+  EXPECT_EQ(spec_string(parse_cache_spec("innerq:klevels=uniform").layer).find("klevels=uniform") !=
+                std::string::npos,
+            true);
   EXPECT_TRUE(at("innerq:rot=k", 256).rot_k);                   // named: kept
   EXPECT_EQ(at("innerq:rot=k", 256).knorm, KeyNorm::kSqrtMax);  // still by head_dim
   EXPECT_EQ(at("innerq:knorm=off", 256).knorm, KeyNorm::kOff);  // named: kept
@@ -162,6 +174,8 @@ TEST(CacheSpec, InnerqFollowsHeadDim) {
   EXPECT_EQ(l[2].kind, CacheKind::kF16);
   EXPECT_EQ(l[0].k_bits, 8);
   EXPECT_EQ(l[1].k_bits, 4);
+  EXPECT_EQ(l[0].k_levels, Levels::kUniform);
+  EXPECT_EQ(l[1].k_levels, Levels::kNormal);
   for (int i : {0, 1}) {
     EXPECT_FALSE(l[static_cast<size_t>(i)].rot_k);
     EXPECT_EQ(l[static_cast<size_t>(i)].knorm, KeyNorm::kSqrtMax);
@@ -175,17 +189,17 @@ TEST(CacheSpec, InnerqFollowsHeadDim) {
   const LayerConfig unresolved = parse_cache_spec("innerq:knorm=rms").layer;
   EXPECT_EQ(describe(unresolved),
             "innerq k3sym v3hybrid g128 sink32 recent96 knorm=rms kg64 kcenter rot=k "
-            "(head_dim < 256; from 256: k4sym v2hybrid rot=off)");
+            "(head_dim < 256; from 256: k4sym v2hybrid klevels=normal rot=off)");
   const LayerConfig again = parse_cache_spec(spec_string(unresolved)).layer;
-  EXPECT_EQ(again.by_head_dim,
-            LayerConfig::kAutoRot | LayerConfig::kAutoKBits | LayerConfig::kAutoVBits);
+  EXPECT_EQ(again.by_head_dim, LayerConfig::kAutoRot | LayerConfig::kAutoKBits |
+                                   LayerConfig::kAutoVBits | LayerConfig::kAutoKLevels);
   EXPECT_EQ(again.knorm, KeyNorm::kRms);
   EXPECT_EQ(spec_string(again), spec_string(unresolved));
   // Resolved configs spell every field out.
   const std::string resolved = spec_string(at("innerq", 256));
   EXPECT_EQ(resolved,
             "innerq-paper:k=4,v=2,kmode=sym,vmode=hybrid,g=128,kg=64,sink=32,recent=96,"
-            "knorm=sqrtmax,kcenter=on,rot=off");
+            "knorm=sqrtmax,kcenter=on,klevels=normal,rot=off");
 }
 
 TEST(CacheSpec, PerLayerOverridesInline) {

@@ -163,6 +163,7 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
             fmt::format("cache spec '{}': klevels='{}' is not uniform or normal", spec, value));
       }
       c.k_levels = value == "normal" ? Levels::kNormal : Levels::kUniform;
+      c.by_head_dim &= ~LayerConfig::kAutoKLevels;
     } else if ((is_innerq || is_kivi) && key == "recent")
       c.recent = parse_tokens(spec, key, value);
     else if ((is_innerq || is_kivi) && key == "g") {
@@ -334,7 +335,7 @@ LayerConfig default_innerq_config() {
   c.kcenter = true;
   c.rot_k = true;  // k_bits, v_bits, knorm, rot_k: below kWideHeadDim
   c.by_head_dim = LayerConfig::kAutoRot | LayerConfig::kAutoKnorm | LayerConfig::kAutoKBits |
-                  LayerConfig::kAutoVBits;
+                  LayerConfig::kAutoVBits | LayerConfig::kAutoKLevels;
   return c;
 }
 
@@ -359,6 +360,14 @@ LayerConfig resolve_head_dim(LayerConfig c, int head_dim) {
   if (c.by_head_dim & LayerConfig::kAutoKnorm) c.knorm = wide ? KeyNorm::kSqrtMax : KeyNorm::kOff;
   if (c.by_head_dim & LayerConfig::kAutoKBits) c.k_bits = wide ? 4 : 3;
   if (c.by_head_dim & LayerConfig::kAutoVBits) c.v_bits = wide ? 2 : 3;
+  // The codebook where the key groups allow it (a named kmode=hybrid or k=8
+  // keeps uniform levels).
+  if (c.by_head_dim & LayerConfig::kAutoKLevels) {
+    c.k_levels =
+        wide && c.k_mode == QuantMode::kSymmetric && levels_support_bits(Levels::kNormal, c.k_bits)
+            ? Levels::kNormal
+            : Levels::kUniform;
+  }
   c.by_head_dim = 0;
   return c;
 }
@@ -489,7 +498,10 @@ std::string spec_string(const LayerConfig& c) {
           field(LayerConfig::kAutoVBits, fmt::format("v={},", c.v_bits)), mode_name(c.k_mode),
           mode_name(c.v_mode), c.group, c.key_group(), c.sink, c.recent,
           field(LayerConfig::kAutoKnorm, fmt::format(",knorm={}", key_norm_name(c.knorm))),
-          c.kcenter ? "on" : "off", c.k_levels != Levels::kUniform ? ",klevels=normal" : "",
+          c.kcenter ? "on" : "off",
+          field(LayerConfig::kAutoKLevels, c.k_levels != Levels::kUniform ? ",klevels=normal"
+                                           : a != 0                       ? ",klevels=uniform"
+                                                                          : ""),
           field(LayerConfig::kAutoRot, fmt::format(",rot={}", rot)), kperm,
           c.key_factors ? ",kfactors=" + c.key_factors->path : "");
     }

@@ -77,7 +77,13 @@ struct LayerConfig {
   // "Choosing the default"): while a bit of `by_head_dim` is set, that field
   // still holds its value for head_dim < 256 and resolve_head_dim() sets it;
   // a spec that names the field clears the bit.
-  enum : unsigned { kAutoRot = 1, kAutoKnorm = 2, kAutoKBits = 4, kAutoVBits = 8 };
+  enum : unsigned {
+    kAutoRot = 1,
+    kAutoKnorm = 2,
+    kAutoKBits = 4,
+    kAutoVBits = 8,
+    kAutoKLevels = 16
+  };
   unsigned by_head_dim = 0;
 
   int key_group() const { return k_group > 0 ? k_group : group; }
@@ -110,8 +116,10 @@ CacheSpec parse_cache_spec(std::string_view spec);
 LayerConfig default_innerq_config();
 
 // From this head_dim on, `innerq` stores 4-bit keys unrotated with sqrt-max
-// key normalization and 2-bit values; below it, 3-bit rotated keys without
-// normalization and 3-bit values (the same bytes).
+// key normalization and codebook levels (klevels=normal, where the key
+// groups allow it: symmetric, 2-4 bits) and 2-bit values; below it, 3-bit
+// rotated keys without normalization on uniform levels and 3-bit values
+// (the same bytes).
 inline constexpr int kWideHeadDim = 256;
 
 // c with the fields still chosen by head_dim set for head_dim, and

@@ -13,6 +13,7 @@
 #include "innerq/kernels/f16_convert.h"
 #include "innerq/kernels/quant_kernels.h"
 #include "innerq/kv/key_factors.h"
+#include "innerq/quant/group_quant.h"
 
 namespace innerq::kv {
 
@@ -678,6 +679,13 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
   if (head_dim % kTileRows != 0) {
     throw Error(
         fmt::format("innerq cache: head_dim {} is not a multiple of {}", head_dim, kTileRows));
+  }
+  if (config.k_levels != Levels::kUniform &&
+      (config.k_mode != QuantMode::kSymmetric ||
+       !levels_support_bits(config.k_levels, config.k_bits))) {
+    throw Error(
+        fmt::format("innerq cache: klevels=normal needs symmetric 2-4 bit keys, not k={} kmode={}",
+                    config.k_bits, quant::quant_mode_name(config.k_mode)));
   }
   check_block_tokens(config, block_tokens, config.group);
   use_blocks(layout(config, head_dim, block_tokens), pool, block_tokens);

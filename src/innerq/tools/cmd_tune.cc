@@ -110,6 +110,12 @@ std::vector<double> passkey_deltas(const model::LlamaModel& m,
   return delta;
 }
 
+// A base with codebook key levels (`innerq` from head_dim 256 on) keeps
+// them where the codebook exists (2-4 bits); 8-bit keys are uniform.
+void keep_levels_valid(kv::LayerConfig& c) {
+  if (!levels_support_bits(c.k_levels, c.k_bits)) c.k_levels = Levels::kUniform;
+}
+
 // Cost of b-bit groups in 1/16-bit units per value (exact for G ≤ 128).
 int cost_units(int bits, int group, QuantMode mode) {
   return static_cast<int>(group_record_bytes(bits, group, mode) * 8 * 16 / group);
@@ -199,6 +205,7 @@ void run_tune(const TuneOptions& o) {
         kv::LayerConfig c = base;
         c.k_bits = kind == 0 ? bits[b] : 8;
         c.v_bits = kind == 1 ? bits[b] : 8;
+        keep_levels_valid(c);
         std::vector<kv::LayerConfig> layers(static_cast<size_t>(L), f16);
         layers[static_cast<size_t>(l)] = c;
         configs.push_back({fmt::format("layer {} k{} v{}", l, c.k_bits, c.v_bits), layers});
@@ -332,6 +339,7 @@ void run_tune(const TuneOptions& o) {
       kv::LayerConfig c = base;
       c.k_bits = k_of(i);
       c.v_bits = v_of(i);
+      keep_levels_valid(c);
       layers[static_cast<size_t>(tuned[static_cast<size_t>(i)])] = c;
     }
     return layers;
