@@ -138,14 +138,15 @@ TEST(QualityGate, Gemma3KldWithinMeasuredBounds) {
                            " --kv q4_0,q4_0:rot=kv,innerq ";
   const nlohmann::json rows = run_json(args, '[');
   ASSERT_FALSE(rows.is_null());
-  // Measured 2026-12-06 (KLD, top-1): q4_0 0.0787, 0.895; q4_0:rot=kv
-  // 0.0657, 0.898; innerq 0.0269, 0.953. One chunk moves by up to 10 % from
-  // float order alone, hence 0.6 rather than the target's 0.5 below.
+  // Measured 2026-12-07 (KLD, top-1): q4_0 0.0787, 0.895; q4_0:rot=kv
+  // 0.0657, 0.898; innerq 0.0217, 0.955 (0.0269 before its keys took codebook
+  // levels). One chunk moves by up to 10 % from float order alone, hence 0.6
+  // rather than the target's 0.5 below, and 0.033 (1.5x) for innerq.
   const std::map<std::string, Bound> bounds = {
       {"f16", {0.0, 1.0}},
       {"q4_0", {0.12, 0.85}},
       {"q4_0:rot=kv", {0.10, 0.85}},
-      {"innerq", {0.04, 0.92}},
+      {"innerq", {0.033, 0.92}},
   };
   std::map<std::string, double> kld = check_rows(rows, bounds, 512);
   EXPECT_LE(kld["innerq"], 0.6 * kld["q4_0:rot=kv"]);
