@@ -37,7 +37,8 @@ const char* const kSpecs[] = {"f16",
                               "innerq:sink=8,recent=40,g=32",
                               "innerq:kcenter=off,knorm=sqrtmax,rot=kv",
                               "innerq:kperm=evenodd",
-                              "q4_0:kperm=pairs"};
+                              "q4_0:kperm=pairs",
+                              "innerq-paper:k=4,klevels=normal"};
 
 // K/V rows of positions [first, first + n), [n][heads][D]: a per-channel
 // offset (what key centering removes), an outlier channel, and values in
