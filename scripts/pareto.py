@@ -47,7 +47,8 @@ COLORS = {"innerq": "#d62728", "innerq-paper": "#ff7f0e", "kivi": "#1f77b4",
 def panel(svg, x0, y0, w, h, title, rows):
     """One log-KLD vs bits panel at (x0, y0)."""
     pts = [(r["bits"], max(r["kld"], 1e-5)) for r in rows]
-    bx = (2.0, max(6.0, max(b for b, _ in pts) + 1.0))
+    lo = min(b for b, _ in pts)
+    bx = (min(2.0, math.floor(lo)) if lo < 4 else math.floor(lo) - 0.5, max(6.0, max(b for b, _ in pts) + 1.0))
     ky = (math.log10(min(k for _, k in pts)) - 0.2, math.log10(max(k for _, k in pts)) + 0.2)
     X = lambda b: x0 + 50 + (b - bx[0]) / (bx[1] - bx[0]) * (w - 70)
     Y = lambda k: y0 + h - 40 - (math.log10(k) - ky[0]) / (ky[1] - ky[0]) * (h - 70)
@@ -77,6 +78,7 @@ def main():
     ap.add_argument("--ppl", action="append", required=True, help="NAME:FILE of innerq perplexity --json")
     ap.add_argument("--svg", help="write the plot here")
     ap.add_argument("--labels", help="JSON object kv -> short label for the plot")
+    ap.add_argument("--title", default="SmolLM2-135M", help="model name for the panel titles")
     args = ap.parse_args()
 
     info = load(args.bytes)
@@ -112,7 +114,7 @@ def main():
         for i, (name, _, rows) in enumerate(runs):
             quantized = [r for r in rows if r["kv"] != "f16"]
             n_tokens = rows[0].get("tokens", 0)
-            panel(svg, i * w, 0, w, h, f"SmolLM2-135M, WikiText-2, ctx {name} ({n_tokens} scored tokens)", quantized)
+            panel(svg, i * w, 0, w, h, f"{args.title}, WikiText-2, ctx {name} ({n_tokens} scored tokens)", quantized)
         svg.append("</svg>")
         with open(args.svg, "w", encoding="utf-8") as f:
             f.write("\n".join(svg) + "\n")

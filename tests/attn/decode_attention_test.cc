@@ -298,8 +298,7 @@ std::vector<Case> reference_cases() {
                          "q8_0:kperm=pairs,rot=kv",
                          "innerq:kperm=pairs,rot=k,kcenter=on,knorm=sqrtmax",
                          "innerq:klevels=normal",
-                         "innerq-paper:k=2,klevels=normal",
-                         "innerq:k=4,v=4,kg=32,klevels=normal,knorm=rms"};
+                         "innerq-paper:k=2,kg=32,klevels=normal,knorm=rms"};
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
