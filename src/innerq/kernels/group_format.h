@@ -174,6 +174,12 @@ inline constexpr uint8_t kNormalLevels[3][16] = {
 constexpr bool levels_support_bits(Levels l, int bits) {
   return l == Levels::kUniform || (bits >= 2 && bits <= 4);
 }
+// Whether groups of `bits` in `mode` can use levels l: codebooks exist for
+// symmetric 2-4 bit groups (the one rule the spec, the cache, the quantizer
+// and tune apply).
+constexpr bool levels_fit(Levels l, int bits, QuantMode mode) {
+  return l == Levels::kUniform || (mode == QuantMode::kSymmetric && levels_support_bits(l, bits));
+}
 // The table of `bits` (levels_support_bits), 16 bytes.
 constexpr const uint8_t* normal_level_table(int bits) {
   return kNormalLevels[bits - 2];

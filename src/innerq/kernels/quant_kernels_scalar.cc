@@ -35,7 +35,7 @@ inline constexpr int kLevelScales = 11;
 
 // x: [G] → one record with codebook levels; `absmax` of x.
 void quantize_group_levels(const GroupSpec& spec, const float* x, float absmax, uint8_t* record) {
-  if (spec.mode != QuantMode::kSymmetric || !levels_support_bits(spec.levels, spec.bits)) {
+  if (!levels_fit(spec.levels, spec.bits, spec.mode)) {
     throw Error("quantize: codebook levels need symmetric groups of 2-4 bits, not " +
                 std::to_string(spec.bits) + "-bit " +
                 (spec.mode == QuantMode::kSymmetric ? "symmetric" : "asymmetric/hybrid") + " ones");

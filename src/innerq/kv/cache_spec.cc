@@ -363,10 +363,8 @@ LayerConfig resolve_head_dim(LayerConfig c, int head_dim) {
   // The codebook where the key groups allow it (a named kmode=hybrid or k=8
   // keeps uniform levels).
   if (c.by_head_dim & LayerConfig::kAutoKLevels) {
-    c.k_levels =
-        wide && c.k_mode == QuantMode::kSymmetric && levels_support_bits(Levels::kNormal, c.k_bits)
-            ? Levels::kNormal
-            : Levels::kUniform;
+    c.k_levels = wide && levels_fit(Levels::kNormal, c.k_bits, c.k_mode) ? Levels::kNormal
+                                                                         : Levels::kUniform;
   }
   c.by_head_dim = 0;
   return c;

@@ -680,9 +680,7 @@ InnerQLayerCache::InnerQLayerCache(const LayerConfig& config, int n_kv_heads, in
     throw Error(
         fmt::format("innerq cache: head_dim {} is not a multiple of {}", head_dim, kTileRows));
   }
-  if (config.k_levels != Levels::kUniform &&
-      (config.k_mode != QuantMode::kSymmetric ||
-       !levels_support_bits(config.k_levels, config.k_bits))) {
+  if (!levels_fit(config.k_levels, config.k_bits, config.k_mode)) {
     throw Error(
         fmt::format("innerq cache: klevels=normal needs symmetric 2-4 bit keys, not k={} kmode={}",
                     config.k_bits, quant::quant_mode_name(config.k_mode)));

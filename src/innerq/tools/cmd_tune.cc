@@ -113,7 +113,7 @@ std::vector<double> passkey_deltas(const model::LlamaModel& m,
 // A base with codebook key levels (`innerq` from head_dim 256 on) keeps
 // them where the codebook exists (2-4 bits); 8-bit keys are uniform.
 void keep_levels_valid(kv::LayerConfig& c) {
-  if (!levels_support_bits(c.k_levels, c.k_bits)) c.k_levels = Levels::kUniform;
+  if (!levels_fit(c.k_levels, c.k_bits, c.k_mode)) c.k_levels = Levels::kUniform;
 }
 
 // Cost of b-bit groups in 1/16-bit units per value (exact for G ≤ 128).
