@@ -51,10 +51,10 @@ bash scripts/python-env.sh --hf >/dev/null
 # label (the quality gate and tune evaluate SmolLM2 for minutes under ASan;
 # the model code they run is covered by the model tests on stories260K and
 # the synthetic files), then each libFuzzer target for INNERQ_FUZZ_SECONDS
-# (60 s) from its seed corpus (tests/fuzz).
+# (30 s) from its seed corpus (tests/fuzz), side by side.
 stage "the default suite under ASan + UBSan, then the fuzzers"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$(nproc)"
 ctest --preset asan -j "$(nproc)"
-ctest --preset fuzz
+ctest --preset fuzz -j "$(nproc)"
 stage "done"
