@@ -6,16 +6,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "innerq/base/error.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
+#include "gguf_writer.h"
 
 namespace innerq::model {
 namespace {
@@ -63,6 +66,80 @@ TEST(Gguf, ReadsStories260K) {
   EXPECT_THROW(f.get_string("no.such.key"), Error);
   EXPECT_THROW(f.get_uint("general.architecture"), Error);
   EXPECT_THROW(f.get_tensor("no.such.tensor"), Error);
+}
+
+// Whether the kernel hands out transparent huge pages on request.
+bool huge_page_policy() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string policy((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return policy.find("[always]") != std::string::npos ||
+         policy.find("[madvise]") != std::string::npos;
+}
+
+// The /proc/self/smaps entry of the mapping that holds p: its header line
+// (range, permissions, path) and its VmFlags line.
+std::pair<std::string, std::string> mapping_of(const void* p) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::ifstream in("/proc/self/smaps");
+  std::string line, header, flags;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = at >= lo && at < hi;
+      if (inside) header = line;
+    } else if (inside && line.starts_with("VmFlags:")) {
+      flags = line + " ";
+    }
+  }
+  return {header, flags};
+}
+
+// A file of at least one 2 MiB page moves to huge-page memory (where the
+// kernel offers it) and reads exactly as its mapping does; INNERQ_MMAP=1
+// keeps the mapping; a smaller file stays mapped.
+TEST(Gguf, LargeFilesMoveToHugePagesAndReadTheSame) {
+  testing::GgufWriter w;
+  w.set_string("general.architecture", "llama").set_u32("test.value", 7);
+  std::vector<uint8_t> big(size_t{3} << 20), small(4096);
+  std::mt19937 rng(5);
+  for (uint8_t& b : big) b = static_cast<uint8_t>(rng());
+  w.tensor("big", GgmlType::kF16, {big.size() / 2}, big);
+  w.tensor("small", GgmlType::kF32, {small.size() / 4}, small);
+  const std::string path = w.write("huge");
+  const auto check = [&](const GgufFile& f) {
+    EXPECT_EQ(f.get_uint("test.value"), 7u);
+    const GgufTensor& t = f.get_tensor("big");
+    ASSERT_EQ(t.n_bytes, big.size());
+    EXPECT_EQ(std::memcmp(t.data, big.data(), big.size()), 0);
+    EXPECT_EQ(f.get_tensor("small").n_bytes, small.size());
+  };
+  ASSERT_EQ(::unsetenv("INNERQ_MMAP"), 0);
+  {
+    const GgufFile f(path);
+    check(f);
+    EXPECT_EQ(f.in_huge_pages(), huge_page_policy());
+    const auto [header, flags] = mapping_of(f.get_tensor("big").data);
+    if (f.in_huge_pages()) {  // anonymous, advised for huge pages
+      EXPECT_EQ(header.find(path), std::string::npos) << header;
+      EXPECT_NE(flags.find(" hg "), std::string::npos) << flags;
+    }
+  }
+  ASSERT_EQ(::setenv("INNERQ_MMAP", "1", 1), 0);
+  {
+    const GgufFile f(path);
+    check(f);
+    EXPECT_FALSE(f.in_huge_pages());
+    EXPECT_NE(mapping_of(f.get_tensor("big").data).first.find(path), std::string::npos);
+  }
+  ASSERT_EQ(::unsetenv("INNERQ_MMAP"), 0);
+  std::remove(path.c_str());
+  // Under one huge page: nothing to gain, the mapping stays.
+  testing::GgufWriter tiny;
+  tiny.set_string("general.architecture", "llama").tensor("small", GgmlType::kF32, {1024}, small);
+  const std::string tiny_path = tiny.write("tiny");
+  EXPECT_FALSE(GgufFile(tiny_path).in_huge_pages());
+  std::remove(tiny_path.c_str());
 }
 
 TEST(Gguf, MissingAndEmptyFilesAreErrors) {

@@ -284,6 +284,14 @@ TEST(ModelCli, InfoShowsSlidingWindowLayersAndTheirMemory) {
   ASSERT_EQ(json.exit_code, 0) << json.output;
   const nlohmann::json j = nlohmann::json::parse(json.output);
   EXPECT_EQ(j.at("window_layers"), 15);
+  // 253 MB of weights: copied into 2 MiB pages where the kernel offers them
+  // (tests/model/gguf_test.cc checks which, and the mapping behind it).
+  const std::string memory = j.at("weights_memory");
+  EXPECT_TRUE(memory == "huge_pages" || memory == "mapped") << memory;
+  EXPECT_NE(run.output.find(memory == "huge_pages" ? "weights in    memory in 2 MiB pages"
+                                                   : "weights in    the file's mapping"),
+            std::string::npos)
+      << run.output;
   const std::vector<size_t> bytes = j.at("caches").at(0).at("layer_bytes");
   ASSERT_EQ(bytes.size(), 18u);
   // 512 positions x (K + V) x 256 dims x 2 bytes; 8192 positions globally.

@@ -175,7 +175,12 @@ struct GgufTensor {
 
 class GgufFile {
  public:
-  // Maps the file read-only and parses it.
+  // Maps the file read-only and parses it. Then, when the file holds at
+  // least one 2 MiB page and the kernel offers transparent huge pages
+  // (unless INNERQ_MMAP=1), its bytes move to anonymous memory in 2 MiB
+  // pages and the copy is parsed again: a decode step reads every weight, and
+  // with 4 KiB pages each page costs a TLB miss (docs/architecture.md,
+  // "Weight memory").
   explicit GgufFile(const std::string& path);
   // Parses a copy of `bytes` (tests and the fuzz target); `name` stands for
   // the path in messages. The same parser as for a mapped file.
@@ -188,6 +193,9 @@ class GgufFile {
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
   size_t file_size() const { return size_; }
+  // Where the bytes live: huge-page-advised anonymous memory, or the file's
+  // mapping (or a from-memory copy).
+  bool in_huge_pages() const { return huge_len_ > 0; }
 
   const std::map<std::string, GgufValue, std::less<>>& metadata() const { return metadata_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
@@ -216,11 +224,13 @@ class GgufFile {
 
  private:
   void parse();
+  void move_to_huge_pages();
 
   std::string path_;
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;         // base_ is an mmap of the file, else owned_
+  size_t huge_len_ = 0;         // > 0: base_ is an anonymous mapping of this length
   std::vector<uint8_t> owned_;  // the copy a from-memory file parses
   uint32_t version_ = 0;
   size_t alignment_ = 32;

@@ -622,8 +622,9 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                                           batch, ctx, specs.size()));
     }
   }
-  // Weights are mapped from the file: one decode step first touches every
-  // page of them, so that the memory measured later is the caches' own.
+  // Weights mapped from the file (INNERQ_MMAP=1, or no huge pages) become
+  // resident as they are read: one decode step first touches every page of
+  // them, so that the memory measured later is the caches' own.
   {
     kv::KvCache warm(m.cache_shape(2), kv::parse_cache_spec("f16").layer);
     kv::KvCache* caches[] = {&warm};

@@ -143,6 +143,7 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
   const model::ModelDesc& c = m.config();
   nlohmann::json j;
   j["file"] = path;
+  j["weights_memory"] = m.file().in_huge_pages() ? "huge_pages" : "mapped";
   j["architecture"] = c.arch;
   j["layers"] = c.n_layers;
   j["embedding"] = c.n_embd;
@@ -226,6 +227,9 @@ void run_info(const InfoOptions& o) {
     return;
   }
   fmt::print("file          {} ({:.1f} MB, GGUF v{})\n", path, f.file_size() / 1e6, f.version());
+  fmt::print("weights in    {}\n",
+             f.in_huge_pages() ? "memory in 2 MiB pages (INNERQ_MMAP=1 maps the file instead)"
+                               : "the file's mapping (4 KiB pages)");
   fmt::print("name          {}\n", f.get_string("general.name", "-"));
   fmt::print("architecture  {} ({})\n", c.arch, arch_features(c));
   const auto windowed = [&](int l) { return c.layers[static_cast<size_t>(l)].window > 0; };
