@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "sanitized.h"
 #include "innerq/attn/attention_scratch.h"
 #include "innerq/attn/decode_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kv/cache_spec.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/kv/layer_caches.h"
+#include "sanitized.h"
 
 namespace innerq::attn {
 namespace {

@@ -9,13 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "sanitized.h"
 #include "innerq/attn/decode_attention.h"
 #include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
+#include "innerq/base/huge_pages.h"
+#include "innerq/kv/block_pool.h"
 #include "innerq/kv/key_factors.h"
 #include "innerq/kv/kv_cache.h"
 #include "innerq/kv/segments.h"
+#include "proc_maps.h"
+#include "sanitized.h"
 
 namespace innerq::attn {
 namespace {
@@ -85,6 +88,31 @@ int f16_tail(const kv::KvCache& c) {
       c.layer(0).kind() == kv::CacheKind::kF32 || c.layer(0).kind() == kv::CacheKind::kF16 ||
       c.layer(0).kind() == kv::CacheKind::kQ8_0 || c.layer(0).kind() == kv::CacheKind::kQ4_0;
   return plain ? c.n_tokens() : c.n_tokens() - end;
+}
+
+// A slab of at least one 2 MiB page is mapped for huge pages where the
+// kernel offers them, a smaller one comes from the heap; both start zeroed
+// and hold what is written to every block.
+TEST(BlockPool, LargeSlabsAreAdvisedForHugePages) {
+  for (const size_t block_bytes : {size_t{1} << 20, size_t{4096}}) {
+    SCOPED_TRACE(block_bytes);
+    kv::BlockPool pool("test pool", block_bytes, 4, false);
+    std::vector<int> ids(4);
+    pool.acquire_n(ids);
+    for (const int id : ids) {
+      uint8_t* b = pool.data(id);
+      for (size_t i = 0; i < block_bytes; i += 4096) ASSERT_EQ(b[i], 0) << "block " << id;
+      std::memset(b, id + 1, block_bytes);
+    }
+    for (const int id : ids) {
+      EXPECT_EQ(pool.data(id)[block_bytes - 1], id + 1);
+      EXPECT_EQ(pool.data(id)[0], id + 1);
+    }
+    const std::string flags = testing_env::mapping_of(pool.data(ids[0])).second;
+    const bool large = 4 * block_bytes >= kHugePageBytes;
+    EXPECT_EQ(flags.find(" hg ") != std::string::npos, large && huge_pages_available()) << flags;
+    for (const int id : ids) pool.release(id);
+  }
 }
 
 TEST(BlockPool, AppendingNeverMovesStoredBytes) {

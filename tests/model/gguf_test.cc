@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "innerq/base/error.h"
+#include "innerq/base/huge_pages.h"
 #include "innerq/model/llama.h"
 #include "innerq/model/model_path.h"
 #include "gguf_writer.h"
+#include "proc_maps.h"
 
 namespace innerq::model {
 namespace {
@@ -68,33 +70,6 @@ TEST(Gguf, ReadsStories260K) {
   EXPECT_THROW(f.get_tensor("no.such.tensor"), Error);
 }
 
-// Whether the kernel hands out transparent huge pages on request.
-bool huge_page_policy() {
-  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::string policy((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return policy.find("[always]") != std::string::npos ||
-         policy.find("[madvise]") != std::string::npos;
-}
-
-// The /proc/self/smaps entry of the mapping that holds p: its header line
-// (range, permissions, path) and its VmFlags line.
-std::pair<std::string, std::string> mapping_of(const void* p) {
-  const auto at = reinterpret_cast<uintptr_t>(p);
-  std::ifstream in("/proc/self/smaps");
-  std::string line, header, flags;
-  bool inside = false;
-  while (std::getline(in, line)) {
-    unsigned long lo = 0, hi = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
-      inside = at >= lo && at < hi;
-      if (inside) header = line;
-    } else if (inside && line.starts_with("VmFlags:")) {
-      flags = line + " ";
-    }
-  }
-  return {header, flags};
-}
-
 // A file of at least one 2 MiB page moves to huge-page memory (where the
 // kernel offers it) and reads exactly as its mapping does; INNERQ_MMAP=1
 // keeps the mapping; a smaller file stays mapped.
@@ -118,8 +93,8 @@ TEST(Gguf, LargeFilesMoveToHugePagesAndReadTheSame) {
   {
     const GgufFile f(path);
     check(f);
-    EXPECT_EQ(f.in_huge_pages(), huge_page_policy());
-    const auto [header, flags] = mapping_of(f.get_tensor("big").data);
+    EXPECT_EQ(f.in_huge_pages(), huge_pages_available());
+    const auto [header, flags] = testing_env::mapping_of(f.get_tensor("big").data);
     if (f.in_huge_pages()) {  // anonymous, advised for huge pages
       EXPECT_EQ(header.find(path), std::string::npos) << header;
       EXPECT_NE(flags.find(" hg "), std::string::npos) << flags;
@@ -130,7 +105,8 @@ TEST(Gguf, LargeFilesMoveToHugePagesAndReadTheSame) {
     const GgufFile f(path);
     check(f);
     EXPECT_FALSE(f.in_huge_pages());
-    EXPECT_NE(mapping_of(f.get_tensor("big").data).first.find(path), std::string::npos);
+    EXPECT_NE(testing_env::mapping_of(f.get_tensor("big").data).first.find(path),
+              std::string::npos);
   }
   ASSERT_EQ(::unsetenv("INNERQ_MMAP"), 0);
   std::remove(path.c_str());

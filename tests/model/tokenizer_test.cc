@@ -32,13 +32,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sanitized.h"
 #include "innerq/base/error.h"
 #include "innerq/model/gguf.h"
 #include "innerq/model/model_path.h"
 #include "innerq/model/tokenizer.h"
 #include "spm_round_trip.h"
 #include "innerq/model/unicode.h"
+#include "sanitized.h"
 
 namespace innerq::model {
 namespace {

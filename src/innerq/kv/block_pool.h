@@ -90,7 +90,8 @@ class BlockPool {
   int slab_blocks_;
   bool growable_;
   // Both reserved once (never moved): data() and refs() read them unlocked.
-  std::vector<uint8_t*> slabs_;  // calloc'ed, slab_blocks_ blocks each
+  std::vector<uint8_t*> slabs_;    // slab_blocks_ blocks each, zeroed
+  std::vector<bool> slab_mapped_;  // mapped for huge pages (else calloc'ed)
   std::vector<std::unique_ptr<std::atomic<int>[]>> slab_refs_;  // [slab][block] references
   std::vector<int> free_;                                       // ids, taken from the back
   mutable std::mutex mu_;

@@ -8,16 +8,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <string_view>
 #include <utility>
 
 #include <fmt/core.h>
 
 #include "innerq/base/error.h"
+#include "innerq/base/huge_pages.h"
 
 namespace innerq::model {
 namespace {
@@ -434,59 +433,30 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
   move_to_huge_pages();
 }
 
-namespace {
-
-constexpr size_t kHugePage = size_t{2} << 20;
-
-// Whether madvise(MADV_HUGEPAGE) can give this process 2 MiB pages: the
-// kernel's policy is "always" or "madvise" (not "never", not absent), and
-// INNERQ_MMAP=1 does not ask to keep the file mapping.
-bool huge_pages_wanted() {
-  const char* keep = std::getenv("INNERQ_MMAP");
-  if (keep != nullptr && std::strcmp(keep, "1") == 0) return false;
-  std::FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-  if (f == nullptr) return false;
-  char policy[128] = {};
-  const size_t n = std::fread(policy, 1, sizeof(policy) - 1, f);
-  std::fclose(f);
-  const std::string_view p(policy, n);
-  return p.find("[always]") != std::string_view::npos ||
-         p.find("[madvise]") != std::string_view::npos;
-}
-
-}  // namespace
-
 // The file was parsed from its mapping, so a malformed file never costs a
 // copy. The copy is parsed again (every GgufValue and tensor points into the
 // bytes it was parsed from); a copy that cannot be made leaves the mapping.
 void GgufFile::move_to_huge_pages() {
-  if (size_ < kHugePage || !huge_pages_wanted()) return;
-  const size_t len = (size_ + kHugePage - 1) / kHugePage * kHugePage;
-  void* raw = ::mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED) return;
-  // Keep the 2 MiB-aligned part of the reservation and return the rest.
-  auto* start = static_cast<uint8_t*>(raw);
-  auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(start) + kHugePage - 1) &
-                                             ~uintptr_t{kHugePage - 1});
-  if (aligned > start) ::munmap(start, static_cast<size_t>(aligned - start));
-  const size_t tail = kHugePage - static_cast<size_t>(aligned - start);
-  if (tail > 0) ::munmap(aligned + len, tail);
-  ::madvise(aligned, len, MADV_HUGEPAGE);
-  std::memcpy(aligned, base_, size_);
-  ::mprotect(aligned, len, PROT_READ);
+  const char* keep = std::getenv("INNERQ_MMAP");
+  if (size_ < kHugePageBytes || !huge_pages_available() ||
+      (keep != nullptr && std::strcmp(keep, "1") == 0)) {
+    return;
+  }
+  void* copy = map_huge_page_advised(size_);
+  if (copy == nullptr) return;
+  std::memcpy(copy, base_, size_);
+  ::mprotect(copy, size_, PROT_READ);
   ::munmap(const_cast<uint8_t*>(base_), size_);
-  base_ = aligned;
+  base_ = static_cast<const uint8_t*>(copy);
   mapped_ = false;
-  huge_len_ = len;
+  huge_ = true;
   metadata_.clear();
   tensors_.clear();
   tensor_index_.clear();
   try {
     parse();  // the same bytes: it succeeded on the mapping
   } catch (...) {
-    ::munmap(aligned, len);
-    huge_len_ = 0;
+    unmap_pages(copy, size_);  // the constructor throws: ~GgufFile does not run
     throw;
   }
 }
@@ -503,7 +473,7 @@ GgufFile::GgufFile(std::string name, std::span<const uint8_t> bytes)
 
 GgufFile::~GgufFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
-  if (huge_len_ > 0) ::munmap(const_cast<uint8_t*>(base_), huge_len_);
+  if (huge_) unmap_pages(const_cast<uint8_t*>(base_), size_);
 }
 
 std::string GgufFile::describe(std::string_view what) const {

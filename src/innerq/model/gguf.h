@@ -195,7 +195,7 @@ class GgufFile {
   size_t file_size() const { return size_; }
   // Where the bytes live: huge-page-advised anonymous memory, or the file's
   // mapping (or a from-memory copy).
-  bool in_huge_pages() const { return huge_len_ > 0; }
+  bool in_huge_pages() const { return huge_; }
 
   const std::map<std::string, GgufValue, std::less<>>& metadata() const { return metadata_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
@@ -230,7 +230,7 @@ class GgufFile {
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;         // base_ is an mmap of the file, else owned_
-  size_t huge_len_ = 0;         // > 0: base_ is an anonymous mapping of this length
+  bool huge_ = false;           // base_ is an anonymous copy of size_ bytes
   std::vector<uint8_t> owned_;  // the copy a from-memory file parses
   uint32_t version_ = 0;
   size_t alignment_ = 32;
