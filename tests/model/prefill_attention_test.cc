@@ -95,7 +95,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Shape{1, 2, 1, 8}, Shape{17, 8, 4, 8}, Shape{64, 4, 4, 16},
                       Shape{130, 9, 3, 64}, Shape{257, 6, 2, 32}, Shape{40, 8, 2, 16},
                       Shape{33, 10, 2, 8}, Shape{40, 4, 1, 256, 20}, Shape{130, 9, 3, 64, 7},
-                      Shape{257, 6, 2, 32, 128}, Shape{17, 2, 1, 8, 1}, Shape{20, 2, 1, 16, 64}),
+                      Shape{257, 6, 2, 32, 128}, Shape{17, 2, 1, 8, 1}, Shape{20, 2, 1, 16, 64},
+                      // Tiles of 8, 6, 4 and 3 positions with a partial last
+                      // tile; a window inside a tile; 6 heads per KV head.
+                      Shape{19, 4, 4, 64, 5}, Shape{23, 4, 2, 16}, Shape{45, 12, 2, 32},
+                      Shape{70, 8, 2, 24, 9}),
     [](const ::testing::TestParamInfo<Shape>& info) {
       const Shape& s = info.param;
       std::ostringstream name;

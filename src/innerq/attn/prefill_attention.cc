@@ -2,14 +2,16 @@
 // own keys and values (Highway, self-including foreach_target pattern; one
 // dispatch per call).
 //
-// Keys are first transposed per KV head to [head_dim][n] so that the scores of
-// one query put SIMD lanes across keys (docs/architecture.md, "Tile
-// format"): vectors of keys are accumulated over head_dim with broadcast
-// query values, no horizontal sums.
-// Then one softmax (vector exp) and the weighted sum of values (lanes across
-// head_dim, accumulators in registers). The query heads sharing a KV head are
-// done together so each key/value load serves all of them. Tasks (position,
-// KV head) are spread over OpenMP threads, longest first.
+// Keys are first transposed per KV head to [head_dim][n] so that the scores
+// put SIMD lanes across keys (docs/architecture.md, "Tile format"): vectors of
+// keys are accumulated over head_dim with broadcast query values, no
+// horizontal sums. Then a softmax per row (vector exp) and the weighted sum
+// of values (lanes across head_dim). A task is a tile of consecutive query
+// positions times the query heads that share one KV head: every key or value
+// vector loaded serves all of the tile's rows (up to 12), so the keys and
+// values stream through the cache once per tile, not once per position
+// (docs/architecture.md, "Prefill attention"). Tasks (tile, KV head) are
+// spread over OpenMP threads, longest first.
 #include "innerq/attn/prefill_attention.h"
 
 #include <algorithm>
@@ -36,39 +38,51 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::CappedTag<float, 16>;
 
-// Keys per score block: two vectors (the key padding is a multiple of it).
-inline size_t KeyBlock() {
-  return 2 * hn::Lanes(DF());
+// Score rows of one task: kTileRows at most, accumulators in registers:
+// one vector per row (plus the loaded vector and a broadcast: AVX2's 16
+// registers), two where there are 32 (AVX-512), which halves the loads per
+// multiply-add.
+constexpr int kTileRows = 12;
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kVecs = 2;
+#else
+constexpr int kVecs = 1;
+#endif
+
+// Query positions per tile for G heads per KV head (G > 4: one head at a
+// time, as G = 1).
+constexpr int TilePositions(int group) {
+  return group == 1 ? 8 : group == 2 ? 6 : group == 3 ? 4 : group == 4 ? 3 : 8;
 }
 
-// The G query heads that share one KV head are processed together, so every
-// key or value vector loaded serves all of them.
-//
-// scores[g][j] = scale · q_g·k_j for j < n_keys, rounded up to whole key
-// blocks. q: [G][head_dim]; kt: [head_dim][stride]; scores: [G][stride].
-template <int G>
-void ScoresGroup(const float* q, const float* kt, size_t stride, int hd, int n_keys, float scale,
-                 float* scores) {
-  using V = decltype(hn::Zero(DF()));
+// scores[r][j] = scale · q_r·k_j for j < n_keys, rounded up to whole
+// vectors. q[r]: head_dim floats; kt: [head_dim][stride]; scores:
+// [R][s_stride].
+template <int R>
+void ScoresRows(const float* const* q, const float* kt, size_t stride, int hd, int n_keys,
+                float scale, float* scores, size_t s_stride) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  for (size_t j0 = 0; j0 < static_cast<size_t>(n_keys); j0 += 2 * N) {
-    V acc[G][2];
-    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = hn::Zero(df);
+  const auto s = hn::Set(df, scale);
+  for (size_t j0 = 0; j0 < static_cast<size_t>(n_keys); j0 += kVecs * N) {
+    decltype(hn::Zero(df)) acc[R][kVecs];
+    for (int r = 0; r < R; ++r) {
+      for (int u = 0; u < kVecs; ++u) acc[r][u] = hn::Zero(df);
+    }
     for (int d = 0; d < hd; ++d) {
-      const float* row = kt + static_cast<size_t>(d) * stride + j0;
-      const V k0 = hn::LoadU(df, row);
-      const V k1 = hn::LoadU(df, row + N);
-      for (int g = 0; g < G; ++g) {
-        const V qd = hn::Set(df, q[g * hd + d]);
-        acc[g][0] = hn::MulAdd(qd, k0, acc[g][0]);
-        acc[g][1] = hn::MulAdd(qd, k1, acc[g][1]);
+      decltype(hn::Zero(df)) k[kVecs];
+      for (int u = 0; u < kVecs; ++u) {
+        k[u] = hn::LoadU(df, kt + static_cast<size_t>(d) * stride + j0 + u * N);
+      }
+      for (int r = 0; r < R; ++r) {
+        const auto qd = hn::Set(df, q[r][d]);
+        for (int u = 0; u < kVecs; ++u) acc[r][u] = hn::MulAdd(qd, k[u], acc[r][u]);
       }
     }
-    const V s = hn::Set(df, scale);
-    for (int g = 0; g < G; ++g) {
-      hn::StoreU(hn::Mul(acc[g][0], s), df, scores + g * stride + j0);
-      hn::StoreU(hn::Mul(acc[g][1], s), df, scores + g * stride + j0 + N);
+    for (int r = 0; r < R; ++r) {
+      for (int u = 0; u < kVecs; ++u) {
+        hn::StoreU(hn::Mul(acc[r][u], s), df, scores + r * s_stride + j0 + u * N);
+      }
     }
   }
 }
@@ -98,52 +112,79 @@ void SoftmaxInPlace(float* p, int n) {
   for (j = 0; j < nn; ++j) p[j] *= inv;
 }
 
-// out[g][d] = Σ_j p[g][j]·v[j·v_stride + d]: lanes across head_dim, two
-// vectors per head of accumulators in registers per pass over the keys.
-// p: [G][p_stride]; out: [G][head_dim].
-template <int G>
-void WeightedValuesGroup(const float* p, size_t p_stride, const float* v, int64_t v_stride, int n,
-                         int hd, float* out) {
-  using V = decltype(hn::Zero(DF()));
+// out[r][d] = Σ_j p[r][j]·v[j·v_stride + d] for j < n: lanes across
+// head_dim, accumulators per row in registers per pass over the keys (U
+// vectors of head_dim per pass). p: [R][p_stride]. Returns the first d not
+// done.
+template <int R, int U>
+int WeightedValuesPass(const float* p, size_t p_stride, const float* v, int64_t v_stride, int n,
+                       int hd, int d0, float* const* out) {
   const DF df;
   const int N = static_cast<int>(hn::Lanes(df));
-  int d0 = 0;
-  for (; d0 + 2 * N <= hd; d0 += 2 * N) {
-    V acc[G][2];
-    for (int g = 0; g < G; ++g) acc[g][0] = acc[g][1] = hn::Zero(df);
+  for (; d0 + U * N <= hd; d0 += U * N) {
+    decltype(hn::Zero(df)) acc[R][U];
+    for (int r = 0; r < R; ++r) {
+      for (int u = 0; u < U; ++u) acc[r][u] = hn::Zero(df);
+    }
     for (int j = 0; j < n; ++j) {
-      const float* vj = v + j * v_stride + d0;
-      const V v0 = hn::LoadU(df, vj);
-      const V v1 = hn::LoadU(df, vj + N);
-      for (int g = 0; g < G; ++g) {
-        const V pj = hn::Set(df, p[g * p_stride + static_cast<size_t>(j)]);
-        acc[g][0] = hn::MulAdd(pj, v0, acc[g][0]);
-        acc[g][1] = hn::MulAdd(pj, v1, acc[g][1]);
+      decltype(hn::Zero(df)) vj[U];
+      for (int u = 0; u < U; ++u) vj[u] = hn::LoadU(df, v + j * v_stride + d0 + u * N);
+      for (int r = 0; r < R; ++r) {
+        const auto pj = hn::Set(df, p[r * p_stride + static_cast<size_t>(j)]);
+        for (int u = 0; u < U; ++u) acc[r][u] = hn::MulAdd(pj, vj[u], acc[r][u]);
       }
     }
-    for (int g = 0; g < G; ++g) {
-      hn::StoreU(acc[g][0], df, out + g * hd + d0);
-      hn::StoreU(acc[g][1], df, out + g * hd + d0 + N);
+    for (int r = 0; r < R; ++r) {
+      for (int u = 0; u < U; ++u) hn::StoreU(acc[r][u], df, out[r] + d0 + u * N);
     }
   }
-  for (; d0 < hd; ++d0) {  // head_dim not a multiple of two vectors (e.g. 8 on AVX-512)
-    for (int g = 0; g < G; ++g) {
+  return d0;
+}
+
+// The same for all of head_dim: kVecs vectors per pass, then one, then
+// single lanes (head_dim not a multiple of a vector, e.g. 8 on AVX-512).
+template <int R>
+void WeightedValuesRows(const float* p, size_t p_stride, const float* v, int64_t v_stride, int n,
+                        int hd, float* const* out) {
+  int d0 = WeightedValuesPass<R, kVecs>(p, p_stride, v, v_stride, n, hd, 0, out);
+  if constexpr (kVecs > 1) d0 = WeightedValuesPass<R, 1>(p, p_stride, v, v_stride, n, hd, d0, out);
+  for (; d0 < hd; ++d0) {
+    for (int r = 0; r < R; ++r) {
       float a = 0.0f;
-      for (int j = 0; j < n; ++j)
-        a += p[g * p_stride + static_cast<size_t>(j)] * v[j * v_stride + d0];
-      out[g * hd + d0] = a;
+      for (int j = 0; j < n; ++j) {
+        a += p[r * p_stride + static_cast<size_t>(j)] * v[j * v_stride + d0];
+      }
+      out[r][d0] = a;
     }
   }
 }
 
-// One position's attention for G query heads of KV head g.
-// q, out: [G][head_dim]; scores: [G][stride] scratch.
-template <int G>
-void AttendGroup(const float* q, const float* kt, size_t stride, const float* v, int64_t v_stride,
-                 int n_keys, int hd, float scale, float* scores, float* out) {
-  ScoresGroup<G>(q, kt, stride, hd, n_keys, scale, scores);
-  for (int g = 0; g < G; ++g) SoftmaxInPlace(scores + g * stride, n_keys);
-  WeightedValuesGroup<G>(scores, stride, v, v_stride, n_keys, hd, out);
+// Where a task's rows come from and go to: rows past the prompt's end (the
+// last tile) repeat its last position and write to a scratch row.
+struct TileRows {
+  const float* q[kTileRows];
+  float* out[kTileRows];
+  int last_key[kTileRows];  // the row's position i: keys first..i
+  int first_key[kTileRows];
+};
+
+// One task: R rows over keys [lo, hi) of one KV head. Each row's softmax
+// covers its own keys; the rest of its scores are zeroed, so the value sum
+// runs over the whole range.
+template <int R>
+void AttendTile(const TileRows& rows, const float* kt, size_t stride, const float* v,
+                int64_t v_stride, int lo, int hi, int hd, float scale, float* scores,
+                size_t s_stride) {
+  const int n = hi - lo;
+  ScoresRows<R>(rows.q, kt + lo, stride, hd, n, scale, scores, s_stride);
+  for (int r = 0; r < R; ++r) {
+    float* p = scores + r * s_stride;
+    const int a = rows.first_key[r] - lo, b = rows.last_key[r] + 1 - lo;
+    std::fill(p, p + a, 0.0f);
+    SoftmaxInPlace(p + a, b - a);
+    std::fill(p + b, p + n, 0.0f);
+  }
+  WeightedValuesRows<R>(scores, s_stride, v + lo * v_stride, v_stride, n, hd, rows.out);
 }
 
 void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float* k, const float* v,
@@ -157,16 +198,25 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_stride = static_cast<int64_t>(n_heads) * hd;  // between positions in q, out
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * hd;    // between positions in k, v
-  const size_t block = KeyBlock();
-  const size_t stride = (static_cast<size_t>(n) + block - 1) / block * block;
+  const size_t N = hn::Lanes(DF());
+  // A row of transposed keys: n rounded up to a vector, plus one vector so
+  // that rows are not a multiple of 4 KiB apart (head_dim rows read in turn
+  // would share one L1 set).
+  const size_t stride = (static_cast<size_t>(n) + N - 1) / N * N + N;
+  // Heads per task and positions per tile.
+  const int heads = group <= 4 ? group : 1;
+  const int tile = TilePositions(group);
+  const int rows_per_task = heads * tile;  // ≤ kTileRows
+  const int n_tiles = (n + tile - 1) / tile;
+  const int head_sets = group / heads;  // tasks per (tile, KV head)
 
   // Small prompts stay on the calling thread (waking a team costs more).
   const bool parallel = int64_t{n} * n * n_heads * hd >= (int64_t{1} << 18);
 
   // kt: [n_kv][head_dim][stride] keys transposed, zero-padded past n, and one
-  // key block more: a sliding window's scores start at an unaligned column
-  // and may read up to a block past the last row.
-  std::vector<float> kt(static_cast<size_t>(n_kv) * hd * stride + block, 0.0f);
+  // vector more: a score vector may read up to a vector past a row (into the
+  // next row: finite values, scores past the row's keys are never used).
+  std::vector<float> kt(static_cast<size_t>(n_kv) * hd * stride + N, 0.0f);
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (parallel)
   for (int g = 0; g < n_kv; ++g) {
     for (int j = 0; j < n; ++j) {
@@ -175,43 +225,46 @@ void PrefillAttentionImpl(const PrefillShape& shape, const float* q, const float
     }
   }
 
-  // Score rows per thread, allocated here: nothing inside the region may
-  // throw (docs/architecture.md, "Errors and threads").
-  const size_t per_thread = static_cast<size_t>(group) * stride;
-  std::vector<float> scores_all(static_cast<size_t>(std::max(n_threads, 1)) * per_thread);
+  // Score rows and a row for outputs past the prompt's end, per thread,
+  // allocated here: nothing inside the region may throw
+  // (docs/architecture.md, "Errors and threads").
+  const size_t per_thread = static_cast<size_t>(rows_per_task) * stride + hd;
+  std::vector<float> scratch(static_cast<size_t>(std::max(n_threads, 1)) * per_thread);
 #pragma omp parallel num_threads(n_threads) if (parallel)
   {
-    float* const scores =
-        scores_all.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
-    const int64_t n_tasks = static_cast<int64_t>(n) * n_kv;  // (position, KV head)
-#pragma omp for schedule(dynamic, 4)
+    float* const scores = scratch.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+    float* const discard = scores + static_cast<size_t>(rows_per_task) * stride;
+    const int64_t n_tasks = static_cast<int64_t>(n_tiles) * n_kv * head_sets;
+#pragma omp for schedule(dynamic, 2)
     for (int64_t task = n_tasks - 1; task >= 0; --task) {  // longest first
-      const int i = static_cast<int>(task / n_kv);
-      const int g = static_cast<int>(task % n_kv);
-      const int first = window > 0 ? std::max(0, i - window + 1) : 0;  // first key attended
-      const int n_keys = i + 1 - first;
-      const float* qg = q + i * q_stride + static_cast<int64_t>(g) * group * hd;  // [group][hd]
-      const float* ktg = kt.data() + static_cast<size_t>(g) * hd * stride + first;
-      const float* vg = v + first * kv_stride + static_cast<int64_t>(g) * hd;
-      float* og = out + i * q_stride + static_cast<int64_t>(g) * group * hd;
-      switch (group) {
-        case 1:
-          AttendGroup<1>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
+      const int t0 = static_cast<int>(task / (n_kv * head_sets)) * tile;
+      const int g = static_cast<int>(task % (n_kv * head_sets)) / head_sets;
+      const int h0 = g * group + static_cast<int>(task % head_sets) * heads;  // first query head
+      TileRows rows;
+      int lo = n, hi = 0;
+      for (int t = 0; t < tile; ++t) {
+        const int i = std::min(t0 + t, n - 1);
+        const int first = window > 0 ? std::max(0, i - window + 1) : 0;
+        lo = std::min(lo, first);
+        hi = std::max(hi, i + 1);
+        for (int h = 0; h < heads; ++h) {
+          const int r = t * heads + h;
+          rows.q[r] = q + i * q_stride + static_cast<int64_t>(h0 + h) * hd;
+          rows.out[r] =
+              t0 + t < n ? out + i * q_stride + static_cast<int64_t>(h0 + h) * hd : discard;
+          rows.first_key[r] = first;
+          rows.last_key[r] = i;
+        }
+      }
+      const float* ktg = kt.data() + static_cast<size_t>(g) * hd * stride;
+      const float* vg = v + static_cast<int64_t>(g) * hd;
+      switch (rows_per_task) {  // 8 or 12 (TilePositions)
+        case 8:
+          AttendTile<8>(rows, ktg, stride, vg, kv_stride, lo, hi, hd, scale, scores, stride);
           break;
-        case 2:
-          AttendGroup<2>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
+        default:
+          AttendTile<12>(rows, ktg, stride, vg, kv_stride, lo, hi, hd, scale, scores, stride);
           break;
-        case 3:
-          AttendGroup<3>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
-          break;
-        case 4:
-          AttendGroup<4>(qg, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores, og);
-          break;
-        default:  // larger groups: one head at a time
-          for (int h = 0; h < group; ++h) {
-            AttendGroup<1>(qg + h * hd, ktg, stride, vg, kv_stride, n_keys, hd, scale, scores,
-                           og + h * hd);
-          }
       }
     }
   }
