@@ -36,6 +36,7 @@
 #include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/base/parallel_errors.h"
+#include "innerq/kernels/activation.h"
 #include "innerq/kv/window_layer_cache.h"
 
 namespace innerq::model {
@@ -64,16 +65,17 @@ void rmsnorm_rows(float* x, const float* w, int n, int dim, float eps) {
   }
 }
 
-// gate = act(gate) ⊙ up
-void gated_activation(Activation act, float* gate, const float* up, size_t n) {
-  if (act == Activation::kSilu) {
-    for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-    return;
-  }
-  const float c = std::sqrt(2.0f / std::numbers::pi_v<float>);
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = 0.5f * g * (1.0f + std::tanh(c * (g + 0.044715f * g * g * g))) * up[i];
+// gate = act(gate) ⊙ up (kernels/activation.h), in chunks over the threads
+// when there are many values (prefill: tokens × n_ff).
+void gated_activation(Activation act, float* gate, const float* up, size_t n, int n_threads) {
+  const auto run =
+      act == Activation::kSilu ? kernels::simd::gated_silu : kernels::simd::gated_gelu_tanh;
+  constexpr size_t kChunk = size_t{1} << 14;
+  const auto chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (chunks > 4)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const size_t at = static_cast<size_t>(c) * kChunk;
+    run(gate + at, up + at, std::min(kChunk, n - at));
   }
 }
 
@@ -507,7 +509,8 @@ void LlamaModel::attention_output_and_ffn(const Layer& L, float* x, int n, Works
   const WeightMatrix* gate_up[] = {&L.w_gate, &L.w_up};
   float* const gate_up_out[] = {s.gate.data(), s.up.data()};
   matmul_group(gate_up, s.xb.data(), n, gate_up_out, n_threads, s.matmul, activations_);
-  gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff);
+  gated_activation(c.activation, s.gate.data(), s.up.data(), static_cast<size_t>(n) * c.n_ff,
+                   n_threads);
   matmul(L.w_down, s.gate.data(), n, s.xb.data(), n_threads, s.matmul, activations_);
   if (L.post_ffn_norm != nullptr)
     rmsnorm_rows(s.xb.data(), L.post_ffn_norm, n, c.n_embd, c.rms_eps);
