@@ -136,7 +136,9 @@ TEST(GgufSynthetic, EveryValueType) {
   one_tensor(b).pad_to(32);
   for (int i = 0; i < 4; ++i) b.put<float>(static_cast<float>(i));
 
-  const GgufFile f(b.write("types"));
+  const std::string path = b.write("types");
+  const GgufFile f(path);
+  std::remove(path.c_str());  // the parsed file keeps its bytes
   EXPECT_EQ(f.get_uint("u8"), 200u);
   EXPECT_EQ(f.find("i8")->i, -5);
   EXPECT_EQ(f.get_uint("u16"), 60000u);
@@ -172,7 +174,9 @@ TEST(GgufSynthetic, CustomAlignment) {
   b.header(1, 1).str("general.alignment").put<uint32_t>(4).put<uint32_t>(64);
   one_tensor(b).pad_to(64);
   for (int i = 0; i < 4; ++i) b.put<float>(1.0f);
-  const GgufFile f(b.write("align"));
+  const std::string path = b.write("align");
+  const GgufFile f(path);
+  std::remove(path.c_str());  // the parsed file keeps its bytes
   EXPECT_EQ(f.alignment(), 64u);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(f.get_tensor("t").data) % 64, 0u);
 }
