@@ -31,6 +31,20 @@ inline bool huge_pages_available() {
   return available;
 }
 
+// MemAvailable from /proc/meminfo in bytes (0 when unreadable): what the
+// kernel estimates can be allocated without swapping.
+inline size_t available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  unsigned long long kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<size_t>(kib) * 1024;
+}
+
 // `bytes` of zeroed, read-write anonymous memory advised for huge pages, or
 // nullptr when the mapping fails. The kernel backs each 2 MiB-aligned range
 // that lies inside the mapping with one huge page as it is first touched;

@@ -437,9 +437,11 @@ GgufFile::GgufFile(const std::string& path) : path_(path) {
 // copy. The copy is parsed again (every GgufValue and tensor points into the
 // bytes it was parsed from); a copy that cannot be made leaves the mapping.
 void GgufFile::move_to_huge_pages() {
+  // A file beyond half the memory available stays mapped: its pages can
+  // still be evicted and read again, a copy's cannot.
   const char* keep = std::getenv("INNERQ_MMAP");
   if (size_ < kHugePageBytes || !huge_pages_available() ||
-      (keep != nullptr && std::strcmp(keep, "1") == 0)) {
+      (keep != nullptr && std::strcmp(keep, "1") == 0) || size_ > available_memory_bytes() / 2) {
     return;
   }
   void* copy = map_huge_page_advised(size_);

@@ -176,11 +176,11 @@ struct GgufTensor {
 class GgufFile {
  public:
   // Maps the file read-only and parses it. Then, when the file holds at
-  // least one 2 MiB page and the kernel offers transparent huge pages
-  // (unless INNERQ_MMAP=1), its bytes move to anonymous memory in 2 MiB
-  // pages and the copy is parsed again: a decode step reads every weight, and
-  // with 4 KiB pages each page costs a TLB miss (docs/architecture.md,
-  // "Weight memory").
+  // least one 2 MiB page, takes at most half the available memory and the
+  // kernel offers transparent huge pages (unless INNERQ_MMAP=1), its bytes
+  // move to anonymous memory in 2 MiB pages and the copy is parsed again: a decode step reads every
+  // weight, and with 4 KiB pages each page costs a TLB miss (docs/architecture.md, "Weight
+  // memory").
   explicit GgufFile(const std::string& path);
   // Parses a copy of `bytes` (tests and the fuzz target); `name` stands for
   // the path in messages. The same parser as for a mapped file.
