@@ -34,13 +34,21 @@ BlockPool::BlockPool(std::string name, size_t block_bytes, int n_blocks, bool gr
 
 BlockPool::~BlockPool() {
   const size_t bytes = block_bytes_ * static_cast<size_t>(slab_blocks_);
-  for (size_t i = 0; i < slabs_.size(); ++i) {
-    if (slab_mapped_[i]) {
-      unmap_pages(slabs_[i], bytes);
+  for (uint8_t* s : slabs_) {
+    if (slabs_mapped()) {
+      unmap_pages(s, bytes);
     } else {
-      std::free(slabs_[i]);
+      std::free(s);
     }
   }
+}
+
+// A slab of at least one 2 MiB page is mapped for huge pages: decode
+// attention streams through it (docs/architecture.md, "Weight memory"). Every
+// slab of a pool has the same size, so this holds for all or none of them.
+bool BlockPool::slabs_mapped() const {
+  return block_bytes_ * static_cast<size_t>(slab_blocks_) >= kHugePageBytes &&
+         huge_pages_available();
 }
 
 std::unique_lock<std::mutex> BlockPool::lock() const {
@@ -56,19 +64,15 @@ void BlockPool::add_slab() {
   auto refs = std::make_unique<std::atomic<int>[]>(static_cast<size_t>(slab_blocks_));
   // Room for every block of every slab: release() never reallocates.
   free_.reserve((slabs_.size() + 1) * static_cast<size_t>(slab_blocks_));
-  slabs_.reserve(slabs_.size() + 1);  // the push_backs below cannot throw
-  slab_mapped_.reserve(slabs_.size() + 1);
-  // A slab of at least one 2 MiB page is mapped for huge pages: decode
-  // attention streams through it (docs/architecture.md, "Weight memory").
-  const bool huge = bytes >= kHugePageBytes && huge_pages_available();
-  auto* slab = static_cast<uint8_t*>(huge ? map_huge_page_advised(bytes) : std::calloc(bytes, 1));
+  slabs_.reserve(slabs_.size() + 1);  // the push_back below cannot throw
+  auto* slab =
+      static_cast<uint8_t*>(slabs_mapped() ? map_huge_page_advised(bytes) : std::calloc(bytes, 1));
   if (slab == nullptr) {
     throw Error(fmt::format("{}: cannot allocate {:.1f} MiB for {} blocks", name_,
                             static_cast<double>(bytes) / (1 << 20), slab_blocks_));
   }
   const int first = static_cast<int>(slabs_.size()) * slab_blocks_;
   slabs_.push_back(slab);
-  slab_mapped_.push_back(huge);
   slab_refs_.push_back(std::move(refs));
   // Taken from the back: lower ids first, so a sequence's blocks tend to be
   // in address order.

@@ -83,6 +83,8 @@ class BlockPool {
            static_cast<size_t>(id % slab_blocks_) * block_bytes_;
   }
   std::unique_lock<std::mutex> lock() const;
+  // Slabs are mapped for huge pages (else calloc'ed).
+  bool slabs_mapped() const;
   void add_slab();  // caller holds mu_
 
   std::string name_;
@@ -90,8 +92,7 @@ class BlockPool {
   int slab_blocks_;
   bool growable_;
   // Both reserved once (never moved): data() and refs() read them unlocked.
-  std::vector<uint8_t*> slabs_;    // slab_blocks_ blocks each, zeroed
-  std::vector<bool> slab_mapped_;  // mapped for huge pages (else calloc'ed)
+  std::vector<uint8_t*> slabs_;                                 // slab_blocks_ blocks each, zeroed
   std::vector<std::unique_ptr<std::atomic<int>[]>> slab_refs_;  // [slab][block] references
   std::vector<int> free_;                                       // ids, taken from the back
   mutable std::mutex mu_;
