@@ -38,8 +38,10 @@ std::vector<float> random_activations(int64_t n, std::mt19937_64& rng) {
   }
   if (n >= 2 * kActChunk) {
     for (int i = 0; i < kActChunk; ++i) x[i] = 0.0f;
-    // amax 32767 → d = 1: k + 0.5 rounds to the even neighbour.
-    for (int i = 0; i < kActChunk; ++i) x[kActChunk + i] = i == 0 ? 32767.0f : (i % 9) - 4.5f;
+    // amax kActMax → d = 1: k + 0.5 rounds to the even neighbour.
+    for (int i = 0; i < kActChunk; ++i) {
+      x[kActChunk + i] = i == 0 ? static_cast<float>(kActMax) : (i % 9) - 4.5f;
+    }
   }
   return x;
 }
@@ -91,10 +93,10 @@ TEST(ActivationQuantize, NonFiniteChunksGiveNaNScaleOnEveryTarget) {
     x[kActChunk + 17] = bad;
     for (const bool simd : {false, true}) {
       const std::vector<ActChunk> q = quantize(x, simd);
-      EXPECT_EQ(q[0].d, 1.0f / 32767.0f);
+      EXPECT_EQ(q[0].d, 1.0f / static_cast<float>(kActMax));
       EXPECT_TRUE(std::isnan(q[1].d)) << bad << (simd ? " simd" : " scalar");
       EXPECT_TRUE(std::isnan(q[1].ds));
-      EXPECT_EQ(q[2].d, 1.0f / 32767.0f);
+      EXPECT_EQ(q[2].d, 1.0f / static_cast<float>(kActMax));
     }
   }
 }

@@ -10,8 +10,9 @@
 // on SmolLM2, eight times what a q8_0 cache costs).
 //
 // Activations. Chunk c of a row of n values (n a multiple of 32) holds
-//   d = amax / 32767 (f32; amax = max |x_i| over the chunk),
-//   q_i = clamp(round_half_even(x_i · (1/d)), −32767, 32767) as int16,
+//   d = amax / kActMax (f32; amax = max |x_i| over the chunk; kActMax = 32639,
+//     not 32767, so that weight_packed.h can split q into two signed bytes),
+//   q_i = clamp(round_half_even(x_i · (1/d)), −kActMax, kActMax) as int16,
 //   ds_half[h] = fl(d · Σ q_i over values 16h .. 16h + 15),
 //   ds = fl(d · Σ q_i over the chunk),
 // so x_i ≈ d·q_i with |x_i − d·q_i| ≤ d·(1/2 + 2⁻⁸). A chunk with amax <
@@ -41,7 +42,7 @@
 // the K-quants add, for each half h,
 //   F_h·J_h + O_h,  F_h = fl(W_h·d_x),  J_h = Σ_{i∈h} u_i·q_i,  O_h = fl(B_h·ds_half[h]).
 // J is exact in int32, and so is every partial sum the kernels convert to
-// f32 (at most two products, |u·q| ≤ 128·32767). scalar::dot_rows_int16 adds
+// f32 (at most two products, |u·q| ≤ 128·kActMax). scalar::dot_rows_int16 adds
 // the terms in double and rounds once. simd::dot_rows_int16 accumulates the
 // J terms lane by lane in f32 (one fused multiply-add by F per vector), the
 // O terms in f32, and adds the two at the end. So SIMD and scalar differ only
@@ -61,6 +62,7 @@
 namespace innerq::kernels {
 
 inline constexpr int kActChunk = 32;
+inline constexpr int kActMax = 32639;  // largest |q| of an int16 activation
 
 // 32 activations as d·q (layout above); 80 bytes, q first so it stays aligned.
 struct ActChunk {

@@ -194,11 +194,12 @@ void quantize_activations(const float* x, int64_t n, ActChunk* out) {
       continue;
     }
     if (amax < 0x1p-90f) continue;
-    a.d = amax / 32767.0f;
+    a.d = amax / static_cast<float>(kActMax);
     const float id = 1.0f / a.d;
     int32_t sum[2] = {0, 0};
     for (int i = 0; i < kActChunk; ++i) {
-      const float q = std::clamp(std::nearbyint(xc[i] * id), -32767.0f, 32767.0f);
+      const float q = std::clamp(std::nearbyint(xc[i] * id), -static_cast<float>(kActMax),
+                                 static_cast<float>(kActMax));
       a.q[i] = static_cast<int16_t>(q);
       sum[i / 16] += a.q[i];
     }

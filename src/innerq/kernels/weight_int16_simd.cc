@@ -106,7 +106,7 @@ HWY_INLINE Factors Whole(float w, float b) {
 // one offset sum, exactly as a single-token call. kPerHalf (K-quants and
 // Q8_0): one multiply-add per half, half 0 into acc[0], half 1 into acc[1];
 // else the halves' integer sums join (|J| of 4·kHalfVecs products of ≤ 31 ×
-// 32767 stays exact in f32) and the chunks alternate.
+// kActMax stays exact in f32) and the chunks alternate.
 template <int NT>
 struct RowSink {
   const ActChunk* x[NT];
@@ -502,9 +502,10 @@ void QuantizeActivations(const float* x, int64_t n, ActChunk* out) {
     }
     const float m = hn::GetLane(hn::MaxOfLanes(df, amax));
     if (m < 0x1p-90f) continue;
-    a.d = m / 32767.0f;
+    a.d = m / static_cast<float>(kActMax);
     const V id = hn::Set(df, 1.0f / a.d);
-    const V lo = hn::Set(df, -32767.0f), hi = hn::Set(df, 32767.0f);
+    const V lo = hn::Set(df, -static_cast<float>(kActMax));
+    const V hi = hn::Set(df, static_cast<float>(kActMax));
     int32_t sum[2] = {0, 0};
     for (int i = 0; i < kActChunk; i += kF) {
       const V q = hn::Min(hn::Max(hn::Round(hn::Mul(hn::LoadU(df, xc + i), id)), lo), hi);
