@@ -1,11 +1,13 @@
 // bench/bench_weights.cc — one thread's decode matvec with int16 activations:
 // the row-at-a-time product (weight_int16.h) against the packed 16-row one
 // (weight_packed.h), on SmolLM2's and Gemma 3's matrix shapes and formats.
-// Bytes processed are the weight bytes read, so the rate is GB/s of weights.
+// Bytes processed are the weight bytes read, so the rate is GB/s of weights
+// (a packed K-quant matrix holds more bytes than its rows: compare times).
 //
 //   build/release/bench/bench_weights [--benchmark_filter=Q4_1]
 #include <benchmark/benchmark.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -89,6 +91,8 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->Args({f(WeightFormat::kQ8_0), 49152, 576});  // SmolLM2 output
   b->Args({f(WeightFormat::kQ5_0), 2048, 640});   // Gemma 3 ffn_gate
   b->Args({f(WeightFormat::kQ4_0), 2048, 640});
+  b->Args({f(WeightFormat::kQ4_K), 640, 1024});  // Gemma 3 attn_output
+  b->Args({f(WeightFormat::kQ6_K), 640, 2048});  // Gemma 3 ffn_down (some layers)
 }
 
 BENCHMARK(BM_Rows)->Apply(Shapes);

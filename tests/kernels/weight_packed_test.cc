@@ -1,5 +1,5 @@
-// Packed 16-row weights (weight_packed.h): splitting an activation into two
-// bytes is exact over the whole int16 range; the scalar product of a packed
+// Packed 16-row weights (weight_packed.h), every packed format: splitting
+// an activation into two bytes is exact over the whole int16 range; the scalar product of a packed
 // matrix equals the unpacked int16 product bit for bit (so packing keeps
 // every code and scale); every SIMD target is within the documented
 // summation bound of it, a token's result does not depend on the tokens read
@@ -39,12 +39,13 @@ TEST(SplitActivations, BytesRebuildEveryInt16Code) {
   std::vector<ActBytes> split(x.size());
   scalar::split_activations(x.data(), static_cast<int64_t>(x.size()), split.data());
   for (size_t c = 0; c < x.size(); ++c) {
-    int32_t sum = 0;
+    int32_t sum[2] = {0, 0};
     for (int i = 0; i < kActChunk; ++i) {
       ASSERT_EQ(256 * split[c].h[i] + split[c].l[i], x[c].q[i]) << "chunk " << c << " value " << i;
-      sum += x[c].q[i];
+      sum[i / 16] += x[c].q[i];
     }
-    ASSERT_EQ(split[c].sum, sum);
+    ASSERT_EQ(split[c].sum_half[0], sum[0]);
+    ASSERT_EQ(split[c].sum_half[1], sum[1]);
     ASSERT_EQ(split[c].d, x[c].d);
     ASSERT_EQ(split[c].ds, x[c].ds);
   }
@@ -56,7 +57,12 @@ TEST(PackedLayout, GroupHoldsAsManyBytesAsItsRows) {
     const WeightFormatInfo info = weight_format_info(f);
     EXPECT_EQ(packed_group_bytes(f, 576), kPackRows * 576 / 32 * info.block_bytes) << info.name;
   }
-  EXPECT_FALSE(packed_supported(WeightFormat::kQ4_K));
+  // K-quant factors are f32 products: 6 bits per value for Q4_K, 10 for Q6_K.
+  EXPECT_EQ(packed_group_bytes(WeightFormat::kQ4_K, 256), size_t{kPackRows} * 256 * 6 / 8);
+  EXPECT_EQ(packed_group_bytes(WeightFormat::kQ6_K, 256), size_t{kPackRows} * 256 * 10 / 8);
+  EXPECT_TRUE(packed_supported(WeightFormat::kQ5_K));
+  EXPECT_FALSE(packed_supported(WeightFormat::kQ2_K));
+  EXPECT_FALSE(packed_supported(WeightFormat::kQ3_K));
   EXPECT_FALSE(packed_supported(WeightFormat::kBF16));
 }
 
@@ -184,7 +190,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Shape{WeightFormat::kQ4_0, 64, 16}, Shape{WeightFormat::kQ4_0, 576, 37},
                       Shape{WeightFormat::kQ4_1, 32, 5}, Shape{WeightFormat::kQ4_1, 1536, 48},
                       Shape{WeightFormat::kQ5_0, 640, 21}, Shape{WeightFormat::kQ5_1, 2048, 16},
-                      Shape{WeightFormat::kQ8_0, 32, 17}, Shape{WeightFormat::kQ8_0, 2048, 40}),
+                      Shape{WeightFormat::kQ8_0, 32, 17}, Shape{WeightFormat::kQ8_0, 2048, 40},
+                      Shape{WeightFormat::kQ4_K, 256, 16}, Shape{WeightFormat::kQ4_K, 1024, 37},
+                      Shape{WeightFormat::kQ5_K, 512, 21}, Shape{WeightFormat::kQ6_K, 256, 16},
+                      Shape{WeightFormat::kQ6_K, 768, 37}),
     [](const ::testing::TestParamInfo<Shape>& info) {
       return std::string(weight_format_info(info.param.format).name) + "_n" +
              std::to_string(info.param.n) + "_rows" + std::to_string(info.param.rows);

@@ -42,59 +42,84 @@ HWY_INLINE int32_t Word(const int8_t* p) {
 template <WeightFormat F, int NT>
 HWY_INLINE void GroupTokens(const uint8_t* group, int64_t chunks, const ActBytes* x,
                             size_t x_stride, __m512 out[NT]) {
-  constexpr bool kNibbles = F != WeightFormat::kQ8_0;
-  constexpr bool kFifth = F == WeightFormat::kQ5_0 || F == WeightFormat::kQ5_1;
+  constexpr bool kBytes = F == WeightFormat::kQ8_0 || F == WeightFormat::kQ6_K;
+  constexpr bool kFifth =
+      F == WeightFormat::kQ5_0 || F == WeightFormat::kQ5_1 || F == WeightFormat::kQ5_K;
+  constexpr bool kKQuant =
+      F == WeightFormat::kQ4_K || F == WeightFormat::kQ5_K || F == WeightFormat::kQ6_K;
   constexpr bool kMin = F == WeightFormat::kQ4_1 || F == WeightFormat::kQ5_1;
-  constexpr bool kOffset = F != WeightFormat::kQ8_0;
+  constexpr bool kPerHalf = F == WeightFormat::kQ6_K;  // W per 16-value half
+  constexpr bool kOffset = F != WeightFormat::kQ8_0 && F != WeightFormat::kQ6_K;
   constexpr float kZeroPoint = F == WeightFormat::kQ4_0 ? -8.0f : -16.0f;  // Q4_0, Q5_0
+  constexpr size_t kCodeBytes = kBytes ? 512 : 256;
+  constexpr size_t kBitBytes = kFifth ? 64 : 0;
+  constexpr size_t kFactorBytes = packed_chunk_bytes(F) - kCodeBytes - kBitBytes;
   const size_t C = static_cast<size_t>(chunks);
   const uint8_t* codes = group;
-  const uint8_t* bits = codes + C * (kNibbles ? 256 : 512);
-  const uint8_t* scales = bits + (kFifth ? C * 64 : 0);
-  const uint8_t* mins = scales + C * 32;
+  const uint8_t* bits = codes + C * kCodeBytes;
+  const uint8_t* factors = bits + C * kBitBytes;
   const __m512i low4 = _mm512_set1_epi8(15);
   const __m512i sixteen = _mm512_set1_epi8(16);
   __m512 acc[NT], off[NT];
   for (int t = 0; t < NT; ++t) acc[t] = off[t] = _mm512_setzero_ps();
   for (size_t c = 0; c < C; ++c) {
     __m512i v[8];
-    if constexpr (kNibbles) {
+    if constexpr (kBytes) {
+      for (int i = 0; i < 8; ++i) v[i] = Load64(codes + kCodeBytes * c + 64 * i);
+    } else {
       for (int k = 0; k < 4; ++k) {
-        const __m512i raw = Load64(codes + 256 * c + 64 * k);
+        const __m512i raw = Load64(codes + kCodeBytes * c + 64 * k);
         v[2 * k] = _mm512_and_si512(raw, low4);
         v[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
       }
       if constexpr (kFifth) {
         for (int i = 0; i < 8; ++i) {
           uint64_t word = 0;
-          std::memcpy(&word, bits + 64 * c + 8 * i, sizeof(word));
+          std::memcpy(&word, bits + kBitBytes * c + 8 * i, sizeof(word));
           v[i] = _mm512_mask_add_epi8(v[i], _cvtu64_mask64(word), v[i], sixteen);
         }
       }
-    } else {
-      for (int i = 0; i < 8; ++i) v[i] = Load64(codes + 512 * c + 64 * i);
     }
-    const __m512 w =
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + 32 * c)));
-    __m512 b = _mm512_setzero_ps();
-    if constexpr (kMin) {
-      b = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mins + 32 * c)));
+    const uint8_t* at = factors + kFactorBytes * c;
+    const auto fp16 = [](const uint8_t* p) {
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    };
+    const __m512 w = kKQuant ? _mm512_loadu_ps(at) : fp16(at);
+    __m512 w1 = w, b = _mm512_setzero_ps();
+    if constexpr (kPerHalf) {
+      w1 = _mm512_loadu_ps(at + 64);
+    } else if constexpr (kKQuant) {
+      b = _mm512_loadu_ps(at + 64);
+    } else if constexpr (kMin) {
+      b = fp16(at + 32);
     } else if constexpr (kOffset) {
       b = _mm512_mul_ps(w, _mm512_set1_ps(kZeroPoint));
     }
     for (int t = 0; t < NT; ++t) {
       const ActBytes& a = x[static_cast<size_t>(t) * x_stride + c];
+      // Two accumulators per byte plane: alternate runs, or (kPerHalf) one per half.
       __m512i jh[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
       __m512i jl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
       for (int i = 0; i < 8; ++i) {
-        jh[i % 2] = _mm512_dpbusd_epi32(jh[i % 2], v[i], _mm512_set1_epi32(Word(a.h + 4 * i)));
-        jl[i % 2] = _mm512_dpbusd_epi32(jl[i % 2], v[i], _mm512_set1_epi32(Word(a.l + 4 * i)));
+        const int k = kPerHalf ? i / 4 : i % 2;
+        jh[k] = _mm512_dpbusd_epi32(jh[k], v[i], _mm512_set1_epi32(Word(a.h + 4 * i)));
+        jl[k] = _mm512_dpbusd_epi32(jl[k], v[i], _mm512_set1_epi32(Word(a.l + 4 * i)));
+      }
+      const __m512 d = _mm512_set1_ps(a.d);
+      if constexpr (kPerHalf) {  // Q6_K: Σ(u − 32)·q per half, in the integers
+        for (int h = 0; h < 2; ++h) {
+          const __m512i j = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(jh[h], 8), jl[h]),
+                                             _mm512_set1_epi32(32 * a.sum_half[h]));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(j), _mm512_mul_ps(h ? w1 : w, d), acc[t]);
+        }
+        continue;
       }
       __m512i j = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(jh[0], jh[1]), 8),
                                    _mm512_add_epi32(jl[0], jl[1]));
-      if constexpr (!kOffset) j = _mm512_sub_epi32(j, _mm512_set1_epi32(128 * a.sum));
-      acc[t] =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(j), _mm512_mul_ps(w, _mm512_set1_ps(a.d)), acc[t]);
+      if constexpr (!kOffset) {  // Q8_0: the codes carry + 128
+        j = _mm512_sub_epi32(j, _mm512_set1_epi32(128 * (a.sum_half[0] + a.sum_half[1])));
+      }
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(j), _mm512_mul_ps(w, d), acc[t]);
       if constexpr (kOffset) off[t] = _mm512_fmadd_ps(b, _mm512_set1_ps(a.ds), off[t]);
     }
   }
@@ -142,21 +167,18 @@ void DotPacked(WeightFormat f, const uint8_t* packed, int64_t n_rows, const ActB
                size_t x_stride, int n_tokens, int64_t n, float* y, size_t y_stride) {
 #ifdef INNERQ_PACKED_VNNI
   switch (f) {
-    case WeightFormat::kQ4_0:
-      return DotPackedOf<WeightFormat::kQ4_0>(packed, n_rows, x, x_stride, n_tokens, n, y,
-                                              y_stride);
-    case WeightFormat::kQ4_1:
-      return DotPackedOf<WeightFormat::kQ4_1>(packed, n_rows, x, x_stride, n_tokens, n, y,
-                                              y_stride);
-    case WeightFormat::kQ5_0:
-      return DotPackedOf<WeightFormat::kQ5_0>(packed, n_rows, x, x_stride, n_tokens, n, y,
-                                              y_stride);
-    case WeightFormat::kQ5_1:
-      return DotPackedOf<WeightFormat::kQ5_1>(packed, n_rows, x, x_stride, n_tokens, n, y,
-                                              y_stride);
-    case WeightFormat::kQ8_0:
-      return DotPackedOf<WeightFormat::kQ8_0>(packed, n_rows, x, x_stride, n_tokens, n, y,
-                                              y_stride);
+#define INNERQ_PACKED_CASE(F) \
+  case WeightFormat::F:       \
+    return DotPackedOf<WeightFormat::F>(packed, n_rows, x, x_stride, n_tokens, n, y, y_stride);
+    INNERQ_PACKED_CASE(kQ4_0)
+    INNERQ_PACKED_CASE(kQ4_1)
+    INNERQ_PACKED_CASE(kQ5_0)
+    INNERQ_PACKED_CASE(kQ5_1)
+    INNERQ_PACKED_CASE(kQ8_0)
+    INNERQ_PACKED_CASE(kQ4_K)
+    INNERQ_PACKED_CASE(kQ5_K)
+    INNERQ_PACKED_CASE(kQ6_K)
+#undef INNERQ_PACKED_CASE
     default:
       break;  // not packed_supported: callers check
   }
