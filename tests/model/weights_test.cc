@@ -6,6 +6,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <ostream>
@@ -339,6 +340,167 @@ TEST(WeightMatrix, RefusesAByteSizeThatDoesNotMatchTheShape) {
   const std::string what = weight_matrix_error(tensor_of(GgmlType::kQ2_K, 256, 4, 3 * 84));
   EXPECT_NE(what.find("blk.3.ffn_down.weight"), std::string::npos) << what;
   EXPECT_NE(what.find("252 bytes"), std::string::npos) << what;
+}
+
+}  // namespace
+}  // namespace innerq::model
+
+namespace innerq::model {
+namespace {
+
+// Packed weights (PackedWeights, kernels/weight_packed.h): a matrix of a
+// 32-value format in whole 16-row groups is packed in place and loses its
+// rows, any other (a partial group, a K-quant) goes to the object's buffer; either way its products
+// are within the packed kernel's summation bound of the scalar int16 reference for decode and
+// prefill widths, a token's result does not depend on the tokens read with it, its rows dequantize
+// to the same bits, matrices that share data share the packing, a group that mixes packed and
+// unpacked matrices gives each its own result, and INNERQ_PACK=0 packs nothing.
+TEST(PackedWeights, ProductsRowsAndSharingFollowTheUnpackedMatrix) {
+  if (!packing_enabled()) GTEST_SKIP() << "no AVX-512 VNNI here (or INNERQ_PACK=0): nothing packs";
+  std::mt19937_64 rng(41);
+  const GgmlType types[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+                            GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
+  for (const GgmlType type : types) {
+    const kernels::WeightFormat f = *block_format(type);
+    const bool k_quant = kernels::weight_format_info(f).block_values == kernels::kSuperBlock;
+    for (const int64_t rows : {48, 37}) {
+      const int64_t cols = k_quant ? 512 : 160;
+      WeightMatrix w;
+      w.name = "test";
+      w.type = type;
+      w.rows = rows;
+      w.cols = cols;
+      const std::vector<uint8_t> original = random_matrix(type, rows, cols, &w.row_bytes, rng);
+      std::vector<uint8_t> data = original;
+      w.data = data.data();
+      WeightMatrix tied = w;
+      const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      const int n_tokens = 70;
+      std::vector<float> x(static_cast<size_t>(n_tokens * cols));
+      for (float& v : x) v = normal(rng);
+      std::vector<kernels::ActChunk> act(n_tokens * chunks);
+      kernels::scalar::quantize_activations(x.data(), n_tokens * cols, act.data());
+      std::vector<float> ref(static_cast<size_t>(n_tokens * rows));
+      std::vector<double> ref_abs(ref.size());
+      kernels::scalar::dot_rows_int16(f, original.data(), w.row_bytes, rows, act.data(), chunks,
+                                      n_tokens, cols, ref.data(), static_cast<size_t>(rows),
+                                      ref_abs.data());
+
+      PackedWeights packed;
+      WeightMatrix* ws[] = {&w, &tied};
+      packed.pack(ws, /*in_place=*/true, 2);
+      const std::string what = std::string(ggml_type_name(type)) + " rows " + std::to_string(rows);
+      ASSERT_NE(w.packed, nullptr) << what;
+      EXPECT_EQ(tied.packed, w.packed) << what << ": tied matrices share one packing";
+      if (rows % kernels::kPackRows == 0 && !k_quant) {  // a K-quant group outgrows its rows
+        EXPECT_EQ(w.data, nullptr) << what;
+        EXPECT_EQ(w.packed, data.data()) << what << ": packed in place";
+        EXPECT_EQ(packed.bytes_in_place(), original.size()) << what;
+        EXPECT_EQ(packed.bytes(), 0u) << what;
+      } else {
+        EXPECT_EQ(w.data, data.data()) << what;
+        EXPECT_EQ(data, original) << what << ": rows packed beside are left alone";
+        EXPECT_GE(packed.bytes(), original.size()) << what;
+      }
+      EXPECT_THROW(packed.pack(ws, true, 2), Error);
+
+      for (const int nt : {1, 3, n_tokens}) {
+        MatmulScratch s;
+        std::vector<float> y(static_cast<size_t>(nt * rows));
+        matmul(w, x.data(), nt, y.data(), 2, s, Activations::kInt16);
+        for (int t = 0; t < nt; ++t) {
+          std::vector<float> one(static_cast<size_t>(rows));
+          matmul(w, x.data() + t * cols, 1, one.data(), 2, s, Activations::kInt16);
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t at = static_cast<size_t>(t * rows + r);
+            ASSERT_EQ(std::bit_cast<uint32_t>(one[r]), std::bit_cast<uint32_t>(y[at]))
+                << what << " row " << r << " token " << t << " of " << nt;
+            const double tol =
+                (2.0 * static_cast<double>(chunks) + 2) * 0x1p-24 * ref_abs[at] * (1 + 1e-6) +
+                0x1p-24 * std::fabs(ref[at]);
+            ASSERT_NEAR(y[at], ref[at], tol) << what << " row " << r << " token " << t;
+          }
+        }
+        if (w.data == nullptr) {  // kF32 has no rows to read: the packed product runs
+          std::vector<float> f32(y.size());
+          matmul(w, x.data(), nt, f32.data(), 2, s, Activations::kF32);
+          EXPECT_EQ(f32, y) << what;
+        }
+      }
+      std::vector<float> got(static_cast<size_t>(cols)), want(got.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row(w, r, got.data());
+        kernels::scalar::dequantize_rows(f, original.data() + r * w.row_bytes, w.row_bytes, 1, cols,
+                                         want.data(), want.size());
+        for (int64_t i = 0; i < cols; ++i) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i]))
+              << what << " row " << r << " value " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(PackedWeights, GroupOfPackedAndUnpackedMatricesEqualsEachAlone) {
+  if (!packing_enabled()) GTEST_SKIP() << "no AVX-512 VNNI here (or INNERQ_PACK=0): nothing packs";
+  std::mt19937_64 rng(43);
+  const GgmlType types[] = {GgmlType::kQ4_1, GgmlType::kQ2_K, GgmlType::kQ8_0};
+  std::vector<uint8_t> data[3];
+  WeightMatrix ws[3];
+  for (int i = 0; i < 3; ++i) {
+    ws[i].name = "test";
+    ws[i].type = types[i];
+    ws[i].rows = 32;
+    ws[i].cols = 256;
+    data[i] = random_matrix(types[i], 32, 256, &ws[i].row_bytes, rng);
+    ws[i].data = data[i].data();
+  }
+  PackedWeights packed;
+  WeightMatrix* to_pack[] = {&ws[0], &ws[1], &ws[2]};
+  packed.pack(to_pack, true, 2);
+  EXPECT_NE(ws[0].packed, nullptr);
+  EXPECT_EQ(ws[1].packed, nullptr) << "Q2_K is not a packed format";
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(5 * 256);
+  for (float& v : x) v = normal(rng);
+  for (const int n_tokens : {1, 5}) {
+    MatmulScratch s;
+    std::vector<float> each[3], group[3];
+    const WeightMatrix* gws[3];
+    float* gys[3];
+    for (int i = 0; i < 3; ++i) {
+      each[i].resize(static_cast<size_t>(n_tokens * 32));
+      group[i].resize(each[i].size(), -1.0f);
+      matmul(ws[i], x.data(), n_tokens, each[i].data(), 2, s, Activations::kInt16);
+      gws[i] = &ws[i];
+      gys[i] = group[i].data();
+    }
+    matmul_group(gws, x.data(), n_tokens, gys, 2, s, Activations::kInt16);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(group[i], each[i]) << "matrix " << i << " tokens " << n_tokens;
+  }
+}
+
+TEST(PackedWeights, Pack0PacksNothing) {
+  std::mt19937_64 rng(47);
+  WeightMatrix w;
+  w.name = "test";
+  w.type = GgmlType::kQ4_1;
+  w.rows = 16;
+  w.cols = 64;
+  std::vector<uint8_t> data = random_matrix(w.type, 16, 64, &w.row_bytes, rng);
+  const std::vector<uint8_t> original = data;
+  w.data = data.data();
+  ::setenv("INNERQ_PACK", "0", 1);
+  EXPECT_FALSE(packing_enabled());
+  PackedWeights packed;
+  WeightMatrix* ws[] = {&w};
+  packed.pack(ws, true, 2);
+  ::unsetenv("INNERQ_PACK");
+  EXPECT_EQ(w.packed, nullptr);
+  EXPECT_EQ(w.data, data.data());
+  EXPECT_EQ(data, original);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -292,6 +293,25 @@ TEST(ModelCli, InfoShowsSlidingWindowLayersAndTheirMemory) {
                                                    : "weights in    the file's mapping"),
             std::string::npos)
       << run.output;
+  // Packed weights (docs/architecture.md, "Packed weights"): with AVX-512
+  // VNNI the Q8_0 and Q5_0 matrices are packed in place where the weights
+  // are the process's own copy, the Q4_K and Q6_K ones beside their rows;
+  // INNERQ_PACK=0 packs nothing.
+  const size_t in_place = j.at("weights_packed_in_place_bytes");
+  const size_t copy = j.at("weights_packed_copy_bytes");
+  EXPECT_NE(run.output.find("packed        "), std::string::npos) << run.output;
+  if (in_place + copy > 0) {
+    EXPECT_GT(copy, 20'000'000u) << "the K-quant matrices";
+    if (memory == "huge_pages") EXPECT_GT(in_place, 200'000'000u) << "Q8_0 and Q5_0";
+    if (memory == "mapped") EXPECT_EQ(in_place, 0u) << "a file mapping is never written";
+  }
+  ::setenv("INNERQ_PACK", "0", 1);
+  const CliRun off = run_innerq("info -m gemma3-270m -c 8192 --kv f16 --json", true);
+  ::unsetenv("INNERQ_PACK");
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  const nlohmann::json j_off = nlohmann::json::parse(off.output);
+  EXPECT_EQ(j_off.at("weights_packed_in_place_bytes"), 0u);
+  EXPECT_EQ(j_off.at("weights_packed_copy_bytes"), 0u);
   const std::vector<size_t> bytes = j.at("caches").at(0).at("layer_bytes");
   ASSERT_EQ(bytes.size(), 18u);
   // 512 positions x (K + V) x 256 dims x 2 bytes; 8192 positions globally.

@@ -473,6 +473,16 @@ GgufFile::GgufFile(std::string name, std::span<const uint8_t> bytes)
   parse();
 }
 
+uint8_t* GgufFile::unseal() {
+  auto* bytes = const_cast<uint8_t*>(base_);
+  if (huge_) return ::mprotect(bytes, size_, PROT_READ | PROT_WRITE) == 0 ? bytes : nullptr;
+  return mapped_ ? nullptr : owned_.data();
+}
+
+void GgufFile::seal() {
+  if (huge_) ::mprotect(const_cast<uint8_t*>(base_), size_, PROT_READ);
+}
+
 GgufFile::~GgufFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
   if (huge_) unmap_pages(const_cast<uint8_t*>(base_), size_);

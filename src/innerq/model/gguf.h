@@ -197,6 +197,14 @@ class GgufFile {
   // mapping (or a from-memory copy).
   bool in_huge_pages() const { return huge_; }
 
+  // The bytes as writable memory where they are this process's own copy (in
+  // huge pages, or parsed from memory), so that a model can rewrite its
+  // weights in place (model/weights.h, PackedWeights); nullptr for a mapping
+  // of the file, which stays read-only. seal() makes a huge-page copy
+  // read-only again.
+  uint8_t* unseal();
+  void seal();
+
   const std::map<std::string, GgufValue, std::less<>>& metadata() const { return metadata_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
 

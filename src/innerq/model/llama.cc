@@ -256,6 +256,17 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, Activations activations)
   }
   load.refuse_unused(c.n_layers);
   shape_ = kv::CacheShape{c.n_layers, c.n_kv_heads, c.head_dim, 1, c.windows()};
+  if (activations_ == Activations::kInt16) {  // kF32 reads the rows as the file has them
+    std::vector<WeightMatrix*> ws = {&token_embd_, &output_};
+    for (Layer& L : layers_) {
+      for (WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+        ws.push_back(w);
+      }
+    }
+    uint8_t* writable = file_->unseal();
+    packed_.pack(ws, writable != nullptr, omp_get_max_threads());
+    file_->seal();
+  }
 }
 
 int64_t LlamaModel::n_params() const {

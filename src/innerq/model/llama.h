@@ -97,6 +97,9 @@ class LlamaModel {
   // the default, quantizes them per 32 values (within about 2⁻¹⁶ of f32);
   // kF32 multiplies them as they are (the reference the model tests use).
   Activations activations() const { return activations_; }
+  // The packed copies of the weights the decode product reads (0 bytes
+  // where packing is off: no AVX-512 VNNI, INNERQ_PACK=0, or kF32).
+  const PackedWeights& packed_weights() const { return packed_; }
 
   // The shape of this model's caches, with its sliding-window layers. Every
   // cache given to prefill() or decode() must have this shape (but for
@@ -182,6 +185,7 @@ class LlamaModel {
   bool tied_output_ = false;
   Activations activations_ = Activations::kInt16;
   std::vector<Layer> layers_;
+  PackedWeights packed_;  // after the matrices it points them into
   kv::CacheShape shape_;  // cache_shape() but for max_tokens
 };
 

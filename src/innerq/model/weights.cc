@@ -4,7 +4,13 @@
 // (kernels/weight_blocks.h); F32 and F16 are read here.
 #include "innerq/model/weights.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
 #include <optional>
 #include <span>
 #include <vector>
@@ -14,12 +20,48 @@
 
 #include "innerq/base/error.h"
 #include "innerq/base/fp16.h"
+#include "innerq/base/huge_pages.h"
 #include "innerq/kernels/weight_blocks.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "innerq/model/weights.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+
+#ifndef INNERQ_MODEL_WEIGHTS_ONCE_  // once, not per Highway target
+#define INNERQ_MODEL_WEIGHTS_ONCE_
+namespace innerq::model {
+namespace {
+
+// Below this many multiply-adds a matmul runs on the calling thread: waking a
+// thread team costs more than the work (and far more on a busy machine).
+constexpr int64_t kMinParallelWork = 1 << 18;
+
+// The kernel calls of a product over several matrices of one input, each
+// call `rows_per_call` rows of one matrix: one parallel loop covers them all.
+int64_t count_row_calls(const WeightMatrix* const* ws, size_t n_matrices, int64_t rows_per_call) {
+  int64_t n = 0;
+  for (size_t m = 0; m < n_matrices; ++m) n += (ws[m]->rows + rows_per_call - 1) / rows_per_call;
+  return n;
+}
+
+struct RowCall {
+  size_t m;    // the matrix
+  int64_t r0;  // its first row
+};
+
+RowCall row_call(const WeightMatrix* const* ws, int64_t c, int64_t rows_per_call) {
+  RowCall call{0, c * rows_per_call};
+  while (call.r0 >= ws[call.m]->rows) {  // calls never straddle two matrices
+    call.r0 -= (ws[call.m]->rows + rows_per_call - 1) / rows_per_call * rows_per_call;
+    ++call.m;
+  }
+  return call;
+}
+
+}  // namespace
+}  // namespace innerq::model
+#endif
 
 HWY_BEFORE_NAMESPACE();
 namespace innerq::model {
@@ -28,10 +70,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 // At most 16 lanes (AVX-512); the tile keeps 4×4 accumulators in registers.
 using DF = hn::CappedTag<float, 16>;
-
-// Below this many multiply-adds a matmul runs on the calling thread: waking a
-// thread team costs more than the work (and far more on a busy machine).
-constexpr int64_t kMinParallelWork = 1 << 18;
 
 // ---------------------------------------------------------------------------
 // Decode: one token, fused dequantize-and-dot per block.
@@ -212,23 +250,17 @@ void MatmulTiledImpl(const WeightMatrix& w, const float* x, int n_tokens, float*
 void MatmulInt16(const WeightMatrix* const* ws, float* const* ys, int n_matrices,
                  const kernels::ActChunk* act, int n_tokens, int n_threads) {
   const size_t chunks = static_cast<size_t>(ws[0]->cols / kernels::kActChunk);
-  int64_t n_calls = 0, work = 0;
-  for (int m = 0; m < n_matrices; ++m) {
-    n_calls += (ws[m]->rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall;
-    work += ws[m]->rows * ws[m]->cols * n_tokens;
-  }
+  const int64_t n_calls = count_row_calls(ws, static_cast<size_t>(n_matrices), kRowsPerKernelCall);
+  int64_t work = 0;
+  for (int m = 0; m < n_matrices; ++m) work += ws[m]->rows * ws[m]->cols * n_tokens;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (work >= kMinParallelWork)
   for (int64_t c = 0; c < n_calls; ++c) {
-    int m = 0;
-    int64_t r0 = c * kRowsPerKernelCall;
-    while (r0 >= ws[m]->rows) {  // calls never straddle two matrices
-      r0 -= (ws[m]->rows + kRowsPerKernelCall - 1) / kRowsPerKernelCall * kRowsPerKernelCall;
-      ++m;
-    }
-    const WeightMatrix& w = *ws[m];
-    kernels::simd::dot_rows_int16(*block_format(w.type), w.row(r0), w.row_bytes,
-                                  std::min(kRowsPerKernelCall, w.rows - r0), act, chunks, n_tokens,
-                                  w.cols, ys[m] + r0, static_cast<size_t>(w.rows));
+    const RowCall call = row_call(ws, c, kRowsPerKernelCall);
+    const WeightMatrix& w = *ws[call.m];
+    kernels::simd::dot_rows_int16(*block_format(w.type), w.row(call.r0), w.row_bytes,
+                                  std::min(kRowsPerKernelCall, w.rows - call.r0), act, chunks,
+                                  n_tokens, w.cols, ys[call.m] + call.r0,
+                                  static_cast<size_t>(w.rows));
   }
 }
 
@@ -323,6 +355,10 @@ WeightMatrix weight_matrix(const GgufTensor& tensor) {
 }
 
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out) {
+  if (w.data == nullptr) {  // packed in place (a 32-value format)
+    kernels::scalar::dequantize_packed_row(*block_format(w.type), w.packed, r, w.cols, out);
+    return;
+  }
   const uint8_t* row = w.row(r);
   if (const std::optional<kernels::WeightFormat> format = block_format(w.type)) {
     kernels::simd::dequantize_rows(*format, row, w.row_bytes, 1, w.cols, out,
@@ -360,6 +396,60 @@ const kernels::ActChunk* quantized_input(const float* x, int n_tokens, int64_t c
   return s.act.data();
 }
 
+// Whether every matrix of ws is packed and read with int16 activations.
+// A matrix packed in place has no rows left for the f32 path.
+bool takes_packed(const WeightMatrix& w, Activations a) {
+  return w.packed != nullptr && (a == Activations::kInt16 || w.data == nullptr);
+}
+bool all_take_packed(std::span<const WeightMatrix* const> ws, Activations a) {
+  return std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) {
+    return takes_packed(*w, a) && w->cols == ws[0]->cols;
+  });
+}
+
+// Groups of 16 rows per kernel call in prefill: one dispatch per 64 rows.
+constexpr int64_t kGroupsPerCall = 4;
+constexpr int kPackedTokenBlock = 64;
+
+// ys[m] = x·ws[m]ᵀ from the packed copies; one parallel region over all the
+// matrices' calls, as MatmulInt16.
+void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int n_tokens,
+                   std::span<float* const> ys, int n_threads, MatmulScratch& s) {
+  const int64_t cols = ws[0]->cols;
+  const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
+  const kernels::ActChunk* act = quantized_input(x, n_tokens, cols, s);
+  if (s.act_bytes.size() < static_cast<size_t>(n_tokens) * chunks) {
+    s.act_bytes.resize(static_cast<size_t>(n_tokens) * chunks);
+  }
+  kernels::scalar::split_activations(act, static_cast<int64_t>(n_tokens * chunks),
+                                     s.act_bytes.data());
+  const kernels::ActBytes* xb = s.act_bytes.data();
+  // Decode: one group per call, so that small matrices (K and V, 192 rows
+  // on SmolLM2) still split evenly over the threads; prefill: kGroupsPerCall
+  // groups share each block of split activations.
+  const int64_t kRows = (n_tokens <= kInt16MaxTokens ? 1 : kGroupsPerCall) * kernels::kPackRows;
+  const int64_t n_calls = count_row_calls(ws.data(), ws.size(), kRows);
+  int64_t work = 0;
+  for (const WeightMatrix* w : ws) work += w->rows * w->cols * n_tokens;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (work >= kMinParallelWork)
+  for (int64_t c = 0; c < n_calls; ++c) {
+    const RowCall call = row_call(ws.data(), c, kRows);
+    const int64_t r0 = call.r0;
+    const WeightMatrix& w = *ws[call.m];
+    const kernels::WeightFormat f = *block_format(w.type);
+    const uint8_t* groups = w.packed + static_cast<size_t>(r0 / kernels::kPackRows) *
+                                           kernels::packed_group_bytes(f, cols);
+    // Tokens in blocks whose split activations stay in L2 while every
+    // group of the call reads them.
+    for (int t0 = 0; t0 < n_tokens; t0 += kPackedTokenBlock) {
+      kernels::simd::dot_packed(f, groups, std::min(kRows, w.rows - r0), xb + t0 * chunks, chunks,
+                                std::min(kPackedTokenBlock, n_tokens - t0), cols,
+                                ys[call.m] + static_cast<size_t>(t0) * w.rows + r0,
+                                static_cast<size_t>(w.rows));
+    }
+  }
+}
+
 }  // namespace
 
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
@@ -371,8 +461,9 @@ void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n
 
 void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n_tokens,
                   std::span<float* const> ys, int n_threads, MatmulScratch& s, Activations a) {
+  if (all_take_packed(ws, a)) return matmul_packed(ws, x, n_tokens, ys, n_threads, s);
   const bool int16 = std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) {
-    return takes_int16(*w, n_tokens, a) && w->cols == ws[0]->cols;
+    return takes_int16(*w, n_tokens, a) && w->packed == nullptr && w->cols == ws[0]->cols;
   });
   if (int16) {
     const kernels::ActChunk* act = quantized_input(x, n_tokens, ws[0]->cols, s);
@@ -382,6 +473,10 @@ void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n
   }
   for (size_t i = 0; i < ws.size(); ++i) {
     const WeightMatrix& w = *ws[i];
+    if (takes_packed(w, a)) {
+      matmul_packed(ws.subspan(i, 1), x, n_tokens, ys.subspan(i, 1), n_threads, s);
+      continue;
+    }
     if (takes_int16(w, n_tokens, a)) {
       HWY_DYNAMIC_DISPATCH(MatmulInt16)
       (&ws[i], &ys[i], 1, quantized_input(x, n_tokens, w.cols, s), n_tokens, n_threads);
@@ -391,6 +486,108 @@ void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n
         static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows * static_cast<size_t>(w.cols);
     if (n_tokens > 1 && s.tiles.size() < tile_floats) s.tiles.resize(tile_floats);
     HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, n_tokens, ys[i], n_threads, s.tiles.data());
+  }
+}
+
+bool packing_enabled() {
+  const char* env = std::getenv("INNERQ_PACK");
+  return kernels::simd::packed_dot_available() && !(env != nullptr && std::strcmp(env, "0") == 0);
+}
+
+PackedWeights::~PackedWeights() {
+  if (mapped_) {
+    unmap_pages(data_, bytes_);
+  } else {
+    delete[] data_;
+  }
+}
+
+void PackedWeights::pack(std::span<WeightMatrix* const> ws, bool in_place, int n_threads) {
+  if (packed_) throw Error("PackedWeights::pack: called twice");
+  packed_ = true;
+  if (!packing_enabled()) return;
+  // One job per distinct data pointer: where its groups go (in place, or an
+  // offset into the buffer, 64-byte aligned).
+  struct Matrix {
+    const WeightMatrix* w;
+    kernels::WeightFormat f;
+    bool in_place;
+    size_t offset;
+    uint8_t* out = nullptr;
+  };
+  std::map<const uint8_t*, size_t> index;
+  std::vector<Matrix> ms;
+  size_t total = 0;
+  for (const WeightMatrix* w : ws) {
+    const std::optional<kernels::WeightFormat> f = block_format(w->type);
+    if (!f || !kernels::packed_supported(*f) || w->data == nullptr || index.count(w->data) != 0) {
+      continue;
+    }
+    index[w->data] = ms.size();
+    // In place where a group takes exactly its rows' bytes (the 32-value formats).
+    const bool here = in_place && w->rows % kernels::kPackRows == 0 &&
+                      kernels::packed_group_bytes(*f, w->cols) == kernels::kPackRows * w->row_bytes;
+    ms.push_back({w, *f, here, total});
+    if (!here) {
+      total += (static_cast<size_t>(kernels::packed_groups(w->rows)) *
+                    kernels::packed_group_bytes(*f, w->cols) +
+                63) /
+               64 * 64;
+    }
+  }
+  // A copy beside the rows only where it takes at most half the memory left.
+  if (total > 0 && total <= available_memory_bytes() / 2) {
+    if (total >= kHugePageBytes && huge_pages_available()) {
+      data_ = static_cast<uint8_t*>(map_huge_page_advised(total));
+      mapped_ = data_ != nullptr;
+    }
+    if (data_ == nullptr) data_ = new (std::nothrow) uint8_t[total];
+    if (data_ != nullptr) bytes_ = total;
+  }
+  size_t max_group = 0;
+  struct Job {
+    const Matrix* m;
+    int64_t group;
+  };
+  std::vector<Job> jobs;
+  for (Matrix& m : ms) {
+    if (m.in_place) {
+      m.out = const_cast<uint8_t*>(m.w->data);  // writable: the caller unsealed it
+    } else if (data_ != nullptr) {
+      m.out = data_ + m.offset;
+    } else {
+      continue;  // no room for a copy: this matrix stays unpacked
+    }
+    max_group = std::max(max_group, kernels::packed_group_bytes(m.f, m.w->cols));
+    for (int64_t g = 0; g < kernels::packed_groups(m.w->rows); ++g) jobs.push_back({&m, g});
+  }
+  // In place, a group is packed into a per-thread buffer and copied over
+  // its rows (it takes exactly their bytes).
+  const int threads = std::max(n_threads, 1);
+  std::vector<uint8_t> scratch(max_group * static_cast<size_t>(threads));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Matrix& m = *jobs[j].m;
+    const WeightMatrix& w = *m.w;
+    const int64_t r0 = jobs[j].group * kernels::kPackRows;
+    const size_t group_bytes = kernels::packed_group_bytes(m.f, w.cols);
+    uint8_t* dst = m.out + static_cast<size_t>(jobs[j].group) * group_bytes;
+    uint8_t* tmp =
+        m.in_place ? scratch.data() + max_group * static_cast<size_t>(omp_get_thread_num()) : dst;
+    kernels::scalar::pack_rows(m.f, w.row(r0), w.row_bytes,
+                               std::min<int64_t>(kernels::kPackRows, w.rows - r0), w.cols, tmp);
+    if (m.in_place) std::memcpy(dst, tmp, group_bytes);
+  }
+  if (mapped_) ::mprotect(data_, bytes_, PROT_READ);  // read-only from here on
+  for (const Matrix& m : ms) {
+    if (m.in_place) in_place_ += static_cast<size_t>(m.w->rows) * m.w->row_bytes;
+  }
+  for (WeightMatrix* w : ws) {
+    const auto it = index.find(w->data);
+    if (it == index.end() || ms[it->second].out == nullptr) continue;
+    const Matrix& m = ms[it->second];
+    w->packed = m.out;
+    if (m.in_place) w->data = nullptr;  // its rows are gone: only the packed groups remain
   }
 }
 

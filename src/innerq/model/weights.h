@@ -35,6 +35,7 @@
 
 #include "innerq/kernels/weight_blocks.h"
 #include "innerq/kernels/weight_int16.h"
+#include "innerq/kernels/weight_packed.h"
 #include "innerq/model/gguf.h"
 
 namespace innerq::model {
@@ -46,7 +47,12 @@ struct WeightMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_bytes = 0;
+  // The rows as the file stores them; null when PackedWeights packed them
+  // in place (then only `packed` holds them).
   const uint8_t* data = nullptr;
+  // The same rows packed 16 at a time (kernels/weight_packed.h), or null.
+  // Set by PackedWeights; matmul with int16 activations reads it.
+  const uint8_t* packed = nullptr;
 
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
@@ -64,7 +70,7 @@ std::optional<kernels::WeightFormat> block_format(GgmlType type);
 WeightMatrix weight_matrix(const GgufTensor& tensor);
 
 // out: [cols] — row r in f32 (embedding lookups, tests); bit for bit the
-// values of the scalar reference.
+// values of the scalar reference, whether the rows are packed or not.
 void dequantize_row(const WeightMatrix& w, int64_t r, float* out);
 
 // How matmul multiplies block-format weights (F32, F16 and BF16 weights are
@@ -74,15 +80,18 @@ enum class Activations : uint8_t {
   // block's integer codes are multiplied with them in integers
   // (kernels/weight_int16.h, docs/architecture.md "Quantized activations"):
   // llama.cpp's way with int8, but with 256 times finer activations, so the
-  // products stay within about 2⁻¹⁶ of the f32 ones. Faster than kF32 for a
-  // few rows (decode); matmuls of more than kInt16MaxTokens rows (prefill,
+  // products stay within about 2⁻¹⁶ of the f32 ones. Packed matrices
+  // (PackedWeights) take this path for any number of rows, decode and
+  // prefill; a token's result is then the same bits whether it is
+  // multiplied alone or with others. Unpacked ones take it for up to
+  // kInt16MaxTokens rows, where it is faster than kF32; more rows (prefill,
   // wide decode batches) use kF32's tiles, which reuse each expanded weight
-  // row across many tokens and are faster there. Within that limit a
-  // token's result is the same bits whether it is multiplied alone or with
-  // others.
+  // row across many tokens and are faster there.
   kInt16,
   // The activations as they are: weights dequantized in registers, products
   // within f32 rounding of the exact ones (the reference path of the tests).
+  // A matrix packed in place has no rows left to dequantize: it is always
+  // multiplied as kInt16.
   kF32,
 };
 
@@ -93,9 +102,11 @@ enum class Activations : uint8_t {
 struct MatmulScratch {
   std::vector<float> tiles;
   std::vector<kernels::ActChunk> act;
+  std::vector<kernels::ActBytes> act_bytes;  // act split for packed weights
 
   size_t bytes() const {
-    return tiles.capacity() * sizeof(float) + act.capacity() * sizeof(kernels::ActChunk);
+    return tiles.capacity() * sizeof(float) + act.capacity() * sizeof(kernels::ActChunk) +
+           act_bytes.capacity() * sizeof(kernels::ActBytes);
   }
 };
 
@@ -119,6 +130,44 @@ void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n
 // one matmul per matrix. Every matrix must have x's columns.
 void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n_tokens,
                   std::span<float* const> ys, int n_threads, MatmulScratch& s, Activations a);
+
+// A model's weight matrices packed 16 rows at a time (kernels/weight_packed.h,
+// docs/architecture.md "Packed weights"): the matmuls with int16 activations
+// read 16 rows per vector instruction instead of one, 4 to 10 times faster
+// per thread on AVX-512 VNNI, for decode and prefill alike. pack() packs
+// every matrix whose format packing supports; matrices that share their
+// data (a tied output) share the result. With in_place (the caller made
+// the weights writable: its own copy of the file, GgufFile::unseal) a
+// matrix of a 32-value format in whole 16-row groups is packed in place, in
+// the bytes its rows held (a group takes exactly as many), and its `data`
+// becomes null; the others (K-quants, partial groups) go to one buffer of
+// this object's (2 MiB pages when large), and only when it takes at most
+// half of MemAvailable. It packs nothing where the CPU lacks AVX-512 VNNI
+// or INNERQ_PACK=0 is set.
+class PackedWeights {
+ public:
+  PackedWeights() = default;
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+  ~PackedWeights();
+
+  // Throws innerq::Error when called twice.
+  void pack(std::span<WeightMatrix* const> ws, bool in_place, int n_threads);
+  // Bytes packed in place, and bytes of the buffer of this object's.
+  size_t bytes_in_place() const { return in_place_; }
+  size_t bytes() const { return bytes_; }
+  bool huge_pages() const { return mapped_; }
+
+ private:
+  bool packed_ = false;
+  uint8_t* data_ = nullptr;
+  size_t bytes_ = 0;
+  size_t in_place_ = 0;
+  bool mapped_ = false;
+};
+
+// Whether pack() packs on this machine now (VNNI present, INNERQ_PACK not 0).
+bool packing_enabled();
 
 // Scalar reference of matmul (double accumulation over the dequantized row).
 void matmul_reference(const WeightMatrix& w, const float* x, int n_tokens, float* y);

@@ -125,6 +125,21 @@ std::string layer_ranges(int n_layers, Pick&& pick) {
   return out;
 }
 
+// Where the weights of the 32-value formats were packed for the int16
+// product (model/weights.h, PackedWeights).
+std::string packed_summary(const model::PackedWeights& p) {
+  if (p.bytes_in_place() == 0 && p.bytes() == 0) {
+    return model::packing_enabled()
+               ? "none (no Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matrix, or no room for a copy)"
+               : "off (needs AVX-512 VNNI; INNERQ_PACK=0 turns it off)";
+  }
+  std::string out = fmt::format("{:.1f} MB in 16-row groups for AVX-512 VNNI",
+                                static_cast<double>(p.bytes_in_place() + p.bytes()) / 1e6);
+  if (p.bytes_in_place() > 0) out += fmt::format(", {:.1f} MB in place", p.bytes_in_place() / 1e6);
+  if (p.bytes() > 0) out += fmt::format(", {:.1f} MB as a copy beside the rows", p.bytes() / 1e6);
+  return out + " (INNERQ_PACK=0 keeps the file's rows)";
+}
+
 // What the forward pass does besides the plain Llama block.
 std::string arch_features(const model::ModelDesc& c) {
   std::string out = fmt::format("RoPE {}, {}", model::rope_style_name(c.rope_style),
@@ -144,6 +159,8 @@ void print_info_json(const model::LlamaModel& m, const std::string& path,
   nlohmann::json j;
   j["file"] = path;
   j["weights_memory"] = m.file().in_huge_pages() ? "huge_pages" : "mapped";
+  j["weights_packed_in_place_bytes"] = m.packed_weights().bytes_in_place();
+  j["weights_packed_copy_bytes"] = m.packed_weights().bytes();
   j["architecture"] = c.arch;
   j["layers"] = c.n_layers;
   j["embedding"] = c.n_embd;
@@ -230,6 +247,7 @@ void run_info(const InfoOptions& o) {
   fmt::print("weights in    {}\n",
              f.in_huge_pages() ? "memory in 2 MiB pages (INNERQ_MMAP=1 maps the file instead)"
                                : "the file's mapping (4 KiB pages)");
+  fmt::print("packed        {}\n", packed_summary(m.packed_weights()));
   fmt::print("name          {}\n", f.get_string("general.name", "-"));
   fmt::print("architecture  {} ({})\n", c.arch, arch_features(c));
   const auto windowed = [&](int l) { return c.layers[static_cast<size_t>(l)].window > 0; };
