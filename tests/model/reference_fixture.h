@@ -90,21 +90,15 @@ inline void expect_logits_match(const LlamaModel& model, const nlohmann::json& f
   }
 }
 
-// Int16 activations (model/weights.h) against the f32 model on the same
-// tokens: the mean KL divergence of the next-token distributions and the
-// top-1 agreement over every position stay within bounds measured on these
-// models with margin (the int16 rounding is a change of about 2⁻¹⁶ of each
-// product: a wrong scale, code order or offset would move the logits by
-// whole units).
-inline void expect_int16_tracks_f32(const LlamaModel& f32_model, const LlamaModel& int16_model,
-                                    const std::vector<int>& tokens, double max_mean_kld,
-                                    double min_top1) {
-  ASSERT_EQ(f32_model.activations(), Activations::kF32);
-  ASSERT_EQ(int16_model.activations(), Activations::kInt16);
-  const int V = f32_model.config().n_vocab;
+// Model b against model a on the same tokens (prefill, every position):
+// mean KL divergence of the next-token distributions and top-1 agreement.
+inline void expect_logits_track(const LlamaModel& a_model, const LlamaModel& b_model,
+                                const std::vector<int>& tokens, double max_mean_kld,
+                                double min_top1) {
+  const int V = a_model.config().n_vocab;
   std::vector<float> logits[2];
   for (int i = 0; i < 2; ++i) {
-    const LlamaModel& m = i == 0 ? f32_model : int16_model;
+    const LlamaModel& m = i == 0 ? a_model : b_model;
     kv::KvCache cache(m.cache_shape(static_cast<int>(tokens.size())),
                       kv::parse_cache_spec("f32").layer);
     kv::KvCache* caches[] = {&cache};
@@ -132,8 +126,21 @@ inline void expect_int16_tracks_f32(const LlamaModel& f32_model, const LlamaMode
   ::testing::Test::RecordProperty("top1", std::to_string(agree / n));
   EXPECT_LE(kld / n, max_mean_kld) << "top-1 agreement " << agree / n;
   EXPECT_GE(agree / n, min_top1) << "mean KLD " << kld / n;
-  std::printf("int16 vs f32 activations over %zu positions: mean KLD %.3e, top-1 %.4f\n",
-              tokens.size(), kld / n, agree / n);
+  std::printf("over %zu positions: mean KLD %.3e, top-1 %.4f\n", tokens.size(), kld / n, agree / n);
+}
+
+// Int16 activations (model/weights.h) against the f32 model on the same
+// tokens: the mean KL divergence of the next-token distributions and the
+// top-1 agreement over every position stay within bounds measured on these
+// models with margin (the int16 rounding is a change of about 2⁻¹⁶ of each
+// product: a wrong scale, code order or offset would move the logits by
+// whole units).
+inline void expect_int16_tracks_f32(const LlamaModel& f32_model, const LlamaModel& int16_model,
+                                    const std::vector<int>& tokens, double max_mean_kld,
+                                    double min_top1) {
+  ASSERT_EQ(f32_model.activations(), Activations::kF32);
+  ASSERT_EQ(int16_model.activations(), Activations::kInt16);
+  expect_logits_track(f32_model, int16_model, tokens, max_mean_kld, min_top1);
 }
 
 }  // namespace innerq::model::testing

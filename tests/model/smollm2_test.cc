@@ -3,6 +3,8 @@
 // (CI runs it before the tests); without the model the tests skip and say so.
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstdlib>
 #include <vector>
 
 #include "innerq/base/error.h"
@@ -66,6 +68,30 @@ TEST_F(SmolLM2, Int16ActivationsTrackTheF32Model) {
   const LlamaModel int16(resolve_model_path("smollm2"));
   const std::vector<int> tokens = smollm2().tokenizer().tokenize(testing::kText, true, false);
   testing::expect_int16_tracks_f32(smollm2(), int16, tokens, 1e-6, 0.99);
+}
+
+// Packed weights (docs/architecture.md, "Packed weights") change only the
+// order of f32 sums: the model with every matrix packed (in place where the
+// weights are the process's copy) gives the logits of the model that reads
+// the file's rows (INNERQ_PACK=0) within the int16-vs-f32 bound, one and
+// three tokens (both int16) and a 205-token prefill (packed int16 against
+// the f32 tiles).
+TEST_F(SmolLM2, PackedWeightsGiveTheUnpackedModelsLogits) {
+  ::setenv("INNERQ_PACK", "0", 1);
+  const LlamaModel rows(resolve_model_path("smollm2"));
+  ::unsetenv("INNERQ_PACK");
+  const LlamaModel packed(resolve_model_path("smollm2"));
+  ASSERT_EQ(rows.packed_weights().bytes() + rows.packed_weights().bytes_in_place(), 0u);
+  if (packed.packed_weights().bytes() + packed.packed_weights().bytes_in_place() == 0) {
+    GTEST_SKIP() << "no AVX-512 VNNI here: nothing is packed";
+  }
+  const std::vector<int> tokens = smollm2().tokenizer().tokenize(testing::kText, true, false);
+  for (const size_t n : {size_t{1}, size_t{3}, tokens.size()}) {  // decode widths and a prefill
+    SCOPED_TRACE(n);
+    const std::vector<int> part(tokens.begin(), tokens.begin() + static_cast<ptrdiff_t>(n));
+    // The int16-vs-f32 bound: the 205-token prefill is f32 tiles against int16.
+    testing::expect_logits_track(rows, packed, part, 1e-6, 0.99);
+  }
 }
 
 }  // namespace
