@@ -524,8 +524,9 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
 // ---------------------------------------------------------------------------
 namespace {
 
+// Elements [first, first + count) of a group record, in double.
 void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x,
-                         Levels levels = Levels::kUniform) {
+                         Levels levels = Levels::kUniform, int first = 0, int count = -1) {
   const size_t code_bytes = group_code_bytes(bits, group);
   f16_bits scale = 0, zero = 0;
   __builtin_memcpy(&scale, record + code_bytes, 2);
@@ -533,8 +534,11 @@ void decode_group_double(int bits, int group, bool has_zero, const uint8_t* reco
   const GroupMeta m = decode_meta(scale, zero, bits);
   // Codebook levels are symmetric: x̂ = s·(T[u] − 64) (group_format.h).
   const double z = levels == Levels::kUniform ? m.zero : -kNormalLevelOffset * double{m.scale};
-  for (int i = 0; i < group; ++i) {
-    x[i] = static_cast<double>(m.scale) * level_value(levels, bits, read_code(record, bits, i)) + z;
+  if (count < 0) count = group - first;
+  for (int i = 0; i < count; ++i) {
+    x[i] = static_cast<double>(m.scale) *
+               level_value(levels, bits, read_code(record, bits, first + i)) +
+           z;
   }
 }
 
@@ -593,11 +597,10 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, double* 
       const auto* block = static_cast<const uint8_t*>(s.data) +
                           static_cast<size_t>(t / f.group) * (Dz / kTileRows) * f.bytes();
       std::vector<uint8_t> record(record_bytes);
-      std::vector<double> channel(static_cast<size_t>(f.group));
-      for (int c = 0; c < D; ++c) {
+      for (int c = 0; c < D; ++c) {  // token t's element of channel c's group
         tile_load_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, record.data());
-        decode_group_double(f.bits, f.group, f.has_zero, record.data(), channel.data());
-        x[c] = channel[static_cast<size_t>(t % f.group)];
+        decode_group_double(f.bits, f.group, f.has_zero, record.data(), x + c, Levels::kUniform,
+                            t % f.group, 1);
       }
       return;
     }
@@ -605,10 +608,9 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, double* 
       const size_t record_bytes = group_record_bytes(s.bits, s.group, QuantMode::kAsymmetric);
       const auto* block = static_cast<const uint8_t*>(s.data) +
                           static_cast<size_t>(t / s.group) * Dz * record_bytes;
-      std::vector<double> channel(static_cast<size_t>(s.group));
-      for (int c = 0; c < D; ++c) {
-        decode_group_double(s.bits, s.group, true, block + c * record_bytes, channel.data());
-        x[c] = channel[static_cast<size_t>(t % s.group)];
+      for (int c = 0; c < D; ++c) {  // token t's element of channel c's group
+        decode_group_double(s.bits, s.group, true, block + c * record_bytes, x + c,
+                            Levels::kUniform, t % s.group, 1);
       }
       return;
     }
