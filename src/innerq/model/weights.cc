@@ -427,11 +427,18 @@ void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int 
   // Decode: one group per call, so that small matrices (K and V, 192 rows
   // on SmolLM2) still split evenly over the threads; prefill: kGroupsPerCall
   // groups share each block of split activations.
-  const int64_t kRows = (n_tokens <= kInt16MaxTokens ? 1 : kGroupsPerCall) * kernels::kPackRows;
+  const bool decode = n_tokens <= kInt16MaxTokens;
+  const int64_t kRows = (decode ? 1 : kGroupsPerCall) * kernels::kPackRows;
   const int64_t n_calls = count_row_calls(ws.data(), ws.size(), kRows);
   int64_t work = 0;
   for (const WeightMatrix* w : ws) work += w->rows * w->cols * n_tokens;
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (work >= kMinParallelWork)
+  // Calls are handed out as the threads ask (decode: 4 groups at a time), not
+  // split in equal shares: a vCPU that the host slows (steal time) no longer
+  // holds the others at the end of the region (docs/architecture.md, "Packed
+  // weights": +12-18 % decode tokens/s on a 2-vCPU VM).
+  const int per_grab = decode ? 4 : 1;
+#pragma omp parallel for num_threads(n_threads) \
+    schedule(dynamic, per_grab) if (work >= kMinParallelWork)
   for (int64_t c = 0; c < n_calls; ++c) {
     const RowCall call = row_call(ws.data(), c, kRows);
     const int64_t r0 = call.r0;
