@@ -417,12 +417,19 @@ void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int 
                    std::span<float* const> ys, int n_threads, MatmulScratch& s) {
   const int64_t cols = ws[0]->cols;
   const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
-  const kernels::ActChunk* act = quantized_input(x, n_tokens, cols, s);
-  if (s.act_bytes.size() < static_cast<size_t>(n_tokens) * chunks) {
-    s.act_bytes.resize(static_cast<size_t>(n_tokens) * chunks);
+  // Each token is quantized and split on its own, so in prefill the threads
+  // share the tokens (a token's bytes are the same whichever thread makes
+  // them); the buffers are sized first, and nothing in the region throws.
+  const size_t n_chunks = static_cast<size_t>(n_tokens) * chunks;
+  if (s.act.size() < n_chunks) s.act.resize(n_chunks);
+  if (s.act_bytes.size() < n_chunks) s.act_bytes.resize(n_chunks);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tokens >= kPackedTokenBlock)
+  for (int t = 0; t < n_tokens; ++t) {
+    kernels::ActChunk* a = s.act.data() + static_cast<size_t>(t) * chunks;
+    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * cols, cols, a);
+    kernels::scalar::split_activations(a, static_cast<int64_t>(chunks),
+                                       s.act_bytes.data() + static_cast<size_t>(t) * chunks);
   }
-  kernels::scalar::split_activations(act, static_cast<int64_t>(n_tokens * chunks),
-                                     s.act_bytes.data());
   const kernels::ActBytes* xb = s.act_bytes.data();
   // Decode: one group per call, so that small matrices (K and V, 192 rows
   // on SmolLM2) still split evenly over the threads; prefill: kGroupsPerCall
