@@ -442,7 +442,7 @@ void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int 
   // Calls are handed out as the threads ask (decode: 4 groups at a time), not
   // split in equal shares: a vCPU that the host slows (steal time) no longer
   // holds the others at the end of the region (docs/architecture.md, "Packed
-  // weights": +12-18 % decode tokens/s on a 2-vCPU VM).
+  // weights", has the measurement).
   const int per_grab = decode ? 4 : 1;
 #pragma omp parallel for num_threads(n_threads) \
     schedule(dynamic, per_grab) if (work >= kMinParallelWork)
