@@ -2,7 +2,7 @@
 // CI): `innerq perplexity` on SmolLM2-135M over two short chunks of the
 // WikiText-2 raw test split, for f16, q4_0 (plain and rotated), kivi and the
 // default innerq config. Each cache's KL divergence from f16 and top-1
-// agreement must stay within bounds set from measurements (README, "Quality
+// agreement must stay within bounds set from measurements (docs/quality.md, "Quality
 // gate") with margin, and the default must beat q4_0, so a kernel, cache or
 // rotation bug that hurts quality fails CI. It scores token by token (-b 1):
 // the decode path itself (chunked extend is checked against it in
@@ -106,7 +106,7 @@ TEST(QualityGate, SmolLM2KldAndTop1WithinMeasuredBounds) {
   const nlohmann::json rows = run_json(args, '[');
   ASSERT_FALSE(rows.is_null());
 
-  // Measured on this text and these settings (README, "Quality gate"); the
+  // Measured on this text and these settings (docs/quality.md, "Quality gate"); the
   // bounds leave about 1.5× headroom on KLD and a few points on top-1, well
   // inside the gap a broken kernel opens (an unrotated-query bug, a dropped
   // window or a wrong scale costs several times the KLD).
@@ -170,7 +170,7 @@ TEST(QualityGate, SmolLM2PasskeyAnswersLikeF16) {
   const std::string output = j.dump();
   // Measured 2026-12-06 (keys retrieved of 4, mean answer NLL in nats):
   // f16 4, 0.926; innerq 3, 1.769; innerq:k=4,v=4 4, 1.032. The default
-  // loses one key here and answers with twice f16's NLL (README, "Passkey
+  // loses one key here and answers with twice f16's NLL (docs/quality.md, "Passkey
   // retrieval": the retrieval target is not met on SmolLM2); the bounds
   // hold it there and 4-bit keys at f16's level.
   const std::map<std::string, double> max_nll = {

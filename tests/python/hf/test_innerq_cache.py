@@ -103,7 +103,7 @@ def test_f32_spec_equals_dynamic_cache_fused_and_dense(hf, tiny_model, fused_mod
 # and 2-bit values (kv/cache_spec.h, kWideHeadDim): 0.0018 with the
 # head_dim-64 choice, 0.0047 with this one (5.19 and 5.25 alike) on these
 # random weights, where the trained Gemma 3 270M reads 3x lower KLD with it
-# (README, "Quality per bit"). The bound is twice the measurement.
+# (docs/quality.md, "Gemma 3 270M"). The bound is twice the measurement.
 DEFAULT_KLD_BOUND = {"llama": 0.71, "qwen2": 1.86, "qwen3": 0.14, "gemma3": 0.0094}
 
 
