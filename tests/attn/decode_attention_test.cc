@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "hwy/targets.h"
-#include "sanitized.h"
 #include "innerq/attn/window_attention.h"
 #include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
@@ -251,11 +250,7 @@ TEST(DecodeAttention, VisiblePrefixMatchesTheReferenceForEveryKind) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     const kv::LayerCache& layer = cache.layer(0);
     const size_t out_size = static_cast<size_t>(s.n_heads) * s.head_dim;
-    // Under the sanitizers, one cut of each kind (the run is 3x slower there).
-    const std::vector<int> cuts =
-        testing_env::kSanitized ? std::vector<int>{1, 20, 33, 130, 257, 299}
-                                : std::vector<int>{1, 20, 33, 64, 82, 100, 130, 161, 257, 299, 300};
-    for (int visible : cuts) {
+    for (int visible : {1, 20, 33, 64, 82, 100, 130, 161, 257, 299, 300}) {
       SCOPED_TRACE(::testing::Message() << spec << " n_visible=" << visible);
       std::vector<float> want(out_size), got(out_size);
       decode_attention_reference(layer, in.q.data(), s.n_heads, want.data(), visible);

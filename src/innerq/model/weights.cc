@@ -382,16 +382,29 @@ bool takes_int16(const WeightMatrix& w, int n_tokens, Activations a) {
          kernels::int16_dot_supported(*format);
 }
 
-// x quantized into s.act for cols columns.
+// Tokens per block of split activations in prefill; from this many tokens on,
+// the threads also share the activations' quantization.
+constexpr int kPackedTokenBlock = 64;
+
+// x quantized into s.act for cols columns and, with `split`, split into
+// s.act_bytes for the packed kernels. Each token is done on its own, so in
+// prefill the threads share the tokens (a token's bytes are the same
+// whichever thread makes them); the buffers are sized first, and nothing in
+// the region throws.
 const kernels::ActChunk* quantized_input(const float* x, int n_tokens, int64_t cols,
-                                         MatmulScratch& s) {
+                                         MatmulScratch& s, int n_threads, bool split) {
   const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
-  if (s.act.size() < static_cast<size_t>(n_tokens) * chunks) {
-    s.act.resize(static_cast<size_t>(n_tokens) * chunks);
-  }
+  const size_t n_chunks = static_cast<size_t>(n_tokens) * chunks;
+  if (s.act.size() < n_chunks) s.act.resize(n_chunks);
+  if (split && s.act_bytes.size() < n_chunks) s.act_bytes.resize(n_chunks);
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tokens >= kPackedTokenBlock)
   for (int t = 0; t < n_tokens; ++t) {
-    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * cols, cols,
-                                        s.act.data() + static_cast<size_t>(t) * chunks);
+    kernels::ActChunk* a = s.act.data() + static_cast<size_t>(t) * chunks;
+    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * cols, cols, a);
+    if (split) {
+      kernels::scalar::split_activations(a, static_cast<int64_t>(chunks),
+                                         s.act_bytes.data() + static_cast<size_t>(t) * chunks);
+    }
   }
   return s.act.data();
 }
@@ -409,7 +422,6 @@ bool all_take_packed(std::span<const WeightMatrix* const> ws, Activations a) {
 
 // Groups of 16 rows per kernel call in prefill: one dispatch per 64 rows.
 constexpr int64_t kGroupsPerCall = 4;
-constexpr int kPackedTokenBlock = 64;
 
 // ys[m] = x·ws[m]ᵀ from the packed copies; one parallel region over all the
 // matrices' calls, as MatmulInt16.
@@ -417,19 +429,7 @@ void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int 
                    std::span<float* const> ys, int n_threads, MatmulScratch& s) {
   const int64_t cols = ws[0]->cols;
   const size_t chunks = static_cast<size_t>(cols / kernels::kActChunk);
-  // Each token is quantized and split on its own, so in prefill the threads
-  // share the tokens (a token's bytes are the same whichever thread makes
-  // them); the buffers are sized first, and nothing in the region throws.
-  const size_t n_chunks = static_cast<size_t>(n_tokens) * chunks;
-  if (s.act.size() < n_chunks) s.act.resize(n_chunks);
-  if (s.act_bytes.size() < n_chunks) s.act_bytes.resize(n_chunks);
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_tokens >= kPackedTokenBlock)
-  for (int t = 0; t < n_tokens; ++t) {
-    kernels::ActChunk* a = s.act.data() + static_cast<size_t>(t) * chunks;
-    kernels::simd::quantize_activations(x + static_cast<int64_t>(t) * cols, cols, a);
-    kernels::scalar::split_activations(a, static_cast<int64_t>(chunks),
-                                       s.act_bytes.data() + static_cast<size_t>(t) * chunks);
-  }
+  quantized_input(x, n_tokens, cols, s, n_threads, /*split=*/true);
   const kernels::ActBytes* xb = s.act_bytes.data();
   // Decode: one group per call, so that small matrices (K and V, 192 rows
   // on SmolLM2) still split evenly over the threads; prefill: kGroupsPerCall
@@ -480,7 +480,8 @@ void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n
     return takes_int16(*w, n_tokens, a) && w->packed == nullptr && w->cols == ws[0]->cols;
   });
   if (int16) {
-    const kernels::ActChunk* act = quantized_input(x, n_tokens, ws[0]->cols, s);
+    const kernels::ActChunk* act =
+        quantized_input(x, n_tokens, ws[0]->cols, s, n_threads, /*split=*/false);
     HWY_DYNAMIC_DISPATCH(MatmulInt16)
     (ws.data(), ys.data(), static_cast<int>(ws.size()), act, n_tokens, n_threads);
     return;
@@ -493,7 +494,8 @@ void matmul_group(std::span<const WeightMatrix* const> ws, const float* x, int n
     }
     if (takes_int16(w, n_tokens, a)) {
       HWY_DYNAMIC_DISPATCH(MatmulInt16)
-      (&ws[i], &ys[i], 1, quantized_input(x, n_tokens, w.cols, s), n_tokens, n_threads);
+      (&ws[i], &ys[i], 1, quantized_input(x, n_tokens, w.cols, s, n_threads, /*split=*/false),
+       n_tokens, n_threads);
       continue;
     }
     const size_t tile_floats =
