@@ -118,6 +118,10 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
     const float* mu = cache.kind() == kv::CacheKind::kInnerQ
                           ? static_cast<const kv::InnerQLayerCache&>(cache).key_mean(kv_head)
                           : nullptr;
+    // Sorted channels (ksort): the int8 query's groups hold channels perm[j].
+    const uint16_t* perm = cache.kind() == kv::CacheKind::kInnerQ
+                               ? static_cast<const kv::InnerQLayerCache&>(cache).key_perm(kv_head)
+                               : nullptr;
     if (mu != nullptr) {  // the kernels read the centered keys K − μ
       for (size_t i = 0; i < k.size(); ++i) k[i] -= mu[i % D];
     }
@@ -141,7 +145,8 @@ std::vector<double> tolerance(const kv::LayerCache& cache, const float* q, int n
         if (t >= r.k_begin && t < r.k_end) {
           for (int g = 0; g < D / r.k_group; ++g) {
             double qmax = 0.0, kabs = 0.0;
-            for (int c = g * r.k_group; c < (g + 1) * r.k_group; ++c) {
+            for (int j = g * r.k_group; j < (g + 1) * r.k_group; ++j) {
+              const int c = perm != nullptr ? perm[j] : j;
               qmax = std::max(qmax, std::fabs(qh[c] * f[c] * inv_sqrt_d));
               kabs += std::fabs(k[static_cast<size_t>(t) * D + c] / f[c]);
             }
@@ -244,9 +249,9 @@ TEST(DecodeAttention, VisiblePrefixMatchesTheReferenceForEveryKind) {
   const Shape s{8, 2, 128};
   const int n = 300;
   const Inputs in = make_inputs(s, n, 77);
-  for (const char* spec :
-       {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper", "innerq:rot=kv",
-        "kivi:rot=kv", "innerq:kcenter=on", "q4_0:kperm=evenodd", "innerq:kperm=pairs"}) {
+  for (const char* spec : {"f32", "f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper",
+                           "innerq:rot=kv", "kivi:rot=kv", "innerq:kcenter=on",
+                           "q4_0:kperm=evenodd", "innerq:kperm=pairs", "innerq-paper:ksort=on"}) {
     const kv::KvCache cache = make_cache(spec, s, in, n);
     const kv::LayerCache& layer = cache.layer(0);
     const size_t out_size = static_cast<size_t>(s.n_heads) * s.head_dim;
@@ -301,7 +306,8 @@ std::vector<Case> reference_cases() {
                          "q8_0:kperm=pairs,rot=kv",
                          "innerq:kperm=pairs,rot=k,kcenter=on,knorm=sqrtmax",
                          "innerq:klevels=normal",
-                         "innerq-paper:k=2,kg=32,klevels=normal,knorm=rms"};
+                         "innerq-paper:k=2,kg=32,klevels=normal,knorm=rms",
+                         "innerq:k=3,v=3,kg=32,kcenter=on,ksort=on,klevels=normal,rot=off"};
   for (const Shape& s : shapes) {
     for (const char* spec : specs) {
       const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
@@ -338,7 +344,8 @@ TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
          {"f16", "q8_0", "q4_0", "kivi", "kivi4", "innerq", "innerq-paper:k=4,v=4",
           "innerq-paper:k=8,v=8,kmode=hybrid,vmode=asym", "innerq-paper:k=3,v=3,g=64",
           "innerq-paper:rot=kv", "q4_0:rot=kv", "innerq:klevels=normal",
-          "innerq-paper:k=2,v=2,klevels=normal", "innerq-paper:k=4,v=4,klevels=normal"}) {
+          "innerq-paper:k=2,v=2,klevels=normal", "innerq-paper:k=4,v=4,klevels=normal",
+          "innerq-paper:ksort=on,kcenter=on"}) {
       const kv::KvCache cache = make_cache(spec, s, in, n);
       std::vector<float> want(static_cast<size_t>(s.n_heads) * s.head_dim), got(want.size());
       decode_attention_reference(cache.layer(0), in.q.data(), s.n_heads, want.data());
@@ -599,6 +606,106 @@ TEST(DecodeAttention, ChannelOrderIsARelabeling) {
   EXPECT_THROW(kv::make_layer_cache(kv::parse_cache_spec("f16:kperm=evenodd").layer, 1, 5, nullptr,
                                     kv::kDefaultBlockTokens),
                Error);
+}
+
+// Sorting the channels (ksort=on) is a relabeling too: the cache picks an
+// order per KV head at its first flush, channels by decreasing max |K/f|,
+// and its quantized keys are then exactly the bytes that a cache without
+// ksort stores for keys given in that order; attention agrees with it (the
+// windows keep the model's order, so not bit for bit) and with the
+// reference.
+TEST(DecodeAttention, ChannelSortIsARelabeling) {
+  const Shape s{8, 2, 128};
+  const int n = 400;
+  Inputs in = make_inputs(s, n, 23, /*outliers=*/false);
+  // Loud channels spread over the 32-channel groups, a different set per head.
+  for (size_t i = 0; i < in.k.size(); ++i) {
+    const int c = static_cast<int>(i % s.head_dim);
+    const int h = static_cast<int>(i / s.head_dim % s.n_kv_heads);
+    if ((c + 7 * h) % 13 == 0) in.k[i] *= 8.0f;
+  }
+  for (const std::string base : {"innerq-paper", "innerq-paper:knorm=off,kcenter=on",
+                                 "innerq:k=3,v=3,kg=32,rot=off,knorm=rms,klevels=normal"}) {
+    const std::string spec = base + (base.find(':') == std::string::npos ? ":" : ",") + "ksort=on";
+    SCOPED_TRACE(spec);
+    const kv::KvCache a = make_cache(spec.c_str(), s, in, n);
+    const auto& layer = static_cast<const kv::InnerQLayerCache&>(a.layer(0));
+    Inputs moved = in;
+    for (int h = 0; h < s.n_kv_heads; ++h) {
+      const uint16_t* perm = layer.key_perm(h);
+      ASSERT_NE(perm, nullptr);
+      // A permutation, loud channels first.
+      std::vector<uint16_t> sorted(perm, perm + s.head_dim);
+      std::sort(sorted.begin(), sorted.end());
+      for (int c = 0; c < s.head_dim; ++c) ASSERT_EQ(sorted[c], c);
+      int loud = 0;  // channels with (c + 7h) % 13 == 0
+      for (int c = 0; c < s.head_dim; ++c) loud += (c + 7 * h) % 13 == 0 ? 1 : 0;
+      for (int j = 0; j < s.head_dim; ++j) {
+        EXPECT_EQ((perm[j] + 7 * h) % 13 == 0, j < loud) << "head " << h << " position " << j;
+      }
+      for (int t = 0; t < n; ++t) {
+        const size_t at = (static_cast<size_t>(t) * s.n_kv_heads + h) * s.head_dim;
+        for (int j = 0; j < s.head_dim; ++j) moved.k[at + j] = in.k[at + perm[j]];
+      }
+    }
+    const kv::KvCache b = make_cache(base.c_str(), s, moved, n);
+    const auto& plain = static_cast<const kv::InnerQLayerCache&>(b.layer(0));
+    for (int h = 0; h < s.n_kv_heads; ++h) {
+      EXPECT_EQ(layer.k_tiles(h), plain.k_tiles(h)) << "KV head " << h;
+      // Read back in the model's order: the same keys, relabeled.
+      const std::vector<double> got = dequantized_keys(layer, h);
+      const std::vector<double> stored = dequantized_keys(plain, h);
+      const uint16_t* perm = layer.key_perm(h);
+      for (int t = layer.sink_tokens(); t < layer.sink_tokens() + layer.k_middle_tokens(); ++t) {
+        for (int j = 0; j < s.head_dim; ++j) {
+          ASSERT_EQ(got[static_cast<size_t>(t) * s.head_dim + perm[j]],
+                    stored[static_cast<size_t>(t) * s.head_dim + j])
+              << "token " << t << " position " << j;
+        }
+      }
+    }
+    std::vector<float> want(in.q.size()), got(in.q.size());
+    decode_attention_reference(layer, in.q.data(), s.n_heads, want.data());
+    for (const bool scalar : {false, true}) {
+      decode_attention(layer, in.q.data(), s.n_heads, got.data(), {2, scalar});
+      expect_within(got, want, tolerance(layer, in.q.data(), s.n_heads, !scalar),
+                    scalar ? "scalar" : "simd");
+    }
+  }
+}
+
+// What the sort is for: channels of very different sizes in every group
+// (no key normalization), 3-bit keys. Sorted, each group holds channels of
+// one size: the quiet channels are no longer rounded to zero by a loud
+// one's scale, and the keys' squared error falls (by a quarter here: the
+// loud channels lose some, as a group of loud ones has a larger maximum).
+// Whether attention gains depends on the query; docs/quality.md, "Channel
+// order", has what real models measure.
+TEST(DecodeAttention, ChannelSortLowersKeyErrorOfMixedChannelSizes) {
+  const Shape s{8, 2, 128};
+  const int n = 1000;
+  Inputs in = make_inputs(s, n, 13, /*outliers=*/false);
+  for (size_t i = 0; i < in.k.size(); ++i) {
+    if (i % s.head_dim % 4 == 0) in.k[i] *= 10.0f;
+  }
+  const auto squared_error = [&](const char* spec) {
+    const kv::KvCache c = make_cache(spec, s, in, n);
+    double e = 0.0;
+    for (int h = 0; h < s.n_kv_heads; ++h) {
+      const std::vector<double> k = dequantized_keys(c.layer(0), h);
+      for (int t = 0; t < n; ++t) {
+        for (int d = 0; d < s.head_dim; ++d) {
+          const double x = k[static_cast<size_t>(t) * s.head_dim + d] -
+                           in.k[(static_cast<size_t>(t) * s.n_kv_heads + h) * s.head_dim + d];
+          e += x * x;
+        }
+      }
+    }
+    return e;
+  };
+  const double plain = squared_error("innerq-paper:k=3,v=8,knorm=off,sink=0,recent=0");
+  const double sorted = squared_error("innerq-paper:k=3,v=8,knorm=off,sink=0,recent=0,ksort=on");
+  EXPECT_LT(sorted, 0.85 * plain);
 }
 
 // Key centering is an identity in exact arithmetic (every stored key is

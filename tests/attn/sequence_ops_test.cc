@@ -25,8 +25,17 @@ namespace {
 
 constexpr int kHeads = 2, kDim = 64, kQHeads = 4, kMax = 2048;
 
-const char* const kSpecs[] = {"f32",   "f16",          "q8_0",          "q4_0",   "kivi",
-                              "kivi4", "innerq-paper", "innerq:rot=kv", "innerq", "kivi:rot=kv"};
+const char* const kSpecs[] = {"f32",
+                              "f16",
+                              "q8_0",
+                              "q4_0",
+                              "kivi",
+                              "kivi4",
+                              "innerq-paper",
+                              "innerq:rot=kv",
+                              "innerq",
+                              "kivi:rot=kv",
+                              "innerq-paper:ksort=on,kcenter=on"};
 
 // Rows of tokens [first, first + n), [n][heads][D]; `salt` picks another text.
 void rows(int first, int n, int salt, std::vector<float>& k, std::vector<float>& v) {

@@ -75,6 +75,11 @@ TEST(CacheSpec, RotationAndCenteringKeys) {
   EXPECT_TRUE(parse_cache_spec("kivi:rot=v").layer.rot_v);
   EXPECT_FALSE(parse_cache_spec("innerq-paper:rot=off").layer.rot_k);
   EXPECT_TRUE(parse_cache_spec("innerq-paper:kcenter=on").layer.kcenter);
+  EXPECT_FALSE(parse_cache_spec("innerq").layer.ksort);
+  EXPECT_TRUE(parse_cache_spec("innerq:ksort=on").layer.ksort);
+  EXPECT_FALSE(parse_cache_spec("innerq:ksort=off").layer.ksort);
+  EXPECT_NE(describe(parse_cache_spec("innerq-paper:ksort=on").layer).find(" ksort"),
+            std::string::npos);
   EXPECT_FALSE(parse_cache_spec("innerq:kcenter=off").layer.kcenter);
   const LayerConfig kg = parse_cache_spec("innerq-paper:g=128,kg=64").layer;
   EXPECT_EQ(kg.group, 128);
@@ -105,13 +110,13 @@ TEST(CacheSpec, RotationAndCenteringKeys) {
 
 // spec_string spells every field, and parses back to the same config.
 TEST(CacheSpec, SpecStringRoundTrips) {
-  for (const char* spec :
-       {"innerq", "innerq-paper",
-        "innerq:k=8,v=4,kmode=hybrid,vmode=asym,g=64,"
-        "kg=32,sink=3,recent=7,knorm=rms,kcenter=on,rot=kv",
-        "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi", "kivi4:g=64,recent=64",
-        "q4_0:kperm=evenodd", "innerq:kperm=pairs", "kivi:kperm=evenodd,rot=k",
-        "innerq:klevels=normal", "innerq-paper:k=2,klevels=normal,rot=k"}) {
+  for (const char* spec : {"innerq", "innerq-paper",
+                           "innerq:k=8,v=4,kmode=hybrid,vmode=asym,g=64,"
+                           "kg=32,sink=3,recent=7,knorm=rms,kcenter=on,rot=kv",
+                           "q4_0:rot=kv", "q8_0", "f16", "f32:rot=k", "kivi",
+                           "kivi4:g=64,recent=64", "q4_0:kperm=evenodd", "innerq:kperm=pairs",
+                           "kivi:kperm=evenodd,rot=k", "innerq:klevels=normal",
+                           "innerq-paper:k=2,klevels=normal,rot=k", "innerq:k=3,v=3,ksort=on"}) {
     const LayerConfig c = parse_cache_spec(spec).layer;
     EXPECT_EQ(describe(parse_cache_spec(spec_string(c)).layer), describe(c)) << spec;
     EXPECT_EQ(spec_string(parse_cache_spec(spec_string(c)).layer), spec_string(c)) << spec;
@@ -297,6 +302,8 @@ TEST(CacheSpec, MalformedSpecsNameTheBadField) {
       {"kivi:k=3", "unknown key 'k' for kivi (allowed keys: g, recent, rot, kperm, layers)"},
       {"q4_0:rot=q", "rot='q' is not a rotation (off, k, v, kv)"},
       {"innerq:kcenter=yes", "kcenter='yes' is not on or off"},
+      {"innerq:ksort=1", "ksort='1' is not on or off"},
+      {"kivi:ksort=on", "unknown key 'ksort' for kivi"},
       {"innerq:kg=16", "kg=16 is not a supported group size (32, 64, 128)"},
       {"innerq:k=3,k=4", "key 'k' is given twice"},
       {"innerq;", "is not RANGE=SPEC or RANGE:FIELDS"},

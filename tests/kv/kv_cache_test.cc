@@ -370,7 +370,7 @@ TEST(KvCache, PlannedMemoryEqualsAFilledCache) {
   for (const char* spec :
        {"f32", "f16", "q8_0", "q4_0:rot=kv", "kivi", "kivi4", "innerq", "innerq-paper",
         "innerq:k=4,v=4,g=32", "innerq:g=128,kg=32,sink=0,recent=16", "innerq:sink=5,recent=3",
-        "kivi:g=64,recent=128"}) {
+        "kivi:g=64,recent=128", "innerq-paper:ksort=on,kcenter=on"}) {
     SCOPED_TRACE(spec);
     const LayerConfig c = parse_cache_spec(spec).layer;
     std::vector<int> lengths = {0, 1, 15, 16, 17, 31, 32, 33, 127, 128, 129, 255, 256, 257};

@@ -57,6 +57,16 @@ struct ChunkBuffers {
   kernels::KernelScratch kernel;
 };
 
+// The query of InnerQ's quantized keys, which store K / f with channel
+// perm[j] at position j: q_norm[j] = q[perm[j]]·f[perm[j]], so that
+// q_norm·(stored row) = q·K (f, perm: null for none).
+void query_for_middle(const float* q, const float* f, const uint16_t* perm, int D, float* q_norm) {
+  for (int j = 0; j < D; ++j) {
+    const int c = perm != nullptr ? perm[j] : j;
+    q_norm[j] = f != nullptr ? q[c] * f[c] : q[c];
+  }
+}
+
 // Scores of tokens [a, b) from the segments that overlap them.
 void chunk_scores(const std::vector<Segment>& segments, int a, int b, const float* q,
                   const float* q_norm, int nq, int D, float* scores, size_t stride,
@@ -224,12 +234,10 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
     q = q_rot;
   }
   for (int h = 0; h < n_heads; ++h) {
-    const float* f = heads[static_cast<size_t>(h / nq)].key_norm;
-    for (int c = 0; c < D; ++c) {
-      const size_t i = static_cast<size_t>(h) * D + c;
-      q_scaled[i] = q[i] * scale;
-      q_norm[i] = f ? q_scaled[i] * f[c] : q_scaled[i];
-    }
+    const HeadSegments& seg = heads[static_cast<size_t>(h / nq)];
+    const size_t at = static_cast<size_t>(h) * D;
+    for (int c = 0; c < D; ++c) q_scaled[at + c] = q[at + c] * scale;
+    query_for_middle(q_scaled + at, seg.key_norm, seg.key_perm, D, q_norm + at);
   }
 
   // Partial results per (KV head, chunk): max and sum of exp per query head,
@@ -429,12 +437,9 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
         kernels::simd::hadamard_rotate(q_rot, acc_rows, D, false);
     }
     for (size_t row = 0; row < acc_rows; ++row) {
-      const float* f = heads[row / R].key_norm;
-      for (size_t c = 0; c < Dz; ++c) {
-        const size_t x = row * Dz + c;
-        q_scaled[x] = q_rot[x] * scale;
-        q_norm[x] = f ? q_scaled[x] * f[c] : q_scaled[x];
-      }
+      const HeadSegments& seg = heads[row / R];
+      for (size_t c = 0; c < Dz; ++c) q_scaled[row * Dz + c] = q_rot[row * Dz + c] * scale;
+      query_for_middle(q_scaled + row * Dz, seg.key_norm, seg.key_perm, D, q_norm + row * Dz);
     }
 
     const int n_tasks = n_kv * (n_shared + ns);
@@ -543,7 +548,8 @@ void decode_group_double(int bits, int group, bool has_zero, const uint8_t* reco
 }
 
 // Row `t` (0-based within the segment) of a segment, in double.
-void segment_row(const Segment& s, int t, int D, const float* key_norm, double* x) {
+void segment_row(const Segment& s, int t, int D, const float* key_norm, const uint16_t* key_perm,
+                 double* x) {
   const size_t Dz = static_cast<size_t>(D);
   switch (s.form) {
     case SegmentForm::kTilesF32:
@@ -588,7 +594,12 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, double* 
         decode_group_double(f.bits, f.group, f.has_zero, records.data() + g * record_bytes,
                             x + g * f.group, f.levels);
       }
-      for (int c = 0; c < D; ++c) x[c] *= key_norm[c];  // stored keys are K / f
+      // Stored keys are K / f, channel key_perm[j] at position j (ksort).
+      if (key_perm != nullptr) {
+        std::vector<double> stored(x, x + D);
+        for (int j = 0; j < D; ++j) x[key_perm[j]] = stored[static_cast<size_t>(j)];
+      }
+      for (int c = 0; c < D; ++c) x[c] *= key_norm[c];
       return;
     }
     case SegmentForm::kInnerQV: {
@@ -630,11 +641,11 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, double* 
 
 // All rows of a segment list in token order: [n][D].
 std::vector<double> dequantize_all(const std::vector<Segment>& segments, int n, int D,
-                                   const float* key_norm) {
+                                   const float* key_norm, const uint16_t* key_perm) {
   std::vector<double> rows(static_cast<size_t>(n) * D);
   for (const Segment& s : segments) {
     for (int t = 0; t < s.length; ++t) {
-      segment_row(s, t, D, key_norm, &rows[static_cast<size_t>(s.start + t) * D]);
+      segment_row(s, t, D, key_norm, key_perm, &rows[static_cast<size_t>(s.start + t) * D]);
     }
   }
   return rows;
@@ -646,7 +657,7 @@ std::vector<double> dequantized_keys(const kv::LayerCache& cache, int kv_head) {
   HeadSegments seg;
   cache.segments(kv_head, seg);
   std::vector<double> rows =
-      dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+      dequantize_all(seg.k, cache.n_tokens(), cache.head_dim(), seg.key_norm, seg.key_perm);
   if (seg.key_mean != nullptr) {  // every stored key is K − μ
     for (size_t i = 0; i < rows.size(); ++i) rows[i] += seg.key_mean[i % cache.head_dim()];
   }
@@ -669,7 +680,7 @@ std::vector<double> dequantized_values(const kv::LayerCache& cache, int kv_head)
   HeadSegments seg;
   cache.segments(kv_head, seg);
   std::vector<double> rows =
-      dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), seg.key_norm);
+      dequantize_all(seg.v, cache.n_tokens(), cache.head_dim(), nullptr, nullptr);
   if (cache.config().rot_v) {
     kernels::scalar::hadamard_rotate(rows.data(), static_cast<size_t>(cache.n_tokens()),
                                      cache.head_dim(), true);

@@ -157,6 +157,11 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
         throw Error(fmt::format("cache spec '{}': kcenter='{}' is not on or off", spec, value));
       }
       c.kcenter = value == "on";
+    } else if (is_innerq && key == "ksort") {
+      if (value != "on" && value != "off") {
+        throw Error(fmt::format("cache spec '{}': ksort='{}' is not on or off", spec, value));
+      }
+      c.ksort = value == "on";
     } else if (is_innerq && key == "klevels") {
       if (value != "uniform" && value != "normal") {
         throw Error(
@@ -191,9 +196,8 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
       *layers_file = std::string(value);
     } else {
       const char* allowed =
-          is_innerq
-              ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, klevels, kfactors, rot, "
-                "kperm, layers"
+          is_innerq ? "k, v, kmode, vmode, g, kg, sink, recent, knorm, kcenter, ksort, klevels, "
+                      "kfactors, rot, kperm, layers"
           : is_kivi ? "g, recent, rot, kperm, layers"
                     : "rot, kperm, layers";
       throw Error(fmt::format("cache spec '{}': unknown key '{}' for {} (allowed keys: {})", spec,
@@ -216,6 +220,12 @@ void apply_fields(std::string_view spec, std::string_view fields, LayerConfig& c
         "cache spec '{}': kfactors and kperm={} together are not supported (a factors file "
         "holds its channels in the model's order); use kperm=off or drop kfactors",
         spec, channel_order_name(c.kperm)));
+  }
+  if (c.key_factors && c.ksort) {
+    throw Error(fmt::format(
+        "cache spec '{}': kfactors and ksort=on together are not supported (a factors file "
+        "holds no channel order); use ksort=off or drop kfactors",
+        spec));
   }
   if (c.key_factors) {
     const std::string where = fmt::format("cache spec '{}'", spec);
@@ -443,6 +453,7 @@ static std::string describe_fields(const LayerConfig& c) {
                        key_norm_name(c.knorm));
     if (c.k_group > 0 && c.k_group != c.group) out += fmt::format(" kg{}", c.k_group);
     if (c.kcenter) out += " kcenter";
+    if (c.ksort) out += " ksort";
     if (c.k_levels != Levels::kUniform) out += " klevels=normal";
     if (c.key_factors) out += fmt::format(" kfactors={}", c.key_factors->path);
   } else if (c.kind == CacheKind::kKivi) {
@@ -490,13 +501,13 @@ std::string spec_string(const LayerConfig& c) {
         return a & bit ? std::string() : text;
       };
       return fmt::format(
-          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}{}{}",
+          "{}:{}{}kmode={},vmode={},g={},kg={},sink={},recent={}{},kcenter={}{}{}{}{}{}",
           a != 0 ? "innerq" : "innerq-paper",
           field(LayerConfig::kAutoKBits, fmt::format("k={},", c.k_bits)),
           field(LayerConfig::kAutoVBits, fmt::format("v={},", c.v_bits)), mode_name(c.k_mode),
           mode_name(c.v_mode), c.group, c.key_group(), c.sink, c.recent,
           field(LayerConfig::kAutoKnorm, fmt::format(",knorm={}", key_norm_name(c.knorm))),
-          c.kcenter ? "on" : "off",
+          c.kcenter ? "on" : "off", c.ksort ? ",ksort=on" : "",
           field(LayerConfig::kAutoKLevels, c.k_levels != Levels::kUniform ? ",klevels=normal"
                                            : a != 0                       ? ",klevels=uniform"
                                                                           : ""),

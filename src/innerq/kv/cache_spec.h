@@ -8,6 +8,9 @@
 //                  (sym|asym|hybrid), g (32 64 128), kg (K's own group size,
 //                  32 64 128; default g), sink, recent (tokens ≥ 0),
 //                  knorm (off|sqrtmax|rms), kcenter (on|off),
+//                  ksort (on|off): the quantized keys' channels sorted by
+//                  their magnitude at the first flush, per KV head, so each
+//                  group holds channels of one size (not with kfactors),
 //                  klevels (uniform|normal): K's codes index uniform levels
 //                  or a codebook placed for a normal distribution
 //                  (kernels/group_format.h; needs kmode=sym and k of 2-4),
@@ -64,7 +67,11 @@ struct LayerConfig {
   int sink = 32;
   int recent = 96;
   KeyNorm knorm = KeyNorm::kSqrtMax;
-  bool kcenter = false;                // keys stored minus their per-channel mean (innerq)
+  bool kcenter = false;  // keys stored minus their per-channel mean (innerq)
+  // Quantized keys stored with their channels sorted by magnitude, an order
+  // fixed per KV head at the first flush (innerq; docs/architecture.md,
+  // "Channel order").
+  bool ksort = false;
   Levels k_levels = Levels::kUniform;  // K's levels (innerq): uniform or codebook
   bool rot_k = false;                  // keys stored rotated (query rotated at decode)
   bool rot_v = false;                  // values stored rotated (output rotated back)

@@ -248,6 +248,7 @@ void LayerCache::reset_segments(HeadSegments& out) const {
   out.k.reserve(blocks_.capacity() + 3);
   out.v.reserve(blocks_.capacity() + 3);
   out.key_norm = out.key_mean = nullptr;
+  out.key_perm = nullptr;
   out.origin = 0;
 }
 
@@ -744,7 +745,8 @@ LayerPlan plan_layer(const LayerConfig& c, int n_kv_heads, int head_dim, int64_t
       if (p.k_middle > 0 ||
           (c.key_factors != nullptr && n > 0)) {  // calibrated: from the first token
         p.norm_bytes = (c.knorm != KeyNorm::kOff ? 1 : 0) * H * D * sizeof(float) +
-                       (c.kcenter ? 1 : 0) * H * D * sizeof(float);
+                       (c.kcenter ? 1 : 0) * H * D * sizeof(float) +
+                       (c.ksort ? 1 : 0) * H * D * sizeof(uint16_t);
       }
       p.content.norm = p.norm_bytes;
       p.window_bytes = static_cast<size_t>(2 * c.sink + (R + 1) + (R + G)) * row * H;

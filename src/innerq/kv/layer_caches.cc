@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <numeric>
 
 #include <fmt/core.h>
 
@@ -859,13 +860,31 @@ void InnerQLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s
     factors.factors(f.data());
   }
   const float* f = key_norm(head);
+  if (config_.ksort && key_perm_.empty()) key_perm_.resize(static_cast<size_t>(n_kv_heads_));
+  if (config_.ksort && key_perm_[static_cast<size_t>(head)].empty()) {
+    // Channels by decreasing max |K/f| over the keys of the first flush.
+    std::vector<float> peak(static_cast<size_t>(D), 0.0f);
+    for (int t = 0; t < recent.size(); ++t) {
+      read_row(t);
+      for (int c = 0; c < D; ++c) peak[c] = std::max(peak[c], std::abs(row[c] / f[c]));
+    }
+    std::vector<uint16_t>& perm = key_perm_[static_cast<size_t>(head)];
+    perm.resize(static_cast<size_t>(D));
+    std::iota(perm.begin(), perm.end(), uint16_t{0});
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](uint16_t a, uint16_t b) { return peak[a] > peak[b]; });
+  }
+  const uint16_t* const perm = key_perm(head);
   const kernels::GroupSpec spec{config_.k_bits, config_.key_group(), config_.k_mode,
                                 config_.k_levels};
   for (int t = 0; t < n_tokens; ++t) {
     read_row(t);
     // Clamped: a key far beyond the factors of the first flush stays within
     // the f16 metadata's range instead of failing the append half-way.
-    for (int c = 0; c < D; ++c) scaled[c] = std::clamp(row[c] / f[c], -kF16Max, kF16Max);
+    for (int j = 0; j < D; ++j) {
+      const int c = perm != nullptr ? perm[j] : j;
+      scaled[j] = std::clamp(row[c] / f[c], -kF16Max, kF16Max);
+    }
     kernels::simd::quantize_row(spec, scaled, static_cast<size_t>(k_fmt_.n_groups), records);
     const int slot = mid + t;  // index of this token in the middle region
     tile_store_row(
@@ -925,6 +944,9 @@ MemoryUsage InnerQLayerCache::memory() const {
   }
   if (!key_norm_.empty()) m.norm = static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
   if (!key_mean_.empty()) m.norm += static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(float);
+  if (!key_perm_.empty()) {
+    m.norm += static_cast<size_t>(n_kv_heads_) * head_dim_ * sizeof(uint16_t);
+  }
   return m;
 }
 
@@ -962,6 +984,7 @@ void InnerQLayerCache::segments(int head, HeadSegments& out) const {
   out.v.push_back(rows_f16(v_recent(head), S + v_mid_tokens_));
   out.key_norm = key_norm(head);
   out.key_mean = key_mean(head);
+  out.key_perm = key_perm(head);
   out.origin = S;
 }
 
@@ -1046,6 +1069,13 @@ void InnerQLayerCache::save(ByteWriter& out) const {
       out.bytes(f.data(), f.size() * sizeof(float));
     }
   }
+  if (config_.ksort) {  // only then: other configs keep the format they had
+    out.put<uint8_t>(key_perm_.empty() ? 0 : 1);
+    for (const std::vector<uint16_t>& p : key_perm_) {
+      out.put<int32_t>(static_cast<int32_t>(p.size()));
+      out.bytes(p.data(), p.size() * sizeof(uint16_t));
+    }
+  }
   save_blocks(out);
 }
 
@@ -1080,6 +1110,23 @@ void InnerQLayerCache::load(ByteReader& in) {
       for (float x : f) {
         if (!std::isfinite(x))
           throw Error(fmt::format("{}: a key factor is not finite", in.what()));
+      }
+    }
+  }
+  key_perm_.clear();
+  if (config_.ksort && in.get<uint8_t>() != 0) {
+    key_perm_.resize(static_cast<size_t>(n_kv_heads_));
+    for (std::vector<uint16_t>& p : key_perm_) {
+      p.resize(static_cast<size_t>(in.get_int("channel order length", head_dim_, head_dim_)));
+      in.bytes(p.data(), p.size() * sizeof(uint16_t));
+      // A permutation: every channel exactly once.
+      std::vector<bool> seen(p.size(), false);
+      for (uint16_t c : p) {
+        if (c >= p.size() || seen[c]) {
+          throw Error(fmt::format("{}: the channel order is not a permutation of 0..{}", in.what(),
+                                  p.size() - 1));
+        }
+        seen[c] = true;
       }
     }
   }

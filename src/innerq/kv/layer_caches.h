@@ -220,6 +220,11 @@ class KiviLayerCache final : public LayerCache {
 // key, so all regions store K − μ. Scores then shift by the same q·μ for
 // every token, which softmax cancels exactly: attention needs no correction
 // (docs/architecture.md, "Key centering").
+// Channel sorting (ksort=on), fixed at the same first flush after f: the
+// channels of K/f in order of decreasing max |K/f| over the same keys;
+// quantized rows store them in that order, so each group holds channels of
+// one size (docs/architecture.md, "Channel order"). The windows keep the
+// model's order.
 // ---------------------------------------------------------------------------
 class InnerQLayerCache final : public LayerCache {
  public:
@@ -255,6 +260,13 @@ class InnerQLayerCache final : public LayerCache {
                ? nullptr
                : key_mean_[static_cast<size_t>(head)].data();
   }
+  // The order of the quantized keys' channels [head_dim] (ksort=on, after
+  // the first flush), or nullptr: position j holds channel key_perm[j].
+  const uint16_t* key_perm(int head) const {
+    return key_perm_.empty() || key_perm_[static_cast<size_t>(head)].empty()
+               ? nullptr
+               : key_perm_[static_cast<size_t>(head)].data();
+  }
   void size_scratch(AppendScratch& scratch) const override;
 
  private:
@@ -277,9 +289,10 @@ class InnerQLayerCache final : public LayerCache {
   TileFormat k_fmt_, v_fmt_;
   int k_mid_tokens_ = 0, v_mid_tokens_ = 0;
   std::vector<F16Rows> k_sink_, v_sink_, k_recent_, v_recent_;
-  std::vector<std::vector<float>> key_norm_;  // [heads][D], empty until computed
-  std::vector<std::vector<float>> key_mean_;  // [heads][D], empty until computed
-  std::vector<float> ones_;                   // [D] of 1.0
+  std::vector<std::vector<float>> key_norm_;     // [heads][D], empty until computed
+  std::vector<std::vector<float>> key_mean_;     // [heads][D], empty until computed
+  std::vector<std::vector<uint16_t>> key_perm_;  // [heads][D], empty until computed (ksort)
+  std::vector<float> ones_;                      // [D] of 1.0
 };
 
 #undef INNERQ_LAYER_CACHE_MEMBERS

@@ -52,7 +52,10 @@ struct HeadSegments {
   std::vector<Segment> k, v;
   const float* key_norm = nullptr;  // [D] factors of kInnerQK segments
   const float* key_mean = nullptr;  // [D] mean subtracted from every K segment (kcenter)
-  int origin = 0;                   // quantized segments start here: chunk cuts align to it
+  // [D] or null (ksort): position j of a kInnerQK row holds channel
+  // key_perm[j] of K / f; key_norm and key_mean stay in the model's order.
+  const uint16_t* key_perm = nullptr;
+  int origin = 0;  // quantized segments start here: chunk cuts align to it
 };
 
 }  // namespace innerq::kv

@@ -61,6 +61,11 @@ void reject_key_transforms(const kv::LayerConfig& c, const char* what) {
                 " is not supported on CUDA (the query would need the same channel order); "
                 "use kperm=off");
   }
+  if (c.kind == kv::CacheKind::kInnerQ && c.ksort) {
+    throw Error(std::string(what) +
+                ": ksort=on is not supported on CUDA (the query would need each head's channel "
+                "order); use ksort=off");
+  }
   if (c.kind == kv::CacheKind::kInnerQ && c.k_levels != Levels::kUniform) {
     throw Error(std::string(what) +
                 ": klevels=normal (codebook key levels) is not supported on CUDA (its kernels "
