@@ -529,9 +529,9 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
 // ---------------------------------------------------------------------------
 namespace {
 
-// Elements [first, first + count) of a group record, in double.
-void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x,
-                         Levels levels = Levels::kUniform, int first = 0, int count = -1) {
+// Element i of a group record, in double.
+double group_element_double(int bits, int group, bool has_zero, const uint8_t* record,
+                            Levels levels, int i) {
   const size_t code_bytes = group_code_bytes(bits, group);
   f16_bits scale = 0, zero = 0;
   __builtin_memcpy(&scale, record + code_bytes, 2);
@@ -539,11 +539,14 @@ void decode_group_double(int bits, int group, bool has_zero, const uint8_t* reco
   const GroupMeta m = decode_meta(scale, zero, bits);
   // Codebook levels are symmetric: x̂ = s·(T[u] − 64) (group_format.h).
   const double z = levels == Levels::kUniform ? m.zero : -kNormalLevelOffset * double{m.scale};
-  if (count < 0) count = group - first;
-  for (int i = 0; i < count; ++i) {
-    x[i] = static_cast<double>(m.scale) *
-               level_value(levels, bits, read_code(record, bits, first + i)) +
-           z;
+  return static_cast<double>(m.scale) * level_value(levels, bits, read_code(record, bits, i)) + z;
+}
+
+// A whole group record, in double: x [group].
+void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x,
+                         Levels levels = Levels::kUniform) {
+  for (int i = 0; i < group; ++i) {
+    x[i] = group_element_double(bits, group, has_zero, record, levels, i);
   }
 }
 
@@ -610,8 +613,8 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, const ui
       std::vector<uint8_t> record(record_bytes);
       for (int c = 0; c < D; ++c) {  // token t's element of channel c's group
         tile_load_row(f, block + (c / kTileRows) * f.bytes(), c % kTileRows, record.data());
-        decode_group_double(f.bits, f.group, f.has_zero, record.data(), x + c, Levels::kUniform,
-                            t % f.group, 1);
+        x[c] = group_element_double(f.bits, f.group, f.has_zero, record.data(), Levels::kUniform,
+                                    t % f.group);
       }
       return;
     }
@@ -620,8 +623,8 @@ void segment_row(const Segment& s, int t, int D, const float* key_norm, const ui
       const auto* block = static_cast<const uint8_t*>(s.data) +
                           static_cast<size_t>(t / s.group) * Dz * record_bytes;
       for (int c = 0; c < D; ++c) {  // token t's element of channel c's group
-        decode_group_double(s.bits, s.group, true, block + c * record_bytes, x + c,
-                            Levels::kUniform, t % s.group, 1);
+        x[c] = group_element_double(s.bits, s.group, true, block + c * record_bytes,
+                                    Levels::kUniform, t % s.group);
       }
       return;
     }
