@@ -9,7 +9,7 @@
 # into build/venv and its tests (tests/python), torch-free first, then the
 # transformers integration at both ends of its pinned range (5.19, 5.25).
 # Last, the C++ and C suites under ASan + UBSan and the fuzzers (label
-# `fuzz`, 30 s each).
+# `fuzz`, 20 s each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -51,7 +51,7 @@ bash scripts/python-env.sh --hf >/dev/null
 # label (the quality gate and tune evaluate SmolLM2 for minutes under ASan;
 # the model code they run is covered by the model tests on stories260K and
 # the synthetic files), then each libFuzzer target for INNERQ_FUZZ_SECONDS
-# (30 s) from its seed corpus (tests/fuzz), side by side.
+# (20 s) from its seed corpus (tests/fuzz), side by side.
 stage "the default suite under ASan + UBSan, then the fuzzers"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$(nproc)"
