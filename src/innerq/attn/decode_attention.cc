@@ -529,24 +529,35 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
 // ---------------------------------------------------------------------------
 namespace {
 
-// Element i of a group record, in double.
-double group_element_double(int bits, int group, bool has_zero, const uint8_t* record,
-                            Levels levels, int i) {
+// A group record's scale and offset in double: element i is
+// scale·level(code_i) + offset.
+struct GroupAffine {
+  double scale, offset;
+};
+GroupAffine group_affine(int bits, int group, bool has_zero, const uint8_t* record, Levels levels) {
   const size_t code_bytes = group_code_bytes(bits, group);
   f16_bits scale = 0, zero = 0;
   __builtin_memcpy(&scale, record + code_bytes, 2);
   if (has_zero) __builtin_memcpy(&zero, record + code_bytes + 2, 2);
   const GroupMeta m = decode_meta(scale, zero, bits);
   // Codebook levels are symmetric: x̂ = s·(T[u] − 64) (group_format.h).
-  const double z = levels == Levels::kUniform ? m.zero : -kNormalLevelOffset * double{m.scale};
-  return static_cast<double>(m.scale) * level_value(levels, bits, read_code(record, bits, i)) + z;
+  return {static_cast<double>(m.scale),
+          levels == Levels::kUniform ? m.zero : -kNormalLevelOffset * double{m.scale}};
 }
 
-// A whole group record, in double: x [group].
+// Element i of a group record, in double.
+double group_element_double(int bits, int group, bool has_zero, const uint8_t* record,
+                            Levels levels, int i) {
+  const GroupAffine a = group_affine(bits, group, has_zero, record, levels);
+  return a.scale * level_value(levels, bits, read_code(record, bits, i)) + a.offset;
+}
+
+// A whole group record, in double: x [group] (its metadata decoded once).
 void decode_group_double(int bits, int group, bool has_zero, const uint8_t* record, double* x,
                          Levels levels = Levels::kUniform) {
+  const GroupAffine a = group_affine(bits, group, has_zero, record, levels);
   for (int i = 0; i < group; ++i) {
-    x[i] = group_element_double(bits, group, has_zero, record, levels, i);
+    x[i] = a.scale * level_value(levels, bits, read_code(record, bits, i)) + a.offset;
   }
 }
 
