@@ -15,6 +15,7 @@
 #define HWY_TARGET_INCLUDE "innerq/kernels/attn_kernels_simd.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
+#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "innerq/base/error.h"
@@ -52,6 +53,20 @@ constexpr int kWidePass = 8;
 constexpr int kWidePass = kHeadsPerPass;
 #endif
 static_assert(kWidePass <= kInnerQHeadsPerPass, "the InnerQ scratch is sized for a pass");
+
+// Software prefetch for the InnerQ kernels (docs/architecture.md, "Prefetching
+// tiles"): they read few bytes per instruction, so the hardware prefetcher
+// keeps too few misses in flight (K) or none (V walks one tile per block,
+// blocks a page or more apart). Each kernel asks for the tile about
+// kPrefetchBytes ahead of the one it reads: one request per cache line,
+// inside the caller's range only.
+constexpr size_t kPrefetchBytes = 4096;
+HWY_INLINE int prefetch_distance(size_t tile_bytes) {
+  return static_cast<int>(std::max<size_t>(1, (kPrefetchBytes + tile_bytes / 2) / tile_bytes));
+}
+HWY_INLINE void prefetch_tile(const uint8_t* tile, size_t bytes) {
+  for (size_t i = 0; i < bytes; i += 64) hwy::Prefetch(tile + i);
+}
 
 // Calls f(std::integral_constant<int, V>()) for the V of kValues equal to
 // `value`, turning a runtime head count or bit width into a template
@@ -292,8 +307,10 @@ void k_scores_innerq_heads(const TileFormat& f, const uint8_t* tiles, int n, con
                                           &q8[(j * head_dim + g * G) / 4], &q_sum[j * ng + g]);
     }
   }
+  const int ahead = prefetch_distance(f.bytes());
   for (int t0 = 0; t0 < n; t0 += kTileRows) {
     const uint8_t* tile = tiles + static_cast<size_t>(t0 / kTileRows) * f.bytes();
+    if (t0 + ahead * kTileRows < n) prefetch_tile(tile + ahead * f.bytes(), f.bytes());
     const auto* words = reinterpret_cast<const uint32_t*>(tile);
     for (int r = 0; r < kTileRows && t0 + r < n; r += static_cast<int>(N)) {
       VF score[NH];
@@ -364,12 +381,14 @@ void v_accumulate_innerq_heads(const TileFormat& f, const uint8_t* blocks, int n
     p_scale[i] = quantize_int8(p[j] + b * G, G, &p8[i * G / 4], &p_sum[i]);
   }
   // Channel tiles outer, blocks inner: the outputs of a tile stay in registers.
+  const int ahead = prefetch_distance(f.bytes());
   for (int c0 = 0; c0 < head_dim; c0 += kTileRows) {
     for (int r = 0; r < kTileRows; r += static_cast<int>(N)) {
       VF out[NH];
       for (int j = 0; j < NH; ++j) out[j] = hn::LoadU(df, o[j] + c0 + r);
       for (int b = 0; b < n_blocks; ++b) {
         const uint8_t* tile = blocks + b * block_bytes + (c0 / kTileRows) * f.bytes();
+        if (b + ahead < n_blocks) prefetch_tile(tile + ahead * block_bytes, f.bytes());
         VI acc[NH];
         const int32_t* p4[NH];
         for (int j = 0; j < NH; ++j) {
