@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -221,6 +222,58 @@ TEST(DecodeAllocations, TheModelLayerAllocatesNothingPerToken) {
       }
       EXPECT_EQ(extend.model, extend.append + extend.attention) << spec << " extend";
       EXPECT_EQ(extend.model, 0) << spec << " extend";
+    }
+  }
+}
+
+// LlamaModel::reserve_decode sizes a fresh workspace for every buffer the
+// decode steps of its caches use, up to their capacity: from the first step
+// on nothing is allocated (no uncounted warm-up here) and ws.bytes(), which
+// bench decode adds to its memory plan, does not change.
+TEST(DecodeAllocations, ReserveDecodeSizesTheWorkspaceOfEveryStep) {
+  const LlamaModel& m = stories();
+  const int warm = 8, steps = 40;
+  struct Run {
+    long allocations = 0;
+    size_t reserved = 0, after = 0;  // ws.bytes() after reserve_decode, after the steps
+  };
+  const auto run = [&](const kv::LayerConfig& config, int threads, int batch) {
+    std::vector<std::unique_ptr<kv::KvCache>> owned;
+    std::vector<kv::KvCache*> caches;
+    std::vector<float> logits;
+    for (int b = 0; b < batch; ++b) {
+      owned.push_back(std::make_unique<kv::KvCache>(m.cache_shape(warm + steps), config));
+      caches.push_back(owned.back().get());
+      kv::KvCache* one[] = {caches.back()};
+      m.prefill(std::vector<int>(static_cast<size_t>(warm), 5 + b), one, false, logits, threads);
+    }
+    LlamaModel::Workspace ws;
+    m.reserve_decode(caches, threads, ws);
+    Run r;
+    r.reserved = ws.bytes();
+    logits.reserve(static_cast<size_t>(batch) * m.config().n_vocab);
+    std::vector<int> tokens(static_cast<size_t>(batch));
+    r.allocations = count_allocations([&] {
+      for (int s = 0; s < steps; ++s) {
+        for (int b = 0; b < batch; ++b) tokens[static_cast<size_t>(b)] = 1 + (s + b) % 400;
+        m.decode(tokens, caches, logits, threads, ws);
+      }
+    });
+    r.after = ws.bytes();
+    return r;
+  };
+  for (const char* spec : {"f32", "f16"}) {
+    for (int threads : {1, 2}) {
+      for (int batch : {1, 3}) {
+        const kv::LayerConfig config = kv::parse_cache_spec(spec).layer;
+        Run r = run(config, threads, batch);
+        // Up to three tries, as above: a runtime's own rare allocation.
+        for (int retry = 0; retry < 2 && r.allocations != 0; ++retry)
+          r = run(config, threads, batch);
+        EXPECT_GT(r.reserved, 0u);
+        EXPECT_EQ(r.allocations, 0) << spec << ", " << threads << " threads, batch " << batch;
+        EXPECT_EQ(r.after, r.reserved) << spec << ", " << threads << " threads, batch " << batch;
+      }
     }
   }
 }

@@ -470,6 +470,34 @@ void LlamaModel::Workspace::reserve(const ModelDesc& c, int rows, int sequences,
   at_least(attention, static_cast<size_t>(std::max(threads, 1)));
 }
 
+void LlamaModel::reserve_decode(std::span<kv::KvCache* const> caches, int n_threads,
+                                Workspace& ws) const {
+  check_caches(caches);
+  const ModelDesc& c = config_;
+  const int batch = static_cast<int>(caches.size());
+  const int T = std::max(1, n_threads);
+  ws.reserve(c, batch, batch, T);
+  for (const Layer& L : layers_) {
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      reserve_matmul(*w, batch, T, activations_, ws.matmul);
+  }
+  reserve_matmul(output_, batch, T, activations_, ws.matmul);
+  // As forward_cached attends: one sequence on all threads (or one, for a
+  // short cache: reserve covers every count up to T), or one thread per
+  // sequence, each thread's scratch serving any of them.
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int b = 0; b < batch; ++b) {
+      const kv::LayerCache& layer = caches[static_cast<size_t>(b)]->layer(l);
+      if (batch == 1) {
+        ws.attention[0].reserve(layer, c.n_heads, T);
+      } else {
+        for (int t = 0; t < T; ++t)
+          ws.attention[static_cast<size_t>(t)].reserve(layer, c.n_heads, 1);
+      }
+    }
+  }
+}
+
 void LlamaModel::attention_inputs(const Layer& L, const float* x, std::span<const int> pos,
                                   Workspace& s, int n_threads) const {
   const ModelDesc& c = config_;

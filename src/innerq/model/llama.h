@@ -120,6 +120,14 @@ class LlamaModel {
   void decode(std::span<const int> tokens, std::span<kv::KvCache* const> caches,
               std::vector<float>& logits, int n_threads) const;
 
+  // Sizes ws for decode() of these caches on n_threads up to their
+  // capacity (kv::LayerCache::capacity_tokens): activations, the matmul
+  // scratch and every layer's attention scratch. Afterwards ws.bytes() is
+  // what decode steps of these caches hold, and they allocate nothing more
+  // (docs/architecture.md, "No allocation per token"); a memory plan adds
+  // it to the caches' (bench decode does).
+  void reserve_decode(std::span<kv::KvCache* const> caches, int n_threads, Workspace& ws) const;
+
   // tokens: [n] appended to every cache at its positions n_tokens()...; the
   // caches may be empty or hold a sequence, and each receives the same
   // tokens (teacher-forced scoring of several configs). Token i attends to

@@ -466,6 +466,28 @@ void matmul_packed(std::span<const WeightMatrix* const> ws, const float* x, int 
 
 }  // namespace
 
+void reserve_matmul(const WeightMatrix& w, int n_tokens, int n_threads, Activations a,
+                    MatmulScratch& s) {
+  // reserve() first: resize alone may double a capacity. Every element is
+  // written, so the pages are resident as a product's would be.
+  const auto exactly = [](auto& buffer, size_t size) {
+    if (buffer.size() >= size) return;
+    buffer.reserve(size);
+    buffer.resize(size);
+  };
+  const size_t n_chunks =
+      static_cast<size_t>(n_tokens) * static_cast<size_t>(w.cols / kernels::kActChunk);
+  if (takes_packed(w, a)) {  // matmul_packed: quantized_input with split
+    exactly(s.act, n_chunks);
+    exactly(s.act_bytes, n_chunks);
+  } else if (takes_int16(w, n_tokens, a)) {
+    exactly(s.act, n_chunks);
+  } else if (n_tokens > 1) {
+    exactly(s.tiles, static_cast<size_t>(std::max(n_threads, 1)) * kMatmulTileRows *
+                         static_cast<size_t>(w.cols));
+  }
+}
+
 void matmul(const WeightMatrix& w, const float* x, int n_tokens, float* y, int n_threads,
             MatmulScratch& s, Activations a) {
   const WeightMatrix* ws[] = {&w};

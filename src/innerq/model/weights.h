@@ -110,6 +110,12 @@ struct MatmulScratch {
   }
 };
 
+// Grows s to what matmul(w, ·, n_tokens, ·, n_threads, s, a) (or a
+// matmul_group holding w) uses, to exactly that size, so that the product
+// allocates nothing: a workspace reserved for every matrix holds the largest.
+void reserve_matmul(const WeightMatrix& w, int n_tokens, int n_threads, Activations a,
+                    MatmulScratch& s);
+
 // x: [n_tokens, cols], y: [n_tokens, rows]; y[t][r] = Σ_c W[r][c]·x[t][c].
 // One token is a fused dequantize-and-dot per row; several tokens (kF32)
 // expand kMatmulTileRows weight rows at a time into a per-thread f32 tile,

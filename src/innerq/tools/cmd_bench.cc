@@ -431,15 +431,9 @@ uint64_t planned_cache_bytes(const kv::CacheShape& shape,
   return kv::plan_memory(shape, layers).bytes(batch, n_tokens);
 }
 
-// The per-step buffers of decoding `batch` sequences that this benchmark can
-// name: the model's workspace activations (LlamaModel::Workspace: x, xb, q,
-// k, v, att, gate, up) and the logits [batch, n_vocab].
-uint64_t decode_workspace_bytes(const model::ModelDesc& d, int batch) {
-  const uint64_t q = static_cast<uint64_t>(d.n_heads) * d.head_dim;
-  const uint64_t kv = static_cast<uint64_t>(d.n_kv_heads) * d.head_dim;
-  const uint64_t per_row = 2 * static_cast<uint64_t>(d.n_embd) + 2 * q + 2 * kv +
-                           2 * static_cast<uint64_t>(d.n_ff) + static_cast<uint64_t>(d.n_vocab);
-  return per_row * static_cast<uint64_t>(batch) * sizeof(float);
+// The logits of a decode step of `batch` sequences: [batch, n_vocab].
+uint64_t logits_bytes(const model::ModelDesc& d, int batch) {
+  return static_cast<uint64_t>(d.n_vocab) * static_cast<uint64_t>(batch) * sizeof(float);
 }
 
 // B sequences of one cache spec, filled to a context and decoded together.
@@ -485,6 +479,13 @@ class DecodeBatch {
     }
   }
 
+  // Sizes the workspace for decoding these caches on `threads` threads
+  // (LlamaModel::reserve_decode): its bytes are then the steps' buffers.
+  void reserve(const model::LlamaModel& m, int threads) {
+    m.reserve_decode(caches_, threads, workspace_);
+  }
+  uint64_t workspace_bytes() const { return workspace_.bytes(); }
+
   // One decode step of every sequence; each next token is its greedy choice.
   void step(const model::LlamaModel& m, int threads) {
     m.decode(tokens_, caches_, logits_, threads, workspace_);
@@ -524,12 +525,14 @@ struct MemoryRun {
   uint64_t kv_bytes = 0;          // memory().total() of every cache after the step
   uint64_t pool_bytes = 0;        // the shared pool's blocks (KvPool::bytes)
   uint64_t reserved = 0;          // Σ KvCache::reserved_bytes()
-  uint64_t planned = 0;           // planned_cache_bytes + decode_workspace_bytes
+  uint64_t planned = 0;           // planned_cache_bytes + workspace + logits
   uint64_t peak_growth = 0;       // VmHWM while decoding − VmRSS before the caches were built
   uint64_t fill_peak_growth = 0;  // VmHWM while building and filling − VmRSS before
   uint64_t held_growth = 0;       // VmRSS after − VmRSS before
   uint64_t trimmed_growth = 0;    // the same after malloc_trim (freed heap pages returned)
   bool peak_reset = false;        // whether VmHWM could be reset before the caches were built
+  uint64_t workspace = 0;         // LlamaModel::Workspace::bytes() as reserved, in the plan
+  uint64_t workspace_after = 0;   // the same after the step (equal unless a step grew it)
 };
 
 // The process's memory growth while one spec's batch is built, filled and
@@ -542,11 +545,16 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
   MemoryRun run;
   run.planned =
       planned_cache_bytes(m.cache_shape(ctx + steps + 1), layers, ctx + steps + 1, batch) +
-      decode_workspace_bytes(d, batch);
+      logits_bytes(d, batch);
   malloc_trim(0);  // what earlier runs freed goes back to the system first
   run.peak_reset = reset_peak_rss();
   const ResidentMemory before = read_resident_memory();
   DecodeBatch caches(m, layers, batch, ctx, steps, k, v, together);
+  // The workspace as sized for these caches before any step: its bytes
+  // join the plan, and the steps must hold no more.
+  caches.reserve(m, threads);
+  run.workspace = caches.workspace_bytes();
+  run.planned += run.workspace;
   // Filling appends 256 tokens at a time, which grows the f16 windows past
   // their capacity until each append's flush trims them: heap the decode
   // never uses again. The peak that counts is the decode's, measured from
@@ -559,6 +567,7 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
   run.kv_bytes = caches.kv_bytes();
   run.pool_bytes = caches.pool_bytes();
   run.reserved = caches.reserved_bytes();
+  run.workspace_after = caches.workspace_bytes();
   const ResidentMemory after = read_resident_memory();
   run.peak_growth = after.peak > before.rss ? after.peak - before.rss : 0;
   run.held_growth = after.rss > before.rss ? after.rss - before.rss : 0;
@@ -582,6 +591,7 @@ std::vector<double> time_decode_interleaved(const model::LlamaModel& m,
     batches.push_back(
         std::make_unique<DecodeBatch>(m, spec.layers(m.config().n_layers, m.config().head_dim),
                                       batch, ctx, steps, k, v, together));
+    batches.back()->reserve(m, threads);
     batches.back()->step(m, threads);
   }
   std::vector<double> seconds(specs.size(), 0.0);
@@ -648,7 +658,8 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                       : "one sequence after another: blocks consecutive");
     fmt::print(
         "plan: the pool and windows (kv::MemoryPlan::bytes) for batch x (ctx+n+1) tokens plus "
-        "the named decode buffers;\npeak: VmHWM during a decode step of that spec's batch alone "
+        "the decode workspace sized for those caches (LlamaModel::reserve_decode) and the "
+        "logits;\npeak: VmHWM during a decode step of that spec's batch alone "
         "(reset after "
         "filling the caches and returning freed heap) minus VmRSS before the caches were "
         "built\n\n");
@@ -690,6 +701,8 @@ int run_bench_decode(const BenchDecodeArgs& args) {
                         {"speedup_vs_f16", tps / f16_tps},
                         {"kv_bytes", r.kv_bytes},
                         {"planned_bytes", r.planned},
+                        {"workspace_bytes", r.workspace},
+                        {"workspace_grew_bytes", r.workspace_after - r.workspace},
                         {"pool_bytes", r.pool_bytes},
                         {"sequences_reserved_bytes", r.reserved},
                         {"peak_rss_growth_bytes", r.peak_growth},
@@ -706,10 +719,14 @@ int run_bench_decode(const BenchDecodeArgs& args) {
           constexpr double kMiB = 1 << 20;
           fmt::print(
               "{:<24} {:>5} {:>6} {:>9.1f} {:>8.2f} {:>6.2f}x {:>9.1f} {:>9.1f} {:>9.1f} "
-              "{:>+7.1f}%{}\n",
+              "{:>+7.1f}%{}{}\n",
               specs[i].text, batch, ctx, tps, 1e3 * seconds[i] / args.steps, tps / f16_tps,
               r.kv_bytes / kMiB, r.planned / kMiB, r.peak_growth / kMiB, vs_plan,
-              r.peak_reset ? "" : " (peak not reset)");
+              r.peak_reset ? "" : " (peak not reset)",
+              r.workspace_after == r.workspace
+                  ? ""
+                  : fmt::format(" (a step grew the workspace by {} bytes)",
+                                r.workspace_after - r.workspace));
           std::fflush(stdout);
         }
       }
