@@ -29,15 +29,22 @@ namespace {
 
 std::atomic<bool> counting{false};
 std::atomic<long> allocations{0};
+std::atomic<size_t> allocated_bytes{0};  // requested while counting
 
 void* counted_alloc(std::size_t size) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
+  if (counting.load(std::memory_order_relaxed)) {
+    allocations.fetch_add(1);
+    allocated_bytes.fetch_add(size);
+  }
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
 
 void* counted_aligned_alloc(std::size_t size, std::align_val_t align) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
+  if (counting.load(std::memory_order_relaxed)) {
+    allocations.fetch_add(1);
+    allocated_bytes.fetch_add(size);
+  }
   const std::size_t a = static_cast<std::size_t>(align);
   if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a)) return p;
   throw std::bad_alloc();
@@ -111,6 +118,7 @@ namespace {
 template <class F>
 long count_allocations(F&& f) {
   allocations = 0;
+  allocated_bytes = 0;
   counting = true;
   f();
   counting = false;
@@ -275,6 +283,24 @@ TEST(DecodeAllocations, ReserveDecodeSizesTheWorkspaceOfEveryStep) {
         EXPECT_EQ(r.after, r.reserved) << spec << ", " << threads << " threads, batch " << batch;
       }
     }
+  }
+}
+
+// A fixed pool (what bench decode, the C ABI and servers size by plan)
+// allocates its blocks (calloc or mapped pages) and, through operator new,
+// only its bookkeeping: a free list and a reference count per block. It
+// used to reserve room for 65536 slabs per layer, 1 MiB of heap per layer
+// that no plan named (30 MiB for SmolLM2's 30 layers, its first pages
+// resident).
+TEST(PoolAllocations, AFixedPoolAllocatesLittleBesideItsBlocks) {
+  const kv::CacheShape shape{30, 3, 64, 1024};
+  for (const char* spec : {"f16", "innerq"}) {
+    const std::vector<kv::LayerConfig> layers(30, kv::parse_cache_spec(spec).layer);
+    std::shared_ptr<kv::KvPool> pool;
+    count_allocations([&] { pool = kv::KvPool::for_sequences(shape, layers, 2, 1024, false); });
+    const size_t blocks = static_cast<size_t>(pool->layer(0)->n_blocks());
+    const size_t bound = 30 * (blocks * (sizeof(int) + sizeof(std::atomic<int>)) + 2048);
+    EXPECT_LE(allocated_bytes.load(), bound) << spec << ": " << blocks << " blocks per layer";
   }
 }
 

@@ -26,8 +26,12 @@ BlockPool::BlockPool(std::string name, size_t block_bytes, int n_blocks, bool gr
     throw Error(fmt::format("{}: {} blocks of {} bytes; both must be positive", name_, n_blocks,
                             block_bytes));
   }
-  slabs_.reserve(kMaxSlabs);
-  slab_refs_.reserve(kMaxSlabs);
+  // Reserved once, so that the unlocked readers never see them move: a
+  // fixed pool has its one slab, a growable one room for kMaxSlabs (1 MiB
+  // of address space, only its first pages written).
+  const size_t max_slabs = growable ? kMaxSlabs : 1;
+  slabs_.reserve(max_slabs);
+  slab_refs_.reserve(max_slabs);
   const auto held = lock();
   add_slab();
 }
@@ -58,13 +62,13 @@ std::unique_lock<std::mutex> BlockPool::lock() const {
 }
 
 void BlockPool::add_slab() {
-  if (slabs_.size() == kMaxSlabs)
-    throw Error(fmt::format("{}: more than {} slabs", name_, kMaxSlabs));
+  // Never past the reserved room: the readers hold no lock.
+  if (slabs_.size() == slabs_.capacity() || slab_refs_.size() == slab_refs_.capacity())
+    throw Error(fmt::format("{}: more than {} slabs", name_, slabs_.capacity()));
   const size_t bytes = block_bytes_ * static_cast<size_t>(slab_blocks_);
   auto refs = std::make_unique<std::atomic<int>[]>(static_cast<size_t>(slab_blocks_));
   // Room for every block of every slab: release() never reallocates.
   free_.reserve((slabs_.size() + 1) * static_cast<size_t>(slab_blocks_));
-  slabs_.reserve(slabs_.size() + 1);  // the push_back below cannot throw
   auto* slab =
       static_cast<uint8_t*>(slabs_mapped() ? map_huge_page_advised(bytes) : std::calloc(bytes, 1));
   if (slab == nullptr) {
