@@ -818,6 +818,47 @@ TEST(AttentionScratch, BytesStayWithinTheDocumentedBoundAndReleaseFreesThem) {
   EXPECT_EQ(scratch.bytes(), 0u);
 }
 
+// Chunk lengths grow with the tokens (the scratch is sized by the chunk of
+// the capacity, so a shorter call must never cut a longer one), are aligned
+// and at least kMinChunk, and their count stays within the W = max(1,
+// ⌈4T/K⌉) that sizes the partial results.
+TEST(AttentionScratch, ChunksGrowWithTheTokensAndTheirCountStaysWithinTheBound) {
+  for (const int K : {1, 2, 3, 8}) {
+    for (const int T : {1, 2, 3, 16}) {
+      const int64_t W = std::max(1, (4 * T + K - 1) / K);
+      int last = 0;
+      for (int64_t n = 1; n <= 200000; n += 1 + n / 64) {
+        const int size = decode_chunk_tokens(n, K, T);
+        ASSERT_GE(size, last) << "n=" << n << " K=" << K << " T=" << T;
+        ASSERT_GE(size, kMinChunk);
+        ASSERT_EQ(size % kChunkAlign, 0);
+        ASSERT_LE((n + size - 1) / size, W) << "n=" << n << " K=" << K << " T=" << T;
+        last = size;
+      }
+    }
+  }
+}
+
+// A cache of several thousand tokens per chunk (the chunks of a long
+// context) matches the reference on 1 and 2 threads.
+TEST(DecodeAttention, LongCachesMatchTheReference) {
+  const Shape s{8, 2, 64};
+  const int n = 8969;
+  const Inputs in = make_inputs(s, n, 41);
+  for (const char* spec : {"f16", "innerq"}) {
+    SCOPED_TRACE(spec);
+    const kv::KvCache cache = make_cache(spec, s, in, n);
+    const kv::LayerCache& layer = cache.layer(0);
+    std::vector<float> want(in.q.size()), got(in.q.size());
+    decode_attention_reference(layer, in.q.data(), s.n_heads, want.data());
+    const std::vector<double> tol = tolerance(layer, in.q.data(), s.n_heads, true);
+    for (const int threads : {1, 2}) {
+      decode_attention(layer, in.q.data(), s.n_heads, got.data(), {threads, false});
+      expect_within(got, want, tol, "simd");
+    }
+  }
+}
+
 TEST(DecodeAttention, RejectsHeadCountsThatDoNotShareKvHeads) {
   const Shape s{4, 2, 64};
   const Inputs in = make_inputs(s, 10, 1);
