@@ -132,6 +132,30 @@ void run_v(benchmark::State& state, const char* spec) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * segment_bytes(spec, false)));
 }
 
+// The chunk softmax between the K and V kernels: 4 heads × 32k scores of
+// spread sigma, copied in fresh each iteration (the copy, about 14 µs here,
+// is included), the SIMD version or the scalar reference. Sharp scores
+// (sigma 40) put most weights below e^-87, where an exp computed to the end
+// would make subnormals (docs/architecture.md, "Softmax without subnormals").
+void run_softmax(benchmark::State& state, bool simd, float sigma) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> scores(static_cast<size_t>(kQueryHeads) * kTokens), work(scores.size());
+  for (float& x : scores) x = normal(rng);
+  std::vector<float> m(kQueryHeads), l(kQueryHeads);
+  const kernels::HeadRows rows{work.data(), static_cast<size_t>(kTokens)};
+  for (auto _ : state) {
+    std::copy(scores.begin(), scores.end(), work.begin());
+    if (simd) {
+      kernels::simd::softmax_partial(rows, kTokens, kQueryHeads, m.data(), l.data());
+    } else {
+      kernels::scalar::softmax_partial(rows, kTokens, kQueryHeads, m.data(), l.data());
+    }
+    benchmark::DoNotOptimize(l.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * kQueryHeads * kTokens);
+}
+
 // The whole decode attention of the same head on one thread: kernels plus
 // softmax, query rounding and the chunk merge.
 void run_decode(benchmark::State& state, const char* spec) {
@@ -160,6 +184,9 @@ BENCHMARK_CAPTURE(run_v, q4_0, "q4_0");
 BENCHMARK_CAPTURE(run_v, kivi, "kivi");
 BENCHMARK_CAPTURE(run_v, innerq_v2, "innerq");
 BENCHMARK_CAPTURE(run_v, innerq_v4, "innerq:k=4,v=4");
+BENCHMARK_CAPTURE(run_softmax, simd_mild, true, 4.0f);
+BENCHMARK_CAPTURE(run_softmax, simd_sharp, true, 40.0f);
+BENCHMARK_CAPTURE(run_softmax, scalar_sharp, false, 40.0f);
 
 }  // namespace
 }  // namespace innerq

@@ -361,6 +361,53 @@ TEST(DecodeAttention, EverySupportedTargetMatchesTheReference) {
   }
 }
 
+// The chunk softmax on every SIMD target against its scalar reference (one
+// std::exp per element, summed in order): the same maxima, each weight within
+// 4 ulp (the vector exp's error, a few ulp, plus one rounding) or below
+// FLT_MIN where the true value underflows, and each sum within (n + 4) ulp
+// (the weights' errors plus float summation in another order).
+TEST(DecodeAttention, SoftmaxMatchesTheScalarReferenceOnEveryTarget) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const double ulp = std::ldexp(1.0, -23);
+  for (const int n : {1, 7, 16, 17, 100, 1000, 4099}) {
+    for (const int nq : {1, 3, 5}) {
+      const size_t stride = static_cast<size_t>(n) + 9;
+      std::vector<float> scores(stride * nq);
+      for (size_t i = 0; i < scores.size(); ++i) {
+        // Scores of several scales: softmax sharp enough to underflow some.
+        scores[i] = normal(rng) * (i % 3 == 0 ? 40.0f : 4.0f);
+      }
+      std::vector<float> want = scores;
+      std::vector<float> want_m(nq), want_l(nq), m(nq), l(nq);
+      kernels::scalar::softmax_partial({want.data(), stride}, n, nq, want_m.data(), want_l.data());
+      for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        SCOPED_TRACE(::testing::Message()
+                     << "n=" << n << " nq=" << nq << " on " << hwy::TargetName(target));
+        hwy::SetSupportedTargetsForTest(target);
+        std::vector<float> got = scores;
+        kernels::simd::softmax_partial({got.data(), stride}, n, nq, m.data(), l.data());
+        for (int h = 0; h < nq; ++h) {
+          ASSERT_EQ(m[h], want_m[h]);
+          EXPECT_NEAR(l[h], want_l[h], want_l[h] * (n + 4) * ulp);
+          int failures = 0;
+          for (int t = 0; t < n && failures < 3; ++t) {
+            const double w = want[h * stride + t], g = got[h * stride + t];
+            if (!(std::fabs(g - w) <= std::max(4 * ulp * w, 1.2e-38))) {
+              ++failures;
+              ADD_FAILURE() << "head " << h << " t " << t << ": " << g << " vs " << w;
+            }
+          }
+          // The padding past n is left as it was.
+          for (size_t t = static_cast<size_t>(n); t < stride; ++t)
+            ASSERT_EQ(got[h * stride + t], scores[h * stride + t]);
+        }
+      }
+      hwy::SetSupportedTargetsForTest(0);
+    }
+  }
+}
+
 double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
   double diff = 0.0, norm = 0.0;
   for (size_t i = 0; i < got.size(); ++i) {

@@ -174,6 +174,13 @@ void chunk_values(const std::vector<Segment>& segments, int a, int b, const floa
 
 #undef INNERQ_KERNEL
 
+// The chunk's softmax: the scalar reference where the options ask for the
+// scalar kernels, else the SIMD one.
+using SoftmaxKernel = void (*)(kernels::HeadRows, int, int, float*, float*);
+SoftmaxKernel softmax_kernel(const DecodeOptions& options) {
+  return options.scalar_kernels ? kernels::scalar::softmax_partial : kernels::simd::softmax_partial;
+}
+
 // Cuts [0, n) into chunks whose inner cuts sit at origin + k·size. The
 // longest chunk is the first: origin + size.
 void chunk_cuts(int n, int origin, int n_kv_heads, int n_threads, std::vector<int>& cuts) {
@@ -265,8 +272,8 @@ void decode_attention(const kv::LayerCache& cache, const float* q, int n_heads, 
         const HeadSegments& seg = heads[static_cast<size_t>(h)];
         chunk_scores(seg.k, a, b, q_scaled + q_off, q_norm + q_off, nq, D, scores, stride, options,
                      buffers);
-        kernels::simd::softmax_partial({scores, stride}, b - a, nq, &part_m[task * nq],
-                                       &part_l[task * nq]);
+        softmax_kernel(options)({scores, stride}, b - a, nq, &part_m[task * nq],
+                                &part_l[task * nq]);
         chunk_values(seg.v, a, b, scores, stride, nq, D, &part_o[task * nq * D], options, buffers);
       });
   }
@@ -485,7 +492,7 @@ void chunk_attention(const kv::LayerCache& cache, const kv::ChunkSteps& steps, c
           float* const pl = pm + n_rows;
           chunk_scores(*k_list, a, b, q_scaled + q_off, q_norm + q_off, n_rows, D, th.scores.data(),
                        stride, options, buffers);
-          kernels::simd::softmax_partial({th.scores.data(), stride}, b - a, n_rows, pm, pl);
+          softmax_kernel(options)({th.scores.data(), stride}, b - a, n_rows, pm, pl);
           std::fill(o, o + static_cast<size_t>(n_rows) * Dz, 0.0f);
           chunk_values(*v_list, a, b, th.scores.data(), stride, n_rows, D, o, options, buffers);
           for (int r = 0; r < n_rows; ++r) {

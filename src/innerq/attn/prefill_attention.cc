@@ -31,6 +31,8 @@
 #include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
+#include "innerq/kernels/exp_nonpositive-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace innerq::attn {
 namespace HWY_NAMESPACE {
@@ -87,7 +89,8 @@ void ScoresRows(const float* const* q, const float* kt, size_t stride, int hd, i
   }
 }
 
-// p[0..n) = softmax(p[0..n)), with a vector exp.
+// p[0..n) = softmax(p[0..n)), with a vector exp (weights below e^kExpFloor
+// are 0: kernels/exp_nonpositive-inl.h).
 void SoftmaxInPlace(float* p, int n) {
   const DF df;
   const size_t N = hn::Lanes(df);
@@ -102,12 +105,12 @@ void SoftmaxInPlace(float* p, int n) {
   auto vsum = hn::Zero(df);
   j = 0;
   for (; j + N <= nn; j += N) {
-    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, p + j), vm));
+    const auto e = kernels::HWY_NAMESPACE::ExpOfNonPositive(df, hn::Sub(hn::LoadU(df, p + j), vm));
     hn::StoreU(e, df, p + j);
     vsum = hn::Add(vsum, e);
   }
   float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-  for (; j < nn; ++j) sum += (p[j] = std::exp(p[j] - mx));
+  for (; j < nn; ++j) sum += (p[j] = kernels::HWY_NAMESPACE::exp_of_nonpositive(p[j] - mx));
   const float inv = 1.0f / sum;
   for (j = 0; j < nn; ++j) p[j] *= inv;
 }

@@ -80,6 +80,11 @@ constexpr size_t innerq_v_scratch_bytes(const TileFormat& f) {
          (static_cast<size_t>(f.group) + 2 * sizeof(float));
 }
 
+// softmax_partial's weights below e^kExpFloor are 0 (both versions): the
+// smallest normal float is e^−87.34, and subnormal results cost the SIMD
+// exp a microcode assist per lane on Intel cores.
+inline constexpr float kExpFloor = -87.0f;
+
 #define INNERQ_ATTN_KERNELS                                                                       \
   /* tiles: [ceil(n/16)][D][16] */                                                                \
   void k_scores_tiles(const float* tiles, int n, const QueryHeads& q, HeadRows s);                \
@@ -109,7 +114,10 @@ constexpr size_t innerq_v_scratch_bytes(const TileFormat& f) {
                            int head_dim, ConstHeadRows p, float* o, KernelScratch scratch);       \
   /* KIVI V: n rows of D/G records along channels */                                              \
   void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, int head_dim,   \
-                         ConstHeadRows p, float* o);
+                         ConstHeadRows p, float* o);                                              \
+  /* In place over each head's n scores: m_h = max_t s, s <- exp(s - m_h), */                     \
+  /* l_h = sum_t exp(s - m_h). m, l: [nq]. */                                                     \
+  void softmax_partial(HeadRows s, int n, int nq, float* m, float* l);
 
 namespace scalar {
 INNERQ_ATTN_KERNELS
@@ -117,9 +125,6 @@ INNERQ_ATTN_KERNELS
 
 namespace simd {
 INNERQ_ATTN_KERNELS
-// In place over each head's n scores: m_h = max_t s, s ← exp(s − m_h),
-// l_h = Σ_t exp(s − m_h). m, l: [nq].
-void softmax_partial(HeadRows s, int n, int nq, float* m, float* l);
 }  // namespace simd
 
 #undef INNERQ_ATTN_KERNELS

@@ -5,6 +5,9 @@
 // fall back to them for head_dims their lanes do not divide, so they must
 // not allocate); the InnerQ and KIVI ones are references only, with plain
 // local buffers, and leave the caller's InnerQ scratch unused.
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "innerq/base/error.h"
@@ -235,6 +238,24 @@ void v_accumulate_kivi(int bits, int group, const uint8_t* rows, int n, int nq, 
                    v.data() + g * group);
     }
     accumulate_row(v.data(), t, nq, head_dim, p, o);
+  }
+}
+
+// One element at a time, in order: the reference of the SIMD version,
+// which takes vectors and a vector exp. Weights below e^kExpFloor are 0.
+void softmax_partial(HeadRows s, int n, int nq, float* m, float* l) {
+  for (int h = 0; h < nq; ++h) {
+    float* x = s.x + h * s.stride;
+    float max = -std::numeric_limits<float>::infinity();
+    for (int t = 0; t < n; ++t) max = std::max(max, x[t]);
+    float sum = 0.0f;
+    for (int t = 0; t < n; ++t) {
+      const float d = x[t] - max;
+      x[t] = d < kExpFloor ? 0.0f : std::exp(d);
+      sum += x[t];
+    }
+    m[h] = max;
+    l[h] = sum;
   }
 }
 

@@ -18,6 +18,7 @@
 #include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
+#include "innerq/kernels/exp_nonpositive-inl.h"
 #include "innerq/base/error.h"
 #include "innerq/kernels/attn_kernels.h"
 #include "innerq/kernels/quantize_rules.h"
@@ -850,13 +851,13 @@ void SoftmaxPartial(HeadRows s, int n, int nq, float* m, float* l) {
     VF vsum = hn::Zero(df);
     const VF vm = hn::Set(df, max);
     for (t = 0; t + N <= n; t += N) {
-      const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, x + t), vm));
+      const VF e = ExpOfNonPositive(df, hn::Sub(hn::LoadU(df, x + t), vm));
       hn::StoreU(e, df, x + t);
       vsum = hn::Add(vsum, e);
     }
     float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
     for (; t < n; ++t) {
-      x[t] = std::exp(x[t] - max);
+      x[t] = exp_of_nonpositive(x[t] - max);
       sum += x[t];
     }
     m[h] = max;
