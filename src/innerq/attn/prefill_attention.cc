@@ -110,7 +110,7 @@ void SoftmaxInPlace(float* p, int n) {
     vsum = hn::Add(vsum, e);
   }
   float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-  for (; j < nn; ++j) sum += (p[j] = kernels::HWY_NAMESPACE::exp_of_nonpositive(p[j] - mx));
+  for (; j < nn; ++j) sum += (p[j] = kernels::exp_of_nonpositive(p[j] - mx));
   const float inv = 1.0f / sum;
   for (j = 0; j < nn; ++j) p[j] *= inv;
 }

@@ -23,6 +23,7 @@
 // bounded size per call (KernelScratch): the kernels allocate nothing.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -84,6 +85,11 @@ constexpr size_t innerq_v_scratch_bytes(const TileFormat& f) {
 // smallest normal float is e^−87.34, and subnormal results cost the SIMD
 // exp a microcode assist per lane on Intel cores.
 inline constexpr float kExpFloor = -87.0f;
+// e^x for softmax's x ≤ 0, exactly 0 below kExpFloor: the scalar reference
+// and the SIMD tails (the vectors: kernels/exp_nonpositive-inl.h).
+inline float exp_of_nonpositive(float x) {
+  return x < kExpFloor ? 0.0f : std::exp(x);
+}
 
 #define INNERQ_ATTN_KERNELS                                                                       \
   /* tiles: [ceil(n/16)][D][16] */                                                                \

@@ -250,8 +250,7 @@ void softmax_partial(HeadRows s, int n, int nq, float* m, float* l) {
     for (int t = 0; t < n; ++t) max = std::max(max, x[t]);
     float sum = 0.0f;
     for (int t = 0; t < n; ++t) {
-      const float d = x[t] - max;
-      x[t] = d < kExpFloor ? 0.0f : std::exp(d);
+      x[t] = exp_of_nonpositive(x[t] - max);
       sum += x[t];
     }
     m[h] = max;

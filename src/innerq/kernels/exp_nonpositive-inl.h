@@ -9,8 +9,6 @@
 #define INNERQ_KERNELS_EXP_NONPOSITIVE_INL_H_
 #endif
 
-#include <cmath>
-
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "innerq/kernels/attn_kernels.h"
@@ -28,11 +26,6 @@ HWY_INLINE hwy::HWY_NAMESPACE::Vec<D> ExpOfNonPositive(D d, hwy::HWY_NAMESPACE::
   namespace hn = hwy::HWY_NAMESPACE;
   const auto floor = hn::Set(d, kExpFloor);
   return hn::IfThenZeroElse(hn::Lt(x, floor), hn::Exp(d, hn::Max(x, floor)));
-}
-
-// The scalar tail's: the same floor, std::exp above it.
-inline float exp_of_nonpositive(float x) {
-  return x < kExpFloor ? 0.0f : std::exp(x);
 }
 
 }  // namespace innerq::kernels::HWY_NAMESPACE
