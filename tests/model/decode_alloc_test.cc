@@ -7,12 +7,15 @@
 //
 // Its own binary: it replaces the global operator new to count.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <string>
@@ -339,6 +342,72 @@ TEST(DecodeAllocations, EveryCacheKindAppendsAndAttendsWithoutAllocating) {
     run(0, 600, cache);  // first flushes, factors, the ring wrapped several times
     const long n = count_allocations([&] { run(600, 1300, cache); });
     EXPECT_EQ(n, 0) << spec << ": allocations in 700 decode steps";
+  }
+}
+
+// A long append (a prompt, bench decode's fill, a chat turn) after InnerQ's
+// first flush flushes after each token: its windows never grow beyond their
+// bound, so it allocates nothing, and it stores the same bytes as tokens
+// appended one at a time. The append that holds the first flush keeps one
+// head's keys at a time aside until its end, so that the key statistics
+// cover it: one buffer of its rows, not every window grown by its length.
+// Before, every append grew each K and V window by its length (256 rows of
+// 128 bytes per window here) and trimmed it afterwards, which left the heap
+// fragmented (bench decode: innerq-paper 3 % over its plan at 16 sequences).
+TEST(AppendAllocations, AppendsDoNotGrowTheWindows) {
+  constexpr int kHeads = 2, kDim = 64, kFirst = 300, kLong = 256;
+  for (const char* spec : {"innerq", "innerq-paper", "innerq-paper:ksort=on",
+                           "innerq:kcenter=off,rot=off", "innerq:sink=0,recent=0"}) {
+    SCOPED_TRACE(spec);
+    const kv::CacheShape shape{1, kHeads, kDim, 2048};
+    const std::vector<kv::LayerConfig> layers{kv::parse_cache_spec(spec).layer};
+    const auto rows = [&](int first, int n, std::vector<float>& k, std::vector<float>& v) {
+      k.resize(static_cast<size_t>(n) * kHeads * kDim);
+      v.resize(k.size());
+      for (size_t i = 0; i < k.size(); ++i) {  // token t, channel c (of every head)
+        const double t = first + static_cast<double>(i / (kHeads * kDim));
+        const size_t c = i % (kHeads * kDim);
+        k[i] = static_cast<float>(std::sin(t * 0.31 + c) + 0.5 * (c % 7 == 0));
+        v[i] = static_cast<float>(std::cos(t * 0.17 + c));
+      }
+    };
+    std::vector<float> k, v;
+    kv::KvCache cache(kv::KvPool::for_sequences(shape, layers, 1, 2048, false));
+    const auto store = [&](kv::KvCache& c, int n) {
+      c.check_append(0, k.data(), v.data(), n);
+      c.append(0, k.data(), v.data(), n);
+    };
+    const auto append = [&](kv::KvCache& c, int first, int n) {
+      rows(first, n, k, v);
+      store(c, n);
+    };
+    // The first flush: one buffer of this append's recent rows (at most
+    // kFirst) beside the scratch's rows and records and the statistics.
+    rows(0, kFirst, k, v);
+    count_allocations([&] { store(cache, kFirst); });
+    EXPECT_LE(allocated_bytes.load(), size_t{kFirst} * kDim * 2 + 8192);
+    append(cache, kFirst, kLong);  // sizes the append scratch
+    rows(kFirst + kLong, kLong, k, v);
+    const long n = count_allocations([&] { store(cache, kLong); });
+    EXPECT_EQ(n, 0) << allocated_bytes.load() << " bytes allocated by a " << kLong
+                    << "-token append";
+    // The same tokens after the first append, one at a time: the same bytes.
+    kv::KvCache single(kv::KvPool::for_sequences(shape, layers, 1, 2048, false));
+    append(single, 0, kFirst);
+    for (int t = kFirst; t < kFirst + 2 * kLong; ++t) append(single, t, 1);
+    const std::string a = ::testing::TempDir() + std::to_string(::getpid()) + "append_long.kv",
+                      b = ::testing::TempDir() + std::to_string(::getpid()) + "append_single.kv";
+    cache.save(a);
+    single.save(b);
+    const auto read = [](const std::string& path) {
+      std::ifstream in(path, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const std::string saved = read(a);
+    EXPECT_GT(saved.size(), 10000u);
+    EXPECT_TRUE(saved == read(b)) << "a long append stored other bytes than single tokens";
+    std::remove(a.c_str());
+    std::remove(b.c_str());
   }
 }
 

@@ -235,8 +235,9 @@ class LayerCache {
   // middle slots (the same range for kinds that store every token).
   virtual std::array<SlotRange, 2> slots_written(int n_tokens) const = 0;
   // Gives the f16 windows room for n_tokens more rows, so that store()
-  // does not reallocate them (InnerQ's recent windows take a whole append
-  // before they flush). Default: nothing to grow.
+  // does not reallocate them (InnerQ's windows flush after each token and
+  // need one; an append that may hold its first flush also takes a buffer
+  // for one head's keys of the append). Default: nothing to grow.
   virtual void reserve_rows(int n_tokens);
   // For an append of n_tokens with steps: what the kind adds to the default
   // steps (every token sees every position up to its own as stored), before

@@ -740,10 +740,19 @@ void InnerQLayerCache::reserve_rows(int n_tokens) {
     key_norm_.swap(norm);
     key_mean_.swap(mean);
   }
+  // The windows flush after each token, so one more row is all they need
+  // (within their bound). Only an append that may hold the first flush keeps
+  // its keys until its end (store()): one head at a time, in first_rows_.
   const int to_recent = n_tokens - std::min(n_tokens, std::max(0, config_.sink - n_tokens_));
+  if (!statistics_fixed()) first_rows_ = F16Rows(head_dim_, k_recent_[0].size() + to_recent);
   for (auto* windows : {&k_recent_, &v_recent_}) {
-    for (F16Rows& w : *windows) w.make_room(to_recent);
+    for (F16Rows& w : *windows) w.make_room(std::min(to_recent, 1));
   }
+}
+
+bool InnerQLayerCache::statistics_fixed() const {
+  const bool none = config_.knorm == KeyNorm::kOff && !config_.kcenter && !config_.ksort;
+  return none || !key_norm_.empty() || !key_mean_.empty() || !key_perm_.empty();
 }
 
 void InnerQLayerCache::prepare_steps(int n_tokens, ChunkSteps& steps) const {
@@ -757,20 +766,33 @@ void InnerQLayerCache::prepare_steps(int n_tokens, ChunkSteps& steps) const {
 void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, AppendScratch& s,
                              ChunkSteps* steps) {
   const int S = config_.sink, R = config_.recent, G = config_.group;
+  // With steps, or once the statistics are fixed, the windows flush after
+  // each token, as decode does: the same bytes, and windows that never grow.
+  // Otherwise this append holds the first flush, which comes after the whole
+  // append so that the key statistics cover every prompt key
+  // (docs/architecture.md, "Key normalization").
+  const bool per_token = steps != nullptr || statistics_fixed();
   for (int h = 0; h < n_kv_heads_; ++h) {
     const size_t hs = static_cast<size_t>(h);
-    F16Rows& k_recent = k_recent_[hs];
+    // Otherwise this head's recent keys gather in first_rows_ (the window's,
+    // then the append's), and the window takes back what stays f16 at the
+    // end: the same bytes, and a window that never outgrows its bound.
+    F16Rows& k_recent = per_token ? k_recent_[hs] : first_rows_;
+    if (!per_token) {
+      first_rows_.pop_front(first_rows_.size());
+      const F16Rows& window = k_recent_[hs];
+      for (int t = 0; t < window.size(); ++t) first_rows_.push_f16(window.row(t));
+    }
     F16Rows& v_recent = v_recent_[hs];
     // Every head flushes the same tokens, so the members stay this head's
     // counts until the end, which updates them after all heads.
     int k_mid = k_mid_tokens_, v_mid = v_mid_tokens_;
-    const auto flush = [&] {
+    const auto flush_keys = [&] {
       const int k_excess = k_recent.size() - R;
       if (k_excess > 0) {
-        flush_k(h, k_excess, k_mid, s, steps);
+        flush_k(h, k_excess, k_mid, s, steps, k_recent);
         k_mid += k_excess;
       }
-      for (; v_recent.size() >= R + G; v_mid += G) flush_v(h, v_mid, s);
     };
     for (int i = 0; i < n_tokens; ++i) {
       const float* krow = input_row(k, i, h, false, s.k_row);
@@ -790,34 +812,37 @@ void InnerQLayerCache::store(const float* k, const float* v, int n_tokens, Appen
         v_recent.push(vrow);
       }
       if (steps != nullptr) {
-        // As token by token: flushed after each token, and what the token
-        // saw recorded (docs/architecture.md, "Chunked extend").
+        // What the token saw, recorded (docs/architecture.md, "Chunked
+        // extend").
         steps->k_rows[hs].push(krow);
         steps->v_rows[hs].push(vrow);
-        flush();
-        if (h == 0) {
-          const int sink = std::min(S, n_tokens_ + i + 1);
-          steps->k_end[static_cast<size_t>(i)] = sink + k_mid;
-          steps->v_end[static_cast<size_t>(i)] = sink + v_mid;
-        }
+      }
+      if (per_token) flush_keys();
+      // Values fix no statistics: they flush after each token either way.
+      for (; v_recent.size() >= R + G; v_mid += G) flush_v(h, v_mid, s);
+      if (steps != nullptr && h == 0) {
+        const int sink = std::min(S, n_tokens_ + i + 1);
+        steps->k_end[static_cast<size_t>(i)] = sink + k_mid;
+        steps->v_end[static_cast<size_t>(i)] = sink + v_mid;
       }
     }
-    // A prompt flushes after the whole append so that the key normalization
-    // covers every prompt key (docs/architecture.md, "Key normalization");
-    // once the factors exist, the result is the same as flushing after each
-    // token.
-    if (steps == nullptr) flush();
-    k_recent.trim();
+    if (!per_token) {
+      flush_keys();
+      F16Rows& window = k_recent_[hs];
+      window.pop_front(window.size());
+      for (int t = 0; t < k_recent.size(); ++t) window.push_f16(k_recent.row(t));
+    }
+    k_recent_[hs].trim();
     v_recent.trim();
   }
+  first_rows_ = F16Rows();  // the append's keys are flushed or in the windows
   n_tokens_ += n_tokens;
   k_mid_tokens_ = n_tokens_ - sink_tokens() - k_recent_[0].size();
   v_mid_tokens_ = n_tokens_ - sink_tokens() - v_recent_[0].size();
 }
 
-void InnerQLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s,
-                               ChunkSteps* steps) {
-  auto& recent = k_recent_[static_cast<size_t>(head)];
+void InnerQLayerCache::flush_k(int head, int n_tokens, int mid, AppendScratch& s, ChunkSteps* steps,
+                               F16Rows& recent) {
   const int D = head_dim_, B = block_tokens();
   float* const row = at_least(s.row, static_cast<size_t>(D));
   float* const scaled = at_least(s.scaled, static_cast<size_t>(D));

@@ -273,10 +273,16 @@ class InnerQLayerCache final : public LayerCache {
   INNERQ_LAYER_CACHE_STORE
   void reserve_rows(int n_tokens) override;
   void prepare_steps(int n_tokens, ChunkSteps& steps) const override;
-  // Quantizes the n_tokens oldest recent keys of a head into middle slots
-  // mid...; the first flush of a head also fixes its factors and mean and
-  // centers what stays in f16 (and the rows of `steps`, when recording).
-  void flush_k(int head, int n_tokens, int mid, AppendScratch& scratch, ChunkSteps* steps);
+  // Whether flushing after each token stores exactly what flushing after the
+  // whole append would: the config fixes no statistics at the first flush, or
+  // they are fixed already.
+  bool statistics_fixed() const;
+  // Quantizes the n_tokens oldest keys of `recent` (a head's recent window,
+  // or first_rows_) into middle slots mid...; the first flush of a head also
+  // fixes its factors and mean and centers what stays in f16 (and the rows
+  // of `steps`, when recording).
+  void flush_k(int head, int n_tokens, int mid, AppendScratch& scratch, ChunkSteps* steps,
+               F16Rows& recent);
   void flush_v(int head, int mid, AppendScratch& scratch);
   // The G-token V group at middle slot `mid` (a multiple of G), and its
   // offset in its block's V region.
@@ -293,6 +299,10 @@ class InnerQLayerCache final : public LayerCache {
   std::vector<std::vector<float>> key_mean_;     // [heads][D], empty until computed
   std::vector<std::vector<uint16_t>> key_perm_;  // [heads][D], empty until computed (ksort)
   std::vector<float> ones_;                      // [D] of 1.0
+  // One head's recent keys during an append that may hold the first flush
+  // (store()): they wait here, not in the window, so the window keeps its
+  // bound. Allocated by reserve_rows, released when the append ends.
+  F16Rows first_rows_;
 };
 
 #undef INNERQ_LAYER_CACHE_MEMBERS

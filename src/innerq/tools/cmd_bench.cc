@@ -555,10 +555,10 @@ MemoryRun measure_memory(const model::LlamaModel& m, const kv::CacheSpec& spec, 
   caches.reserve(m, threads);
   run.workspace = caches.workspace_bytes();
   run.planned += run.workspace;
-  // Filling appends 256 tokens at a time, which grows the f16 windows past
-  // their capacity until each append's flush trims them: heap the decode
-  // never uses again. The peak that counts is the decode's, measured from
-  // here, after giving that heap back.
+  // Filling appends 256 tokens at a time; the first of them holds InnerQ's
+  // first flush and takes a buffer of its keys until it ends: heap the
+  // decode never uses again. The peak that counts is the decode's, measured
+  // from here, after giving that heap back.
   const ResidentMemory filled = read_resident_memory();
   run.fill_peak_growth = filled.peak > before.rss ? filled.peak - before.rss : 0;
   malloc_trim(0);
