@@ -43,6 +43,9 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
            std::string("passkey -m stories260K --lengths 256 -f /nonexistent/filler.txt"),
            std::string("passkey -m stories260K --lengths 256 --keys 0 --kv f32"),
            std::string("passkey -m stories260K --lengths 256 --keys 5 --kv f32"),
+           std::string("tune -m stories260K -o /nonexistent/layers.txt"),
+           std::string("tune -m stories260K --self 100 -f x.txt -o /nonexistent/layers.txt"),
+           std::string("tune -m stories260K --self 70000 -o /nonexistent/layers.txt"),
        }) {
     SCOPED_TRACE(args);
     const CliRun run = run_innerq(args);
@@ -51,6 +54,9 @@ TEST(ModelCli, BadInputExitsWithCode2AndOneLine) {
   }
   EXPECT_NE(run_innerq("generate -m stories260K -p 'Once upon a time there was a girl' -c 4")
                 .output.find("does not fit the context of 4"),
+            std::string::npos);
+  EXPECT_NE(run_innerq("tune -m stories260K -o /nonexistent/layers.txt")
+                .output.find("-f FILE, or --self N"),
             std::string::npos);
   EXPECT_NE(run_innerq("passkey -m stories260K --lengths 256 -f /nonexistent/filler.txt")
                 .output.find("scripts/fetch-data.sh"),

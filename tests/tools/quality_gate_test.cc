@@ -308,6 +308,46 @@ TEST(Tune, SkipsSlidingWindowLayersAndKeepsTheWideFrame) {
   std::remove(file.c_str());
 }
 
+// --self calibrates without a data set: the model samples its own text
+// (seeded, so two runs write the same file), which also fills the
+// calibration passkeys; the file and the JSON say where the text came from.
+TEST(Tune, SelfCalibratesOnTheModelsOwnSamples) {
+  if (!std::filesystem::exists("models/gemma-3-270m-q4_k_m.gguf")) {
+    return missing("models/gemma-3-270m-q4_k_m.gguf (run scripts/fetch-model.sh)");
+  }
+  const std::string file = ::testing::TempDir() + "tune_self_" + std::to_string(::getpid());
+  std::string json[2], files[2];
+  for (int i = 0; i < 2; ++i) {
+    int status = 0;
+    const std::string out =
+        run("tune -m gemma3-270m --self 200 --base innerq:sink=4,recent=8 --bits 2,8 --budget 3.5"
+            " --ctx 96 --prefix 64 --chunks 2 -t 2 --json --passkey 1 --passkey-length 256 -o " +
+                file,
+            &status);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    json[i] = out.substr(out.find('{'));
+    files[i] = read_file(file);
+  }
+  EXPECT_EQ(files[0], files[1]) << "the samples must be seeded";
+  EXPECT_EQ(json[0], json[1]);
+  const nlohmann::json j = nlohmann::json::parse(json[0]);
+  EXPECT_EQ(j.at("calibration").at("text"), "the model's own samples (--self 200)");
+  EXPECT_GE(j.at("calibration").at("tokens").get<int>(), 200);
+  EXPECT_EQ(j.at("layers").size(), 3u);
+  EXPECT_LE(j.at("chosen_bits").get<double>(), 3.5);
+  EXPECT_NE(files[0].find("calibration text the model's own samples (--self 200) (2 chunks of 96"),
+            std::string::npos)
+      << files[0];
+  // Too few tokens for the chunks asked, and two texts at once, are refused.
+  int status = 0;
+  std::string out = run("tune -m gemma3-270m --self 50 --ctx 96 --prefix 64 -o " + file, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << out;
+  out = run("tune -m gemma3-270m --self 200 -f data/wikitext2/valid.txt -o " + file, &status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << out;
+  EXPECT_NE(out.find("-f and --self"), std::string::npos) << out;
+  std::remove(file.c_str());
+}
+
 // --passkey adds each config's answer NLL over f16 on calibration passkeys to
 // its KLD: the JSON carries both sensitivities, the choice minimizes their
 // weighted sum over every choice within the budget (checked here by

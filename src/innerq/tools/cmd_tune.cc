@@ -1,6 +1,11 @@
 // innerq/tools/cmd_tune.cc — `innerq tune`: per-layer K/V bit widths for a
 // byte budget, found offline on calibration text (KVTuner-style).
 //
+// The calibration text is a file (-f) or, with --self N, N tokens the model
+// samples itself (tools/generation.h, sample_self_text): no data set needed,
+// since which layers are sensitive is a property of the model more than of
+// the text (docs/quality.md, "Tuned without data").
+//
 // Sliding-window layers (Gemma 3) keep their window in f16 whatever the spec
 // says, so only the other layers are measured, budgeted and written; the
 // base is resolved for the model's head_dim first (`innerq` chooses its bits
@@ -48,6 +53,7 @@
 #include "innerq/tools/cli_util.h"
 #include "innerq/tools/commands.h"
 #include "innerq/tools/eval.h"
+#include "innerq/tools/generation.h"
 #include "innerq/tools/passkey_trials.h"
 
 namespace innerq::tools {
@@ -56,6 +62,7 @@ namespace {
 struct TuneOptions {
   std::string model;
   std::string file;
+  int self = 0;  // --self: calibrate on this many tokens of the model's own samples
   std::string base = "innerq";
   std::string out;
   std::vector<int> bits = {2, 3, 4, 8};
@@ -73,6 +80,8 @@ struct TuneOptions {
 };
 
 constexpr int kMaxPasskeyTrials = 1000;
+// The seed of --self's samples ("self").
+constexpr uint64_t kSelfSeed = 0x73656c66;
 // The seed of tune's calibration passkeys ("tune"): `innerq passkey` draws
 // its prompts from its own --seed (default 0).
 constexpr uint64_t kPasskeySeed = 0x74756e65;
@@ -141,6 +150,19 @@ void run_tune(const TuneOptions& o) {
     throw Error(fmt::format("--budget {} must be in (0, 16] bits per value", o.budget));
   }
   if (o.out.empty()) throw Error("-o FILE is required: where to write the layers file");
+  if (o.file.empty() && o.self == 0) {
+    throw Error(
+        "give the calibration text: -f FILE, or --self N (N tokens the model samples "
+        "itself)");
+  }
+  if (!o.file.empty() && o.self != 0) throw Error("-f and --self name two calibration texts");
+  if (o.self < 0 || o.self > kMaxSelfTokens) {
+    throw Error(fmt::format("--self {} must be in [1, {}] tokens", o.self, kMaxSelfTokens));
+  }
+  if (o.self > 0 && static_cast<long>(o.self) < static_cast<long>(o.ctx) * std::max(1, o.chunks)) {
+    throw Error(fmt::format("--self {} tokens do not fill --chunks {} of --ctx {} tokens", o.self,
+                            std::max(1, o.chunks), o.ctx));
+  }
   if (o.passkey < 0 || o.passkey > kMaxPasskeyTrials) {
     throw Error(fmt::format("--passkey {} must be in [0, {}] calibration trials", o.passkey,
                             kMaxPasskeyTrials));
@@ -174,10 +196,22 @@ void run_tune(const TuneOptions& o) {
     if (shape.window(l) == 0) tuned.push_back(l);
   if (tuned.empty()) throw Error(fmt::format("-m {}: every layer is a sliding window", o.model));
   const int T = static_cast<int>(tuned.size());
-  const std::vector<int> tokens = tokenize_file(m, o.file);
+  std::string self_text;
+  if (o.self > 0) {
+    ProgressBar sbar(fmt::format("tune: sampling {} tokens of calibration text", o.self));
+    self_text = sample_self_text(m, o.self, kSelfSeed, o.threads,
+                                 [&](long d, long t) { sbar.update(d, t); });
+    sbar.finish();
+  }
+  const std::string text_name =
+      o.self > 0 ? fmt::format("the model's own samples (--self {})", o.self) : o.file;
+  const std::vector<int> tokens =
+      o.self > 0 ? m.tokenizer().tokenize(self_text, /*add_bos=*/false, /*parse_special=*/false)
+                 : tokenize_file(m, o.file);
   // The calibration text is also the passkeys' filler.
   std::vector<FillerSource> filler;
-  if (o.passkey > 0) filler.push_back(read_filler(o.file));
+  if (o.passkey > 0)
+    filler.push_back(o.self > 0 ? filler_from_text(text_name, self_text) : read_filler(o.file));
 
   // Config 0: f16 base. Then per layer: K at each width (V 8), V at each
   // width (K 8); the (8, 8) point is shared.
@@ -380,7 +414,7 @@ void run_tune(const TuneOptions& o) {
       "# base {}\n# predicted KLD (sum of per-layer sensitivities) {:.5f}{}\n"
       "# use: --kv 'innerq:layers={}'\n",
       T, T < L ? fmt::format(" of {} (the others are sliding windows)", L) : std::string(),
-      o.budget, avg_bits, o.model, o.file, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
+      o.budget, avg_bits, o.model, text_name, stats[0].tokens / (o.ctx - o.prefix), o.ctx, o.prefix,
       kv::spec_string(base), chosen_parts.kld,
       o.passkey > 0 ? fmt::format("\n# objective: KLD + {} x answer NLL/token over f16 on {} "
                                   "calibration passkeys of {} tokens (predicted NLL/token {:.5f})",
@@ -408,6 +442,7 @@ void run_tune(const TuneOptions& o) {
       if (o.validate) j["passkey"]["measured_dnll"] = measured_dnll[0];
     }
     j["file"] = o.out;
+    j["calibration"] = {{"text", text_name}, {"tokens", tokens.size()}};
     j["bits"] = bits;
     for (int i = 0; i < T; ++i) {
       nlohmann::json row;
@@ -492,8 +527,11 @@ void add_tune_command(CLI::App& app) {
                   "smollm2, gemma3-270m, stories260K, or a path to a GGUF file")
       ->required();
   cmd->add_option("-f,--file", o->file,
-                  "calibration text (e.g. wikitext2/valid.txt; never the test split)")
-      ->required();
+                  "calibration text (e.g. wikitext2/valid.txt; never the test split); or --self");
+  cmd->add_option("--self", o->self,
+                  "instead of -f: calibrate on N tokens the model samples itself from plain "
+                  "openings (temperature 0.8, a fixed seed), so no data set is needed; N >= "
+                  "--ctx x --chunks");
   cmd->add_option("-o,--output", o->out, "layers file to write")->required();
   cmd->add_option("--base", o->base, "innerq config whose bits are tuned per layer")
       ->capture_default_str();

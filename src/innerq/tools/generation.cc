@@ -1,9 +1,14 @@
 // innerq/tools/generation.cc — the sampling flags and the reply loop.
 #include "innerq/tools/generation.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 
 #include <fmt/core.h>
+
+#include "innerq/base/error.h"
+#include "innerq/kv/cache_spec.h"
 
 namespace innerq::tools {
 
@@ -49,6 +54,54 @@ Reply sample_reply(const model::LlamaModel& m, kv::KvCache& cache, model::Sample
     ++r.n_decoded;
   }
   return r;
+}
+
+std::string sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t seed, int n_threads,
+                             const std::function<void(long, long)>& progress) {
+  if (n_tokens < 1 || n_tokens > kMaxSelfTokens) {
+    throw Error(fmt::format("--self {} must be in [1, {}] tokens", n_tokens, kMaxSelfTokens));
+  }
+  // Openings that name no domain; the model's own continuations choose it.
+  static constexpr std::array<const char*, 12> kOpenings = {
+      "The",         "In 1998,",         "Chapter 1",        "The history of",
+      "Scientists",  "Once upon a time", "According to the", "Hello",
+      "My favorite", "Today we",         "The following",    "It was"};
+  const model::Tokenizer& tok = m.tokenizer();
+  const std::vector<kv::LayerConfig> f16 =
+      kv::parse_cache_spec("f16").layers(m.config().n_layers, m.config().head_dim);
+  model::LlamaModel::Workspace ws;
+  std::vector<float> logits;
+  std::string text;
+  int have = 0, empty_in_a_row = 0;
+  for (uint64_t i = 0; have < n_tokens; ++i) {
+    const std::string opening = kOpenings[i % kOpenings.size()];
+    const std::vector<int> prompt = tok.tokenize(opening, tok.adds_bos(), /*parse_special=*/false);
+    const int n_prompt = static_cast<int>(prompt.size());
+    // The last sample stops near n_tokens (the count is checked on the
+    // whole text below, so a short one is followed by another).
+    const int want = std::min(kSelfSampleTokens, n_tokens - have + 8);
+    const int ctx = std::min(n_prompt + want, m.config().n_ctx_train);
+    if (n_prompt >= ctx) throw Error("sample_self_text: the model's context is too short");
+    kv::KvCache cache(m.cache_shape(ctx), f16);
+    kv::KvCache* caches[] = {&cache};
+    m.prefill(prompt, caches, /*all_logits=*/false, logits, n_threads);
+    model::Sampler sampler({.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = seed + i});
+    const Reply r = sample_reply(m, cache, sampler, logits, ctx - n_prompt, /*store_last=*/false,
+                                 /*stream=*/false, n_threads, ws);
+    // A model that answers every opening with its end token at once would
+    // loop forever: a dozen empty samples in a row end it.
+    empty_in_a_row = r.tokens.empty() ? empty_in_a_row + 1 : 0;
+    if (empty_in_a_row == static_cast<int>(kOpenings.size())) {
+      throw Error(
+          fmt::format("--self: the model ended {} samples in a row at once (no text to "
+                      "calibrate on); give a text file with -f",
+                      empty_in_a_row));
+    }
+    text += opening + r.text + "\n\n";
+    have = static_cast<int>(tok.tokenize(text, /*add_bos=*/false, /*parse_special=*/false).size());
+    if (progress) progress(std::min(have, n_tokens), n_tokens);
+  }
+  return text;
 }
 
 }  // namespace innerq::tools

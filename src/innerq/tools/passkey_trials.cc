@@ -98,14 +98,19 @@ std::vector<int> argmax_rows(const std::vector<float>& logits, size_t batch, int
 
 FillerSource read_filler(const std::string& name) {
   if (name == kRepeatName) return {name, {std::string(kRepeatLine)}};
-  std::istringstream in(
+  return filler_from_text(
+      name,
       read_text_file(name, "filler file (scripts/fetch-data.sh fetches the default; or 'repeat')"));
+}
+
+FillerSource filler_from_text(const std::string& name, const std::string& text) {
+  std::istringstream in(text);
   FillerSource s{name, {}};
   for (std::string line; std::getline(in, line);) s.lines.push_back(line + "\n");
   const bool has_text = std::any_of(s.lines.begin(), s.lines.end(), [](const std::string& l) {
     return std::any_of(l.begin(), l.end(), [](unsigned char c) { return !std::isspace(c); });
   });
-  if (!has_text) throw Error(fmt::format("filler file '{}' holds no text", name));
+  if (!has_text) throw Error(fmt::format("filler '{}' holds no text", name));
   return s;
 }
 

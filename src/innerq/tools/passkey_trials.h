@@ -27,7 +27,7 @@ inline constexpr std::string_view kRepeatName = "repeat";  // the built-in fille
 
 // A filler source: the built-in `repeat` sentence or a text file's lines.
 struct FillerSource {
-  std::string name;  // "repeat" or the file's path
+  std::string name;  // "repeat", the file's path, or what else the text is
   std::vector<std::string> lines;
 };
 
@@ -53,6 +53,9 @@ struct Answer {
 // The source `name` names: kRepeatName or a text file (its lines with their
 // '\n'); throws when the file is missing or holds no text.
 FillerSource read_filler(const std::string& name);
+// `text`'s lines as a source named `name` (tune --self: the model's samples);
+// throws when it holds no text.
+FillerSource filler_from_text(const std::string& name, const std::string& text);
 
 // Trial `trial` of `trials` at `length` tokens: n_keys random 5-digit keys
 // in needles, the asked one at depth (trial + 0.5) / trials, the others at
