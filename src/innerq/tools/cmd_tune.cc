@@ -196,22 +196,20 @@ void run_tune(const TuneOptions& o) {
     if (shape.window(l) == 0) tuned.push_back(l);
   if (tuned.empty()) throw Error(fmt::format("-m {}: every layer is a sliding window", o.model));
   const int T = static_cast<int>(tuned.size());
-  std::string self_text;
+  SelfText self;
   if (o.self > 0) {
     ProgressBar sbar(fmt::format("tune: sampling {} tokens of calibration text", o.self));
-    self_text = sample_self_text(m, o.self, kSelfSeed, o.threads,
-                                 [&](long d, long t) { sbar.update(d, t); });
+    self = sample_self_text(m, o.self, kSelfSeed, o.threads,
+                            [&](long d, long t) { sbar.update(d, t); });
     sbar.finish();
   }
   const std::string text_name =
       o.self > 0 ? fmt::format("the model's own samples (--self {})", o.self) : o.file;
-  const std::vector<int> tokens =
-      o.self > 0 ? m.tokenizer().tokenize(self_text, /*add_bos=*/false, /*parse_special=*/false)
-                 : tokenize_file(m, o.file);
+  const std::vector<int> tokens = o.self > 0 ? std::move(self.tokens) : tokenize_file(m, o.file);
   // The calibration text is also the passkeys' filler.
   std::vector<FillerSource> filler;
   if (o.passkey > 0)
-    filler.push_back(o.self > 0 ? filler_from_text(text_name, self_text) : read_filler(o.file));
+    filler.push_back(o.self > 0 ? filler_from_text(text_name, self.text) : read_filler(o.file));
 
   // Config 0: f16 base. Then per layer: K at each width (V 8), V at each
   // width (K 8); the (8, 8) point is shared.

@@ -56,8 +56,8 @@ Reply sample_reply(const model::LlamaModel& m, kv::KvCache& cache, model::Sample
   return r;
 }
 
-std::string sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t seed, int n_threads,
-                             const std::function<void(long, long)>& progress) {
+SelfText sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t seed, int n_threads,
+                          const std::function<void(long, long)>& progress) {
   if (n_tokens < 1 || n_tokens > kMaxSelfTokens) {
     throw Error(fmt::format("--self {} must be in [1, {}] tokens", n_tokens, kMaxSelfTokens));
   }
@@ -71,7 +71,7 @@ std::string sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t 
       kv::parse_cache_spec("f16").layers(m.config().n_layers, m.config().head_dim);
   model::LlamaModel::Workspace ws;
   std::vector<float> logits;
-  std::string text;
+  SelfText out;
   int have = 0, empty_in_a_row = 0;
   for (uint64_t i = 0; have < n_tokens; ++i) {
     const std::string opening = kOpenings[i % kOpenings.size()];
@@ -97,11 +97,12 @@ std::string sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t 
                       "calibrate on); give a text file with -f",
                       empty_in_a_row));
     }
-    text += opening + r.text + "\n\n";
-    have = static_cast<int>(tok.tokenize(text, /*add_bos=*/false, /*parse_special=*/false).size());
+    out.text += opening + r.text + "\n\n";
+    out.tokens = tok.tokenize(out.text, /*add_bos=*/false, /*parse_special=*/false);
+    have = static_cast<int>(out.tokens.size());
     if (progress) progress(std::min(have, n_tokens), n_tokens);
   }
-  return text;
+  return out;
 }
 
 }  // namespace innerq::tools

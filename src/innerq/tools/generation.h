@@ -46,14 +46,19 @@ Reply sample_reply(const model::LlamaModel& m, kv::KvCache& cache, model::Sample
 // openings ("The", "Chapter 1", ...), at temperature 0.8, top-k 40, top-p
 // 0.95, sample i seeded with seed + i, each up to kSelfSampleTokens tokens or
 // an end-of-generation token. Samples are joined by blank lines until the
-// text holds at least n_tokens tokens as `tokenize_file` cuts them, and the
-// text is returned. The same model, n_tokens and seed give the same text.
+// text holds at least n_tokens tokens as `tokenize_file` cuts them; the
+// text and those tokens are returned. The same model, n_tokens and seed give
+// the same text.
 // Throws when the model keeps ending its samples at once (no text) or
 // n_tokens is outside [1, kMaxSelfTokens]. `progress(done, total)` is called
 // after each sample.
 inline constexpr int kSelfSampleTokens = 512;
 inline constexpr int kMaxSelfTokens = 65536;
-std::string sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t seed, int n_threads,
-                             const std::function<void(long, long)>& progress);
+struct SelfText {
+  std::string text;
+  std::vector<int> tokens;  // the text's, without BOS
+};
+SelfText sample_self_text(const model::LlamaModel& m, int n_tokens, uint64_t seed, int n_threads,
+                          const std::function<void(long, long)>& progress);
 
 }  // namespace innerq::tools
